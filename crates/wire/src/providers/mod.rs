@@ -1,0 +1,6 @@
+//! One module per provider wire format. OpenAI-compatible services share `openai` with small quirks.
+
+pub mod anthropic;
+pub mod azure;
+pub mod ollama;
+pub mod openai;
