@@ -1,1 +1,29 @@
-//! placeholder
+//! Switchyard's engine: everything between a decoded request and an upstream answer.
+//!
+//! The request path, stage by stage (the server does 1 and 7, the engine the rest):
+//!
+//! 1. **Accept** (server): decode the body into the canonical request; reject bad input with an
+//!    OpenAI-shaped 400/413; attach a [`RequestCtx`].
+//! 2. **Identify**: the caller's virtual key and policy (a later issue).
+//! 3. **Plan** ([`Gateway::plan`]): `provider/model` or a bare name, plus the request's `fallbacks` and the
+//!    config's `routes[].fallbacks`, become an ordered list of targets.
+//! 4. **Admit**: budgets and rate limits (a later issue).
+//! 5. **Look up**: cache (a later issue).
+//! 6. **Execute** ([`Gateway::chat`]): per target, a weighted key choice ([`keys`]), image inlining where a
+//!    provider needs bytes ([`images`]), the pure codec builds the request, [`upstream`] sends it with
+//!    connect / first-byte / idle / total timeouts and classifies the outcome; transient failures move to
+//!    the next target, caller faults return at once. Streams commit to a target at their first chunk.
+//! 7. **Respond** (server): translate to the caller's API shape; stream chunk by chunk.
+//! 8. **Account**: usage, logs and metrics (later issues).
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod images;
+pub mod keys;
+pub mod upstream;
+
+pub use config::Config;
+pub use error::{Attempt, FailureClass, GatewayError};
+pub use gateway::{ChatOutcome, Gateway, RequestCtx, Served};
+pub use upstream::{ChatStream, StreamItem};

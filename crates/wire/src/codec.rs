@@ -148,7 +148,15 @@ impl ProviderKind {
 
     /// Whether the provider has an embeddings endpoint.
     pub fn has_embeddings(self) -> bool {
-        !matches!(self, ProviderKind::Anthropic | ProviderKind::Perplexity | ProviderKind::Cerebras | ProviderKind::Groq | ProviderKind::Xai | ProviderKind::DeepSeek)
+        !matches!(
+            self,
+            ProviderKind::Anthropic
+                | ProviderKind::Perplexity
+                | ProviderKind::Cerebras
+                | ProviderKind::Groq
+                | ProviderKind::Xai
+                | ProviderKind::DeepSeek
+        )
     }
 }
 
@@ -193,12 +201,7 @@ pub struct WireRequest {
 
 impl WireRequest {
     pub fn post_json(url: String, body: Vec<u8>) -> Self {
-        WireRequest {
-            method: Method::Post,
-            url,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body,
-        }
+        WireRequest { method: Method::Post, url, headers: vec![("content-type".into(), "application/json".into())], body }
     }
 
     pub fn get(url: String) -> Self {
@@ -311,9 +314,16 @@ pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str)
     }
 }
 
-pub fn parse_embeddings(kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Result<EmbeddingsResponse, WireError> {
+/// Parses an embeddings response. `encoding_format` is the caller's: providers that only return floats are
+/// re-encoded to base64 when the caller asked for it.
+pub fn parse_embeddings(
+    kind: ProviderKind,
+    body: &[u8],
+    ctx: ResponseCtx<'_>,
+    encoding_format: Option<&str>,
+) -> Result<EmbeddingsResponse, WireError> {
     match kind.family() {
-        Family::Ollama => ollama::parse_embeddings(body, ctx),
+        Family::Ollama => ollama::parse_embeddings_as(body, ctx, encoding_format),
         _ => openai::parse_embeddings(body),
     }
 }

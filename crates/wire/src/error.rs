@@ -60,11 +60,7 @@ impl UpstreamError {
                     Some(e @ Value::Object(_)) => e,
                     _ => &v,
                 };
-                out.message = obj
-                    .get("message")
-                    .or_else(|| obj.get("detail"))
-                    .map(value_text)
-                    .unwrap_or_default();
+                out.message = obj.get("message").or_else(|| obj.get("detail")).map(value_text).unwrap_or_default();
                 out.kind = obj.get("type").and_then(value_opt_text);
                 out.code = obj.get("code").and_then(value_opt_text);
                 out.param = obj.get("param").and_then(value_opt_text);
@@ -117,15 +113,27 @@ mod tests {
 
     #[test]
     fn parses_every_known_shape() {
-        let e = UpstreamError::from_body(429, br#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#);
-        assert_eq!((e.message.as_str(), e.code.as_deref(), e.kind.as_deref()), ("slow down", Some("rate_limit_exceeded"), Some("requests")));
+        let e = UpstreamError::from_body(
+            429,
+            br#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+        );
+        assert_eq!(
+            (e.message.as_str(), e.code.as_deref(), e.kind.as_deref()),
+            ("slow down", Some("rate_limit_exceeded"), Some("requests"))
+        );
         let e = UpstreamError::from_body(400, br#"{"error":{"message":"bad","type":"BadRequestError","param":null,"code":400}}"#);
         assert_eq!(e.code.as_deref(), Some("400"));
         let e = UpstreamError::from_body(404, br#"{"error":"model \"x\" not found"}"#);
         assert_eq!(e.message, "model \"x\" not found");
-        let e = UpstreamError::from_body(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#);
+        let e = UpstreamError::from_body(
+            529,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#,
+        );
         assert_eq!((e.message.as_str(), e.kind.as_deref()), ("Overloaded", Some("overloaded_error")));
-        let e = UpstreamError::from_body(422, br#"{"object":"error","message":"nope","type":"invalid_request_error","param":null,"code":null}"#);
+        let e = UpstreamError::from_body(
+            422,
+            br#"{"object":"error","message":"nope","type":"invalid_request_error","param":null,"code":null}"#,
+        );
         assert_eq!(e.message, "nope");
         let e = UpstreamError::from_body(401, br#"{"detail":"Unauthorized"}"#);
         assert_eq!(e.message, "Unauthorized");

@@ -106,10 +106,7 @@ mod tests {
 
     fn content_chunk(text: &str) -> ChatChunk {
         let mut c = ChatChunk::new("c1", 1, "m");
-        c.choices.push(ChunkChoice {
-            delta: Delta { content: Some(text.into()), ..Delta::default() },
-            ..ChunkChoice::default()
-        });
+        c.choices.push(ChunkChoice { delta: Delta { content: Some(text.into()), ..Delta::default() }, ..ChunkChoice::default() });
         c
     }
 

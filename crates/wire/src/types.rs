@@ -71,10 +71,7 @@ impl ChatRequest {
     }
 
     pub fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
 }
 
@@ -485,13 +482,7 @@ fn assistant_role() -> Role {
 
 impl Default for ResponseMessage {
     fn default() -> Self {
-        ResponseMessage {
-            role: Role::Assistant,
-            content: None,
-            tool_calls: None,
-            refusal: None,
-            extra: Extra::new(),
-        }
+        ResponseMessage { role: Role::Assistant, content: None, tool_calls: None, refusal: None, extra: Extra::new() }
     }
 }
 
@@ -513,19 +504,11 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt: u64, completion: u64) -> Self {
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            ..Usage::default()
-        }
+        Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ..Usage::default() }
     }
 
     pub fn with_cached(mut self, cached: u64) -> Self {
-        self.prompt_tokens_details = Some(PromptTokensDetails {
-            cached_tokens: Some(cached),
-            extra: Extra::new(),
-        });
+        self.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: Some(cached), extra: Extra::new() });
         self
     }
 
@@ -761,12 +744,7 @@ mod tests {
     #[test]
     fn image_url_accepts_plain_string() {
         let p: ContentPart = serde_json::from_str(r#"{"type":"image_url","image_url":"https://x/y.png"}"#).unwrap();
-        assert_eq!(
-            p,
-            ContentPart::ImageUrl {
-                image_url: ImageUrl { url: "https://x/y.png".into(), detail: None }
-            }
-        );
+        assert_eq!(p, ContentPart::ImageUrl { image_url: ImageUrl { url: "https://x/y.png".into(), detail: None } });
     }
 
     #[test]

@@ -63,7 +63,8 @@ mod tests {
         let mut opts = ProviderOptions::default();
         opts.deployments.insert("gpt-4o-mini".into(), "prod-mini".into());
         let ep = Endpoint { kind: ProviderKind::Azure, base_url: "https://r.openai.azure.com", api_key: Some("k1"), options: &opts };
-        let req: ChatRequest = serde_json::from_str(r#"{"model":"azure/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let req: ChatRequest =
+            serde_json::from_str(r#"{"model":"azure/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         let r = build_chat(&ep, &req, "gpt-4o-mini").unwrap();
         assert_eq!(r.url, "https://r.openai.azure.com/openai/deployments/prod-mini/chat/completions?api-version=2024-10-21");
         assert!(r.headers.contains(&("api-key".into(), "k1".into())));

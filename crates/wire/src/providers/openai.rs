@@ -98,11 +98,8 @@ impl<'a> ChatBody<'a> {
         } else {
             Cow::Borrowed(req.messages.as_slice())
         };
-        let (max_tokens, max_completion_tokens) = if q.mistral_params {
-            (req.max_output_tokens(), None)
-        } else {
-            (req.max_tokens, req.max_completion_tokens)
-        };
+        let (max_tokens, max_completion_tokens) =
+            if q.mistral_params { (req.max_output_tokens(), None) } else { (req.max_tokens, req.max_completion_tokens) };
         let (seed, random_seed) = if q.mistral_params { (None, req.seed) } else { (req.seed, None) };
         ChatBody {
             model,

@@ -1,0 +1,837 @@
+//! Configuration: the YAML (or JSON) file, the environment-only default, and validation.
+//!
+//! The file is read into a generic YAML tree first and then each section is decoded on its own, so one run
+//! of `switchyard check` reports every mistake in the file at once, each with its path
+//! (`providers.openai.keys[1].weight: …`) and, where we can, the fix. What comes out is an immutable
+//! [`Config`] with secrets resolved and cross-references checked: nothing is validated again per request.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_yaml_ng::Value as Yaml;
+use switchyard_wire::codec::normalize_base_url;
+use switchyard_wire::{ProviderKind, ProviderOptions};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// A validated configuration snapshot.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub server: ServerSettings,
+    pub images: ImageSettings,
+    pub providers: Vec<ProviderConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Largest request body accepted; larger bodies get a 413.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    pub fetch_timeout: Duration,
+    pub max_bytes: usize,
+    /// Networks that image fetches may reach although they are private, loopback or link-local.
+    pub allow_private: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Normalised API base (see `switchyard_wire::codec::normalize_base_url`).
+    pub base_url: String,
+    pub keys: Vec<KeyConfig>,
+    pub timeouts: Timeouts,
+    pub tags: Vec<String>,
+    /// Models this provider is known to serve, from the file (upstream lists are added at run time).
+    pub models: Vec<String>,
+    pub options: ProviderOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    pub name: String,
+    pub secret: SecretString,
+    pub weight: f64,
+    /// Empty: any model.
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Streams: until the response headers and the first chunk have arrived.
+    pub first_byte: Duration,
+    /// Streams: longest silence between two chunks.
+    pub stream_idle: Duration,
+    /// One attempt from start to the last byte.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Model strings this route applies to, as callers write them (`openai/gpt-4o-mini` or a bare name).
+    pub models: Vec<String>,
+    /// `provider/model` targets tried in order after the primary.
+    pub fallbacks: Vec<String>,
+}
+
+/// Every problem found in a configuration, each with its path.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub issues: Vec<ConfigIssue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let origin = self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
+        let n = self.issues.len();
+        writeln!(f, "{origin}: {n} error{}", if n == 1 { "" } else { "s" })?;
+        for i in &self.issues {
+            if i.path.is_empty() {
+                writeln!(f, "  - {}", i.message)?;
+            } else {
+                writeln!(f, "  - {}: {}", i.path, i.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where secrets and environment-dependent defaults come from; a trait so tests need not touch the process
+/// environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Raw shapes (what the file may say)
+// ---------------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default)]
+    max_body_size: Option<ByteSize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    #[serde(default)]
+    fetch_timeout: Option<DurationStr>,
+    #[serde(default)]
+    max_size: Option<ByteSize>,
+    #[serde(default)]
+    allow_private_networks: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    #[serde(default)]
+    timeout: Option<DurationStr>,
+    #[serde(default)]
+    connect_timeout: Option<DurationStr>,
+    #[serde(default)]
+    first_byte_timeout: Option<DurationStr>,
+    #[serde(default)]
+    stream_idle_timeout: Option<DurationStr>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    deployments: BTreeMap<String, String>,
+    #[serde(default)]
+    default_max_tokens: Option<u32>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    #[serde(default)]
+    name: Option<String>,
+    value: String,
+    #[serde(default)]
+    weight: Option<f64>,
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    models: Vec<String>,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+}
+
+/// `30s`, `5m`, `1h`, `1d`, `250ms`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy)]
+struct DurationStr(Duration);
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Yaml::deserialize(d)?;
+        let parsed = match &v {
+            Yaml::Number(n) => n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(Duration::from_secs_f64),
+            Yaml::String(s) => parse_duration(s),
+            _ => None,
+        };
+        parsed
+            .map(DurationStr)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a duration such as 30s, 5m, 1h or 250ms, got {}", yaml_brief(&v))))
+    }
+}
+
+/// A size: a number of bytes or `512KiB`, `20MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+#[derive(Debug, Clone, Copy)]
+struct ByteSize(usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Yaml::deserialize(d)?;
+        let parsed = match &v {
+            Yaml::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+            Yaml::String(s) => parse_size(s),
+            _ => None,
+        };
+        parsed
+            .map(ByteSize)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a size such as 20MiB or 1048576, got {}", yaml_brief(&v))))
+    }
+}
+
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok().filter(|f: &f64| f.is_finite() && *f >= 0.0)?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn yaml_brief(v: &Yaml) -> String {
+    match v {
+        Yaml::Null => "null".into(),
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::Number(n) => n.to_string(),
+        Yaml::String(s) => format!("\"{s}\""),
+        Yaml::Sequence(_) => "a list".into(),
+        Yaml::Mapping(_) => "a mapping".into(),
+        Yaml::Tagged(_) => "a tagged value".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------------------
+
+/// Collects issues while the sections are decoded one by one.
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue { path: path.into(), message: message.into() });
+    }
+
+    /// Decodes `v` as `T`, reporting a failure at `base` + the path inside `v`.
+    fn decode<T: for<'de> Deserialize<'de>>(&mut self, base: &str, v: Yaml) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let path = if inner == "." || inner.is_empty() {
+                    base.to_string()
+                } else if inner.starts_with('[') {
+                    format!("{base}{inner}")
+                } else {
+                    format!("{base}.{inner}")
+                };
+                let msg = e.into_inner().to_string();
+                self.push(path, humanize_serde(&msg));
+                None
+            }
+        }
+    }
+}
+
+/// serde's messages are precise but terse; say what to do where we can.
+fn humanize_serde(msg: &str) -> String {
+    // serde_yaml appends " at line N column M" for positions inside the tree we built, which are meaningless.
+    let msg = msg.split(" at line ").next().unwrap_or(msg);
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        return format!("unknown field {rest}; remove it or fix its spelling");
+    }
+    msg.to_string()
+}
+
+/// Reads and validates a configuration file.
+pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        issues: vec![ConfigIssue { path: String::new(), message: format!("cannot read the file: {e}") }],
+    })?;
+    parse_str(&text, env).map_err(|mut e| {
+        e.file = Some(path.to_path_buf());
+        e
+    })
+}
+
+/// Parses and validates configuration text (YAML; JSON is YAML too).
+pub fn parse_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+    let root: Yaml = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
+        file: None,
+        issues: vec![ConfigIssue { path: String::new(), message: format!("not valid YAML: {e}") }],
+    })?;
+    let mut issues = Issues(Vec::new());
+    let cfg = build(root, env, &mut issues);
+    if issues.0.is_empty() {
+        cfg.ok_or_else(|| ConfigError { file: None, issues: vec![] })
+    } else {
+        Err(ConfigError { file: None, issues: issues.0 })
+    }
+}
+
+fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
+    let map = match root {
+        Yaml::Mapping(m) => m,
+        Yaml::Null => Default::default(),
+        other => {
+            issues.push("", format!("the file must be a mapping with listen/providers/routes, got {}", yaml_brief(&other)));
+            return None;
+        }
+    };
+    let mut listen = None;
+    let mut server = RawServer::default();
+    let mut images = RawImages::default();
+    let mut providers = Vec::new();
+    let mut routes = Vec::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str().map(str::to_string) else {
+            issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
+            continue;
+        };
+        match key.as_str() {
+            "listen" => listen = issues.decode::<String>("listen", v),
+            "server" => server = issues.decode("server", v).unwrap_or_default(),
+            "images" => images = issues.decode("images", v).unwrap_or_default(),
+            "providers" => match v {
+                Yaml::Mapping(m) => {
+                    for (name, pv) in m {
+                        let Some(name) = name.as_str().map(str::to_string) else {
+                            issues.push("providers", format!("provider names must be strings, got {}", yaml_brief(&name)));
+                            continue;
+                        };
+                        let path = format!("providers.{name}");
+                        if let Some(raw) = issues.decode::<RawProvider>(&path, pv) {
+                            if let Some(p) = provider(&name, raw, env, issues) {
+                                providers.push(p);
+                            }
+                        }
+                    }
+                }
+                Yaml::Null => {}
+                other => issues.push("providers", format!("expected a mapping of provider name to settings, got {}", yaml_brief(&other))),
+            },
+            "routes" => match v {
+                Yaml::Sequence(s) => {
+                    for (i, rv) in s.into_iter().enumerate() {
+                        if let Some(r) = issues.decode::<RawRoute>(&format!("routes[{i}]"), rv) {
+                            routes.push((i, r));
+                        }
+                    }
+                }
+                Yaml::Null => {}
+                other => issues.push("routes", format!("expected a list of routes, got {}", yaml_brief(&other))),
+            },
+            other => issues.push(other, "unknown top-level key; expected listen, server, images, providers or routes"),
+        }
+    }
+
+    let listen = match listen.as_deref().unwrap_or(DEFAULT_LISTEN).parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            issues.push("listen", "expected an address such as 127.0.0.1:8080 or 0.0.0.0:8080");
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    let mut allow_private = Vec::new();
+    for (i, n) in images.allow_private_networks.iter().enumerate() {
+        match parse_net(n) {
+            Some(net) => allow_private.push(net),
+            None => issues.push(
+                format!("images.allow_private_networks[{i}]"),
+                format!("\"{n}\" is not an IP address or CIDR network such as 127.0.0.1/32"),
+            ),
+        }
+    }
+
+    let names: HashSet<&str> = providers.iter().map(|p: &ProviderConfig| p.name.as_str()).collect();
+    let routes = routes
+        .into_iter()
+        .map(|(i, r)| {
+            for (j, m) in r.models.iter().enumerate() {
+                if m.trim().is_empty() {
+                    issues.push(format!("routes[{i}].models[{j}]"), "must not be empty");
+                }
+            }
+            if r.models.is_empty() {
+                issues.push(format!("routes[{i}].models"), "list at least one model the route applies to");
+            }
+            for (j, f) in r.fallbacks.iter().enumerate() {
+                match f.split_once('/') {
+                    Some((p, m)) if names.contains(p) && !m.is_empty() => {}
+                    Some((p, _)) if !names.contains(p) => issues.push(
+                        format!("routes[{i}].fallbacks[{j}]"),
+                        format!("\"{f}\" names provider \"{p}\", which is not configured; configured: {}", sorted_names(&names)),
+                    ),
+                    _ => issues.push(format!("routes[{i}].fallbacks[{j}]"), format!("\"{f}\" must be written provider/model")),
+                }
+            }
+            RouteConfig { models: r.models, fallbacks: r.fallbacks }
+        })
+        .collect();
+
+    Some(Config {
+        listen,
+        server: ServerSettings { max_body_bytes: server.max_body_size.map(|b| b.0).unwrap_or(32 << 20) },
+        images: ImageSettings {
+            fetch_timeout: images.fetch_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            max_bytes: images.max_size.map(|b| b.0).unwrap_or(20 << 20),
+            allow_private,
+        },
+        providers,
+        routes,
+    })
+}
+
+fn sorted_names(names: &HashSet<&str>) -> String {
+    let mut v: Vec<&str> = names.iter().copied().collect();
+    v.sort_unstable();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn valid_provider_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn kind_list() -> String {
+    ProviderKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) -> Option<ProviderConfig> {
+    let path = format!("providers.{name}");
+    let before = issues.0.len();
+    if !valid_provider_name(name) {
+        issues.push(&path, "provider names may hold letters, digits, '-', '_' and '.' only (the name is the prefix in \"name/model\")");
+    }
+    let kind = match raw.kind.as_deref() {
+        Some(t) => match ProviderKind::parse(t) {
+            Some(k) => Some(k),
+            None => {
+                issues.push(format!("{path}.type"), format!("unknown provider type \"{t}\"; expected one of {}", kind_list()));
+                None
+            }
+        },
+        None => match ProviderKind::parse(name) {
+            Some(k) => Some(k),
+            None => {
+                issues.push(
+                    format!("{path}.type"),
+                    format!("missing, and \"{name}\" is not a provider type; add `type:` with one of {}", kind_list()),
+                );
+                None
+            }
+        },
+    };
+    let kind = kind?;
+
+    let base_url = match raw.base_url.as_deref().or(kind.default_base_url()) {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => normalize_base_url(kind, u),
+        Some(u) => {
+            issues.push(format!("{path}.base_url"), format!("\"{u}\" must start with http:// or https://"));
+            String::new()
+        }
+        None => {
+            issues
+                .push(format!("{path}.base_url"), format!("required for type {}; e.g. base_url: \"http://127.0.0.1:8000\"", kind.as_str()));
+            String::new()
+        }
+    };
+
+    let mut keys = Vec::new();
+    let mut key_names = HashSet::new();
+    for (i, k) in raw.keys.into_iter().enumerate() {
+        let kpath = format!("{path}.keys[{i}]");
+        let key_name = k.name.unwrap_or_else(|| format!("key-{}", i + 1));
+        if !key_names.insert(key_name.clone()) {
+            issues.push(format!("{kpath}.name"), format!("duplicate key name \"{key_name}\"; key names must be unique per provider"));
+        }
+        let weight = k.weight.unwrap_or(1.0);
+        if !(weight.is_finite() && weight > 0.0) {
+            issues.push(format!("{kpath}.weight"), format!("must be a number greater than 0, got {weight}"));
+        }
+        let secret = match k.value.strip_prefix("env.") {
+            Some(var) => match env.var(var) {
+                Some(v) => v,
+                None => {
+                    issues.push(
+                        format!("{kpath}.value"),
+                        format!("environment variable {var} is not set (or empty); export it or write the key literally"),
+                    );
+                    continue;
+                }
+            },
+            None if k.value.is_empty() => {
+                issues.push(format!("{kpath}.value"), "must not be empty");
+                continue;
+            }
+            None => k.value,
+        };
+        keys.push(KeyConfig { name: key_name, secret: SecretString::from(secret), weight, models: k.models });
+    }
+    if keys.is_empty() && kind.requires_key() && issues.0.len() == before {
+        let hint = kind.key_env_var().map(|v| format!(" (for example value: env.{v})")).unwrap_or_default();
+        issues.push(format!("{path}.keys"), format!("type {} needs at least one key{hint}", kind.as_str()));
+    }
+
+    let mut timeouts = Timeouts::default();
+    if let Some(t) = raw.timeout {
+        timeouts.total = t.0;
+    }
+    if let Some(t) = raw.connect_timeout {
+        timeouts.connect = t.0;
+    }
+    if let Some(t) = raw.first_byte_timeout {
+        timeouts.first_byte = t.0;
+    }
+    if let Some(t) = raw.stream_idle_timeout {
+        timeouts.stream_idle = t.0;
+    }
+    for (field, d) in [
+        ("timeout", timeouts.total),
+        ("connect_timeout", timeouts.connect),
+        ("first_byte_timeout", timeouts.first_byte),
+        ("stream_idle_timeout", timeouts.stream_idle),
+    ] {
+        if d.is_zero() {
+            issues.push(format!("{path}.{field}"), "must be greater than zero");
+        }
+    }
+    if raw.api_version.is_some() && !matches!(kind, ProviderKind::Azure | ProviderKind::Anthropic) {
+        issues.push(format!("{path}.api_version"), "only azure and anthropic providers take an api_version");
+    }
+    if !raw.deployments.is_empty() && kind != ProviderKind::Azure {
+        issues.push(format!("{path}.deployments"), "only azure providers take deployments");
+    }
+    if raw.default_max_tokens.is_some() && kind != ProviderKind::Anthropic {
+        issues.push(format!("{path}.default_max_tokens"), "only anthropic providers take default_max_tokens");
+    }
+    let mut models = raw.models;
+    for k in &keys {
+        for m in &k.models {
+            if !models.contains(m) {
+                models.push(m.clone());
+            }
+        }
+    }
+    for m in raw.deployments.keys() {
+        if !models.contains(m) {
+            models.push(m.clone());
+        }
+    }
+    if issues.0.len() > before {
+        return None;
+    }
+    Some(ProviderConfig {
+        name: name.to_string(),
+        kind,
+        base_url,
+        keys,
+        timeouts,
+        tags: raw.tags,
+        models,
+        options: ProviderOptions {
+            api_version: raw.api_version,
+            default_max_tokens: raw.default_max_tokens,
+            deployments: raw.deployments,
+            extra_headers: raw.headers.into_iter().collect(),
+        },
+    })
+}
+
+/// The configuration used when no file is given: every provider whose standard environment variable is
+/// set (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `AZURE_OPENAI_API_KEY` with `AZURE_OPENAI_ENDPOINT`, ...).
+/// A local Ollama is added by the caller after probing it, since that needs I/O.
+pub fn from_env(env: &dyn Env) -> Config {
+    let mut providers = Vec::new();
+    for kind in ProviderKind::ALL {
+        let Some(var) = kind.key_env_var() else { continue };
+        let Some(key) = env.var(var) else { continue };
+        let base = match kind {
+            ProviderKind::Azure => match env.var("AZURE_OPENAI_ENDPOINT") {
+                Some(e) => e,
+                None => {
+                    tracing::warn!("AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not; azure is not enabled");
+                    continue;
+                }
+            },
+            ProviderKind::OpenAi => env.var("OPENAI_BASE_URL").unwrap_or_else(|| kind.default_base_url().unwrap_or_default().to_string()),
+            ProviderKind::Anthropic => {
+                env.var("ANTHROPIC_BASE_URL").unwrap_or_else(|| kind.default_base_url().unwrap_or_default().to_string())
+            }
+            _ => kind.default_base_url().unwrap_or_default().to_string(),
+        };
+        let mut options = ProviderOptions::default();
+        if kind == ProviderKind::Azure {
+            options.api_version = env.var("OPENAI_API_VERSION");
+        }
+        providers.push(ProviderConfig {
+            name: kind.as_str().to_string(),
+            kind,
+            base_url: normalize_base_url(kind, &base),
+            keys: vec![KeyConfig { name: var.to_ascii_lowercase(), secret: SecretString::from(key), weight: 1.0, models: vec![] }],
+            timeouts: Timeouts::default(),
+            tags: vec!["cloud".into()],
+            models: vec![],
+            options,
+        });
+    }
+    Config {
+        listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        server: ServerSettings { max_body_bytes: 32 << 20 },
+        images: ImageSettings { fetch_timeout: Duration::from_secs(10), max_bytes: 20 << 20, allow_private: vec![] },
+        providers,
+        routes: vec![],
+    }
+}
+
+/// A keyless provider entry, for auto-detected or built-in (demo) upstreams.
+pub fn keyless_provider(name: &str, kind: ProviderKind, base_url: &str, tags: &[&str]) -> ProviderConfig {
+    ProviderConfig {
+        name: name.to_string(),
+        kind,
+        base_url: normalize_base_url(kind, base_url),
+        keys: vec![],
+        timeouts: Timeouts::default(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        models: vec![],
+        options: ProviderOptions::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env() -> BTreeMap<String, String> {
+        BTreeMap::from([("OPENAI_KEY_PRIMARY".to_string(), "sk-primary".to_string()), ("ANTHROPIC_KEY".to_string(), "sk-ant".to_string())])
+    }
+
+    const GOOD: &str = r#"
+listen: "127.0.0.1:9090"
+providers:
+  openai:
+    base_url: "https://api.openai.com"
+    keys:
+      - name: primary
+        value: env.OPENAI_KEY_PRIMARY
+        weight: 0.7
+        models: ["gpt-4o-mini"]
+      - name: failover
+        value: sk-literal
+        weight: 0.3
+    timeout: 30s
+    tags: [cloud, us]
+  anthropic:
+    keys: [{value: env.ANTHROPIC_KEY}]
+    default_max_tokens: 1024
+  local:
+    type: ollama
+    base_url: "http://127.0.0.1:11434"
+    tags: [on-prem]
+  vllm-local:
+    type: openai-compatible
+    base_url: "http://127.0.0.1:8000"
+    keys: [{value: "dummy"}]
+routes:
+  - models: ["openai/gpt-4o-mini"]
+    fallbacks: ["anthropic/claude-sonnet-4-6"]
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = parse_str(GOOD, &env()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.providers.len(), 4);
+        let o = &c.providers[0];
+        assert_eq!((o.kind, o.base_url.as_str()), (ProviderKind::OpenAi, "https://api.openai.com/v1"));
+        assert_eq!(o.keys[0].secret.expose_secret(), "sk-primary");
+        assert_eq!(o.keys[1].name, "failover");
+        assert_eq!(o.timeouts.total, Duration::from_secs(30));
+        assert_eq!(o.models, vec!["gpt-4o-mini".to_string()]);
+        assert_eq!(c.providers[1].keys[0].name, "key-1");
+        assert_eq!(c.providers[2].kind, ProviderKind::Ollama);
+        assert_eq!(c.providers[3].base_url, "http://127.0.0.1:8000/v1");
+        assert_eq!(c.routes[0].fallbacks, vec!["anthropic/claude-sonnet-4-6".to_string()]);
+    }
+
+    #[test]
+    fn reports_every_error_with_its_path() {
+        let bad = r#"
+listen: "nowhere"
+providers:
+  openai:
+    keys:
+      - value: env.MISSING_VAR
+  groq:
+    keys:
+      - value: sk-x
+        weight: "heavy"
+  mystery:
+    base_url: "http://x"
+  azure:
+    keys: [{value: k}]
+  anthropic:
+    keys: [{value: k}]
+    colour: blue
+routes:
+  - models: ["openai/gpt-4o-mini"]
+    fallbacks: ["nobody/model", "bare"]
+extra: 1
+"#;
+        let e = parse_str(bad, &env()).unwrap_err();
+        let text = e.to_string();
+        for needle in [
+            "providers.openai.keys[0].value: environment variable MISSING_VAR is not set",
+            "providers.groq.keys[0].weight: invalid type",
+            "providers.mystery.type: missing, and \"mystery\" is not a provider type",
+            "providers.azure.base_url: required for type azure",
+            "providers.anthropic.colour: unknown field `colour`",
+            "routes[0].fallbacks[0]: \"nobody/model\" names provider \"nobody\", which is not configured",
+            "routes[0].fallbacks[1]: \"bare\" must be written provider/model",
+            "extra: unknown top-level key",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn bad_listen_and_durations() {
+        let e = parse_str("listen: nope\n", &env()).unwrap_err();
+        assert!(e.to_string().contains("listen: expected an address"));
+        let e = parse_str("providers:\n  vllm:\n    timeout: soon\n", &env()).unwrap_err();
+        assert!(e.to_string().contains("providers.vllm.timeout: expected a duration"), "{e}");
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_size("20MiB"), Some(20 << 20));
+    }
+
+    #[test]
+    fn env_only_defaults() {
+        let env = BTreeMap::from([
+            ("OPENAI_API_KEY".to_string(), "sk-o".to_string()),
+            ("AZURE_OPENAI_API_KEY".to_string(), "az".to_string()),
+            ("AZURE_OPENAI_ENDPOINT".to_string(), "https://r.openai.azure.com/".to_string()),
+            ("GROQ_API_KEY".to_string(), "gsk".to_string()),
+        ]);
+        let c = from_env(&env);
+        let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, vec!["openai", "azure", "groq"]);
+        assert_eq!(c.providers[1].base_url, "https://r.openai.azure.com");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn json_is_accepted() {
+        let c = parse_str(r#"{"providers":{"vllm":{"base_url":"http://127.0.0.1:8000/v1"}}}"#, &env()).unwrap();
+        assert_eq!(c.providers[0].base_url, "http://127.0.0.1:8000/v1");
+    }
+}

@@ -1,0 +1,306 @@
+//! Talking to upstreams: one HTTP client pool per provider, timeouts on every phase, and the classification
+//! of each attempt's outcome.
+//!
+//! Nothing here knows a provider's JSON: requests arrive built by the codecs, and bodies leave as bytes (or
+//! as a decoded stream). What this module owns is time (connect, first byte, idle, total) and turning
+//! transport and HTTP failures into an [`Attempt`] with a [`FailureClass`].
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchyard_wire::codec::{Method, StreamDecoder, StreamEvent, WireRequest};
+use switchyard_wire::types::ChatChunk;
+use switchyard_wire::{ProviderKind, UpstreamError, WireError};
+
+use crate::config::Timeouts;
+use crate::error::{Attempt, FailureClass, GatewayError};
+use crate::images::error_chain;
+
+/// Largest upstream response body we read (a guard against a runaway upstream, not a product limit).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+/// Error bodies are only read this far: enough for any provider's message.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+pub fn build_client(t: &Timeouts) -> Result<reqwest::Client, GatewayError> {
+    // reqwest is built without a bundled crypto provider; ring is ours. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(t.connect)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| GatewayError::Internal(format!("cannot build the upstream HTTP client: {}", error_chain(&e))))
+}
+
+/// A failed attempt: what to record, and the upstream's own error when it sent one.
+#[derive(Debug)]
+pub struct Failure {
+    pub attempt: Attempt,
+    pub upstream: Option<UpstreamError>,
+    /// Seconds, from the upstream's `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+/// Who the attempt went to, for the record.
+pub struct Label<'a> {
+    pub target: &'a str,
+    pub key: Option<&'a str>,
+}
+
+impl Label<'_> {
+    pub fn fail(&self, started: Instant, status: Option<u16>, class: FailureClass, message: impl Into<String>) -> Failure {
+        Failure {
+            attempt: Attempt {
+                target: self.target.to_string(),
+                key: self.key.map(str::to_string),
+                status,
+                class,
+                message: message.into(),
+                latency_ms: started.elapsed().as_millis() as u64,
+            },
+            upstream: None,
+            retry_after: None,
+        }
+    }
+}
+
+fn to_request(client: &reqwest::Client, w: WireRequest) -> reqwest::RequestBuilder {
+    let mut rb = match w.method {
+        Method::Get => client.get(&w.url),
+        Method::Post => client.post(&w.url),
+    };
+    for (k, v) in &w.headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    if w.method == Method::Post {
+        rb = rb.body(w.body);
+    }
+    rb
+}
+
+fn transport_failure(label: &Label<'_>, started: Instant, e: &reqwest::Error) -> Failure {
+    let class = if e.is_timeout() { FailureClass::Timeout } else { FailureClass::Transient };
+    let what = if e.is_connect() { "could not connect" } else { "request failed" };
+    label.fail(started, None, class, format!("{what}: {}", error_chain(e)))
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<u64> {
+    let h = resp.headers();
+    if let Some(ms) = h.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok()) {
+        return Some((ms / 1000.0).ceil() as u64);
+    }
+    h.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<u64>().ok())
+}
+
+async fn read_limited(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut buf = Vec::with_capacity(resp.content_length().map(|n| (n as usize).min(limit)).unwrap_or(1024));
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= limit {
+            break;
+        }
+    }
+    Ok(buf)
+}
+
+/// A non-2xx answer: read its body and classify.
+async fn http_failure(kind: ProviderKind, label: &Label<'_>, started: Instant, mut resp: reqwest::Response) -> Failure {
+    let status = resp.status().as_u16();
+    let ra = retry_after(&resp);
+    let body = read_limited(&mut resp, MAX_ERROR_BYTES).await.unwrap_or_default();
+    let err = switchyard_wire::codec::parse_error(kind, status, &body);
+    let class = FailureClass::of_status(status, &err);
+    let mut f = label.fail(started, Some(status), class, err.message.clone());
+    f.upstream = Some(err);
+    f.retry_after = ra;
+    f
+}
+
+/// Sends a request whose answer is one body (non-streaming chat, embeddings, model lists).
+pub async fn send_complete(
+    client: &reqwest::Client,
+    kind: ProviderKind,
+    timeouts: &Timeouts,
+    label: &Label<'_>,
+    w: WireRequest,
+) -> Result<Bytes, Failure> {
+    let started = Instant::now();
+    let work = async {
+        let mut resp = to_request(client, w).send().await.map_err(|e| transport_failure(label, started, &e))?;
+        if !resp.status().is_success() {
+            return Err(http_failure(kind, label, started, resp).await);
+        }
+        let body = read_limited(&mut resp, MAX_RESPONSE_BYTES).await.map_err(|e| transport_failure(label, started, &e))?;
+        Ok(Bytes::from(body))
+    };
+    match tokio::time::timeout(timeouts.total, work).await {
+        Ok(r) => r,
+        Err(_) => Err(label.fail(started, None, FailureClass::Timeout, format!("no complete answer within {:?}", timeouts.total))),
+    }
+}
+
+/// Classifies a body the codec could not accept.
+pub fn wire_failure(label: &Label<'_>, started: Instant, e: WireError) -> Failure {
+    match e {
+        WireError::Upstream(u) => {
+            let status = if u.status == 0 { None } else { Some(u.status) };
+            let mut f = label.fail(started, status, FailureClass::Transient, u.message.clone());
+            f.upstream = Some(u);
+            f
+        }
+        WireError::Malformed { .. } => label.fail(started, None, FailureClass::Malformed, e.to_string()),
+        WireError::Unsupported { .. } => label.fail(started, None, FailureClass::Unsupported, e.to_string()),
+    }
+}
+
+/// An error event inside a 200 stream, before anything reached the client: classified like its status.
+fn stream_error_failure(label: &Label<'_>, started: Instant, e: UpstreamError) -> Failure {
+    let class = if e.status == 0 { FailureClass::Transient } else { FailureClass::of_status(e.status, &e) };
+    let status = if e.status == 0 { None } else { Some(e.status) };
+    let mut f = label.fail(started, status, class, format!("error event in the stream: {}", e.message));
+    f.upstream = Some(e);
+    f
+}
+
+/// Opens a stream and reads it until the first chunk, so that a failure before anything reached the
+/// client can still move to the next target. The returned stream replays what was read.
+pub async fn open_stream(
+    client: &reqwest::Client,
+    kind: ProviderKind,
+    timeouts: &Timeouts,
+    label: &Label<'_>,
+    w: WireRequest,
+    decoder: StreamDecoder,
+) -> Result<ChatStream, Failure> {
+    let started = Instant::now();
+    let deadline = started + timeouts.total;
+    let first_byte_deadline = started + timeouts.first_byte.min(timeouts.total);
+    let remaining = |until: Instant| until.saturating_duration_since(Instant::now());
+
+    let resp = match tokio::time::timeout(remaining(first_byte_deadline), to_request(client, w).send()).await {
+        Err(_) => {
+            return Err(label.fail(started, None, FailureClass::Timeout, format!("no response headers within {:?}", timeouts.first_byte)))
+        }
+        Ok(Err(e)) => return Err(transport_failure(label, started, &e)),
+        Ok(Ok(r)) => r,
+    };
+    if !resp.status().is_success() {
+        return Err(http_failure(kind, label, started, resp).await);
+    }
+    let mut stream = ChatStream { resp, decoder, pending: VecDeque::new(), idle: timeouts.stream_idle, deadline, done: false };
+    let mut events = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(remaining(first_byte_deadline), stream.resp.chunk()).await {
+            Err(_) => {
+                return Err(label.fail(
+                    started,
+                    Some(200),
+                    FailureClass::Timeout,
+                    format!("no first chunk within {:?}", timeouts.first_byte),
+                ))
+            }
+            Ok(Err(e)) => return Err(transport_failure(label, started, &e)),
+            Ok(Ok(c)) => c,
+        };
+        let fed = match &chunk {
+            Some(bytes) => stream.decoder.feed(bytes, &mut events),
+            None => stream.decoder.finish(&mut events),
+        };
+        if let Err(e) = fed {
+            return Err(wire_failure(label, started, e));
+        }
+        // Anything before the first content chunk may still fail over; the first chunk commits the stream.
+        let mut committed = false;
+        for ev in events.drain(..) {
+            match ev {
+                StreamEvent::Error(e) if !committed => return Err(stream_error_failure(label, started, e)),
+                StreamEvent::Chunk(_) => committed = true,
+                _ => {}
+            }
+            stream.pending.push_back(ev);
+        }
+        if committed || chunk.is_none() {
+            if chunk.is_none() {
+                stream.done = stream.pending.is_empty();
+            }
+            return Ok(stream);
+        }
+    }
+}
+
+/// What a committed stream yields.
+#[derive(Debug)]
+pub enum StreamItem {
+    Chunk(ChatChunk),
+    /// The upstream ended the stream properly.
+    End,
+    /// The stream broke after it had started; the client gets an error event.
+    Failed(GatewayError),
+}
+
+/// An upstream stream after its first chunk: decoded lazily as the client reads, with an idle timeout
+/// between chunks and the attempt's total deadline. Dropping it closes the upstream connection, which is how
+/// a client disconnect cancels the upstream request.
+pub struct ChatStream {
+    resp: reqwest::Response,
+    decoder: StreamDecoder,
+    pending: VecDeque<StreamEvent>,
+    idle: Duration,
+    deadline: Instant,
+    done: bool,
+}
+
+impl ChatStream {
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        let mut events = Vec::new();
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(match ev {
+                    StreamEvent::Chunk(c) => StreamItem::Chunk(c),
+                    StreamEvent::Done => {
+                        self.pending.clear();
+                        self.done = true;
+                        StreamItem::End
+                    }
+                    StreamEvent::Error(e) => {
+                        self.pending.clear();
+                        self.done = true;
+                        StreamItem::Failed(GatewayError::StreamInterrupted {
+                            message: format!("the upstream reported an error mid-stream: {}", e.message),
+                            class: FailureClass::Transient,
+                        })
+                    }
+                });
+            }
+            if self.done {
+                return None;
+            }
+            let wait = self.idle.min(self.deadline.saturating_duration_since(Instant::now()));
+            let fed = match tokio::time::timeout(wait, self.resp.chunk()).await {
+                Err(_) => Err(GatewayError::StreamInterrupted {
+                    message: format!("the upstream sent nothing for {wait:?}"),
+                    class: FailureClass::Timeout,
+                }),
+                Ok(Err(e)) => Err(GatewayError::StreamInterrupted {
+                    message: format!("the upstream connection failed mid-stream: {}", error_chain(&e)),
+                    class: FailureClass::Transient,
+                }),
+                Ok(Ok(Some(bytes))) => self.decoder.feed(&bytes, &mut events).map_err(stream_wire_error),
+                Ok(Ok(None)) => self.decoder.finish(&mut events).map_err(stream_wire_error),
+            };
+            if let Err(e) = fed {
+                self.done = true;
+                return Some(StreamItem::Failed(e));
+            }
+            self.pending.extend(events.drain(..));
+        }
+    }
+}
+
+fn stream_wire_error(e: WireError) -> GatewayError {
+    GatewayError::StreamInterrupted { message: e.to_string(), class: FailureClass::Malformed }
+}
