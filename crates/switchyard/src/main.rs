@@ -1,1 +1,287 @@
-fn main() {}
+//! The `switchyard` command: `serve` the gateway, `check` a configuration file, or run a `mock` provider.
+//!
+//! This file only wires things together; behaviour lives in the engine, the server and the mock crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use switchyard_engine::config::{self, Config, KeyConfig, ProcessEnv, RouteConfig};
+use switchyard_engine::Gateway;
+use switchyard_mock::{Behavior, FaultKind, Flavor, MockConfig, MockServer};
+use switchyard_wire::ProviderKind;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "A self-hosted, OpenAI-compatible AI gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config, providers come from the standard environment variables
+    /// (OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT, GROQ_API_KEY, ...)
+    /// and a local Ollama on 127.0.0.1:11434 if one answers.
+    Serve(ServeArgs),
+    /// Validate a configuration file without serving: exit 0 with a summary, or 1 with every error.
+    Check {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run a mock upstream provider (OpenAI, Azure, Anthropic or Ollama wire format) for tests and demos.
+    Mock(MockArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// YAML (or JSON) configuration file.
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the file's `listen`; default 127.0.0.1:8080).
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Also start two built-in mock providers, "cloud" (OpenAI format) and "local" (Ollama format), so the
+    /// gateway answers without any key or network.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Args)]
+struct MockArgs {
+    /// Wire format: openai, azure, anthropic or ollama.
+    #[arg(long, default_value = "openai")]
+    provider: String,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Print `listening on http://ADDR` as the first line of standard output (for scripts and tests).
+    #[arg(long)]
+    print_addr: bool,
+    /// Models the mock serves (comma-separated); default: a few typical ones per format.
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Accept any model name.
+    #[arg(long)]
+    any_model: bool,
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    ttft_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
+    /// Share (0..1) of requests that fail.
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Status codes failures are drawn from, e.g. 429,500,529.
+    #[arg(long, value_delimiter = ',')]
+    fault_codes: Vec<u16>,
+    /// A non-status fault instead: hang, slow_first_byte, reset, malformed, stream_error.
+    #[arg(long)]
+    fault_kind: Option<String>,
+    /// Retry-After seconds on 429/503/529 faults.
+    #[arg(long)]
+    retry_after: Option<u64>,
+    /// Require this API key; any other gets a 401.
+    #[arg(long)]
+    require_key: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Check { config } => check(&config),
+        Command::Mock(args) => runtime.block_on(mock(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("{}", msg.trim_end());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn check(path: &std::path::Path) -> Result<(), String> {
+    let cfg = config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?;
+    println!("{}: ok", path.display());
+    print_summary(&cfg);
+    Ok(())
+}
+
+fn print_summary(cfg: &Config) {
+    println!("  listen: {}", cfg.listen);
+    println!("  providers: {}", cfg.providers.len());
+    for p in &cfg.providers {
+        let keys = if p.keys.is_empty() { "keyless".to_string() } else { format!("{} key(s)", p.keys.len()) };
+        let tags = if p.tags.is_empty() { String::new() } else { format!(" [{}]", p.tags.join(", ")) };
+        println!("    {} ({}) {} {}{}", p.name, p.kind.as_str(), p.base_url, keys, tags);
+    }
+    println!("  routes: {}", cfg.routes.len());
+    for r in &cfg.routes {
+        println!(
+            "    {} -> {}",
+            r.models.join(", "),
+            if r.fallbacks.is_empty() { "(no fallbacks)".into() } else { r.fallbacks.join(" -> ") }
+        );
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut cfg = match &args.config {
+        Some(path) => config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?,
+        None => {
+            let mut cfg = config::from_env(&ProcessEnv);
+            if let Some(p) = probe_ollama().await {
+                cfg.providers.push(p);
+            }
+            cfg
+        }
+    };
+    if let Some(listen) = args.listen {
+        cfg.listen = listen;
+    }
+    // Kept alive for as long as the gateway serves.
+    let _mocks = if args.demo { Some(add_demo_providers(&mut cfg).await?) } else { None };
+    if cfg.providers.is_empty() {
+        tracing::warn!("no providers configured: set OPENAI_API_KEY (or another provider's key), pass --config, or try --demo");
+    }
+
+    let gateway = Arc::new(Gateway::new(&cfg).map_err(|e| format!("error: {e}"))?);
+    let refresher = gateway.clone();
+    tokio::spawn(async move { refresher.refresh_models().await });
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("error: cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| format!("error: {e}"))?;
+    for p in &cfg.providers {
+        tracing::info!(provider = %p.name, kind = p.kind.as_str(), base_url = %p.base_url, keys = p.keys.len(), "provider ready");
+    }
+    println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
+    let state = switchyard_server::AppState { gateway, max_body_bytes: cfg.server.max_body_bytes };
+    switchyard_server::serve(listener, switchyard_server::router(state), shutdown_signal())
+        .await
+        .map_err(|e| format!("error: server failed: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// A local Ollama, if one answers quickly on its standard address (or `OLLAMA_HOST`).
+async fn probe_ollama() -> Option<config::ProviderConfig> {
+    let host = std::env::var("OLLAMA_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1:11434".into());
+    let base = if host.starts_with("http://") || host.starts_with("https://") { host } else { format!("http://{host}") };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(400)).build().ok()?;
+    let resp = client.get(format!("{}/api/version", base.trim_end_matches('/'))).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    tracing::info!(%base, "found a local Ollama");
+    Some(config::keyless_provider("ollama", ProviderKind::Ollama, &base, &["on-prem"]))
+}
+
+/// Starts the demo's built-in providers on free loopback ports and adds them to the configuration.
+async fn add_demo_providers(cfg: &mut Config) -> Result<Vec<MockServer>, String> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut servers = Vec::new();
+    for (name, flavor, kind, tags) in
+        [("cloud", Flavor::OpenAi, ProviderKind::OpenAi, ["cloud"]), ("local", Flavor::Ollama, ProviderKind::Ollama, ["on-prem"])]
+    {
+        if cfg.providers.iter().any(|p| p.name == name) {
+            tracing::warn!(provider = name, "--demo: a provider with this name is configured already; the demo one is not added");
+            continue;
+        }
+        let mut mcfg = MockConfig::new(flavor);
+        mcfg.name = format!("demo-{name}");
+        let models = mcfg.models.clone();
+        let server = MockServer::start(mcfg, loopback).await.map_err(|e| format!("error: cannot start the demo {name} provider: {e}"))?;
+        let mut p = config::keyless_provider(name, kind, &server.base_url(), &tags);
+        if kind.requires_key() {
+            p.keys.push(KeyConfig { name: "demo".into(), secret: SecretString::from("sk-demo"), weight: 1.0, models: vec![] });
+        }
+        p.models = models;
+        tracing::info!(provider = name, base_url = %server.base_url(), "demo provider started");
+        cfg.providers.push(p);
+        servers.push(server);
+    }
+    if cfg.providers.iter().any(|p| p.name == "cloud") && cfg.providers.iter().any(|p| p.name == "local") {
+        cfg.routes.push(RouteConfig { models: vec!["cloud/gpt-4o-mini".into()], fallbacks: vec!["local/llava:latest".into()] });
+    }
+    Ok(servers)
+}
+
+async fn mock(args: MockArgs) -> Result<(), String> {
+    let flavor = Flavor::parse(&args.provider)
+        .ok_or_else(|| format!("error: --provider must be openai, azure, anthropic or ollama, got {}", args.provider))?;
+    let mut cfg = MockConfig::new(flavor);
+    if let Some(m) = args.models {
+        cfg.models = m;
+    }
+    if args.any_model {
+        cfg.models.clear();
+    }
+    let fault_kind = match args.fault_kind.as_deref() {
+        Some(k) => Some(FaultKind::parse(k).ok_or_else(|| format!("error: unknown --fault-kind {k}"))?),
+        None => None,
+    };
+    cfg.behavior = Behavior {
+        latency_ms: args.latency_ms,
+        ttft_ms: args.ttft_ms,
+        chunk_delay_ms: args.chunk_delay_ms,
+        fault_rate: args.fault_rate,
+        fault_codes: args.fault_codes,
+        fault_kind,
+        retry_after_secs: args.retry_after,
+        ..Behavior::default()
+    };
+    cfg.require_key = args.require_key;
+    let server = MockServer::start(cfg, args.listen).await.map_err(|e| format!("error: cannot listen on {}: {e}", args.listen))?;
+    if args.print_addr {
+        println!("listening on {}", server.base_url());
+    } else {
+        println!("mock {} provider listening on {}", flavor.as_str(), server.base_url());
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
+}

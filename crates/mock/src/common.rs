@@ -1,0 +1,368 @@
+//! Plumbing every flavour shares: the per-request context, the neutral error type each flavour renders in
+//! its own shape, ids, timestamps and small response helpers. It exists so that the flavour modules hold
+//! only what differs between the wire formats.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use base64::Engine as _;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::faults::Knobs;
+use crate::{Flavor, MockHandle};
+
+/// Everything a flavour handler needs about one request.
+pub(crate) struct Ctx {
+    pub handle: MockHandle,
+    pub flavor: Flavor,
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    /// The raw body bytes (seed for deterministic ids).
+    pub raw: bytes::Bytes,
+    /// The body parsed as JSON, `None` if empty or not JSON.
+    pub body: Option<Value>,
+    pub key: Option<String>,
+    /// The requested model with any `+key=value` suffix stripped.
+    pub model: Option<String>,
+    pub knobs: Knobs,
+    pub started: Instant,
+    /// Random alphanumerics used to build the flavour's request id.
+    pub request_id: String,
+}
+
+impl Ctx {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let q = self.query.as_deref()?;
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+
+    /// Whether `model` is configured (an empty list accepts anything).
+    pub fn model_known(&self, model: &str) -> bool {
+        let models = &self.handle.config().models;
+        models.is_empty() || models.iter().any(|m| m == model)
+    }
+
+    pub fn model_or_empty(&self) -> &str {
+        self.model.as_deref().unwrap_or("")
+    }
+
+    /// Milliseconds since the request arrived.
+    pub fn elapsed_ms(&self) -> u128 {
+        self.started.elapsed().as_millis()
+    }
+
+    /// A seed for deterministic ids: the hash of the raw body.
+    pub fn seed(&self) -> [u8; 32] {
+        Sha256::digest(&self.raw).into()
+    }
+}
+
+/// A flavour-neutral error; each flavour renders it with its own status mapping and body shape.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ApiError {
+    /// A bare status (faults, `[[error:N]]`, `key_status`): the flavour's canonical body for it.
+    Status(u16),
+    /// 400: the request is invalid.
+    Invalid { message: String, param: Option<String> },
+    /// 401: no key was presented.
+    MissingKey,
+    /// 401: a key was presented but is not accepted.
+    BadKey,
+    /// 404: the model (Azure: deployment) does not exist.
+    ModelNotFound(String),
+    /// 404: no such route.
+    NoRoute,
+    /// 405: the route exists with another method.
+    MethodNotAllowed,
+    /// 400: the prompt is over the context window.
+    ContextLength { prompt_tokens: u64 },
+    /// 413: the body is too large.
+    TooLarge,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Invalid { message: message.into(), param: None }
+    }
+
+    pub fn invalid_param(message: impl Into<String>, param: impl Into<String>) -> Self {
+        ApiError::Invalid { message: message.into(), param: Some(param.into()) }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Status(s) => *s,
+            ApiError::Invalid { .. } | ApiError::ContextLength { .. } => 400,
+            ApiError::MissingKey | ApiError::BadKey => 401,
+            ApiError::ModelNotFound(_) | ApiError::NoRoute => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::TooLarge => 413,
+        }
+    }
+}
+
+/// Renders an error in the request's flavour.
+pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
+    match ctx.flavor {
+        Flavor::OpenAi => crate::openai::error(ctx, err),
+        Flavor::Azure => crate::azure::error(ctx, err),
+        Flavor::Anthropic => crate::anthropic::error(ctx, err),
+        Flavor::Ollama => crate::ollama::error(ctx, err),
+    }
+}
+
+/// The API key: the flavour's own header first, then the others.
+pub(crate) fn extract_key(flavor: Flavor, h: &HeaderMap) -> Option<String> {
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    let bearer = || {
+        let v = get("authorization")?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+    };
+    match flavor {
+        Flavor::Anthropic => get("x-api-key").or_else(bearer).or_else(|| get("api-key")),
+        Flavor::Azure => get("api-key").or_else(bearer).or_else(|| get("x-api-key")),
+        Flavor::OpenAi | Flavor::Ollama => bearer().or_else(|| get("x-api-key")).or_else(|| get("api-key")),
+    }
+}
+
+/// Checks the key against `require_key` (and, if `required`, that one is present).
+pub(crate) fn check_key(ctx: &Ctx, required: bool) -> Result<(), ApiError> {
+    match (&ctx.key, &ctx.handle.config().require_key) {
+        (None, Some(_)) => Err(ApiError::MissingKey),
+        (None, None) if required => Err(ApiError::MissingKey),
+        (Some(k), Some(want)) if k != want => Err(ApiError::BadKey),
+        _ => Ok(()),
+    }
+}
+
+/// A key masked for error messages: `sk-…abcd`.
+pub(crate) fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "****".to_string();
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Now as RFC 3339 UTC with nanoseconds (Ollama's `created_at`).
+pub(crate) fn rfc3339_now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (date, time) = civil(d.as_secs());
+    format!("{date}T{time}.{:09}Z", d.subsec_nanos())
+}
+
+/// RFC 3339 UTC without fractions for a unix time.
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let (date, time) = civil(secs);
+    format!("{date}T{time}Z")
+}
+
+/// (YYYY-MM-DD, HH:MM:SS) for a unix time, via the days-to-civil algorithm.
+fn civil(secs: u64) -> (String, String) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (format!("{year:04}-{month:02}-{day:02}"), format!("{:02}:{:02}:{:02}", rem / 3_600, (rem % 3_600) / 60, rem % 60))
+}
+
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+pub(crate) fn random_alnum(len: usize) -> String {
+    (0..len).map(|_| fastrand::alphanumeric()).collect()
+}
+
+pub(crate) fn random_hex(len: usize) -> String {
+    (0..len).map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)])).collect()
+}
+
+/// `len` (at most 32) alphanumerics derived from `seed` and `index`: deterministic per request body.
+pub(crate) fn derived_alnum(seed: &[u8], index: usize, len: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update((index as u64).to_le_bytes());
+    h.finalize().iter().take(len).map(|b| char::from(ALNUM[usize::from(*b) % ALNUM.len()])).collect()
+}
+
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn b64_decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    base64::engine::general_purpose::STANDARD.decode(s.trim())
+}
+
+pub(crate) fn b64_encode(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// The media type of an image from its first bytes.
+pub(crate) fn sniff_image(data: &[u8]) -> &'static str {
+    if data.starts_with(&[0x89, b'P', b'N', b'G']) {
+        "image/png"
+    } else if data.starts_with(&[0xff, 0xd8, 0xff]) {
+        "image/jpeg"
+    } else if data.starts_with(b"GIF8") {
+        "image/gif"
+    } else if data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WEBP" {
+        "image/webp"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Percent-decodes a URL component (`+` is kept as is: it is literal in paths).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Deterministic unit-length embedding of `dims` values for `text`.
+pub(crate) fn embedding(text: &str, dims: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(dims);
+    let mut block = 0u64;
+    while v.len() < dims {
+        let mut h = Sha256::new();
+        h.update(text.as_bytes());
+        h.update(block.to_le_bytes());
+        for pair in h.finalize().chunks(2) {
+            if v.len() == dims {
+                break;
+            }
+            let n = u16::from_le_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+            v.push(f32::from(n) / 32_767.5 - 1.0);
+        }
+        block += 1;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for x in &mut v {
+            *x /= norm;
+        }
+    }
+    v
+}
+
+/// A response with a JSON body and extra headers.
+pub(crate) fn json_response(status: u16, headers: &[(&'static str, String)], body: &Value) -> Response {
+    bytes_response(status, "application/json", headers, Body::from(body.to_string()))
+}
+
+/// A response with the given content type, extra headers and body.
+pub(crate) fn bytes_response(status: u16, content_type: &'static str, headers: &[(&'static str, String)], body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    resp
+}
+
+/// `retry-after` / `retry-after-ms` headers for statuses clients retry after waiting.
+pub(crate) fn retry_headers(ctx: &Ctx, status: u16, out: &mut Vec<(&'static str, String)>) {
+    if matches!(status, 429 | 503 | 529) {
+        if let Some(secs) = ctx.knobs.retry_after {
+            out.push(("retry-after", secs.to_string()));
+            out.push(("retry-after-ms", (secs * 1000).to_string()));
+        }
+    }
+}
+
+/// Whitespace-separated words (the mock's token count).
+pub(crate) fn words(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+/// A short JSON type name for error messages.
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_715_367_049), "2024-05-10T18:50:49Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn percent() {
+        assert_eq!(percent_decode("a%2Bb+c%20d"), "a+b+c d");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("x%4"), "x%4");
+    }
+
+    #[test]
+    fn embeddings_are_unit_and_stable() {
+        let a = embedding("hello", 8);
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, embedding("hello", 8));
+        assert_ne!(a, embedding("world", 8));
+        let n: f32 = a.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+        assert_eq!(embedding("x", 40).len(), 40);
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(mask_key("sk-abcdefgh1234"), "sk-...1234");
+        assert_eq!(mask_key("short"), "****");
+    }
+}

@@ -1,0 +1,600 @@
+//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic and Ollama (native) wire formats.
+//!
+//! Why this crate exists: Switchyard's conformance suite, its fault-injection tests, `switchyard serve --demo`
+//! and `switchyard mock` all need upstreams that speak each provider's exact wire format (paths, headers,
+//! JSON shapes, stream framing, error bodies), answer deterministically, and fail on command. The mocks are
+//! strict like the real servers, so a gateway translation bug shows up as a 400 instead of a silent pass.
+//! Nothing in the production request path may depend on this crate.
+//!
+//! # Using it
+//! [`MockServer::start`] binds a port (0 allowed) and serves one flavour; [`router`] gives the bare
+//! [`axum::Router`] plus a [`MockHandle`] for in-process use. Every flavour also answers these admin routes
+//! (not counted, not recorded): `GET /mock/stats`, `GET /mock/requests` (the last 200),
+//! `POST /mock/reset`, `GET /mock/behavior`, `PUT /mock/behavior` (a [`Behavior`] JSON replaces the
+//! current one).
+//!
+//! # Deterministic replies (the contract tests rely on)
+//! The flavour's request is parsed into a neutral conversation, then:
+//! 1. **Tool results**: if the trailing message(s) carry tool results (OpenAI/Ollama role `tool`, Anthropic
+//!    user `tool_result` blocks) the reply is `tool results: ` + their contents joined with ` | `.
+//! 2. Otherwise the last user message's text parts are joined with a single space and scanned for
+//!    directives, in this order of precedence:
+//!    - `[[error:STATUS]]`: answer that HTTP status with the flavour's error body (404 is model-not-found).
+//!    - `[[context]]`: the flavour's context-length error (400).
+//!    - `[[filter]]`: empty content, finish `content_filter` (Anthropic `refusal`, Ollama `stop`).
+//!    - `[[tool:NAME {json}]]` (one or more): those tool calls in order, arguments exactly the JSON given
+//!      (`{}` when absent), no text, finish `tool_calls` (Anthropic `tool_use`, Ollama `stop`). Ids are
+//!      `call_` / `toolu_` + 24 alphanumerics derived from a hash of the request body and the call index.
+//!    - otherwise `echo: ` + the text, then for each image of that message
+//!      ` [image MEDIA_TYPE BYTES bytes sha256=FIRST16HEX]` (hash of the decoded bytes) or
+//!      ` [image-url URL]` for an http(s) URL (OpenAI, Azure, Anthropic `url` source).
+//! 3. **Forced tools**: if tools were given, tool_choice forces a call (OpenAI `required` or named,
+//!    Anthropic `any`/`tool`) and nothing above produced calls, the named (or first) tool is called with `{}`.
+//! 4. **JSON mode** (OpenAI/Azure `response_format` json_object/json_schema, Ollama `format`): the text
+//!    becomes `{"echo":"<X>"}` where X is the user text for the echo case, or the whole reply otherwise.
+//! 5. **Stop sequences** cut the reply before the earliest match (finish `stop`, Anthropic `stop_sequence`);
+//!    then **max tokens** keeps the first N words of the reply split on single spaces (finish `length`,
+//!    Anthropic `max_tokens`, Ollama `length`).
+//! 6. `n` (OpenAI/Azure) gives n identical choices.
+//! 7. **Usage**: prompt tokens = whitespace-separated words of every message text (tool results included)
+//!    plus the system prompt; completion tokens = words of the reply, or 5 per tool call, times `n`.
+//!    `[[cached:N]]` anywhere in the message text reports N cached tokens (OpenAI
+//!    `prompt_tokens_details.cached_tokens`; Anthropic `cache_read_input_tokens`, with
+//!    `input_tokens = total - N`).
+//! 8. **Streams** split the text after each space (`"echo: "`, `"hello "`, ...) and tool arguments into
+//!    fragments of at most 8 characters. `stream` defaults to false, except Ollama native (true).
+//!
+//! # Faults and knobs
+//! [`Behavior`] holds the knobs; per request they can be overridden by `x-mock-*` headers and, stronger
+//! still, by a model-name suffix such as `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`,
+//! `kind`, `latency`, `ttft`, `chunk_delay`, `retry_after`); the suffix is stripped before the model is
+//! echoed, checked or counted. A request that names a fault code or kind but no rate fails every time.
+//! `key_status` answers before anything else; `require_key` rejects every other key with a 401.
+//! Faults (status or kind) are drawn after authentication and before body validation, and counted in
+//! [`Stats::faults`]; `latency_ms` delays every non-admin response.
+
+mod anthropic;
+mod azure;
+mod behaviour;
+mod common;
+mod faults;
+mod ollama;
+mod openai;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::common::{ApiError, Ctx};
+
+/// How many recorded requests are kept (oldest dropped first).
+const MAX_RECORDED: usize = 200;
+/// Largest request body accepted (Anthropic's documented Messages limit); larger bodies get a 413.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The wire format a mock speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// OpenAI Chat Completions, Embeddings and Models, under any path prefix.
+    OpenAi,
+    /// Azure OpenAI: deployment routes with `api-version`, plus the `/openai/v1` routes.
+    Azure,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Ollama's native `/api/*` API.
+    Ollama,
+}
+
+impl Flavor {
+    /// Parses `openai`, `azure`, `anthropic` or `ollama` (ASCII case-insensitive).
+    pub fn parse(s: &str) -> Option<Flavor> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "openai" => Some(Flavor::OpenAi),
+            "azure" => Some(Flavor::Azure),
+            "anthropic" => Some(Flavor::Anthropic),
+            "ollama" => Some(Flavor::Ollama),
+            _ => None,
+        }
+    }
+
+    /// The name [`Flavor::parse`] accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::OpenAi => "openai",
+            Flavor::Azure => "azure",
+            Flavor::Anthropic => "anthropic",
+            Flavor::Ollama => "ollama",
+        }
+    }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Runtime-changeable knobs of a mock (replace them with [`MockHandle::set_behavior`] or `PUT /mock/behavior`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Behavior {
+    /// Delay before the response headers (streams too).
+    pub latency_ms: u64,
+    /// Streams: delay between the headers and the first chunk.
+    pub ttft_ms: u64,
+    /// Streams: delay between chunks.
+    pub chunk_delay_ms: u64,
+    /// Share (0..1) of requests that fail with a fault.
+    pub fault_rate: f64,
+    /// Status codes a status fault is drawn from; empty means `[500]`.
+    pub fault_codes: Vec<u16>,
+    /// A non-status fault applied at `fault_rate` instead of a status code.
+    pub fault_kind: Option<FaultKind>,
+    /// `Retry-After` value (seconds) on 429/503/529 answers.
+    pub retry_after_secs: Option<u64>,
+    /// API key value -> status always answered for that key, with the flavour's error body.
+    pub key_status: BTreeMap<String, u16>,
+}
+
+/// A fault that is not just an error status.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Never answer (until the client goes away or the mock shuts down).
+    Hang,
+    /// Sleep 30 s before the response headers, then answer normally.
+    SlowFirstByte,
+    /// Streams: two content chunks, then the connection is aborted. Otherwise: abort mid-body.
+    Reset,
+    /// 200 with a body that is not valid JSON (streams: a broken data line after one good chunk).
+    Malformed,
+    /// 200 stream whose first event is the flavour's in-stream error event; non-stream: 500.
+    StreamError,
+}
+
+impl FaultKind {
+    /// Parses the snake_case name (`hang`, `slow_first_byte`, `reset`, `malformed`, `stream_error`).
+    pub fn parse(s: &str) -> Option<FaultKind> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "hang" => Some(FaultKind::Hang),
+            "slow_first_byte" | "slow" => Some(FaultKind::SlowFirstByte),
+            "reset" => Some(FaultKind::Reset),
+            "malformed" => Some(FaultKind::Malformed),
+            "stream_error" => Some(FaultKind::StreamError),
+            _ => None,
+        }
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Hang => "hang",
+            FaultKind::SlowFirstByte => "slow_first_byte",
+            FaultKind::Reset => "reset",
+            FaultKind::Malformed => "malformed",
+            FaultKind::StreamError => "stream_error",
+        }
+    }
+}
+
+/// What a mock serves.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// Wire format.
+    pub flavor: Flavor,
+    /// A name for logs (defaults to the flavour name).
+    pub name: String,
+    /// Known models (Azure: deployment names). Unknown models get the flavour's 404; empty accepts any.
+    pub models: Vec<String>,
+    /// Initial knobs.
+    pub behavior: Behavior,
+    /// If set, every other key gets a 401.
+    pub require_key: Option<String>,
+}
+
+impl MockConfig {
+    /// A config with the flavour's default models and no faults.
+    pub fn new(flavor: Flavor) -> Self {
+        let models: &[&str] = match flavor {
+            Flavor::OpenAi => &["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"],
+            Flavor::Azure => &["gpt-4o-mini", "text-embedding-3-small"],
+            Flavor::Anthropic => &["claude-sonnet-4-6", "claude-haiku-4-5"],
+            Flavor::Ollama => &["llava:latest", "llama3.2:latest", "all-minilm:latest"],
+        };
+        MockConfig {
+            flavor,
+            name: flavor.as_str().to_string(),
+            models: models.iter().map(|m| (*m).to_string()).collect(),
+            behavior: Behavior::default(),
+            require_key: None,
+        }
+    }
+}
+
+/// Counters since start or the last reset.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Non-admin requests received.
+    pub requests: u64,
+    /// Injected faults (status or kind) drawn from the fault rate.
+    pub faults: u64,
+    /// Requests per API key value (requests without a key are not listed).
+    pub by_key: BTreeMap<String, u64>,
+    /// Requests per model, suffix stripped (requests without a model are not listed).
+    pub by_model: BTreeMap<String, u64>,
+    /// Requests per URL path (no query).
+    pub by_path: BTreeMap<String, u64>,
+}
+
+/// One request as the mock saw it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// URL path.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Headers, lowercase names (repeated headers joined with `, `).
+    pub headers: BTreeMap<String, String>,
+    /// The body as JSON, exactly as sent (model suffix included); `Null` if it was not JSON.
+    pub body: serde_json::Value,
+    /// The API key presented (Bearer token, `x-api-key` or `api-key`).
+    pub key: Option<String>,
+}
+
+struct Shared {
+    cfg: MockConfig,
+    behavior: Mutex<Behavior>,
+    stats: Mutex<Stats>,
+    log: Mutex<VecDeque<RecordedRequest>>,
+    closing_tx: watch::Sender<bool>,
+    closing_rx: watch::Receiver<bool>,
+}
+
+/// Locks a mutex, recovering the data if a panicking holder poisoned it (counters stay usable).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A cheap, cloneable handle to a mock's state: counters, recorded requests and knobs.
+#[derive(Clone)]
+pub struct MockHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockHandle").field("flavor", &self.shared.cfg.flavor).field("name", &self.shared.cfg.name).finish_non_exhaustive()
+    }
+}
+
+impl MockHandle {
+    fn new(cfg: MockConfig) -> Self {
+        let (closing_tx, closing_rx) = watch::channel(false);
+        let behavior = cfg.behavior.clone();
+        MockHandle {
+            shared: Arc::new(Shared {
+                cfg,
+                behavior: Mutex::new(behavior),
+                stats: Mutex::new(Stats::default()),
+                log: Mutex::new(VecDeque::new()),
+                closing_tx,
+                closing_rx,
+            }),
+        }
+    }
+
+    /// The wire format served.
+    pub fn flavor(&self) -> Flavor {
+        self.shared.cfg.flavor
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.shared.cfg.name
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Recent requests, oldest first (at most the last 200).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.log).iter().cloned().collect()
+    }
+
+    /// The current knobs.
+    pub fn behavior(&self) -> Behavior {
+        lock(&self.shared.behavior).clone()
+    }
+
+    /// Replaces the knobs.
+    pub fn set_behavior(&self, b: Behavior) {
+        *lock(&self.shared.behavior) = b;
+    }
+
+    /// Zeroes the counters and forgets the recorded requests.
+    pub fn reset(&self) {
+        *lock(&self.shared.stats) = Stats::default();
+        lock(&self.shared.log).clear();
+    }
+
+    pub(crate) fn config(&self) -> &MockConfig {
+        &self.shared.cfg
+    }
+
+    pub(crate) fn count_fault(&self) {
+        lock(&self.shared.stats).faults += 1;
+    }
+
+    /// Resolves when the mock starts shutting down (used to cut long fault sleeps short).
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.shared.closing_rx.clone()
+    }
+
+    fn begin_close(&self) {
+        let _ = self.shared.closing_tx.send(true);
+    }
+
+    fn record(&self, rec: RecordedRequest, model: Option<&str>) {
+        {
+            let mut s = lock(&self.shared.stats);
+            s.requests += 1;
+            if let Some(k) = &rec.key {
+                *s.by_key.entry(k.clone()).or_default() += 1;
+            }
+            if let Some(m) = model {
+                *s.by_model.entry(m.to_string()).or_default() += 1;
+            }
+            *s.by_path.entry(rec.path.clone()).or_default() += 1;
+        }
+        let mut log = lock(&self.shared.log);
+        while log.len() >= MAX_RECORDED {
+            log.pop_front();
+        }
+        log.push_back(rec);
+    }
+}
+
+/// The mock as an axum router (serve it yourself) plus a handle to its state.
+pub fn router(cfg: MockConfig) -> (Router, MockHandle) {
+    let handle = MockHandle::new(cfg);
+    let app = Router::new().fallback(entry).with_state(handle.clone());
+    (app, handle)
+}
+
+/// A mock bound to a TCP port and served on a background task. Dropping it stops the server too.
+pub struct MockServer {
+    handle: MockHandle,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockServer").field("flavor", &self.handle.flavor()).field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl MockServer {
+    /// Binds `addr` (port 0 picks a free port), starts serving on a spawned task and returns at once.
+    pub async fn start(cfg: MockConfig, addr: SocketAddr) -> std::io::Result<MockServer> {
+        use axum::serve::ListenerExt;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (app, handle) = router(cfg);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let name = handle.name().to_string();
+        let listener = listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(mock = %name, error = %e, "mock server stopped with an error");
+            }
+        });
+        tracing::debug!(mock = %handle.name(), %addr, "mock server listening");
+        Ok(MockServer { handle, addr, stop: Some(stop), task: Some(task) })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://HOST:PORT`, with a loopback host when bound to an unspecified address.
+    pub fn base_url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// A clone of the state handle.
+    pub fn handle(&self) -> MockHandle {
+        self.handle.clone()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// Recent requests, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.handle.requests()
+    }
+
+    /// Replaces the knobs.
+    pub fn set_behavior(&self, b: Behavior) {
+        self.handle.set_behavior(b);
+    }
+
+    /// Zeroes counters and recorded requests.
+    pub fn reset(&self) {
+        self.handle.reset();
+    }
+
+    /// Stops accepting, lets in-flight responses finish (hanging faults are cut short), waits up to 5 s.
+    pub async fn shutdown(mut self) {
+        self.handle.begin_close();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.handle.begin_close();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Every request lands here: admin routes, then the common steps, then the flavour.
+async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    if path == "/mock" || path.starts_with("/mock/") {
+        return admin(&handle, &parts.method, &path, body).await;
+    }
+    let query = parts.uri.query().map(str::to_string);
+    let flavor = handle.flavor();
+    let (raw, too_large) = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => (b, false),
+        Err(_) => (bytes::Bytes::new(), true),
+    };
+    let body_json: Option<serde_json::Value> = if raw.is_empty() { None } else { serde_json::from_slice(&raw).ok() };
+    let key = common::extract_key(flavor, &parts.headers);
+    let raw_model = match flavor {
+        Flavor::Azure => azure::deployment_of(&path).or_else(|| body_model(body_json.as_ref(), "model")),
+        _ => body_model(body_json.as_ref(), "model"),
+    };
+    let (model, suffix) = match raw_model {
+        Some(m) => {
+            let (base, pairs) = faults::split_model_suffix(&m);
+            (Some(base), pairs)
+        }
+        None => (None, Vec::new()),
+    };
+    handle.record(
+        RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            headers: header_map(&parts.headers),
+            body: body_json.clone().unwrap_or(serde_json::Value::Null),
+            key: key.clone(),
+        },
+        model.as_deref(),
+    );
+    let behavior = handle.behavior();
+    let knobs = faults::Knobs::resolve(&behavior, &parts.headers, &suffix);
+    let ctx = Ctx {
+        handle: handle.clone(),
+        flavor,
+        method: parts.method,
+        path,
+        query,
+        headers: parts.headers,
+        raw,
+        body: body_json,
+        key,
+        model,
+        knobs,
+        started,
+        request_id: common::random_alnum(24),
+    };
+    faults::pause(&handle, ctx.knobs.latency).await;
+    if too_large {
+        return common::error(&ctx, ApiError::TooLarge);
+    }
+    if let Some(k) = &ctx.key {
+        if let Some(status) = behavior.key_status.get(k) {
+            return common::error(&ctx, ApiError::Status(*status));
+        }
+    }
+    match flavor {
+        Flavor::OpenAi => openai::handle(ctx).await,
+        Flavor::Azure => azure::handle(ctx).await,
+        Flavor::Anthropic => anthropic::handle(ctx).await,
+        Flavor::Ollama => ollama::handle(ctx).await,
+    }
+}
+
+fn body_model(body: Option<&serde_json::Value>, field: &str) -> Option<String> {
+    body?.get(field)?.as_str().map(str::to_string)
+}
+
+fn header_map(h: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in h {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_ascii_lowercase())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    out
+}
+
+async fn admin(handle: &MockHandle, method: &Method, path: &str, body: Body) -> Response {
+    let json = |v: serde_json::Value| axum::Json(v).into_response();
+    match (method.as_str(), path) {
+        ("GET", "/mock/stats") => axum::Json(handle.stats()).into_response(),
+        ("GET", "/mock/requests") => axum::Json(handle.requests()).into_response(),
+        ("POST", "/mock/reset") => {
+            handle.reset();
+            json(serde_json::json!({"ok": true}))
+        }
+        ("GET", "/mock/behavior") => axum::Json(handle.behavior()).into_response(),
+        ("PUT", "/mock/behavior") => {
+            let raw = match axum::body::to_bytes(body, 1024 * 1024).await {
+                Ok(b) => b,
+                Err(e) => return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+            };
+            match serde_json::from_slice::<Behavior>(&raw) {
+                Ok(b) => {
+                    handle.set_behavior(b.clone());
+                    axum::Json(b).into_response()
+                }
+                Err(e) => {
+                    (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": format!("invalid behavior: {e}")}))).into_response()
+                }
+            }
+        }
+        (_, "/mock/stats" | "/mock/requests" | "/mock/reset" | "/mock/behavior") => {
+            (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({"error": "method not allowed"}))).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": format!("no admin route {path}")}))).into_response(),
+    }
+}

@@ -1,0 +1,204 @@
+//! Request handlers: read, decode, call the engine, render.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, RequestCtx, Served, StreamItem};
+use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
+use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
+
+use crate::errors::error_response;
+use crate::AppState;
+
+pub async fn health() -> Response {
+    json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
+}
+
+pub async fn not_found() -> Response {
+    error_response(&GatewayError::BadRequest {
+        message: "no such route; the OpenAI routes are /v1/chat/completions, /v1/embeddings and /v1/models".into(),
+        param: None,
+        code: "unknown_route",
+    })
+    .with_status(StatusCode::NOT_FOUND)
+}
+
+pub async fn method_not_allowed() -> Response {
+    error_response(&GatewayError::BadRequest {
+        message: "method not allowed on this route".into(),
+        param: None,
+        code: "method_not_allowed",
+    })
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+trait WithStatus {
+    fn with_status(self, s: StatusCode) -> Self;
+}
+
+impl WithStatus for Response {
+    fn with_status(mut self, s: StatusCode) -> Self {
+        *self.status_mut() = s;
+        self
+    }
+}
+
+pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Response {
+    let req: ChatRequest = match read_json(body, state.max_body_bytes).await {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let include_usage = req.include_usage();
+    let ctx = RequestCtx::new();
+    match state.gateway.chat(req, &ctx).await {
+        Ok(ChatOutcome::Complete(resp, served)) => match serde_json::to_vec(&resp) {
+            Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
+            Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
+        },
+        Ok(ChatOutcome::Stream(stream, served)) => with_served(sse_response(stream, include_usage), &served),
+        Err(e) => error_response(&e),
+    }
+}
+
+pub async fn embeddings(State(state): State<AppState>, body: Body) -> Response {
+    let req: EmbeddingsRequest = match read_json(body, state.max_body_bytes).await {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    match state.gateway.embeddings(req, &RequestCtx::new()).await {
+        Ok((resp, served)) => match serde_json::to_vec(&resp) {
+            Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
+            Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
+        },
+        Err(e) => error_response(&e),
+    }
+}
+
+pub async fn models(State(state): State<AppState>) -> Response {
+    let list = state.gateway.models().await;
+    match serde_json::to_vec(&list) {
+        Ok(json) => json_response(StatusCode::OK, json),
+        Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the model list: {e}"))),
+    }
+}
+
+/// Reads the whole body under the size limit and decodes it, naming the offending field on failure.
+/// The content type is not checked: `curl -d` sends JSON labelled as a form, and the JSON decides.
+async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, GatewayError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            GatewayError::BadRequest {
+                message: format!("request body is larger than the {limit} byte limit (server.max_body_size)"),
+                param: None,
+                code: "payload_too_large",
+            }
+        } else {
+            GatewayError::bad_request(format!("could not read the request body: {e}"), None)
+        }
+    })?;
+    decode_json(&bytes)
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::bad_request("request body is empty; send a JSON object", None));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let syntax = matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
+        let param = (!syntax && path != "." && !path.is_empty()).then_some(path.clone());
+        let msg = match inner.classify() {
+            _ if syntax => format!("request body is not valid JSON: {inner}"),
+            _ if param.is_some() => format!("invalid request body at {path}: {inner}"),
+            _ => format!("invalid request body: {inner}"),
+        };
+        GatewayError::BadRequest { message: msg, param, code: "invalid_request" }
+    })?;
+    de.end().map_err(|e| GatewayError::bad_request(format!("request body is not valid JSON: {e}"), None))?;
+    Ok(value)
+}
+
+fn json_response(status: StatusCode, json: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
+}
+
+fn with_served(mut resp: Response, s: &Served) -> Response {
+    let h = resp.headers_mut();
+    for (name, value) in [
+        ("x-switchyard-provider", Some(s.provider.as_str())),
+        ("x-switchyard-model", Some(s.model.as_str())),
+        ("x-switchyard-key", s.key.as_deref()),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(name, v);
+        }
+    }
+    h.insert("x-switchyard-attempts", HeaderValue::from(s.attempts));
+    h.insert("x-switchyard-fallback-index", HeaderValue::from(s.fallback_index));
+    resp
+}
+
+/// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
+/// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
+fn sse_response(stream: ChatStream, include_usage: bool) -> Response {
+    struct S {
+        stream: ChatStream,
+        enc: OpenAiStreamEncoder,
+    }
+    let state = S { stream, enc: OpenAiStreamEncoder::new(include_usage) };
+    let body = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut s = state?;
+        loop {
+            let mut out = Vec::new();
+            let item = s.stream.next().await;
+            let finished = match item {
+                Some(StreamItem::Chunk(c)) => {
+                    s.enc.encode(c, &mut out);
+                    false
+                }
+                Some(StreamItem::End) | None => {
+                    s.enc.finish(&mut out);
+                    true
+                }
+                Some(StreamItem::Failed(e)) => {
+                    tracing::warn!("stream failed after it started: {e}");
+                    let code = e.code();
+                    let msg = e.to_string();
+                    s.enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: None, code: Some(&code) }, &mut out);
+                    true
+                }
+            };
+            if finished {
+                return Some((Ok::<_, Infallible>(Bytes::from(out)), None));
+            }
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), Some(s)));
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| error_response(&GatewayError::Internal("cannot build the stream response".into())))
+}
