@@ -142,6 +142,7 @@ impl GatewayError {
             GatewayError::Upstream { status: 429, .. } => "rate_limit_error",
             GatewayError::Upstream { status, .. } if *status >= 500 => "upstream_error",
             GatewayError::Upstream { .. } => "invalid_request_error",
+            GatewayError::AllFailed { status: 400, .. } => "invalid_request_error",
             GatewayError::AllFailed { .. } | GatewayError::StreamInterrupted { .. } => "upstream_error",
             GatewayError::Internal(_) => "internal_error",
         }
@@ -154,6 +155,7 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } => "model_not_found".into(),
             GatewayError::AmbiguousModel { .. } => "ambiguous_model".into(),
             GatewayError::Upstream { error, class, .. } => error.code.clone().unwrap_or_else(|| class.as_str().to_string()),
+            GatewayError::AllFailed { status: 400, .. } => "unsupported_by_provider".into(),
             GatewayError::AllFailed { .. } => "all_attempts_failed".into(),
             GatewayError::StreamInterrupted { .. } => "stream_interrupted".into(),
             GatewayError::Internal(_) => "internal_error".into(),
@@ -182,11 +184,14 @@ impl GatewayError {
         }
     }
 
-    /// The summary error when every target failed: 504 if all timed out, 503 if every failure was an
-    /// overload or rate limit, else 502.
+    /// The summary error when every target failed: 400 if no target could express the request, 504 if all
+    /// timed out, 503 if every failure was an overload or rate limit, else 502.
     pub fn all_failed(attempts: Vec<Attempt>, retry_after: Option<u64>) -> Self {
         let n = attempts.len();
-        let status = if n > 0 && attempts.iter().all(|a| a.class == FailureClass::Timeout) {
+        let status = if n > 0 && attempts.iter().all(|a| a.class == FailureClass::Unsupported) {
+            // No target can express the request: the caller must change it.
+            400
+        } else if n > 0 && attempts.iter().all(|a| a.class == FailureClass::Timeout) {
             504
         } else if n > 0 && attempts.iter().all(|a| a.class == FailureClass::RateLimited || matches!(a.status, Some(503 | 529))) {
             503

@@ -64,9 +64,13 @@ impl Ctx {
         self.started.elapsed().as_millis()
     }
 
-    /// A seed for deterministic ids: the hash of the raw body.
+    /// A seed for deterministic ids: the hash of the request's `messages` (so a streamed and a
+    /// non-streamed request for the same conversation get the same tool-call ids), else of the body.
     pub fn seed(&self) -> [u8; 32] {
-        Sha256::digest(&self.raw).into()
+        match self.body.as_ref().and_then(|b| b.get("messages")) {
+            Some(m) => Sha256::digest(m.to_string().as_bytes()).into(),
+            None => Sha256::digest(&self.raw).into(),
+        }
     }
 }
 
@@ -125,27 +129,38 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
     }
 }
 
-/// The API key: the flavour's own header first, then the others.
+/// The API key for counting and `key_status`: the one the flavour authenticates with, else any of
+/// `authorization` (Bearer), `x-api-key` or `api-key`.
 pub(crate) fn extract_key(flavor: Flavor, h: &HeaderMap) -> Option<String> {
-    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
-    let bearer = || {
-        let v = get("authorization")?;
-        let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
-    };
+    auth_key(flavor, h).or_else(|| bearer(h)).or_else(|| header(h, "x-api-key")).or_else(|| header(h, "api-key"))
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+fn bearer(h: &HeaderMap) -> Option<String> {
+    let v = header(h, "authorization")?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The key as the real service authenticates it, read only from the headers that service reads
+/// (OpenAI and Ollama: Bearer; Azure: `api-key` or Bearer; Anthropic: `x-api-key` or Bearer).
+pub(crate) fn auth_key(flavor: Flavor, h: &HeaderMap) -> Option<String> {
     match flavor {
-        Flavor::Anthropic => get("x-api-key").or_else(bearer).or_else(|| get("api-key")),
-        Flavor::Azure => get("api-key").or_else(bearer).or_else(|| get("x-api-key")),
-        Flavor::OpenAi | Flavor::Ollama => bearer().or_else(|| get("x-api-key")).or_else(|| get("api-key")),
+        Flavor::Anthropic => header(h, "x-api-key").or_else(|| bearer(h)),
+        Flavor::Azure => header(h, "api-key").or_else(|| bearer(h)),
+        Flavor::OpenAi | Flavor::Ollama => bearer(h),
     }
 }
 
-/// Checks the key against `require_key` (and, if `required`, that one is present).
+/// Checks the authenticating key against `require_key` (and, if `required`, that one is present).
 pub(crate) fn check_key(ctx: &Ctx, required: bool) -> Result<(), ApiError> {
-    match (&ctx.key, &ctx.handle.config().require_key) {
+    match (auth_key(ctx.flavor, &ctx.headers), &ctx.handle.config().require_key) {
         (None, Some(_)) => Err(ApiError::MissingKey),
         (None, None) if required => Err(ApiError::MissingKey),
-        (Some(k), Some(want)) if k != want => Err(ApiError::BadKey),
+        (Some(k), Some(want)) if &k != want => Err(ApiError::BadKey),
         _ => Ok(()),
     }
 }

@@ -24,7 +24,7 @@
 //!    - `[[filter]]`: empty content, finish `content_filter` (Anthropic `refusal`, Ollama `stop`).
 //!    - `[[tool:NAME {json}]]` (one or more): those tool calls in order, arguments exactly the JSON given
 //!      (`{}` when absent), no text, finish `tool_calls` (Anthropic `tool_use`, Ollama `stop`). Ids are
-//!      `call_` / `toolu_` + 24 alphanumerics derived from a hash of the request body and the call index.
+//!      `call_` / `toolu_` + 24 alphanumerics derived from a hash of the request's `messages` and the call index.
 //!    - otherwise `echo: ` + the text, then for each image of that message
 //!      ` [image MEDIA_TYPE BYTES bytes sha256=FIRST16HEX]` (hash of the decoded bytes) or
 //!      ` [image-url URL]` for an http(s) URL (OpenAI, Azure, Anthropic `url` source).

@@ -1,4 +1,5 @@
 //! Anthropic flavour over real HTTP: validation, replies, named-event streams, usage, errors and models.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod common;
 

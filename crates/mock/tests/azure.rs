@@ -1,4 +1,5 @@
 //! Azure flavour over real HTTP: deployment routing, api-version, Azure error bodies, filter annotations.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Ollama native flavour over real HTTP: NDJSON streams by default, strict content/images/tool arguments,
 //! embeddings, tags and errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod common;
 

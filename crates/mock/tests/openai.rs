@@ -1,4 +1,5 @@
 //! OpenAI flavour over real HTTP: replies, streams, usage, validation, faults, counters and admin routes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -138,9 +139,12 @@ async fn validation_is_strict() {
     let r = post(a, p, &[AUTH], &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "model_not_found");
-    // no key
+    // no key, or a key in a header OpenAI does not read
     let r = post(a, p, &[], &chat(json!("x"))).await;
     assert_eq!(r.status, 401);
+    let r = post(a, p, &[("x-api-key", "sk-other-key-0000")], &chat(json!("x"))).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(m.stats().by_key["sk-other-key-0000"], 1, "still counted under its key");
     // unknown route
     assert_eq!(post(a, "/v1/nothing", &[AUTH], &chat(json!("x"))).await.status, 404);
 }

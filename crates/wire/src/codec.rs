@@ -146,16 +146,12 @@ impl ProviderKind {
         !matches!(self, ProviderKind::Azure | ProviderKind::Perplexity)
     }
 
-    /// Whether the provider has an embeddings endpoint.
+    /// Whether the provider has an embeddings endpoint (asking one that has none gets a clear 400 instead
+    /// of the upstream's 404).
     pub fn has_embeddings(self) -> bool {
         !matches!(
             self,
-            ProviderKind::Anthropic
-                | ProviderKind::Perplexity
-                | ProviderKind::Cerebras
-                | ProviderKind::Groq
-                | ProviderKind::Xai
-                | ProviderKind::DeepSeek
+            ProviderKind::Anthropic | ProviderKind::Perplexity | ProviderKind::Cerebras | ProviderKind::Groq | ProviderKind::DeepSeek
         )
     }
 }
@@ -306,6 +302,9 @@ pub fn parse_error(kind: ProviderKind, status: u16, body: &[u8]) -> UpstreamErro
 }
 
 pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str) -> Result<WireRequest, WireError> {
+    if !ep.kind.has_embeddings() {
+        return Err(WireError::unsupported(format!("{} has no embeddings endpoint", ep.kind.as_str()), Some("model")));
+    }
     match ep.kind.family() {
         Family::OpenAi => openai::build_embeddings(ep, req, model),
         Family::Azure => azure::build_embeddings(ep, req, model),

@@ -1,0 +1,186 @@
+//! Test harness shared by the integration suites: the real `switchyard` binary on a free port with a
+//! temporary config, in-process mock providers, and small HTTP helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_mock::{Flavor, MockConfig, MockServer};
+
+/// The gateway binary, running until dropped.
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `switchyard serve` with this YAML config on 127.0.0.1:0 and waits until it listens.
+    pub fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchyard.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("SWITCHYARD_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("gateway did not print its address: {line:?}"))
+            .to_string();
+        Gateway { child, base, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mock that accepts any model name (and so lists none).
+pub async fn mock(flavor: Flavor) -> MockServer {
+    mock_serving(flavor, &[]).await
+}
+
+/// A mock that serves exactly these models (empty: any).
+pub async fn mock_serving(flavor: Flavor, models: &[&str]) -> MockServer {
+    let mut cfg = MockConfig::new(flavor);
+    cfg.models = models.iter().map(|m| m.to_string()).collect();
+    MockServer::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap()
+}
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Reply {
+    let r = c.post(url).header("content-type", "application/json").body(serde_json::to_vec(body).unwrap()).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let bytes = r.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Reply { status, headers, body }
+}
+
+pub struct StreamReply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// Every `data:` payload except `[DONE]`, parsed.
+    pub chunks: Vec<Value>,
+    pub done: bool,
+    pub raw: String,
+}
+
+impl StreamReply {
+    pub fn text(&self) -> String {
+        self.chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+    }
+
+    pub fn finish_reason(&self) -> Option<String> {
+        self.chunks.iter().rev().find_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_string))
+    }
+
+    pub fn usage(&self) -> Option<&Value> {
+        self.chunks.iter().find_map(|c| c.get("usage").filter(|u| !u.is_null()))
+    }
+
+    /// Tool calls reassembled from their fragments, by index: (id, name, arguments).
+    pub fn tool_calls(&self) -> Vec<(String, String, String)> {
+        let mut calls: Vec<(String, String, String)> = Vec::new();
+        for c in &self.chunks {
+            for t in c["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                let i = t["index"].as_u64().unwrap() as usize;
+                while calls.len() <= i {
+                    calls.push(Default::default());
+                }
+                if let Some(id) = t["id"].as_str() {
+                    calls[i].0 = id.to_string();
+                }
+                if let Some(n) = t["function"]["name"].as_str() {
+                    calls[i].1.push_str(n);
+                }
+                if let Some(a) = t["function"]["arguments"].as_str() {
+                    calls[i].2.push_str(a);
+                }
+            }
+        }
+        calls
+    }
+}
+
+pub async fn stream(c: &reqwest::Client, url: &str, body: &Value) -> StreamReply {
+    let r = c.post(url).header("content-type", "application/json").body(serde_json::to_vec(body).unwrap()).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let raw = String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned();
+    let mut chunks = Vec::new();
+    let mut done = false;
+    for frame in raw.split("\n\n") {
+        let Some(data) = frame.strip_prefix("data: ") else { continue };
+        if data == "[DONE]" {
+            done = true;
+        } else {
+            chunks.push(serde_json::from_str(data).unwrap_or_else(|e| panic!("bad chunk {data:?}: {e}")));
+        }
+    }
+    StreamReply { status, headers, chunks, done, raw }
+}
+
+/// A 1×1 PNG.
+pub const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
+pub fn png_bytes() -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(PNG_B64).unwrap()
+}
+
+/// What the mock says about the PNG: ` [image image/png 70 bytes sha256=…]`.
+pub fn png_description() -> String {
+    use sha2::Digest as _;
+    let bytes = png_bytes();
+    let hash = sha2::Sha256::digest(&bytes);
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("[image image/png {} bytes sha256={hex}]", bytes.len())
+}
+
+/// Serves the PNG at `/cat.png` on a free loopback port (an image URL for the fetch tests).
+pub async fn image_server() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/cat.png", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], png_bytes()) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/cat.png")
+}
