@@ -213,12 +213,13 @@ pub async fn open_stream(
         if let Err(e) = fed {
             return Err(wire_failure(label, started, e));
         }
-        // Anything before the first content chunk may still fail over; the first chunk commits the stream.
+        // Anything before the first chunk with content may still fail over (a role-only opening chunk is
+        // held back); that chunk commits the stream to this target.
         let mut committed = false;
         for ev in events.drain(..) {
-            match ev {
-                StreamEvent::Error(e) if !committed => return Err(stream_error_failure(label, started, e)),
-                StreamEvent::Chunk(_) => committed = true,
+            match &ev {
+                StreamEvent::Error(e) if !committed => return Err(stream_error_failure(label, started, e.clone())),
+                StreamEvent::Chunk(c) if carries_content(c) => committed = true,
                 _ => {}
             }
             stream.pending.push_back(ev);
@@ -230,6 +231,19 @@ pub async fn open_stream(
             return Ok(stream);
         }
     }
+}
+
+/// A chunk that says something: text, a tool call, a finish reason or usage (not just the opening role).
+fn carries_content(c: &ChatChunk) -> bool {
+    c.usage.is_some()
+        || c.choices.iter().any(|ch| {
+            let d = &ch.delta;
+            ch.finish_reason.is_some()
+                || d.content.as_deref().is_some_and(|t| !t.is_empty())
+                || d.tool_calls.is_some()
+                || d.refusal.is_some()
+                || !d.extra.is_empty()
+        })
 }
 
 /// What a committed stream yields.

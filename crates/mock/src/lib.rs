@@ -45,13 +45,30 @@
 //!    fragments of at most 8 characters. `stream` defaults to false, except Ollama native (true).
 //!
 //! # Faults and knobs
-//! [`Behavior`] holds the knobs; per request they can be overridden by `x-mock-*` headers and, stronger
-//! still, by a model-name suffix such as `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`,
-//! `kind`, `latency`, `ttft`, `chunk_delay`, `retry_after`); the suffix is stripped before the model is
-//! echoed, checked or counted. A request that names a fault code or kind but no rate fails every time.
-//! `key_status` answers before anything else; `require_key` rejects every other key with a 401.
-//! Faults (status or kind) are drawn after authentication and before body validation, and counted in
-//! [`Stats::faults`]; `latency_ms` delays every non-admin response.
+//! [`Behavior`] holds the knobs. Per request they can be overridden by headers (`x-mock-latency-ms`,
+//! `x-mock-ttft-ms`, `x-mock-chunk-delay-ms`, `x-mock-fault-rate`, `x-mock-fault-codes` (comma list),
+//! `x-mock-fault-kind`, `x-mock-retry-after`) and, stronger still, by a model-name suffix such as
+//! `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`, `kind`, `latency`, `ttft`,
+//! `chunk_delay`, `retry_after`; for Azure in the deployment path segment). The suffix is stripped before
+//! the model is echoed, checked or counted; a name whose `+` segments are not all `key=value` is left
+//! alone. A request that names a fault code or kind but no rate fails every time. A status fault answers
+//! the flavour's error body for that status; `retry-after` / `retry-after-ms` go on 429/503/529 answers
+//! when `retry_after_secs` (or `retry_after`) is set.
+//!
+//! # Order of handling (every flavour)
+//! 1. Admin routes (`/mock/...`) are answered at once.
+//! 2. The request is counted (`requests`, `by_path`, `by_key` for any key header, `by_model` with the
+//!    suffix stripped) and recorded, then `latency_ms` is slept.
+//! 3. `key_status` for the presented key answers before anything else.
+//! 4. Unknown route: the flavour's 404 (Azure deployments without `api-version` too); wrong method: 405.
+//! 5. Authentication as the real service reads it (OpenAI and Ollama: `Authorization: Bearer`; Azure:
+//!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`).
+//!    A missing key is a 401 (Ollama needs none), and `require_key` turns every other key into a 401.
+//! 6. A fault is drawn ([`Stats::faults`] counts it): status faults answer now, `hang` waits until the
+//!    client leaves or the mock shuts down, `slow_first_byte` sleeps 30 s, and `reset`, `malformed`,
+//!    `stream_error` are applied to the body.
+//! 7. The body is validated as strictly as the real service does, the model (Azure: the deployment) must
+//!    be one of [`MockConfig::models`] (an empty list accepts any), and the reply is decided and rendered.
 
 mod anthropic;
 mod azure;

@@ -124,7 +124,15 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let syntax = matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
-        let param = (!syntax && path != "." && !path.is_empty()).then_some(path.clone());
+        let mut param = (!syntax && path != "." && !path.is_empty()).then_some(path.clone());
+        // serde reports a missing field at its parent; the caller wants the field's own path.
+        let text = inner.to_string();
+        if let Some(field) = text.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            param = Some(match &param {
+                Some(parent) => format!("{parent}.{field}"),
+                None => field.to_string(),
+            });
+        }
         let msg = match inner.classify() {
             _ if syntax => format!("request body is not valid JSON: {inner}"),
             _ if param.is_some() => format!("invalid request body at {path}: {inner}"),

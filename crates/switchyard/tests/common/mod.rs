@@ -68,6 +68,22 @@ pub async fn mock_serving(flavor: Flavor, models: &[&str]) -> MockServer {
     MockServer::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap()
 }
 
+/// Inference requests a mock received (model-list requests from the gateway's discovery excluded).
+pub fn calls(m: &MockServer) -> u64 {
+    m.stats()
+        .by_path
+        .iter()
+        .filter(|(p, _)| {
+            p.ends_with("/chat/completions")
+                || p.ends_with("/messages")
+                || p.ends_with("/api/chat")
+                || p.ends_with("embeddings")
+                || p.ends_with("/api/embed")
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
