@@ -5,6 +5,8 @@
 //! 400 rather than pass silently. Each provider's run collects every failing scenario before failing, so one
 //! run shows the whole picture.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

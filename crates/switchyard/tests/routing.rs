@@ -2,6 +2,8 @@
 //! does not fall back, timeouts, weighted keys and allow-lists, model resolution, the image fetch guard and
 //! request limits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,7 +1,7 @@
 //! Test harness shared by the integration suites: the real `switchyard` binary on a free port with a
 //! temporary config, in-process mock providers, and small HTTP helpers.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
