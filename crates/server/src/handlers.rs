@@ -116,6 +116,11 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    // The fast path decodes without tracking field paths; only a failing body is decoded again with them,
+    // to name the offending field.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::bad_request("request body is empty; send a JSON object", None));
     }
