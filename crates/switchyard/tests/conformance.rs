@@ -198,21 +198,37 @@ impl Suite {
     async fn params(&self, f: &mut Vec<String>) {
         let r = self
             .chat(json!({"messages": [{"role": "user", "content": "p"}], "temperature": 0.5, "top_p": 0.9, "seed": 7,
-                          "stop": ["zzz"], "max_tokens": 50}))
+                          "stop": ["zzz"], "max_tokens": 50, "top_k": 3, "logit_bias": {"50256": -100}}))
             .await;
         check!(f, "params", r.status == 200, "{} {}", r.status, r.body);
         let b = self.upstream_body();
         let ok = match self.case.flavor {
             Flavor::Anthropic => {
-                b["temperature"] == 0.5 && b["top_p"] == 0.9 && b["stop_sequences"] == json!(["zzz"]) && b["max_tokens"] == 50
+                b["temperature"] == 0.5
+                    && b["top_p"] == 0.9
+                    && b["stop_sequences"] == json!(["zzz"])
+                    && b["max_tokens"] == 50
+                    && b["top_k"] == 3
             }
             Flavor::Ollama => {
                 let o = &b["options"];
-                o["temperature"] == 0.5 && o["top_p"] == 0.9 && o["seed"] == 7 && o["stop"] == json!(["zzz"]) && o["num_predict"] == 50
+                o["temperature"] == 0.5
+                    && o["top_p"] == 0.9
+                    && o["seed"] == 7
+                    && o["stop"] == json!(["zzz"])
+                    && o["num_predict"] == 50
+                    && o["top_k"] == 3
             }
             _ => {
+                // Unknown fields reach OpenAI-compatible upstreams untouched.
                 let seed_ok = if self.case.name == "mistral" { b["random_seed"] == 7 } else { b["seed"] == 7 };
-                b["temperature"] == 0.5 && b["top_p"] == 0.9 && seed_ok && b["stop"] == json!(["zzz"]) && b["max_tokens"] == 50
+                b["temperature"] == 0.5
+                    && b["top_p"] == 0.9
+                    && seed_ok
+                    && b["stop"] == json!(["zzz"])
+                    && b["max_tokens"] == 50
+                    && b["top_k"] == 3
+                    && b["logit_bias"] == json!({"50256": -100})
             }
         };
         check!(f, "params", ok, "upstream body {b}");
@@ -452,6 +468,25 @@ impl Suite {
             );
             check!(f, "attempt names key, never secret", !r.body.to_string().contains("sk-test"), "{}", r.body);
         }
+        // Faults on the wire: an error event inside a 200 stream before any chunk, a reset after the first
+        // chunks, a malformed body.
+        let faulty = |kind: &str| json!({"model": format!("{}+kind={kind}", self.model()), "stream": true, "messages": [{"role": "user", "content": "one two three four five six"}]});
+        let r = stream(&self.c, &self.gw.url("/v1/chat/completions"), &faulty("stream_error")).await;
+        check!(f, "error event before the first chunk", matches!(r.status, 502 | 503) && r.chunks.is_empty(), "{} {:?}", r.status, r.raw);
+        let r = stream(&self.c, &self.gw.url("/v1/chat/completions"), &faulty("reset")).await;
+        let last = r.chunks.last().cloned().unwrap_or(Value::Null);
+        check!(
+            f,
+            "reset mid-stream",
+            r.status == 200 && !r.text().is_empty() && last["error"]["code"] == "stream_interrupted" && r.done,
+            "{:?}",
+            r.raw
+        );
+        let mut body = faulty("malformed");
+        body["stream"] = Value::Bool(false);
+        let r = post(&self.c, &self.gw.url("/v1/chat/completions"), &body).await;
+        check!(f, "malformed body", r.status == 502 && r.body["error"]["attempts"][0]["class"] == "malformed", "{} {}", r.status, r.body);
+
         let r = self.chat_stream(json!({"messages": [{"role": "user", "content": "[[error:529]]"}]})).await;
         check!(f, "stream upstream failure is an HTTP error before any byte", r.status == 503, "{} {:?}", r.status, r.raw);
         let r = post(
