@@ -34,7 +34,16 @@ pub fn router(state: AppState) -> Router {
             .route(&format!("{prefix}/v1/embeddings"), post(handlers::embeddings))
             .route(&format!("{prefix}/v1/models"), get(handlers::models));
     }
-    r.fallback(handlers::not_found).method_not_allowed_fallback(handlers::method_not_allowed).with_state(state)
+    r.fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// A bug must cost one request a 500, never the connection or the process.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    error_response(&switchyard_engine::GatewayError::Internal("internal error; the gateway logged it".into()))
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
