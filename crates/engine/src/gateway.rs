@@ -122,16 +122,11 @@ impl Gateway {
         validate_chat(&req)?;
         let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
         let stream = req.is_stream();
-        let mut attempts: Vec<Attempt> = Vec::new();
-        let mut retry_after = None;
+        // A copy with image URLs replaced by their bytes, made once for the first target that needs it.
         let mut inlined: Option<ChatRequest> = None;
-
-        for (index, target) in plan.iter().enumerate() {
-            let p = &self.providers[target.provider];
-            let Some(key) = self.pick_key(p, target, &mut attempts) else { continue };
-            let label = Label { target: &target.label, key: key.map(|k| k.name.as_str()) };
-            let started = Instant::now();
-
+        let mut run = Attempts::new(self, &plan);
+        while let Some(a) = run.next_target() {
+            let (p, label, started) = (a.provider, a.label(), Instant::now());
             let body: &ChatRequest = if p.cfg.kind.accepts_image_urls() {
                 &req
             } else {
@@ -140,52 +135,28 @@ impl Gateway {
                 }
                 inlined.as_ref().unwrap_or(&req)
             };
-            let ep = endpoint(p, key);
-            let wire = match codec::build_chat(&ep, body, &target.model) {
-                Ok(w) => w,
-                Err(e) => {
-                    attempts.push(upstream::wire_failure(&label, started, e).attempt);
-                    continue;
+            let rctx = ResponseCtx { id: &ctx.id, created: ctx.created, model: &a.target.model };
+            let result = match codec::build_chat(&endpoint(p, a.key), body, &a.target.model) {
+                Err(e) => Err(upstream::wire_failure(&label, started, e)),
+                Ok(wire) if stream => {
+                    let decoder = StreamDecoder::new(p.cfg.kind, rctx);
+                    upstream::open_stream(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire, decoder)
+                        .await
+                        .map(|s| ChatOutcome::Stream(s, run.served(&a)))
                 }
-            };
-            let rctx = ResponseCtx { id: &ctx.id, created: ctx.created, model: &target.model };
-            let served = |attempts: &Vec<Attempt>| Served {
-                provider: p.cfg.name.clone(),
-                model: target.model.clone(),
-                key: key.map(|k| k.name.clone()),
-                attempts: attempts.len() + 1,
-                fallback_index: index,
-            };
-
-            let result = if stream {
-                let decoder = StreamDecoder::new(p.cfg.kind, rctx);
-                upstream::open_stream(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire, decoder)
-                    .await
-                    .map(|s| ChatOutcome::Stream(s, served(&attempts)))
-            } else {
-                match upstream::send_complete(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire).await {
-                    Ok(bytes) => match codec::parse_chat(p.cfg.kind, &bytes, rctx) {
-                        Ok(resp) => Ok(ChatOutcome::Complete(resp, served(&attempts))),
-                        Err(e) => Err(upstream::wire_failure(&label, started, e)),
-                    },
+                Ok(wire) => match upstream::send_complete(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire).await {
+                    Ok(bytes) => codec::parse_chat(p.cfg.kind, &bytes, rctx)
+                        .map(|r| ChatOutcome::Complete(r, run.served(&a)))
+                        .map_err(|e| upstream::wire_failure(&label, started, e)),
                     Err(f) => Err(f),
-                }
+                },
             };
             match result {
-                Ok(outcome) => {
-                    if !attempts.is_empty() {
-                        tracing::info!(target = %target.label, failed_before = attempts.len(), "served after fallback");
-                    }
-                    return Ok(outcome);
-                }
-                Err(f) => {
-                    if let Some(error) = self.record_failure(f, &mut attempts, &mut retry_after) {
-                        return Err(error);
-                    }
-                }
+                Ok(outcome) => return Ok(outcome),
+                Err(f) => run.failed(f)?,
             }
         }
-        Err(GatewayError::all_failed(attempts, retry_after))
+        Err(run.exhausted())
     }
 
     /// `POST /v1/embeddings`: the same plan and fallback rules as chat, one body back.
@@ -194,86 +165,24 @@ impl Gateway {
             return Err(GatewayError::bad_request("model is required", Some("model")));
         }
         let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
-        let mut attempts: Vec<Attempt> = Vec::new();
-        let mut retry_after = None;
-        for (index, target) in plan.iter().enumerate() {
-            let p = &self.providers[target.provider];
-            let Some(key) = self.pick_key(p, target, &mut attempts) else { continue };
-            let label = Label { target: &target.label, key: key.map(|k| k.name.as_str()) };
-            let started = Instant::now();
-            let ep = endpoint(p, key);
-            let wire = match codec::build_embeddings(&ep, &req, &target.model) {
-                Ok(w) => w,
-                Err(e) => {
-                    attempts.push(upstream::wire_failure(&label, started, e).attempt);
-                    continue;
-                }
-            };
-            let rctx = ResponseCtx { id: &ctx.id, created: ctx.created, model: &target.model };
-            let result = match upstream::send_complete(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire).await {
-                Ok(bytes) => codec::parse_embeddings(p.cfg.kind, &bytes, rctx, req.encoding_format.as_deref())
-                    .map_err(|e| upstream::wire_failure(&label, started, e)),
-                Err(f) => Err(f),
+        let mut run = Attempts::new(self, &plan);
+        while let Some(a) = run.next_target() {
+            let (p, label, started) = (a.provider, a.label(), Instant::now());
+            let rctx = ResponseCtx { id: &ctx.id, created: ctx.created, model: &a.target.model };
+            let result = match codec::build_embeddings(&endpoint(p, a.key), &req, &a.target.model) {
+                Err(e) => Err(upstream::wire_failure(&label, started, e)),
+                Ok(wire) => match upstream::send_complete(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire).await {
+                    Ok(bytes) => codec::parse_embeddings(p.cfg.kind, &bytes, rctx, req.encoding_format.as_deref())
+                        .map_err(|e| upstream::wire_failure(&label, started, e)),
+                    Err(f) => Err(f),
+                },
             };
             match result {
-                Ok(resp) => {
-                    let served = Served {
-                        provider: p.cfg.name.clone(),
-                        model: target.model.clone(),
-                        key: key.map(|k| k.name.clone()),
-                        attempts: attempts.len() + 1,
-                        fallback_index: index,
-                    };
-                    return Ok((resp, served));
-                }
-                Err(f) => {
-                    if let Some(error) = self.record_failure(f, &mut attempts, &mut retry_after) {
-                        return Err(error);
-                    }
-                }
+                Ok(resp) => return Ok((resp, run.served(&a))),
+                Err(f) => run.failed(f)?,
             }
         }
-        Err(GatewayError::all_failed(attempts, retry_after))
-    }
-
-    /// Chooses a key for the target. `Some(None)`: a keyless provider. `None`: no key may serve this model
-    /// (recorded as a failed attempt so the caller learns why).
-    fn pick_key<'a>(&self, p: &'a Provider, target: &Target, attempts: &mut Vec<Attempt>) -> Option<Option<&'a KeyConfig>> {
-        if p.cfg.keys.is_empty() {
-            return Some(None);
-        }
-        let mut rng = fastrand::Rng::new();
-        match keys::choose(&p.cfg.keys, &target.model, &mut rng) {
-            Some(k) => Some(Some(k)),
-            None => {
-                attempts.push(Attempt {
-                    target: target.label.clone(),
-                    key: None,
-                    status: None,
-                    class: FailureClass::Unsupported,
-                    message: format!("no key of provider {} is allowed to use model {}", p.cfg.name, target.model),
-                    latency_ms: 0,
-                });
-                None
-            }
-        }
-    }
-
-    /// Records a failed attempt; returns the error to give the caller when no other target should be tried.
-    fn record_failure(&self, f: Failure, attempts: &mut Vec<Attempt>, retry_after: &mut Option<u64>) -> Option<GatewayError> {
-        let class = f.attempt.class;
-        tracing::warn!(target = %f.attempt.target, key = ?f.attempt.key, status = ?f.attempt.status, class = class.as_str(), latency_ms = f.attempt.latency_ms, "upstream attempt failed: {}", f.attempt.message);
-        if f.retry_after.is_some() {
-            *retry_after = f.retry_after;
-        }
-        let status = f.attempt.status;
-        attempts.push(f.attempt);
-        if class.falls_back() {
-            return None;
-        }
-        let provider = attempts.last().map(|a| a.target.split('/').next().unwrap_or_default().to_string()).unwrap_or_default();
-        let error = Box::new(f.upstream.unwrap_or_default());
-        Some(GatewayError::Upstream { status: status.unwrap_or(502), error, provider, class, attempts: std::mem::take(attempts) })
+        Err(run.exhausted())
     }
 
     /// Turns the requested model and fallbacks into the ordered targets to try.
@@ -328,12 +237,11 @@ impl Gateway {
         if self.providers.len() == 1 {
             return Ok(self.target(0, model));
         }
-        let discovered = self.discovered.read().map(|d| d.1.clone()).unwrap_or_default();
-        let candidates: Vec<usize> = (0..self.providers.len())
-            .filter(|&i| {
-                self.providers[i].cfg.models.iter().any(|m| m == model) || discovered.get(i).is_some_and(|d| d.iter().any(|m| m == model))
-            })
-            .collect();
+        let candidates: Vec<usize> = {
+            let discovered = self.discovered.read();
+            let listed = |i: usize| discovered.as_ref().is_ok_and(|d| d.1.get(i).is_some_and(|l| l.iter().any(|m| m == model)));
+            (0..self.providers.len()).filter(|&i| self.providers[i].cfg.models.iter().any(|m| m == model) || listed(i)).collect()
+        };
         match candidates.as_slice() {
             [i] => Ok(self.target(*i, model)),
             [] => {
@@ -414,6 +322,98 @@ impl Gateway {
             }
         }
         ModelList { object: "list".into(), data }
+    }
+}
+
+/// One target of a plan, with the key chosen for this attempt.
+struct Candidate<'g> {
+    provider: &'g Provider,
+    target: &'g Target,
+    key: Option<&'g KeyConfig>,
+    index: usize,
+}
+
+impl<'g> Candidate<'g> {
+    fn label(&self) -> Label<'g> {
+        Label { target: &self.target.label, key: self.key.map(|k| k.name.as_str()) }
+    }
+}
+
+/// The attempt loop's state, shared by every operation: walks the plan, chooses keys, records failures and
+/// decides when to stop. Each operation only says how to make one attempt.
+struct Attempts<'g> {
+    gateway: &'g Gateway,
+    plan: &'g [Target],
+    next: usize,
+    attempts: Vec<Attempt>,
+    retry_after: Option<u64>,
+    rng: fastrand::Rng,
+}
+
+impl<'g> Attempts<'g> {
+    fn new(gateway: &'g Gateway, plan: &'g [Target]) -> Self {
+        Attempts { gateway, plan, next: 0, attempts: Vec::new(), retry_after: None, rng: fastrand::Rng::new() }
+    }
+
+    /// The next target with a key that may serve its model; a target without one is recorded as failed.
+    fn next_target(&mut self) -> Option<Candidate<'g>> {
+        while let Some(target) = self.plan.get(self.next) {
+            let index = self.next;
+            self.next += 1;
+            let provider = &self.gateway.providers[target.provider];
+            if provider.cfg.keys.is_empty() {
+                return Some(Candidate { provider, target, key: None, index });
+            }
+            match keys::choose(&provider.cfg.keys, &target.model, &mut self.rng) {
+                Some(k) => return Some(Candidate { provider, target, key: Some(k), index }),
+                None => self.attempts.push(Attempt {
+                    target: target.label.clone(),
+                    key: None,
+                    status: None,
+                    class: FailureClass::Unsupported,
+                    message: format!("no key of provider {} is allowed to use model {}", provider.cfg.name, target.model),
+                    latency_ms: 0,
+                }),
+            }
+        }
+        None
+    }
+
+    /// Attribution for a success on `c`.
+    fn served(&self, c: &Candidate<'_>) -> Served {
+        if !self.attempts.is_empty() {
+            tracing::info!(target = %c.target.label, failed_before = self.attempts.len(), "served after fallback");
+        }
+        Served {
+            provider: c.provider.cfg.name.clone(),
+            model: c.target.model.clone(),
+            key: c.key.map(|k| k.name.clone()),
+            attempts: self.attempts.len() + 1,
+            fallback_index: c.index,
+        }
+    }
+
+    /// Records a failed attempt. `Err` when no other target should be tried (a caller fault).
+    fn failed(&mut self, f: Failure) -> Result<(), GatewayError> {
+        let class = f.attempt.class;
+        tracing::warn!(target = %f.attempt.target, key = ?f.attempt.key, status = ?f.attempt.status, class = class.as_str(),
+            latency_ms = f.attempt.latency_ms, "upstream attempt failed: {}", f.attempt.message);
+        if f.retry_after.is_some() {
+            self.retry_after = f.retry_after;
+        }
+        let status = f.attempt.status;
+        let provider = f.attempt.target.split('/').next().unwrap_or_default().to_string();
+        self.attempts.push(f.attempt);
+        if class.falls_back() {
+            return Ok(());
+        }
+        let error = Box::new(f.upstream.unwrap_or_default());
+        Err(GatewayError::Upstream { status: status.unwrap_or(502), error, provider, class, attempts: std::mem::take(&mut self.attempts) })
+    }
+
+    /// Every target failed.
+    fn exhausted(self) -> GatewayError {
+        GatewayError::all_failed(self.attempts, self.retry_after)
     }
 }
 

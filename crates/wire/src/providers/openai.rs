@@ -343,7 +343,7 @@ impl StreamDecoder {
                 out.push(StreamEvent::Done);
                 continue;
             }
-            let mut chunk: ChatChunk = match serde_json::from_str(data) {
+            let chunk: ChatChunk = match serde_json::from_str(data) {
                 Ok(c) => c,
                 Err(e) => {
                     return Err(WireError::malformed("stream chunk", e));
@@ -353,12 +353,12 @@ impl StreamDecoder {
                 out.push(StreamEvent::Error(UpstreamError::from_body(0, data.as_bytes())));
                 continue;
             }
-            self.normalize(&mut chunk, out);
+            self.normalize(chunk, out);
         }
         Ok(())
     }
 
-    fn normalize(&mut self, chunk: &mut ChatChunk, out: &mut Vec<StreamEvent>) {
+    fn normalize(&mut self, mut chunk: ChatChunk, out: &mut Vec<StreamEvent>) {
         if chunk.id.is_empty() {
             chunk.id.clone_from(&self.id);
         } else if self.id != chunk.id {
@@ -392,18 +392,20 @@ impl StreamDecoder {
                 && c.finish_reason.is_none();
             !empty
         });
-        renumber_whole_tool_calls(chunk);
+        renumber_whole_tool_calls(&mut chunk);
         if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
             self.saw_finish = true;
         }
-        let usage = chunk.usage.take();
-        if !chunk.choices.is_empty() {
-            out.push(StreamEvent::Chunk(ChatChunk { usage: None, ..chunk.clone() }));
-        }
-        if let Some(u) = usage {
+        let usage = chunk.usage.take().map(|u| {
             let mut uc = ChatChunk::new(&chunk.id, chunk.created, &chunk.model);
             uc.system_fingerprint.clone_from(&chunk.system_fingerprint);
             uc.usage = Some(u);
+            uc
+        });
+        if !chunk.choices.is_empty() {
+            out.push(StreamEvent::Chunk(chunk));
+        }
+        if let Some(uc) = usage {
             out.push(StreamEvent::Chunk(uc));
         }
     }
