@@ -25,6 +25,8 @@ const ABORT_FLUSH: Duration = Duration::from_millis(30);
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Knobs {
     pub latency: Duration,
+    /// `latency` varies uniformly by up to this much either way.
+    pub jitter: Duration,
     pub ttft: Duration,
     pub chunk_delay: Duration,
     pub fault_rate: f64,
@@ -74,6 +76,7 @@ impl Knobs {
     pub fn resolve(b: &Behavior, headers: &HeaderMap, suffix: &[(String, String)]) -> Knobs {
         let mut k = Knobs {
             latency: Duration::from_millis(b.latency_ms),
+            jitter: Duration::from_millis(b.latency_jitter_ms),
             ttft: Duration::from_millis(b.ttft_ms),
             chunk_delay: Duration::from_millis(b.chunk_delay_ms),
             fault_rate: b.fault_rate,
@@ -88,6 +91,7 @@ impl Knobs {
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for (name, key) in [
             ("x-mock-latency-ms", "latency"),
+            ("x-mock-jitter-ms", "jitter"),
             ("x-mock-ttft-ms", "ttft"),
             ("x-mock-chunk-delay-ms", "chunk_delay"),
             ("x-mock-fault-rate", "fault"),
@@ -103,6 +107,7 @@ impl Knobs {
         for (key, v) in pairs {
             match key {
                 "latency" | "latency_ms" => k.latency = ms(v).unwrap_or(k.latency),
+                "jitter" | "jitter_ms" => k.jitter = ms(v).unwrap_or(k.jitter),
                 "ttft" | "ttft_ms" => k.ttft = ms(v).unwrap_or(k.ttft),
                 "chunk_delay" | "chunk_delay_ms" | "delay" => k.chunk_delay = ms(v).unwrap_or(k.chunk_delay),
                 "fault" | "fault_rate" | "rate" => {
@@ -127,6 +132,16 @@ impl Knobs {
             k.fault_rate = r;
         }
         k
+    }
+
+    /// The latency for this request: `latency` ± up to `jitter`, uniformly.
+    pub fn jittered_latency(&self) -> Duration {
+        if self.jitter.is_zero() {
+            return self.latency;
+        }
+        let j = self.jitter.as_secs_f64();
+        let ms = self.latency.as_secs_f64() + (fastrand::f64() * 2.0 - 1.0) * j;
+        Duration::from_secs_f64(ms.max(0.0))
     }
 
     /// Draws a fault at `fault_rate`: the kind if one is set, else a status from `fault_codes` (or 500).

@@ -146,6 +146,8 @@ impl std::fmt::Display for Flavor {
 pub struct Behavior {
     /// Delay before the response headers (streams too).
     pub latency_ms: u64,
+    /// `latency_ms` varies uniformly by up to this much either way (model suffix `+jitter=`).
+    pub latency_jitter_ms: u64,
     /// Streams: delay between the headers and the first chunk.
     pub ttft_ms: u64,
     /// Streams: delay between chunks.
@@ -549,7 +551,7 @@ async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
         started,
         request_id: common::random_alnum(24),
     };
-    faults::pause(&handle, ctx.knobs.latency).await;
+    faults::pause(&handle, ctx.knobs.jittered_latency()).await;
     if too_large {
         return common::error(&ctx, ApiError::TooLarge);
     }

@@ -69,6 +69,9 @@ struct MockArgs {
     any_model: bool,
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Latency varies uniformly by up to this much either way.
+    #[arg(long, default_value_t = 0)]
+    latency_jitter_ms: u64,
     #[arg(long, default_value_t = 0)]
     ttft_ms: u64,
     #[arg(long, default_value_t = 0)]
@@ -264,6 +267,7 @@ async fn mock(args: MockArgs) -> Result<(), String> {
     };
     cfg.behavior = Behavior {
         latency_ms: args.latency_ms,
+        latency_jitter_ms: args.latency_jitter_ms,
         ttft_ms: args.ttft_ms,
         chunk_delay_ms: args.chunk_delay_ms,
         fault_rate: args.fault_rate,
