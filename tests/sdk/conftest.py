@@ -42,6 +42,25 @@ START_TIMEOUT_S = 20.0
 _LEAKY_ENV = re.compile(r"^(SWITCHYARD_(CONFIG|LISTEN)|OLLAMA_HOST|[A-Z0-9_]*_API_KEY|AZURE_OPENAI_\w+|OPENAI_\w+|ANTHROPIC_\w+)$")
 
 
+def _load_prctl():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved before any fork: the child only calls it.
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the test process dies without tearing down (kill -9, a crash)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def child_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process: the caller's, minus provider keys and switchyard settings, so
     that only the configuration a test writes decides what the gateway serves."""
@@ -67,7 +86,9 @@ class Proc:
         self.err_path = log_dir / f"{name}.stderr"
         # Files, not pipes: a chatty child can never block on a full pipe nobody drains.
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=child_env(env))
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=child_env(env), preexec_fn=_die_with_parent
+            )
         self.url = self._wait_for_address(pattern)
 
     def _wait_for_address(self, pattern: str) -> str:
@@ -346,6 +367,16 @@ def stack(procs: Procs) -> Stack:
                 "models": ["gpt-4o-mini", "text-embedding-3-small"],
             },
             "local": {"type": "ollama", "base_url": mocks["local"].url},
+            # The healthy OpenAI mock again, with short timeouts, for timeout tests (driven by model-name
+            # suffixes such as `gpt-4o-mini+kind=hang`, which the mock strips).
+            "slow": {
+                "type": "openai",
+                "base_url": mocks["openai"].url,
+                "keys": [{"value": "sk-slow"}],
+                "timeout": "1s",
+                "first_byte_timeout": "800ms",
+                "stream_idle_timeout": "250ms",
+            },
             "flaky": {"type": "openai", "base_url": mocks["flaky"].url, "keys": [{"value": "sk-flaky"}]},
             "limited": {"type": "anthropic", "base_url": mocks["limited"].url, "keys": [{"value": "sk-limited"}]},
         },

@@ -2,7 +2,8 @@
 
 Behind one `switchyard serve` (see conftest.py's `stack`) sit four mock upstreams of different wire formats:
 `openai` (OpenAI), `anthropic` (Anthropic Messages), `azure` (Azure OpenAI deployments) and `local` (Ollama
-native), plus two that always fail: `flaky` (OpenAI format, 529) and `limited` (Anthropic format, 429). The
+native), plus two that always fail: `flaky` (OpenAI format, 529) and `limited` (Anthropic format, 429), and
+`slow`, the OpenAI mock again with sub-second timeouts (slowness is asked for by model-name suffixes). The
 mocks answer deterministically (crates/mock/src/lib.rs): `echo: <last user text>`, image notes, and
 directives such as `[[tool:NAME {json}]]` and `[[error:STATUS]]`, so every assertion here is exact.
 
@@ -64,7 +65,8 @@ def user(text: str) -> list[dict]:
 
 
 def last_request(stack: Stack, provider: str) -> dict:
-    reqs = stack.mocks[provider].requests()
+    """The last POST the provider's mock received (model-list GETs from the gateway's refresher are skipped)."""
+    reqs = [r for r in stack.mocks[provider].requests() if r["method"] == "POST"]
     assert reqs, f"the {provider} mock saw no request"
     return reqs[-1]
 
@@ -117,6 +119,25 @@ def test_system_prompt(stack: Stack, provider: str):
         assert all(m["role"] != "system" for m in body["messages"])
     else:
         assert body["messages"][0]["role"] == "system"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_developer_role_is_a_system_prompt(stack: Stack, provider: str):
+    r = stack.client().chat.completions.create(
+        model=CHAT[provider],
+        messages=[{"role": "developer", "content": "answer in French"}, {"role": "user", "content": "bonjour"}],
+    )
+    assert r.choices[0].message.content == "echo: bonjour"
+    assert r.usage.prompt_tokens == 3 + 1
+
+
+def test_unicode_round_trip(stack: Stack):
+    text = "héllo 世界 🎉 naïve café — ok"
+    for provider in PROVIDERS:
+        r = stack.client().chat.completions.create(model=CHAT[provider], messages=user(text))
+        assert r.choices[0].message.content == "echo: " + text, provider
+        chunks = stack.client().chat.completions.create(model=CHAT[provider], messages=user(text), stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: " + text, provider
 
 
 def test_multi_turn_echoes_the_last_user_message(stack: Stack):
@@ -188,6 +209,28 @@ def test_stream_with_usage(stack: Stack, provider: str):
     final = chunks[-1]
     assert final.choices == []
     assert (final.usage.prompt_tokens, final.usage.completion_tokens, final.usage.total_tokens) == (3, 4, 7)
+
+
+def test_concurrent_streams_stay_apart(stack: Stack):
+    # Long streams from every provider at once: each client gets exactly its own text, in order.
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = " ".join(f"w{i}" for i in range(300))
+
+    def one(i: int) -> tuple[str, str, int]:
+        model = CHAT[PROVIDERS[i % len(PROVIDERS)]]
+        stream = stack.client().chat.completions.create(
+            model=model, messages=user(f"req{i} {words}"), stream=True, stream_options={"include_usage": True}
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return text, f"echo: req{i} {words}", chunks[-1].usage.completion_tokens
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(16)))
+    for got, expected, completion_tokens in results:
+        assert got == expected
+        assert completion_tokens == len(expected.split())
 
 
 def test_stream_raw_sse_frames_with_curl(stack: Stack):
@@ -365,6 +408,15 @@ def test_embeddings(stack: Stack, provider: str, model: str):
     again = client.embeddings.create(model=model, input="hello world", encoding_format="float")
     assert again.data[0].embedding == floats.data[0].embedding, "embeddings are deterministic"
     assert default.usage.prompt_tokens == 3
+
+
+def test_embeddings_fallback(stack: Stack):
+    raw = stack.client().embeddings.with_raw_response.create(
+        model="flaky/text-embedding-3-small", input="x", extra_body={"fallbacks": ["local/all-minilm:latest"]}
+    )
+    assert raw.headers["x-switchyard-provider"] == "local"
+    assert raw.headers["x-switchyard-attempts"] == "2"
+    assert len(raw.parse().data) == 1
 
 
 def test_embeddings_on_a_provider_without_them_is_a_400(stack: Stack):
@@ -589,6 +641,75 @@ def test_caller_fault_does_not_fall_back(stack: Stack):
     assert stack.mocks["anthropic"].stats()["requests"] == before
 
 
+def test_stream_error_before_the_first_chunk_falls_back(stack: Stack):
+    # The upstream answers 200 and then an error event: nothing has reached the client yet, so the next target
+    # may still serve the stream.
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model="openai/gpt-4o-mini+kind=stream_error",
+        messages=user("second chance"),
+        stream=True,
+        extra_body={"fallbacks": ["anthropic/claude-haiku-4-5"]},
+    )
+    assert raw.headers["x-switchyard-provider"] == "anthropic"
+    assert raw.headers["x-switchyard-attempts"] == "2"
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "echo: second chance"
+
+
+@pytest.mark.parametrize("kind", ["reset", "malformed"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_stream_failure_after_the_first_chunk_is_an_error_event(stack: Stack, provider: str, kind: str):
+    # Once text has gone to the client the stream cannot move to another target: it must end with an error
+    # the SDK raises, never a silent truncation that looks like a finished answer.
+    stream = stack.client().chat.completions.create(
+        model=f"{CHAT[provider]}+kind={kind}",
+        messages=user("one two three four five six"),
+        stream=True,
+        extra_body={"fallbacks": ["openai/gpt-4o"]},
+    )
+    text = ""
+    with pytest.raises(openai.APIError) as e:
+        for chunk in stream:
+            assert not (chunk.choices and chunk.choices[0].finish_reason), "a broken stream must not finish normally"
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+    assert text.startswith("echo: ")
+    assert "one two three four five six" not in text
+    assert e.value.code == "stream_interrupted"
+
+
+def test_upstream_timeout_is_a_504(stack: Stack):
+    with pytest.raises(openai.APIStatusError) as e:
+        stack.client().chat.completions.create(model="slow/gpt-4o-mini+kind=hang", messages=user("anyone?"))
+    assert e.value.status_code == 504
+    assert e.value.body["attempts"][0]["class"] == "timeout"
+
+
+def test_first_byte_timeout_falls_back(stack: Stack):
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model="slow/gpt-4o-mini+ttft=2000",
+        messages=user("too slow"),
+        stream=True,
+        extra_body={"fallbacks": ["local/llama3.2:latest"]},
+    )
+    assert raw.headers["x-switchyard-provider"] == "local"
+    assert raw.headers["x-switchyard-attempts"] == "2"
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "echo: too slow"
+
+
+def test_stream_idle_timeout_after_the_first_chunk(stack: Stack):
+    # 500 ms between chunks: the first text chunk arrives within the 800 ms first-byte timeout and commits
+    # the stream; the next gap is longer than the 250 ms idle timeout (and the attempt's 1 s total ends it
+    # in any case).
+    stream = stack.client().chat.completions.create(
+        model="slow/gpt-4o-mini+chunk_delay=500", messages=user("a b c d e f"), stream=True
+    )
+    text = ""
+    with pytest.raises(openai.APIError) as e:
+        for chunk in stream:
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+    assert text.startswith("echo: ") and text != "echo: a b c d e f"
+    assert e.value.code == "stream_interrupted"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Raw HTTP with curl: error shapes and the body limit
 # ---------------------------------------------------------------------------------------------------------
@@ -658,6 +779,14 @@ def test_body_over_the_limit_is_a_413(small_gateway):
     assert status == 200, body
     big = json.dumps({"model": "local/llama3.2:latest", "messages": user("x" * 2048)}).encode()
     status, body = curl(url, "-H", "content-type: application/json", data=big)
+    assert status == 413
+    assert_openai_error(body, "payload_too_large")
+    # Without a Content-Length (chunked upload) the limit holds as the body streams in.
+    status, body = curl(url, "-H", "content-type: application/json", "-H", "transfer-encoding: chunked", data=big)
+    assert status == 413
+    assert_openai_error(body, "payload_too_large")
+    big_embed = json.dumps({"model": "local/all-minilm:latest", "input": "y" * 2048}).encode()
+    status, body = curl(small_gateway.url + "/v1/embeddings", "-H", "content-type: application/json", data=big_embed)
     assert status == 413
     assert_openai_error(body, "payload_too_large")
 

@@ -46,9 +46,9 @@
 //!
 //! # Faults and knobs
 //! [`Behavior`] holds the knobs. Per request they can be overridden by headers (`x-mock-latency-ms`,
-//! `x-mock-ttft-ms`, `x-mock-chunk-delay-ms`, `x-mock-fault-rate`, `x-mock-fault-codes` (comma list),
+//! `x-mock-jitter-ms`, `x-mock-ttft-ms`, `x-mock-chunk-delay-ms`, `x-mock-fault-rate`, `x-mock-fault-codes` (comma list),
 //! `x-mock-fault-kind`, `x-mock-retry-after`) and, stronger still, by a model-name suffix such as
-//! `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`, `kind`, `latency`, `ttft`,
+//! `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`, `kind`, `latency`, `jitter`, `ttft`,
 //! `chunk_delay`, `retry_after`; for Azure in the deployment path segment). The suffix is stripped before
 //! the model is echoed, checked or counted; a name whose `+` segments are not all `key=value` is left
 //! alone. A request that names a fault code or kind but no rate fails every time. A status fault answers
