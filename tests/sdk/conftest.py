@@ -164,6 +164,11 @@ class Procs:
         self.started.append(p)
         return Gateway(p, cfg_path)
 
+    def stop(self, p: Proc) -> None:
+        p.stop()
+        if p in self.started:
+            self.started.remove(p)
+
     def stop_all(self) -> None:
         for p in reversed(self.started):
             p.stop()
@@ -334,55 +339,95 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(procs: Procs) -> Stack:
-    mocks = {
+def mocks(procs: Procs) -> dict[str, Mock]:
+    """One mock per wire format, plus two that fail every request. Shared by every gateway of the session."""
+    return {
         "openai": procs.mock("openai"),
         "anthropic": procs.mock("anthropic"),
         "azure": procs.mock("azure"),
         "local": procs.mock("ollama"),
-        # Every request fails: 529 (overloaded) and 429 (rate limited).
+        # Every request fails: 529 (overloaded) and 429 (rate limited, Retry-After: 7).
         "flaky": procs.mock("openai", "--fault-rate", "1.0", "--fault-codes", "529", name="mock-flaky-529"),
         "limited": procs.mock(
             "anthropic", "--fault-rate", "1.0", "--fault-codes", "429", "--retry-after", "7", name="mock-limited-429"
         ),
     }
-    config = {
-        "images": {"allow_private_networks": ["127.0.0.1/32"], "fetch_timeout": "5s"},
-        "providers": {
-            "openai": {"type": "openai", "base_url": mocks["openai"].url, "keys": [{"name": "main", "value": "sk-openai-test"}]},
-            "anthropic": {
-                "type": "anthropic",
-                "base_url": mocks["anthropic"].url,
-                "keys": [{"value": "sk-ant-test"}],
-                "default_max_tokens": 512,
-            },
-            # A deployment map entry: `azure/my-mini` is sent to the deployment `gpt-4o-mini`; other names
-            # are used as deployment names as they are.
-            "azure": {
-                "type": "azure",
-                "base_url": mocks["azure"].url,
-                "keys": [{"value": "azure-test-key"}],
-                "deployments": {"my-mini": "gpt-4o-mini"},
-                # Azure has no model list to read: the file names what it serves.
-                "models": ["gpt-4o-mini", "text-embedding-3-small"],
-            },
-            "local": {"type": "ollama", "base_url": mocks["local"].url},
-            # The healthy OpenAI mock again, with short timeouts, for timeout tests (driven by model-name
-            # suffixes such as `gpt-4o-mini+kind=hang`, which the mock strips).
-            "slow": {
-                "type": "openai",
-                "base_url": mocks["openai"].url,
-                "keys": [{"value": "sk-slow"}],
-                "timeout": "1s",
-                "first_byte_timeout": "800ms",
-                "stream_idle_timeout": "250ms",
-            },
-            "flaky": {"type": "openai", "base_url": mocks["flaky"].url, "keys": [{"value": "sk-flaky"}]},
-            "limited": {"type": "anthropic", "base_url": mocks["limited"].url, "keys": [{"value": "sk-limited"}]},
+
+
+# Resilience settings that make attempt counts exact: no same-target retries and no circuit breaker, so a
+# test sees exactly one attempt per target it names. Only added when the binary knows these settings (they
+# arrived after the first SDK tests were written); `switchyard check` tells.
+RESILIENCE_PINS = {"retry": {"max_retries": 0}, "circuit_breaker": {"enabled": False}}
+
+
+@pytest.fixture(scope="session")
+def provider_pins(switchyard_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    probe = tmp_path_factory.mktemp("pins") / "probe.yaml"
+    probe.write_text(
+        json.dumps({"providers": {"p": {"type": "openai", "base_url": "http://127.0.0.1:9", "keys": [{"value": "k"}], **RESILIENCE_PINS}}})
+    )
+    r = subprocess.run([str(switchyard_bin), "check", "--config", str(probe)], capture_output=True, env=child_env(), timeout=30)
+    return dict(RESILIENCE_PINS) if r.returncode == 0 else {}
+
+
+def stack_config(mocks: dict[str, Mock], pins: dict[str, Any]) -> dict[str, Any]:
+    providers: dict[str, dict[str, Any]] = {
+        "openai": {"type": "openai", "base_url": mocks["openai"].url, "keys": [{"name": "main", "value": "sk-openai-test"}]},
+        "anthropic": {
+            "type": "anthropic",
+            "base_url": mocks["anthropic"].url,
+            "keys": [{"value": "sk-ant-test"}],
+            "default_max_tokens": 512,
         },
+        # A deployment map entry: `azure/my-mini` is sent to the deployment `gpt-4o-mini`; other names are
+        # used as deployment names as they are.
+        "azure": {
+            "type": "azure",
+            "base_url": mocks["azure"].url,
+            "keys": [{"value": "azure-test-key"}],
+            "deployments": {"my-mini": "gpt-4o-mini"},
+            # Azure has no model list to read: the file names what it serves.
+            "models": ["gpt-4o-mini", "text-embedding-3-small"],
+        },
+        "local": {"type": "ollama", "base_url": mocks["local"].url},
+        # The healthy OpenAI mock again, with short timeouts, for timeout tests (driven by model-name
+        # suffixes such as `gpt-4o-mini+kind=hang`, which the mock strips).
+        "slow": {
+            "type": "openai",
+            "base_url": mocks["openai"].url,
+            "keys": [{"value": "sk-slow"}],
+            "timeout": "1s",
+            "first_byte_timeout": "800ms",
+            "stream_idle_timeout": "250ms",
+        },
+        "flaky": {"type": "openai", "base_url": mocks["flaky"].url, "keys": [{"value": "sk-flaky"}]},
+        "limited": {"type": "anthropic", "base_url": mocks["limited"].url, "keys": [{"value": "sk-limited"}]},
+    }
+    for p in providers.values():
+        p.update(pins)
+    return {
+        "images": {"allow_private_networks": ["127.0.0.1/32"], "fetch_timeout": "5s"},
+        "providers": providers,
         "routes": [
             {"models": ["flaky/gpt-4o-mini"], "fallbacks": ["openai/gpt-4o-mini"]},
             {"models": ["limited/claude-haiku-4-5"], "fallbacks": ["flaky/gpt-4o", "local/llama3.2:latest"]},
         ],
     }
-    return Stack(procs.gateway(config), mocks)
+
+
+@pytest.fixture(scope="session")
+def stack(procs: Procs, mocks: dict[str, Mock], provider_pins: dict[str, Any]) -> Stack:
+    """The gateway most tests share. Only successes and caller faults go through it, so no state a failure
+    leaves behind (key cooldowns, circuit breakers) can reach another test: see `fresh`."""
+    return Stack(procs.gateway(stack_config(mocks, provider_pins)), mocks)
+
+
+@pytest.fixture()
+def fresh(procs: Procs, mocks: dict[str, Mock], provider_pins: dict[str, Any]) -> Iterator[Stack]:
+    """A gateway of its own for one test, with the same configuration and mocks as `stack`: for tests that
+    make upstreams fail, time out or rate-limit, whose after-effects must not reach other tests."""
+    gw = procs.gateway(stack_config(mocks, provider_pins), name="gateway-fresh")
+    try:
+        yield Stack(gw, mocks)
+    finally:
+        procs.stop(gw.proc)

@@ -71,6 +71,11 @@ def last_request(stack: Stack, provider: str) -> dict:
     return reqs[-1]
 
 
+def chat_posts(stack: Stack, provider: str) -> int:
+    """Chat requests the provider's mock has received so far (a new gateway's model-list GETs not counted)."""
+    return stack.mocks[provider].stats()["by_path"].get(UPSTREAM_PATH.get(provider, "/v1/chat/completions"), 0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Plain chat, system prompt, headers
 # ---------------------------------------------------------------------------------------------------------
@@ -410,8 +415,8 @@ def test_embeddings(stack: Stack, provider: str, model: str):
     assert default.usage.prompt_tokens == 3
 
 
-def test_embeddings_fallback(stack: Stack):
-    raw = stack.client().embeddings.with_raw_response.create(
+def test_embeddings_fallback(fresh: Stack):
+    raw = fresh.client().embeddings.with_raw_response.create(
         model="flaky/text-embedding-3-small", input="x", extra_body={"fallbacks": ["local/all-minilm:latest"]}
     )
     assert raw.headers["x-switchyard-provider"] == "local"
@@ -505,9 +510,9 @@ def test_unknown_models_are_404s(stack: Stack):
         ("openai", "[[error:502]]", 502),
     ],
 )
-def test_upstream_failures_without_fallback(stack: Stack, provider: str, directive: str, status: int):
+def test_upstream_failures_without_fallback(fresh: Stack, provider: str, directive: str, status: int):
     with pytest.raises(openai.APIStatusError) as e:
-        stack.client().chat.completions.create(model=CHAT[provider], messages=user(f"fail {directive}"))
+        fresh.client().chat.completions.create(model=CHAT[provider], messages=user(f"fail {directive}"))
     err = e.value
     assert err.status_code == status
     assert (err.type, err.code) == ("upstream_error", "all_attempts_failed")
@@ -518,9 +523,9 @@ def test_upstream_failures_without_fallback(stack: Stack, provider: str, directi
     assert err.response.headers["x-switchyard-attempts"] == "1"
 
 
-def test_upstream_failure_on_a_stream_fails_before_it_starts(stack: Stack):
+def test_upstream_failure_on_a_stream_fails_before_it_starts(fresh: Stack):
     with pytest.raises(openai.APIStatusError) as e:
-        stack.client().chat.completions.create(model=CHAT["anthropic"], messages=user("[[error:529]]"), stream=True)
+        fresh.client().chat.completions.create(model=CHAT["anthropic"], messages=user("[[error:529]]"), stream=True)
     assert e.value.status_code == 503
 
 
@@ -558,9 +563,9 @@ def test_context_length_error_has_openais_code(stack: Stack, provider: str):
     assert e.value.code == "context_length_exceeded"
 
 
-def test_rate_limit_passes_retry_after(stack: Stack):
+def test_rate_limit_passes_retry_after(fresh: Stack):
     with pytest.raises(openai.APIStatusError) as e:
-        stack.client().chat.completions.create(model="limited/claude-sonnet-4-6", messages=user("x"))
+        fresh.client().chat.completions.create(model="limited/claude-sonnet-4-6", messages=user("x"))
     assert e.value.status_code == 503
     assert e.value.response.headers.get("retry-after") == "7"
     assert e.value.body["attempts"][0]["class"] == "rate_limited"
@@ -577,19 +582,19 @@ def test_content_filter(stack: Stack):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_route_fallback(stack: Stack):
-    before = stack.mocks["flaky"].stats()["faults"]
-    raw = stack.client().chat.completions.with_raw_response.create(model="flaky/gpt-4o-mini", messages=user("save me"))
+def test_route_fallback(fresh: Stack):
+    before = chat_posts(fresh, "flaky")
+    raw = fresh.client().chat.completions.with_raw_response.create(model="flaky/gpt-4o-mini", messages=user("save me"))
     assert raw.parse().choices[0].message.content == "echo: save me"
     assert raw.headers["x-switchyard-provider"] == "openai"
     assert raw.headers["x-switchyard-model"] == "gpt-4o-mini"
     assert raw.headers["x-switchyard-attempts"] == "2"
     assert raw.headers["x-switchyard-fallback-index"] == "1"
-    assert stack.mocks["flaky"].stats()["faults"] == before + 1
+    assert chat_posts(fresh, "flaky") == before + 1
 
 
-def test_request_body_fallbacks(stack: Stack):
-    raw = stack.client().chat.completions.with_raw_response.create(
+def test_request_body_fallbacks(fresh: Stack):
+    raw = fresh.client().chat.completions.with_raw_response.create(
         model="flaky/gpt-4o",
         messages=user("fall over"),
         extra_body={"fallbacks": ["anthropic/claude-haiku-4-5"]},
@@ -601,17 +606,17 @@ def test_request_body_fallbacks(stack: Stack):
     assert raw.headers["x-switchyard-attempts"] == "2"
 
 
-def test_fallback_chain_across_formats(stack: Stack):
+def test_fallback_chain_across_formats(fresh: Stack):
     # limited (Anthropic, 429) -> flaky (OpenAI, 529) -> local (Ollama): the third target serves.
-    raw = stack.client().chat.completions.with_raw_response.create(model="limited/claude-haiku-4-5", messages=user("third time"))
+    raw = fresh.client().chat.completions.with_raw_response.create(model="limited/claude-haiku-4-5", messages=user("third time"))
     assert raw.parse().choices[0].message.content == "echo: third time"
     assert raw.headers["x-switchyard-provider"] == "local"
     assert raw.headers["x-switchyard-attempts"] == "3"
     assert raw.headers["x-switchyard-fallback-index"] == "2"
 
 
-def test_stream_fallback(stack: Stack):
-    raw = stack.client().chat.completions.with_raw_response.create(
+def test_stream_fallback(fresh: Stack):
+    raw = fresh.client().chat.completions.with_raw_response.create(
         model="flaky/gpt-4o-mini", messages=user("streamed rescue"), stream=True
     )
     assert raw.headers["x-switchyard-provider"] == "openai"
@@ -620,9 +625,9 @@ def test_stream_fallback(stack: Stack):
     assert text == "echo: streamed rescue"
 
 
-def test_every_fallback_failing_lists_every_attempt(stack: Stack):
+def test_every_fallback_failing_lists_every_attempt(fresh: Stack):
     with pytest.raises(openai.APIStatusError) as e:
-        stack.client().chat.completions.create(
+        fresh.client().chat.completions.create(
             model="flaky/gpt-4o", messages=user("doomed"), extra_body={"fallbacks": ["limited/claude-sonnet-4-6"]}
         )
     assert e.value.status_code == 503  # every failure was an overload or a rate limit
@@ -632,19 +637,19 @@ def test_every_fallback_failing_lists_every_attempt(stack: Stack):
     assert "sk-flaky" not in e.value.response.text and "sk-limited" not in e.value.response.text
 
 
-def test_caller_fault_does_not_fall_back(stack: Stack):
-    before = stack.mocks["anthropic"].stats()["requests"]
+def test_caller_fault_does_not_fall_back(fresh: Stack):
+    before = chat_posts(fresh, "anthropic")
     with pytest.raises(openai.BadRequestError):
-        stack.client().chat.completions.create(
+        fresh.client().chat.completions.create(
             model=CHAT["openai"], messages=user("[[error:400]]"), extra_body={"fallbacks": ["anthropic/claude-haiku-4-5"]}
         )
-    assert stack.mocks["anthropic"].stats()["requests"] == before
+    assert chat_posts(fresh, "anthropic") == before
 
 
-def test_stream_error_before_the_first_chunk_falls_back(stack: Stack):
+def test_stream_error_before_the_first_chunk_falls_back(fresh: Stack):
     # The upstream answers 200 and then an error event: nothing has reached the client yet, so the next target
     # may still serve the stream.
-    raw = stack.client().chat.completions.with_raw_response.create(
+    raw = fresh.client().chat.completions.with_raw_response.create(
         model="openai/gpt-4o-mini+kind=stream_error",
         messages=user("second chance"),
         stream=True,
@@ -657,10 +662,10 @@ def test_stream_error_before_the_first_chunk_falls_back(stack: Stack):
 
 @pytest.mark.parametrize("kind", ["reset", "malformed"])
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_stream_failure_after_the_first_chunk_is_an_error_event(stack: Stack, provider: str, kind: str):
+def test_stream_failure_after_the_first_chunk_is_an_error_event(fresh: Stack, provider: str, kind: str):
     # Once text has gone to the client the stream cannot move to another target: it must end with an error
     # the SDK raises, never a silent truncation that looks like a finished answer.
-    stream = stack.client().chat.completions.create(
+    stream = fresh.client().chat.completions.create(
         model=f"{CHAT[provider]}+kind={kind}",
         messages=user("one two three four five six"),
         stream=True,
@@ -676,15 +681,15 @@ def test_stream_failure_after_the_first_chunk_is_an_error_event(stack: Stack, pr
     assert e.value.code == "stream_interrupted"
 
 
-def test_upstream_timeout_is_a_504(stack: Stack):
+def test_upstream_timeout_is_a_504(fresh: Stack):
     with pytest.raises(openai.APIStatusError) as e:
-        stack.client().chat.completions.create(model="slow/gpt-4o-mini+kind=hang", messages=user("anyone?"))
+        fresh.client().chat.completions.create(model="slow/gpt-4o-mini+kind=hang", messages=user("anyone?"))
     assert e.value.status_code == 504
     assert e.value.body["attempts"][0]["class"] == "timeout"
 
 
-def test_first_byte_timeout_falls_back(stack: Stack):
-    raw = stack.client().chat.completions.with_raw_response.create(
+def test_first_byte_timeout_falls_back(fresh: Stack):
+    raw = fresh.client().chat.completions.with_raw_response.create(
         model="slow/gpt-4o-mini+ttft=2000",
         messages=user("too slow"),
         stream=True,
@@ -695,11 +700,11 @@ def test_first_byte_timeout_falls_back(stack: Stack):
     assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "echo: too slow"
 
 
-def test_stream_idle_timeout_after_the_first_chunk(stack: Stack):
+def test_stream_idle_timeout_after_the_first_chunk(fresh: Stack):
     # 500 ms between chunks: the first text chunk arrives within the 800 ms first-byte timeout and commits
     # the stream; the next gap is longer than the 250 ms idle timeout (and the attempt's 1 s total ends it
     # in any case).
-    stream = stack.client().chat.completions.create(
+    stream = fresh.client().chat.completions.create(
         model="slow/gpt-4o-mini+chunk_delay=500", messages=user("a b c d e f"), stream=True
     )
     text = ""

@@ -20,6 +20,10 @@ pub struct Attempt {
     pub class: FailureClass,
     pub message: String,
     pub latency_ms: u64,
+    /// Nothing was sent: the target was skipped (open circuit, every key cooling down, full queue, no
+    /// key allowed). Not counted in `x-switchyard-attempts`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// Why an attempt failed. Decides whether the next target is tried.
@@ -42,6 +46,10 @@ pub enum FailureClass {
     Malformed,
     /// This target cannot express the request (for example `n > 1` on Anthropic), or has no usable key.
     Unsupported,
+    /// Skipped without sending: the provider's circuit breaker is open.
+    CircuitOpen,
+    /// Skipped without sending: the provider's in-flight limit and wait queue are full.
+    Overloaded,
 }
 
 impl FailureClass {
@@ -55,6 +63,8 @@ impl FailureClass {
                 | FailureClass::KeyInvalid
                 | FailureClass::Malformed
                 | FailureClass::Unsupported
+                | FailureClass::CircuitOpen
+                | FailureClass::Overloaded
         )
     }
 
@@ -68,6 +78,8 @@ impl FailureClass {
             FailureClass::ContextTooLong => "context_too_long",
             FailureClass::Malformed => "malformed",
             FailureClass::Unsupported => "unsupported",
+            FailureClass::CircuitOpen => "circuit_open",
+            FailureClass::Overloaded => "overloaded",
         }
     }
 
@@ -116,6 +128,34 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// One stable code per kind of upstream refusal, whatever the provider calls it: providers' own codes are
+/// kept when they are words (`context_length_exceeded`, `DeploymentNotFound`), numbers and type names are
+/// replaced by OpenAI's codes for the status.
+fn upstream_code(status: u16, e: &UpstreamError, class: FailureClass) -> String {
+    if class == FailureClass::ContextTooLong {
+        return "context_length_exceeded".into();
+    }
+    if let Some(c) = e.code.as_deref() {
+        let is_number = c.bytes().all(|b| b.is_ascii_digit());
+        let is_type = e.kind.as_deref() == Some(c) || c.ends_with("_error");
+        if !c.is_empty() && !is_number && !is_type {
+            return c.to_string();
+        }
+    }
+    match status {
+        400 => "invalid_request",
+        401 => "invalid_api_key",
+        402 => "insufficient_quota",
+        403 => "permission_denied",
+        404 => "model_not_found",
+        413 => "payload_too_large",
+        422 => "unprocessable_entity",
+        429 => "rate_limit_exceeded",
+        _ => class.as_str(),
+    }
+    .to_string()
+}
+
 impl GatewayError {
     pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
         GatewayError::BadRequest { message: message.into(), param: param.map(str::to_string), code: "invalid_request" }
@@ -154,7 +194,7 @@ impl GatewayError {
             GatewayError::BadRequest { code, .. } => (*code).to_string(),
             GatewayError::ModelNotFound { .. } => "model_not_found".into(),
             GatewayError::AmbiguousModel { .. } => "ambiguous_model".into(),
-            GatewayError::Upstream { error, class, .. } => error.code.clone().unwrap_or_else(|| class.as_str().to_string()),
+            GatewayError::Upstream { status, error, class, .. } => upstream_code(*status, error, *class),
             GatewayError::AllFailed { status: 400, .. } => "unsupported_by_provider".into(),
             GatewayError::AllFailed { .. } => "all_attempts_failed".into(),
             GatewayError::StreamInterrupted { .. } => "stream_interrupted".into(),
@@ -168,6 +208,11 @@ impl GatewayError {
             GatewayError::Upstream { error, .. } => error.param.as_deref(),
             _ => None,
         }
+    }
+
+    /// Upstream calls actually made (skipped targets excluded).
+    pub fn sent_attempts(&self) -> usize {
+        self.attempts().iter().filter(|a| !a.skipped).count()
     }
 
     pub fn attempts(&self) -> &[Attempt] {
@@ -185,7 +230,8 @@ impl GatewayError {
     }
 
     /// The summary error when every target failed: 400 if no target could express the request, 504 if all
-    /// timed out, 503 if every failure was an overload or rate limit, else 502.
+    /// timed out, 503 if every target was overloaded, rate-limited, out of usable keys or behind an open
+    /// circuit (with `Retry-After`), else 502.
     pub fn all_failed(attempts: Vec<Attempt>, retry_after: Option<u64>) -> Self {
         let n = attempts.len();
         let status = if n > 0 && attempts.iter().all(|a| a.class == FailureClass::Unsupported) {
@@ -193,7 +239,14 @@ impl GatewayError {
             400
         } else if n > 0 && attempts.iter().all(|a| a.class == FailureClass::Timeout) {
             504
-        } else if n > 0 && attempts.iter().all(|a| a.class == FailureClass::RateLimited || matches!(a.status, Some(503 | 529))) {
+        } else if n > 0
+            && attempts.iter().all(|a| {
+                matches!(
+                    a.class,
+                    FailureClass::RateLimited | FailureClass::CircuitOpen | FailureClass::Overloaded | FailureClass::KeyInvalid
+                ) || matches!(a.status, Some(503 | 529))
+            })
+        {
             503
         } else {
             502

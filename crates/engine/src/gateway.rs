@@ -1,38 +1,74 @@
-//! The gateway: configured providers, the routing plan, and the attempt loop. [`Gateway::chat`] is the
-//! request path in one place; read it first.
+//! The gateway: configured providers with their health, model resolution, the routing plan, and the entry
+//! points of the request path. [`Gateway::chat`] is where a request's journey is written down in order;
+//! the attempt machinery it calls (retries, breakers, hedging) is in `executor`.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use secrecy::ExposeSecret;
-use switchyard_wire::codec::{self, StreamDecoder};
-use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, ModelInfo, ModelList};
-use switchyard_wire::{Endpoint, ResponseCtx, WireError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use switchyard_wire::codec;
+use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ModelInfo, ModelList};
 
-use crate::config::{Config, KeyConfig, ProviderConfig, RouteConfig};
-use crate::error::{Attempt, FailureClass, GatewayError};
+use crate::config::{Config, ProviderConfig, RouteConfig, RoutingSettings};
+use crate::error::GatewayError;
+use crate::executor::{Op, Output, Run};
+use crate::health::{Breaker, BreakerView, Clock, CooldownReason, HedgeBudget, KeyHealth, Latency, Limiter};
 use crate::images::ImageFetcher;
-use crate::keys;
-use crate::upstream::{self, ChatStream, Failure, Label};
+use crate::upstream::{self, ChatStream, Label};
 
 /// How long a provider's upstream model list is trusted before `/v1/models` asks again.
 const MODEL_LIST_TTL: Duration = Duration::from_secs(60);
 const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Provider {
-    cfg: ProviderConfig,
-    client: reqwest::Client,
+pub(crate) struct Provider {
+    pub(crate) cfg: ProviderConfig,
+    pub(crate) client: reqwest::Client,
+    pub(crate) breaker: Breaker,
+    /// Index-aligned with `cfg.keys`.
+    pub(crate) keys: Vec<KeyHealth>,
+    pub(crate) limiter: Limiter,
+    /// Times to first byte of successful attempts.
+    pub(crate) latency: Latency,
 }
 
 /// One entry of a routing plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Target {
-    provider: usize,
+    pub(crate) provider: usize,
     /// The upstream model name (the provider prefix removed).
     pub model: String,
     /// `provider/model`, for headers and logs.
     pub label: String,
+    /// Parameters that replace the caller's for this target (from a route's fallback entry).
+    pub(crate) params: Option<Arc<Map<String, Value>>>,
+}
+
+impl Target {
+    fn with_params(mut self, params: &Map<String, Value>) -> Self {
+        if !params.is_empty() {
+            self.params = Some(Arc::new(params.clone()));
+        }
+        self
+    }
+}
+
+/// The same provider and model is one target, whatever its parameters.
+fn push_new(list: &mut Vec<Target>, t: Target) {
+    if !list.iter().any(|x| x.provider == t.provider && x.model == t.model) {
+        list.push(t);
+    }
+}
+
+/// What the gateway will try for one request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+    /// Tried instead of the remaining targets when one says the prompt is too long for its context.
+    pub context: Vec<Target>,
+    /// Index of the matching route, whose hedging, retries and deadline apply.
+    pub(crate) route: Option<usize>,
 }
 
 /// Per-request identity, set when the request is accepted.
@@ -69,18 +105,26 @@ pub struct Served {
     pub attempts: usize,
     /// 0 for the primary target, n for the n-th fallback.
     pub fallback_index: usize,
+    /// The answer came from a hedged (second, concurrent) request.
+    pub hedged: bool,
 }
 
+// Moved once, from the engine to the handler.
+#[allow(clippy::large_enum_variant)]
 pub enum ChatOutcome {
     Complete(ChatResponse, Served),
     Stream(ChatStream, Served),
 }
 
 pub struct Gateway {
-    providers: Vec<Provider>,
+    pub(crate) providers: Vec<Provider>,
     by_name: HashMap<String, usize>,
-    routes: Vec<RouteConfig>,
-    images: ImageFetcher,
+    pub(crate) routes: Vec<RouteConfig>,
+    /// Index-aligned with `routes`.
+    pub(crate) hedge_budgets: Vec<HedgeBudget>,
+    pub(crate) routing: RoutingSettings,
+    pub(crate) images: ImageFetcher,
+    pub(crate) clock: Clock,
     /// Upstream model lists per provider (index-aligned with `providers`), refreshed off the hot path.
     discovered: RwLock<(Option<Instant>, Vec<Vec<String>>)>,
 }
@@ -91,14 +135,24 @@ impl Gateway {
         let mut by_name = HashMap::new();
         for p in &cfg.providers {
             by_name.insert(p.name.clone(), providers.len());
-            providers.push(Provider { client: upstream::build_client(&p.timeouts)?, cfg: p.clone() });
+            providers.push(Provider {
+                client: upstream::build_client(&p.timeouts)?,
+                breaker: Breaker::new(p.name.clone(), p.breaker),
+                keys: p.keys.iter().map(|k| KeyHealth::new(format!("{}/{}", p.name, k.name), p.breaker)).collect(),
+                limiter: Limiter::new(p.overload),
+                latency: Latency::default(),
+                cfg: p.clone(),
+            });
         }
         let n = providers.len();
         Ok(Gateway {
             providers,
             by_name,
             routes: cfg.routes.clone(),
+            hedge_budgets: cfg.routes.iter().map(|_| HedgeBudget::default()).collect(),
+            routing: cfg.routing,
             images: ImageFetcher::new(&cfg.images)?,
+            clock: Clock::new(),
             discovered: RwLock::new((None, vec![Vec::new(); n])),
         })
     }
@@ -107,56 +161,35 @@ impl Gateway {
         self.providers.iter().map(|p| p.cfg.name.as_str())
     }
 
+    /// How long a stream may wait for its first chunk before the server starts sending keep-alives.
+    pub fn stream_keepalive(&self) -> Duration {
+        self.routing.stream_keepalive
+    }
+
     /// The request path for chat completions:
     ///
     /// 1. **Accept** (server): the body was decoded into a [`ChatRequest`]; here it is checked.
     /// 2. **Plan**: the model (`provider/model` or a bare name), the request's `fallbacks` and the config's
-    ///    `routes[].fallbacks` become an ordered list of targets.
-    /// 3. **Execute**: for each target, pick a key by weight, inline image URLs if the provider needs bytes,
-    ///    build the provider request (pure codec), send it with connect / first-byte / idle / total timeouts,
-    ///    and classify the outcome. Success returns; a failure another target could survive (network,
-    ///    timeout, 429, 5xx, 529, an error event before the first chunk) moves on; a caller fault returns.
-    ///    A stream is committed to its target when its first chunk arrives, never before.
+    ///    `routes[].fallbacks` become an ordered list of targets; the matching route adds its context
+    ///    fallbacks, hedging, retry policy and deadline.
+    /// 3. **Execute** (`executor`): per target, skip it if its circuit is open; choose a key by weight
+    ///    among keys that are not cooling down; wait for a slot under the provider's in-flight limit;
+    ///    inline image URLs if the provider needs bytes; build the provider request (pure codec); send it
+    ///    with connect / first-byte / idle / total timeouts bounded by the request's deadline; classify the
+    ///    outcome. Transient failures retry with backoff, then fall back; 429/401 rotate to another key at
+    ///    once and cool the key down; caller faults return at once; a context-length error moves to the
+    ///    context fallbacks. A hedged route sends the next target too when the first is slow. A stream is
+    ///    committed to its target when its first content chunk arrives, never before.
     /// 4. **Respond** (server): the caller's API shape, with headers saying who served it.
     pub async fn chat(&self, req: ChatRequest, ctx: &RequestCtx) -> Result<ChatOutcome, GatewayError> {
         validate_chat(&req)?;
         let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
-        let stream = req.is_stream();
-        // A copy with image URLs replaced by their bytes, made once for the first target that needs it.
-        let mut inlined: Option<ChatRequest> = None;
-        let mut run = Attempts::new(self, &plan);
-        while let Some(a) = run.next_target() {
-            let (p, label, started) = (a.provider, a.label(), Instant::now());
-            let body: &ChatRequest = if p.cfg.kind.accepts_image_urls() {
-                &req
-            } else {
-                if inlined.is_none() {
-                    inlined = Some(self.images.inline_images(&req).await?.unwrap_or_else(|| req.clone()));
-                }
-                inlined.as_ref().unwrap_or(&req)
-            };
-            let rctx = ResponseCtx { id: &ctx.id, created: ctx.created, model: &a.target.model };
-            let result = match codec::build_chat(&endpoint(p, a.key), body, &a.target.model) {
-                Err(e) => Err(upstream::wire_failure(&label, started, e)),
-                Ok(wire) if stream => {
-                    let decoder = StreamDecoder::new(p.cfg.kind, rctx);
-                    upstream::open_stream(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire, decoder)
-                        .await
-                        .map(|s| ChatOutcome::Stream(s, run.served(&a)))
-                }
-                Ok(wire) => match upstream::send_complete(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire).await {
-                    Ok(bytes) => codec::parse_chat(p.cfg.kind, &bytes, rctx)
-                        .map(|r| ChatOutcome::Complete(r, run.served(&a)))
-                        .map_err(|e| upstream::wire_failure(&label, started, e)),
-                    Err(f) => Err(f),
-                },
-            };
-            match result {
-                Ok(outcome) => return Ok(outcome),
-                Err(f) => run.failed(f)?,
-            }
+        let op = Op::chat(&req);
+        match Run::new(self, &plan, &op, ctx).execute().await? {
+            (Output::Complete(r), served) => Ok(ChatOutcome::Complete(r, served)),
+            (Output::Stream(s), served) => Ok(ChatOutcome::Stream(s, served)),
+            (Output::Embeddings(_), _) => Err(GatewayError::Internal("a chat request produced embeddings".into())),
         }
-        Err(run.exhausted())
     }
 
     /// `POST /v1/embeddings`: the same plan and fallback rules as chat, one body back.
@@ -164,56 +197,55 @@ impl Gateway {
         if req.model.trim().is_empty() {
             return Err(GatewayError::bad_request("model is required", Some("model")));
         }
-        let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
-        let mut run = Attempts::new(self, &plan);
-        while let Some(a) = run.next_target() {
-            let (p, label, started) = (a.provider, a.label(), Instant::now());
-            let rctx = ResponseCtx { id: &ctx.id, created: ctx.created, model: &a.target.model };
-            let result = match codec::build_embeddings(&endpoint(p, a.key), &req, &a.target.model) {
-                Err(e) => Err(upstream::wire_failure(&label, started, e)),
-                Ok(wire) => match upstream::send_complete(&p.client, p.cfg.kind, &p.cfg.timeouts, &label, wire).await {
-                    Ok(bytes) => codec::parse_embeddings(p.cfg.kind, &bytes, rctx, req.encoding_format.as_deref())
-                        .map_err(|e| upstream::wire_failure(&label, started, e)),
-                    Err(f) => Err(f),
-                },
-            };
-            match result {
-                Ok(resp) => return Ok((resp, run.served(&a))),
-                Err(f) => run.failed(f)?,
-            }
+        let empty = match &req.input {
+            EmbeddingInput::Text(t) => t.is_empty(),
+            EmbeddingInput::Texts(v) => v.is_empty() || v.iter().any(String::is_empty),
+            EmbeddingInput::Tokens(v) => v.is_empty(),
+            EmbeddingInput::TokenLists(v) => v.is_empty() || v.iter().any(Vec::is_empty),
+        };
+        if empty {
+            return Err(GatewayError::bad_request("input must not be empty (nor hold empty strings)", Some("input")));
         }
-        Err(run.exhausted())
+        let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
+        let op = Op::Embeddings(&req);
+        match Run::new(self, &plan, &op, ctx).execute().await? {
+            (Output::Embeddings(r), served) => Ok((r, served)),
+            _ => Err(GatewayError::Internal("an embeddings request produced a chat answer".into())),
+        }
     }
 
     /// Turns the requested model and fallbacks into the ordered targets to try.
     ///
     /// Order: the primary, then the request body's `fallbacks`, then the matching route's `fallbacks`, each
-    /// target once.
-    pub fn plan(&self, model: &str, request_fallbacks: &[String]) -> Result<Vec<Target>, GatewayError> {
+    /// target once. The route (if one matches) also brings its context fallbacks, hedging and deadline.
+    pub fn plan(&self, model: &str, request_fallbacks: &[String]) -> Result<Plan, GatewayError> {
         let primary = self.resolve(model)?;
-        let mut plan = vec![primary];
+        let mut targets = vec![primary];
         for (i, f) in request_fallbacks.iter().enumerate() {
             let t = self.resolve(f).map_err(|e| GatewayError::BadRequest {
                 message: format!("fallbacks[{i}]: {e}"),
                 param: Some(format!("fallbacks[{i}]")),
                 code: "invalid_fallback",
             })?;
-            if !plan.contains(&t) {
-                plan.push(t);
-            }
+            push_new(&mut targets, t);
         }
-        let primary_label = plan[0].label.clone();
-        if let Some(route) = self.routes.iter().find(|r| r.models.iter().any(|m| m == model || *m == primary_label)) {
-            for f in &route.fallbacks {
+        let primary_label = targets[0].label.clone();
+        let route = self.routes.iter().position(|r| r.models.iter().any(|m| m == model || *m == primary_label));
+        let mut context = Vec::new();
+        if let Some(r) = route.map(|i| &self.routes[i]) {
+            for f in &r.fallbacks {
                 // Config fallbacks were checked at load time.
-                if let Ok(t) = self.resolve(f) {
-                    if !plan.contains(&t) {
-                        plan.push(t);
-                    }
+                if let Ok(t) = self.resolve(&f.target) {
+                    push_new(&mut targets, t.with_params(&f.params));
+                }
+            }
+            for f in &r.context_fallbacks {
+                if let Ok(t) = self.resolve(&f.target) {
+                    push_new(&mut context, t.with_params(&f.params));
                 }
             }
         }
-        Ok(plan)
+        Ok(Plan { targets, context, route })
     }
 
     /// `provider/model` when the prefix is a configured provider; otherwise a bare model name served by
@@ -269,7 +301,7 @@ impl Gateway {
     }
 
     fn target(&self, provider: usize, model: &str) -> Target {
-        Target { provider, model: model.to_string(), label: format!("{}/{model}", self.providers[provider].cfg.name) }
+        Target { provider, model: model.to_string(), label: format!("{}/{model}", self.providers[provider].cfg.name), params: None }
     }
 
     /// Asks every provider that lists models for its list and remembers them (used for bare model names and
@@ -323,102 +355,67 @@ impl Gateway {
         }
         ModelList { object: "list".into(), data }
     }
-}
 
-/// One target of a plan, with the key chosen for this attempt.
-struct Candidate<'g> {
-    provider: &'g Provider,
-    target: &'g Target,
-    key: Option<&'g KeyConfig>,
-    index: usize,
-}
-
-impl<'g> Candidate<'g> {
-    fn label(&self) -> Label<'g> {
-        Label { target: &self.target.label, key: self.key.map(|k| k.name.as_str()) }
+    /// Circuit, key and load state of every provider, for `GET /api/health/providers`.
+    pub fn health(&self) -> Vec<ProviderHealthView> {
+        let now = self.clock.now_ms();
+        self.providers
+            .iter()
+            .map(|p| ProviderHealthView {
+                name: p.cfg.name.clone(),
+                kind: p.cfg.kind.as_str(),
+                circuit: p.breaker.view(now),
+                in_flight: p.limiter.in_flight(),
+                queued: p.limiter.waiting(),
+                latency_p95_ms: p.latency.p95(1).map(|d| d.as_secs_f64() * 1000.0),
+                keys: p
+                    .cfg
+                    .keys
+                    .iter()
+                    .zip(&p.keys)
+                    .map(|(k, h)| KeyHealthView {
+                        name: k.name.clone(),
+                        circuit: h.breaker.view(now),
+                        cooling_down_ms: h.cooling(now),
+                        cooldown_reason: h.cooling(now).and(h.reason()),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }
 
-/// The attempt loop's state, shared by every operation: walks the plan, chooses keys, records failures and
-/// decides when to stop. Each operation only says how to make one attempt.
-struct Attempts<'g> {
-    gateway: &'g Gateway,
-    plan: &'g [Target],
-    next: usize,
-    attempts: Vec<Attempt>,
-    retry_after: Option<u64>,
-    rng: fastrand::Rng,
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderHealthView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub circuit: BreakerView,
+    pub in_flight: usize,
+    pub queued: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p95_ms: Option<f64>,
+    pub keys: Vec<KeyHealthView>,
 }
 
-impl<'g> Attempts<'g> {
-    fn new(gateway: &'g Gateway, plan: &'g [Target]) -> Self {
-        Attempts { gateway, plan, next: 0, attempts: Vec::new(), retry_after: None, rng: fastrand::Rng::new() }
-    }
-
-    /// The next target with a key that may serve its model; a target without one is recorded as failed.
-    fn next_target(&mut self) -> Option<Candidate<'g>> {
-        while let Some(target) = self.plan.get(self.next) {
-            let index = self.next;
-            self.next += 1;
-            let provider = &self.gateway.providers[target.provider];
-            if provider.cfg.keys.is_empty() {
-                return Some(Candidate { provider, target, key: None, index });
-            }
-            match keys::choose(&provider.cfg.keys, &target.model, &mut self.rng) {
-                Some(k) => return Some(Candidate { provider, target, key: Some(k), index }),
-                None => self.attempts.push(Attempt {
-                    target: target.label.clone(),
-                    key: None,
-                    status: None,
-                    class: FailureClass::Unsupported,
-                    message: format!("no key of provider {} is allowed to use model {}", provider.cfg.name, target.model),
-                    latency_ms: 0,
-                }),
-            }
-        }
-        None
-    }
-
-    /// Attribution for a success on `c`.
-    fn served(&self, c: &Candidate<'_>) -> Served {
-        if !self.attempts.is_empty() {
-            tracing::info!(target = %c.target.label, failed_before = self.attempts.len(), "served after fallback");
-        }
-        Served {
-            provider: c.provider.cfg.name.clone(),
-            model: c.target.model.clone(),
-            key: c.key.map(|k| k.name.clone()),
-            attempts: self.attempts.len() + 1,
-            fallback_index: c.index,
-        }
-    }
-
-    /// Records a failed attempt. `Err` when no other target should be tried (a caller fault).
-    fn failed(&mut self, f: Failure) -> Result<(), GatewayError> {
-        let class = f.attempt.class;
-        tracing::warn!(target = %f.attempt.target, key = ?f.attempt.key, status = ?f.attempt.status, class = class.as_str(),
-            latency_ms = f.attempt.latency_ms, "upstream attempt failed: {}", f.attempt.message);
-        if f.retry_after.is_some() {
-            self.retry_after = f.retry_after;
-        }
-        let status = f.attempt.status;
-        let provider = f.attempt.target.split('/').next().unwrap_or_default().to_string();
-        self.attempts.push(f.attempt);
-        if class.falls_back() {
-            return Ok(());
-        }
-        let error = Box::new(f.upstream.unwrap_or_default());
-        Err(GatewayError::Upstream { status: status.unwrap_or(502), error, provider, class, attempts: std::mem::take(&mut self.attempts) })
-    }
-
-    /// Every target failed.
-    fn exhausted(self) -> GatewayError {
-        GatewayError::all_failed(self.attempts, self.retry_after)
-    }
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyHealthView {
+    pub name: String,
+    pub circuit: BreakerView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooling_down_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_reason: Option<CooldownReason>,
 }
 
-fn endpoint<'a>(p: &'a Provider, key: Option<&'a KeyConfig>) -> Endpoint<'a> {
-    Endpoint { kind: p.cfg.kind, base_url: &p.cfg.base_url, api_key: key.map(|k| k.secret.expose_secret()), options: &p.cfg.options }
+pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a crate::config::KeyConfig>) -> switchyard_wire::Endpoint<'a> {
+    use secrecy::ExposeSecret;
+    switchyard_wire::Endpoint {
+        kind: p.cfg.kind,
+        base_url: &p.cfg.base_url,
+        api_key: key.map(|k| k.secret.expose_secret()),
+        options: &p.cfg.options,
+    }
 }
 
 /// Checks that need no provider: a clear 400 here beats a confusing one from an upstream.
@@ -437,10 +434,12 @@ fn validate_chat(req: &ChatRequest) -> Result<(), GatewayError> {
     Ok(())
 }
 
-impl From<WireError> for GatewayError {
-    fn from(e: WireError) -> Self {
+impl From<switchyard_wire::WireError> for GatewayError {
+    fn from(e: switchyard_wire::WireError) -> Self {
         match e {
-            WireError::Unsupported { message, param } => GatewayError::BadRequest { message, param, code: "unsupported_parameter" },
+            switchyard_wire::WireError::Unsupported { message, param } => {
+                GatewayError::BadRequest { message, param, code: "unsupported_parameter" }
+            }
             other => GatewayError::Internal(other.to_string()),
         }
     }
@@ -475,14 +474,14 @@ routes:
     #[test]
     fn provider_prefix_splits_on_the_first_slash_only() {
         let g = gw(TWO);
-        let p = g.plan("openrouter/openai/gpt-4o", &[]).unwrap();
+        let p = g.plan("openrouter/openai/gpt-4o", &[]).unwrap().targets;
         assert_eq!((p[0].label.as_str(), p[0].model.as_str()), ("openrouter/openai/gpt-4o", "openai/gpt-4o"));
     }
 
     #[test]
     fn bare_names_resolve_when_unambiguous() {
         let g = gw(TWO);
-        assert_eq!(g.plan("llava", &[]).unwrap()[0].label, "local/llava");
+        assert_eq!(g.plan("llava", &[]).unwrap().targets[0].label, "local/llava");
         let e = g.plan("gpt-4o-mini", &[]).unwrap_err();
         assert!(
             matches!(e, GatewayError::AmbiguousModel { ref message } if message.contains("openai/gpt-4o-mini") && message.contains("openrouter/gpt-4o-mini")),
@@ -495,7 +494,7 @@ routes:
     #[test]
     fn plan_orders_request_fallbacks_then_route_fallbacks_without_repeats() {
         let g = gw(TWO);
-        let p = g.plan("openai/gpt-4o-mini", &["openrouter/gpt-4o-mini".into()]).unwrap();
+        let p = g.plan("openai/gpt-4o-mini", &["openrouter/gpt-4o-mini".into()]).unwrap().targets;
         let labels: Vec<&str> = p.iter().map(|t| t.label.as_str()).collect();
         assert_eq!(labels, vec!["openai/gpt-4o-mini", "openrouter/gpt-4o-mini", "local/llava"]);
         let e = g.plan("openai/gpt-4o-mini", &["bogus/x".into()]).unwrap_err();
@@ -505,6 +504,6 @@ routes:
     #[test]
     fn single_provider_takes_any_bare_name() {
         let g = gw("providers:\n  vllm:\n    base_url: http://127.0.0.1:1\n");
-        assert_eq!(g.plan("meta-llama/Llama-3-8B", &[]).unwrap()[0].label, "vllm/meta-llama/Llama-3-8B");
+        assert_eq!(g.plan("meta-llama/Llama-3-8B", &[]).unwrap().targets[0].label, "vllm/meta-llama/Llama-3-8B");
     }
 }

@@ -4,25 +4,33 @@
 
 use crate::config::KeyConfig;
 
-/// Picks a key at random in proportion to its weight, among the keys whose allow-list admits `model`.
-/// `None` when no key may serve the model.
-pub fn choose<'a>(keys: &'a [KeyConfig], model: &str, rng: &mut fastrand::Rng) -> Option<&'a KeyConfig> {
-    let eligible = |k: &&KeyConfig| k.models.is_empty() || k.models.iter().any(|m| m == model);
-    let total: f64 = keys.iter().filter(eligible).map(|k| k.weight).sum();
+/// Whether the key's allow-list admits `model` (an empty list admits any).
+pub fn allows(key: &KeyConfig, model: &str) -> bool {
+    key.models.is_empty() || key.models.iter().any(|m| m == model)
+}
+
+/// Picks one of `candidates` (indices into `keys`) at random in proportion to its weight.
+pub fn choose_among(keys: &[KeyConfig], candidates: &[usize], rng: &mut fastrand::Rng) -> Option<usize> {
+    let total: f64 = candidates.iter().map(|&i| keys[i].weight).sum();
     if total <= 0.0 {
         return None;
     }
     let mut x = rng.f64() * total;
-    let mut last = None;
-    for k in keys.iter().filter(eligible) {
-        if x < k.weight {
-            return Some(k);
+    for &i in candidates {
+        if x < keys[i].weight {
+            return Some(i);
         }
-        x -= k.weight;
-        last = Some(k);
+        x -= keys[i].weight;
     }
     // Floating-point rounding can leave x a hair above the last weight.
-    last
+    candidates.last().copied()
+}
+
+/// Picks a key at random in proportion to its weight, among the keys whose allow-list admits `model`.
+/// `None` when no key may serve the model.
+pub fn choose<'a>(keys: &'a [KeyConfig], model: &str, rng: &mut fastrand::Rng) -> Option<&'a KeyConfig> {
+    let candidates: Vec<usize> = (0..keys.len()).filter(|&i| allows(&keys[i], model)).collect();
+    choose_among(keys, &candidates, rng).map(|i| &keys[i])
 }
 
 #[cfg(test)]

@@ -18,12 +18,14 @@
 
 pub mod config;
 pub mod error;
+mod executor;
 pub mod gateway;
+pub mod health;
 pub mod images;
 pub mod keys;
 pub mod upstream;
 
 pub use config::Config;
 pub use error::{Attempt, FailureClass, GatewayError};
-pub use gateway::{ChatOutcome, Gateway, RequestCtx, Served};
+pub use gateway::{ChatOutcome, Gateway, ProviderHealthView, RequestCtx, Served};
 pub use upstream::{ChatStream, StreamItem};

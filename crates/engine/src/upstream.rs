@@ -60,6 +60,7 @@ impl Label<'_> {
                 class,
                 message: message.into(),
                 latency_ms: started.elapsed().as_millis() as u64,
+                skipped: false,
             },
             upstream: None,
             retry_after: None,
@@ -191,7 +192,7 @@ pub async fn open_stream(
     if !resp.status().is_success() {
         return Err(http_failure(kind, label, started, resp).await);
     }
-    let mut stream = ChatStream { resp, decoder, pending: VecDeque::new(), idle: timeouts.stream_idle, deadline, done: false };
+    let mut stream = ChatStream { resp, slot: None, decoder, pending: VecDeque::new(), idle: timeouts.stream_idle, deadline, done: false };
     let mut events = Vec::new();
     loop {
         let chunk = match tokio::time::timeout(remaining(first_byte_deadline), stream.resp.chunk()).await {
@@ -261,6 +262,8 @@ pub enum StreamItem {
 /// a client disconnect cancels the upstream request.
 pub struct ChatStream {
     resp: reqwest::Response,
+    /// The provider's in-flight slot, held until the stream ends.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     decoder: StreamDecoder,
     pending: VecDeque<StreamEvent>,
     idle: Duration,
@@ -269,6 +272,11 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
+    /// Keeps the provider's in-flight slot until the stream is dropped.
+    pub fn hold(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
+        self.slot = Some(slot);
+    }
+
     pub async fn next(&mut self) -> Option<StreamItem> {
         let mut events = Vec::new();
         loop {

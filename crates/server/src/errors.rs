@@ -30,8 +30,8 @@ pub fn error_response(e: &GatewayError) -> Response {
     if let Some(secs) = e.retry_after() {
         resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if let Some(n) = (!e.attempts().is_empty()).then(|| e.attempts().len()) {
-        resp.headers_mut().insert("x-switchyard-attempts", HeaderValue::from(n));
+    if !e.attempts().is_empty() {
+        resp.headers_mut().insert("x-switchyard-attempts", HeaderValue::from(e.sent_attempts()));
     }
     resp
 }

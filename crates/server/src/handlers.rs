@@ -1,6 +1,9 @@
 //! Request handlers: read, decode, call the engine, render.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -54,13 +57,32 @@ pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Resp
         Err(e) => return error_response(&e),
     };
     let include_usage = req.include_usage();
-    let ctx = RequestCtx::new();
-    match state.gateway.chat(req, &ctx).await {
+    let is_stream = req.is_stream();
+    let gateway = state.gateway.clone();
+    let mut answer: Pending = Box::pin(async move { gateway.chat(req, &RequestCtx::new()).await });
+    if is_stream {
+        // A stream still waiting for its first chunk after the keep-alive interval is committed now (200
+        // and headers) so that proxies do not cut it; from then on failures arrive as an error event.
+        let keepalive = state.gateway.stream_keepalive();
+        tokio::select! {
+            r = &mut answer => return chat_response(r, include_usage),
+            _ = tokio::time::sleep(keepalive) => return sse_response(Phase::Waiting(answer), include_usage, keepalive),
+        }
+    }
+    chat_response(answer.await, include_usage)
+}
+
+type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, GatewayError>> + Send>>;
+
+fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool) -> Response {
+    match r {
         Ok(ChatOutcome::Complete(resp, served)) => match serde_json::to_vec(&resp) {
             Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
             Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
         },
-        Ok(ChatOutcome::Stream(stream, served)) => with_served(sse_response(stream, include_usage), &served),
+        Ok(ChatOutcome::Stream(stream, served)) => {
+            with_served(sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15)), &served)
+        }
         Err(e) => error_response(&e),
     }
 }
@@ -76,6 +98,18 @@ pub async fn embeddings(State(state): State<AppState>, body: Body) -> Response {
             Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
         },
         Err(e) => error_response(&e),
+    }
+}
+
+/// `GET /api/health/providers`: circuit, key and load state per provider (no secrets).
+pub async fn provider_health(State(state): State<AppState>) -> Response {
+    #[derive(serde::Serialize)]
+    struct Body {
+        providers: Vec<switchyard_engine::ProviderHealthView>,
+    }
+    match serde_json::to_vec(&Body { providers: state.gateway.health() }) {
+        Ok(json) => json_response(StatusCode::OK, json),
+        Err(e) => error_response(&GatewayError::Internal(format!("cannot encode provider health: {e}"))),
     }
 }
 
@@ -166,38 +200,78 @@ fn with_served(mut resp: Response, s: &Served) -> Response {
     }
     h.insert("x-switchyard-attempts", HeaderValue::from(s.attempts));
     h.insert("x-switchyard-fallback-index", HeaderValue::from(s.fallback_index));
+    if s.hedged {
+        h.insert("x-switchyard-hedged", HeaderValue::from_static("true"));
+    }
     resp
+}
+
+/// Where a streaming response is.
+// One per stream, moved once into the body.
+#[allow(clippy::large_enum_variant)]
+enum Phase {
+    /// The gateway has not committed to an upstream yet (still trying targets); keep-alives go out.
+    Waiting(Pending),
+    Streaming(ChatStream),
 }
 
 /// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
 /// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
-fn sse_response(stream: ChatStream, include_usage: bool) -> Response {
+fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration) -> Response {
     struct S {
-        stream: ChatStream,
+        phase: Phase,
         enc: OpenAiStreamEncoder,
     }
-    let state = S { stream, enc: OpenAiStreamEncoder::new(include_usage) };
-    let body = futures_util::stream::unfold(Some(state), |state| async move {
+    let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
+        let code = e.code();
+        let msg = e.to_string();
+        enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);
+    };
+    let state = S { phase, enc: OpenAiStreamEncoder::new(include_usage) };
+    let body = futures_util::stream::unfold(Some(state), move |state| async move {
         let mut s = state?;
         loop {
             let mut out = Vec::new();
-            let item = s.stream.next().await;
-            let finished = match item {
-                Some(StreamItem::Chunk(c)) => {
-                    s.enc.encode(c, &mut out);
-                    false
+            let finished = match &mut s.phase {
+                Phase::Waiting(answer) => {
+                    tokio::select! {
+                        r = answer => match r {
+                            Ok(ChatOutcome::Stream(stream, served)) => {
+                                out.extend_from_slice(format!(": served by {}/{}\n\n", served.provider, served.model).as_bytes());
+                                s.phase = Phase::Streaming(stream);
+                                false
+                            }
+                            Ok(ChatOutcome::Complete(..)) => {
+                                fail(&mut s.enc, &GatewayError::Internal("a stream request got a complete answer".into()), &mut out);
+                                true
+                            }
+                            Err(e) => {
+                                tracing::warn!("stream failed before its first chunk, after keep-alives: {e}");
+                                fail(&mut s.enc, &e, &mut out);
+                                true
+                            }
+                        },
+                        _ = tokio::time::sleep(keepalive) => {
+                            out.extend_from_slice(b": keep-alive\n\n");
+                            false
+                        }
+                    }
                 }
-                Some(StreamItem::End) | None => {
-                    s.enc.finish(&mut out);
-                    true
-                }
-                Some(StreamItem::Failed(e)) => {
-                    tracing::warn!("stream failed after it started: {e}");
-                    let code = e.code();
-                    let msg = e.to_string();
-                    s.enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: None, code: Some(&code) }, &mut out);
-                    true
-                }
+                Phase::Streaming(stream) => match stream.next().await {
+                    Some(StreamItem::Chunk(c)) => {
+                        s.enc.encode(c, &mut out);
+                        false
+                    }
+                    Some(StreamItem::End) | None => {
+                        s.enc.finish(&mut out);
+                        true
+                    }
+                    Some(StreamItem::Failed(e)) => {
+                        tracing::warn!("stream failed after it started: {e}");
+                        fail(&mut s.enc, &e, &mut out);
+                        true
+                    }
+                },
             };
             if finished {
                 return Some((Ok::<_, Infallible>(Bytes::from(out)), None));

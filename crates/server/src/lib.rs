@@ -27,7 +27,7 @@ pub struct AppState {
 
 /// All routes. The OpenAI routes exist at `/v1/...` and, for SDKs that need a prefix, at `/openai/v1/...`.
 pub fn router(state: AppState) -> Router {
-    let mut r = Router::new().route("/health", get(handlers::health));
+    let mut r = Router::new().route("/health", get(handlers::health)).route("/api/health/providers", get(handlers::provider_health));
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))

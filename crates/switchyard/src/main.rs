@@ -141,11 +141,10 @@ fn print_summary(cfg: &Config) {
     }
     println!("  routes: {}", cfg.routes.len());
     for r in &cfg.routes {
-        println!(
-            "    {} -> {}",
-            r.models.join(", "),
-            if r.fallbacks.is_empty() { "(no fallbacks)".into() } else { r.fallbacks.join(" -> ") }
-        );
+        let fallbacks: Vec<&str> = r.fallbacks.iter().map(|f| f.target.as_str()).collect();
+        let fallbacks = if fallbacks.is_empty() { "(no fallbacks)".to_string() } else { fallbacks.join(" -> ") };
+        let hedge = if r.hedge.is_some() { " (hedged)" } else { "" };
+        println!("    {} -> {fallbacks}{hedge}", r.models.join(", "));
     }
 }
 
@@ -246,7 +245,7 @@ async fn add_demo_providers(cfg: &mut Config) -> Result<Vec<MockServer>, String>
         servers.push(server);
     }
     if cfg.providers.iter().any(|p| p.name == "cloud") && cfg.providers.iter().any(|p| p.name == "local") {
-        cfg.routes.push(RouteConfig { models: vec!["cloud/gpt-4o-mini".into()], fallbacks: vec!["local/llava:latest".into()] });
+        cfg.routes.push(RouteConfig::new(&["cloud/gpt-4o-mini"], &["local/llava:latest"]));
     }
     Ok(servers)
 }

@@ -1,6 +1,7 @@
 //! Routing through the real binary: fallbacks (config and request body, JSON and streams), what does and
 //! does not fall back, timeouts, weighted keys and allow-lists, model resolution, the image fetch guard and
-//! request limits.
+//! request limits. Retries and breakers are switched off where a test counts upstream calls exactly; they
+//! have their own suite (`faults.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +26,8 @@ providers:
     type: openai
     base_url: "{}"
     keys: [{{name: fk, value: sk-flaky-secret}}]
+    retry: {{max_retries: 0}}
+    circuit_breaker: {{enabled: false}}
 {primary_timeouts}
   steady:
     type: anthropic
@@ -76,7 +79,7 @@ async fn request_body_fallbacks_are_tried_in_order() {
     let b = mock(Flavor::OpenAi).await;
     let d = mock(Flavor::Ollama).await;
     let yaml = format!(
-        "providers:\n  a:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: ka}}]\n  b:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: kb}}]\n  d:\n    type: ollama\n    base_url: \"{}\"\n",
+        "providers:\n  a:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: ka}}]\n    retry: {{max_retries: 0}}\n  b:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: kb}}]\n    retry: {{max_retries: 0}}\n  d:\n    type: ollama\n    base_url: \"{}\"\n",
         a.base_url(),
         b.base_url(),
         d.base_url()

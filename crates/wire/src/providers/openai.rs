@@ -216,8 +216,11 @@ pub fn parse_chat(_kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Res
     if resp.created == 0 {
         resp.created = ctx.created;
     }
+    // Azure's content-filter annotations are Azure's business; callers get OpenAI's shape.
+    resp.extra.remove("prompt_filter_results");
     for c in &mut resp.choices {
         normalize_finish(&mut c.finish_reason);
+        c.extra.remove("content_filter_results");
     }
     Ok(resp)
 }

@@ -14,6 +14,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
+
+pub mod policy;
+pub use policy::{BreakerPolicy, CooldownPolicy, Fallback, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
+use policy::{RawBreaker, RawCooldown, RawFallback, RawHedge, RawRetry};
 use switchyard_wire::codec::normalize_base_url;
 use switchyard_wire::{ProviderKind, ProviderOptions};
 
@@ -24,6 +28,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Config {
     pub listen: SocketAddr,
     pub server: ServerSettings,
+    pub routing: RoutingSettings,
     pub images: ImageSettings,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
@@ -33,6 +38,22 @@ pub struct Config {
 pub struct ServerSettings {
     /// Largest request body accepted; larger bodies get a 413.
     pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingSettings {
+    /// How long one request may spend on retries, fallbacks and waits before it must have an answer
+    /// (a stream: its first chunk). A route's `deadline` overrides it.
+    pub deadline: Duration,
+    /// A stream whose first chunk has not arrived after this long gets its 200 headers and SSE comment
+    /// keep-alives at this interval, so proxies do not cut it.
+    pub stream_keepalive: Duration,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        RoutingSettings { deadline: Duration::from_secs(600), stream_keepalive: Duration::from_secs(10) }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +76,10 @@ pub struct ProviderConfig {
     /// Models this provider is known to serve, from the file (upstream lists are added at run time).
     pub models: Vec<String>,
     pub options: ProviderOptions,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
+    pub cooldown: CooldownPolicy,
+    pub overload: OverloadPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -88,12 +113,31 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteConfig {
     /// Model strings this route applies to, as callers write them (`openai/gpt-4o-mini` or a bare name).
     pub models: Vec<String>,
-    /// `provider/model` targets tried in order after the primary.
-    pub fallbacks: Vec<String>,
+    /// Targets tried in order after the primary.
+    pub fallbacks: Vec<Fallback>,
+    /// Targets tried when a target says the prompt is longer than its context (a bigger model).
+    pub context_fallbacks: Vec<Fallback>,
+    /// Also fall back after a caller fault (400/404/413/422), which by default is returned at once.
+    pub fallback_on_caller_fault: bool,
+    pub hedge: Option<HedgePolicy>,
+    /// Overrides `routing.deadline`.
+    pub deadline: Option<Duration>,
+    /// Overrides the providers' retry policy for this route.
+    pub retry: Option<RetryPolicy>,
+}
+
+impl RouteConfig {
+    pub fn new(models: &[&str], fallbacks: &[&str]) -> Self {
+        RouteConfig {
+            models: models.iter().map(|m| m.to_string()).collect(),
+            fallbacks: fallbacks.iter().map(|f| Fallback::plain(*f)).collect(),
+            ..RouteConfig::default()
+        }
+    }
 }
 
 /// Every problem found in a configuration, each with its path.
@@ -196,6 +240,25 @@ struct RawProvider {
     default_max_tokens: Option<u32>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    #[serde(default)]
+    retry: Option<RawRetry>,
+    #[serde(default)]
+    circuit_breaker: Option<RawBreaker>,
+    #[serde(default)]
+    key_cooldown: Option<RawCooldown>,
+    #[serde(default)]
+    max_in_flight: Option<usize>,
+    #[serde(default)]
+    max_queue: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    #[serde(default)]
+    deadline: Option<DurationStr>,
+    #[serde(default)]
+    stream_keepalive: Option<DurationStr>,
 }
 
 #[derive(Deserialize)]
@@ -215,7 +278,17 @@ struct RawKey {
 struct RawRoute {
     models: Vec<String>,
     #[serde(default)]
-    fallbacks: Vec<String>,
+    fallbacks: Vec<RawFallback>,
+    #[serde(default)]
+    context_fallbacks: Vec<RawFallback>,
+    #[serde(default)]
+    fallback_on_caller_fault: Option<bool>,
+    #[serde(default)]
+    hedge: Option<RawHedge>,
+    #[serde(default)]
+    deadline: Option<DurationStr>,
+    #[serde(default)]
+    retry: Option<RawRetry>,
 }
 
 /// `30s`, `5m`, `1h`, `1d`, `250ms`, or a bare number of seconds.
@@ -381,6 +454,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     };
     let mut listen = None;
     let mut server = RawServer::default();
+    let mut routing = RawRouting::default();
     let mut images = RawImages::default();
     let mut providers = Vec::new();
     let mut routes = Vec::new();
@@ -392,6 +466,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         match key.as_str() {
             "listen" => listen = issues.decode::<String>("listen", v),
             "server" => server = issues.decode("server", v).unwrap_or_default(),
+            "routing" => routing = issues.decode("routing", v).unwrap_or_default(),
             "images" => images = issues.decode("images", v).unwrap_or_default(),
             "providers" => match v {
                 Yaml::Mapping(m) => {
@@ -422,7 +497,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                 Yaml::Null => {}
                 other => issues.push("routes", format!("expected a list of routes, got {}", yaml_brief(&other))),
             },
-            other => issues.push(other, "unknown top-level key; expected listen, server, images, providers or routes"),
+            other => issues.push(other, "unknown top-level key; expected listen, server, routing, images, providers or routes"),
         }
     }
 
@@ -445,34 +520,16 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     }
 
     let names: HashSet<&str> = providers.iter().map(|p: &ProviderConfig| p.name.as_str()).collect();
-    let routes = routes
-        .into_iter()
-        .map(|(i, r)| {
-            for (j, m) in r.models.iter().enumerate() {
-                if m.trim().is_empty() {
-                    issues.push(format!("routes[{i}].models[{j}]"), "must not be empty");
-                }
-            }
-            if r.models.is_empty() {
-                issues.push(format!("routes[{i}].models"), "list at least one model the route applies to");
-            }
-            for (j, f) in r.fallbacks.iter().enumerate() {
-                match f.split_once('/') {
-                    Some((p, m)) if names.contains(p) && !m.is_empty() => {}
-                    Some((p, _)) if !names.contains(p) => issues.push(
-                        format!("routes[{i}].fallbacks[{j}]"),
-                        format!("\"{f}\" names provider \"{p}\", which is not configured; configured: {}", sorted_names(&names)),
-                    ),
-                    _ => issues.push(format!("routes[{i}].fallbacks[{j}]"), format!("\"{f}\" must be written provider/model")),
-                }
-            }
-            RouteConfig { models: r.models, fallbacks: r.fallbacks }
-        })
-        .collect();
+    let routes = routes.into_iter().map(|(i, r)| route(i, r, &names, issues)).collect();
 
+    let rd = RoutingSettings::default();
     Some(Config {
         listen,
         server: ServerSettings { max_body_bytes: server.max_body_size.map(|b| b.0).unwrap_or(32 << 20) },
+        routing: RoutingSettings {
+            deadline: routing.deadline.map(|d| d.0).unwrap_or(rd.deadline),
+            stream_keepalive: routing.stream_keepalive.map(|d| d.0).unwrap_or(rd.stream_keepalive),
+        },
         images: ImageSettings {
             fetch_timeout: images.fetch_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
             max_bytes: images.max_size.map(|b| b.0).unwrap_or(20 << 20),
@@ -481,6 +538,48 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         providers,
         routes,
     })
+}
+
+fn route(i: usize, r: RawRoute, names: &HashSet<&str>, issues: &mut Issues) -> RouteConfig {
+    let path = format!("routes[{i}]");
+    for (j, m) in r.models.iter().enumerate() {
+        if m.trim().is_empty() {
+            issues.push(format!("{path}.models[{j}]"), "must not be empty");
+        }
+    }
+    if r.models.is_empty() {
+        issues.push(format!("{path}.models"), "list at least one model the route applies to");
+    }
+    for (field, list) in [("fallbacks", &r.fallbacks), ("context_fallbacks", &r.context_fallbacks)] {
+        for (j, f) in list.iter().enumerate() {
+            let f = &f.0.target;
+            let at = format!("{path}.{field}[{j}]");
+            match f.split_once('/') {
+                Some((p, m)) if names.contains(p) && !m.is_empty() => {}
+                Some((p, _)) if !names.contains(p) => {
+                    issues.push(at, format!("\"{f}\" names provider \"{p}\", which is not configured; configured: {}", sorted_names(names)))
+                }
+                _ => issues.push(at, format!("\"{f}\" must be written provider/model")),
+            }
+        }
+    }
+    let hedge = match r.hedge.map(RawHedge::resolve) {
+        Some(Ok(h)) => Some(h),
+        Some(Err((field, msg))) => {
+            issues.push(format!("{path}.hedge.{field}"), msg);
+            None
+        }
+        None => None,
+    };
+    RouteConfig {
+        models: r.models,
+        fallbacks: r.fallbacks.into_iter().map(|f| f.0).collect(),
+        context_fallbacks: r.context_fallbacks.into_iter().map(|f| f.0).collect(),
+        fallback_on_caller_fault: r.fallback_on_caller_fault.unwrap_or(false),
+        hedge,
+        deadline: r.deadline.map(|d| d.0),
+        retry: r.retry.map(|x| x.resolve(RetryPolicy::default())),
+    }
 }
 
 fn sorted_names(names: &HashSet<&str>) -> String {
@@ -626,10 +725,27 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
             models.push(m.clone());
         }
     }
+    let breaker = match raw.circuit_breaker.unwrap_or_default().resolve() {
+        Ok(b) => b,
+        Err((field, msg)) => {
+            issues.push(format!("{path}.circuit_breaker.{field}"), msg);
+            BreakerPolicy::default()
+        }
+    };
+    let od = OverloadPolicy::default();
+    let overload =
+        OverloadPolicy { max_in_flight: raw.max_in_flight.unwrap_or(od.max_in_flight), max_queue: raw.max_queue.unwrap_or(od.max_queue) };
+    if overload.max_in_flight == 0 {
+        issues.push(format!("{path}.max_in_flight"), "must be at least 1");
+    }
     if issues.0.len() > before {
         return None;
     }
     Some(ProviderConfig {
+        retry: raw.retry.unwrap_or_default().resolve(RetryPolicy::default()),
+        breaker,
+        cooldown: raw.key_cooldown.unwrap_or_default().resolve(),
+        overload,
         name: name.to_string(),
         kind,
         base_url,
@@ -681,11 +797,16 @@ pub fn from_env(env: &dyn Env) -> Config {
             tags: vec!["cloud".into()],
             models: vec![],
             options,
+            retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
+            cooldown: CooldownPolicy::default(),
+            overload: OverloadPolicy::default(),
         });
     }
     Config {
         listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
         server: ServerSettings { max_body_bytes: 32 << 20 },
+        routing: RoutingSettings::default(),
         images: ImageSettings { fetch_timeout: Duration::from_secs(10), max_bytes: 20 << 20, allow_private: vec![] },
         providers,
         routes: vec![],
@@ -703,6 +824,10 @@ pub fn keyless_provider(name: &str, kind: ProviderKind, base_url: &str, tags: &[
         tags: tags.iter().map(|t| t.to_string()).collect(),
         models: vec![],
         options: ProviderOptions::default(),
+        retry: RetryPolicy::default(),
+        breaker: BreakerPolicy::default(),
+        cooldown: CooldownPolicy::default(),
+        overload: OverloadPolicy::default(),
     }
 }
 
@@ -760,7 +885,7 @@ routes:
         assert_eq!(c.providers[1].keys[0].name, "key-1");
         assert_eq!(c.providers[2].kind, ProviderKind::Ollama);
         assert_eq!(c.providers[3].base_url, "http://127.0.0.1:8000/v1");
-        assert_eq!(c.routes[0].fallbacks, vec!["anthropic/claude-sonnet-4-6".to_string()]);
+        assert_eq!(c.routes[0].fallbacks, vec![Fallback::plain("anthropic/claude-sonnet-4-6")]);
     }
 
     #[test]
