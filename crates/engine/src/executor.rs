@@ -102,8 +102,12 @@ impl<'a> Run<'a> {
         let at = self.gw.clock.now_ms() + in_ms;
         let mut s = self.soonest_ms.lock().unwrap_or_else(|e| e.into_inner());
         *s = Some(s.map_or(at, |x| x.min(at)));
+        drop(s);
+        self.suggest_retry_after(in_ms.div_ceil(1000).max(1));
+    }
+
+    fn suggest_retry_after(&self, secs: u64) {
         let mut ra = self.retry_after.lock().unwrap_or_else(|e| e.into_inner());
-        let secs = in_ms.div_ceil(1000).max(1);
         *ra = Some(ra.map_or(secs, |x| x.min(secs)));
     }
 
@@ -305,7 +309,8 @@ impl<'a> Run<'a> {
             let slot = match p.limiter.acquire(self.remaining()).await {
                 Ok(s) => s,
                 Err(LimitError::QueueFull) => {
-                    self.note_soonest(1000);
+                    // Refused at once, never waited on: the caller hears when to come back.
+                    self.suggest_retry_after(1);
                     self.record(
                         t,
                         key_cfg,
@@ -353,8 +358,7 @@ impl<'a> Run<'a> {
                 kp.record(clock, health);
             }
             if let Some(s) = f.retry_after {
-                let mut ra = self.retry_after.lock().unwrap_or_else(|e| e.into_inner());
-                *ra = Some(ra.map_or(s, |x| x.min(s)));
+                self.suggest_retry_after(s);
             }
             match class {
                 FailureClass::RateLimited | FailureClass::KeyInvalid => {
@@ -431,33 +435,32 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         let mut cooling_soonest: Option<u64> = None;
-        let usable: Vec<usize> = (0..p.cfg.keys.len())
-            .filter(|i| keys::allows(&p.cfg.keys[*i], &t.model) && !refused.contains(i))
-            .filter(|&i| match p.keys[i].cooling(now) {
-                Some(ms) => {
-                    cooling_soonest = Some(cooling_soonest.map_or(ms, |x| x.min(ms)));
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        match keys::choose_among(&p.cfg.keys, &usable, rng) {
-            Some(i) => Ok(Some((i, &p.cfg.keys[i]))),
+        let mut usable: Vec<usize> = Vec::new();
+        for i in (0..p.cfg.keys.len()).filter(|&i| keys::allows(&p.cfg.keys[i], &t.model)) {
+            if let Some(ms) = p.keys[i].cooling(now) {
+                cooling_soonest = Some(cooling_soonest.map_or(ms, |x| x.min(ms)));
+            } else if !refused.contains(&i) {
+                usable.push(i);
+            }
+        }
+        if let Some(i) = keys::choose_among(&p.cfg.keys, &usable, rng) {
+            return Ok(Some((i, &p.cfg.keys[i])));
+        }
+        if let Some(ms) = cooling_soonest {
+            // Worth waiting for, if every other target fails too.
+            self.note_soonest(ms);
+        }
+        if !refused.is_empty() {
+            // This request's own attempts already say why.
+            return Err(None);
+        }
+        match cooling_soonest {
+            Some(ms) => Err(Some((
+                FailureClass::RateLimited,
+                format!("every key of provider {} allowed for {} is cooling down (the first for {ms} ms more)", p.cfg.name, t.model),
+            ))),
             None => {
-                if let Some(ms) = cooling_soonest {
-                    self.note_soonest(ms);
-                    Err(Some((
-                        FailureClass::RateLimited,
-                        format!(
-                            "every key of provider {} allowed for {} is cooling down (the first for {ms} ms more)",
-                            p.cfg.name, t.model
-                        ),
-                    )))
-                } else if p.cfg.keys.iter().any(|k| keys::allows(k, &t.model)) {
-                    Err(None)
-                } else {
-                    Err(Some((FailureClass::Unsupported, format!("no key of provider {} is allowed to use model {}", p.cfg.name, t.model))))
-                }
+                Err(Some((FailureClass::Unsupported, format!("no key of provider {} is allowed to use model {}", p.cfg.name, t.model))))
             }
         }
     }
