@@ -354,20 +354,16 @@ def mocks(procs: Procs) -> dict[str, Mock]:
     }
 
 
-# Resilience settings that make attempt counts exact: no same-target retries and no circuit breaker, so a
-# test sees exactly one attempt per target it names. Only added when the binary knows these settings (they
-# arrived after the first SDK tests were written); `switchyard check` tells.
-RESILIENCE_PINS = {"retry": {"max_retries": 0}, "circuit_breaker": {"enabled": False}}
+# Resilience settings that make attempt counts exact: no same-target retries, no circuit breaker, and a
+# 429 cooldown longer than the request deadline (set in stack_config), so a rate-limited key is never
+# waited for. A test then sees exactly one attempt per target it names. Retries, breakers and waits have their
+# own suite in crates/switchyard/tests/faults.rs.
+RESILIENCE_PINS = {"retry": {"max_retries": 0}, "circuit_breaker": {"enabled": False}, "key_cooldown": {"rate_limited": "60s"}}
 
 
 @pytest.fixture(scope="session")
-def provider_pins(switchyard_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    probe = tmp_path_factory.mktemp("pins") / "probe.yaml"
-    probe.write_text(
-        json.dumps({"providers": {"p": {"type": "openai", "base_url": "http://127.0.0.1:9", "keys": [{"value": "k"}], **RESILIENCE_PINS}}})
-    )
-    r = subprocess.run([str(switchyard_bin), "check", "--config", str(probe)], capture_output=True, env=child_env(), timeout=30)
-    return dict(RESILIENCE_PINS) if r.returncode == 0 else {}
+def provider_pins() -> dict[str, Any]:
+    return dict(RESILIENCE_PINS)
 
 
 def stack_config(mocks: dict[str, Mock], pins: dict[str, Any]) -> dict[str, Any]:
@@ -406,6 +402,7 @@ def stack_config(mocks: dict[str, Mock], pins: dict[str, Any]) -> dict[str, Any]
     for p in providers.values():
         p.update(pins)
     return {
+        "routing": {"deadline": "20s"},
         "images": {"allow_private_networks": ["127.0.0.1/32"], "fetch_timeout": "5s"},
         "providers": providers,
         "routes": [

@@ -539,20 +539,13 @@ def test_caller_faults_from_upstream_keep_their_status(stack: Stack, provider: s
         client.chat.completions.create(model=CHAT[provider], messages=user("[[error:422]]"))
 
 
-CONTEXT_CODE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: a context-length error from a non-OpenAI upstream keeps that provider's code "
-    "(anthropic: 'invalid_request_error', ollama: 'context_too_long') instead of OpenAI's 'context_length_exceeded'",
-)
-
-
 @pytest.mark.parametrize(
     "provider",
     [
         "openai",
         "azure",
-        pytest.param("anthropic", marks=CONTEXT_CODE_BUG),
-        pytest.param("local", marks=CONTEXT_CODE_BUG),
+        "anthropic",
+        "local",
     ],
 )
 def test_context_length_error_has_openais_code(stack: Stack, provider: str):

@@ -6,6 +6,7 @@
 //! its bookkeeping (the attempt list) sits behind a mutex that is never contended in practice.
 
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,9 @@ pub(crate) struct Run<'a> {
     /// Seconds to suggest in `Retry-After`, and the soonest moment a cooling key or open circuit frees up.
     retry_after: Mutex<Option<u64>>,
     soonest_ms: Mutex<Option<u64>>,
+    /// Some target failed for a reason other than a cooling key or an open circuit: then waiting for a
+    /// cooldown would not help, and the request does not wait.
+    hot_failure: AtomicBool,
 }
 
 impl<'a> Run<'a> {
@@ -91,6 +95,7 @@ impl<'a> Run<'a> {
             attempts: Mutex::new(Vec::new()),
             retry_after: Mutex::new(None),
             soonest_ms: Mutex::new(None),
+            hot_failure: AtomicBool::new(false),
         }
     }
 
@@ -172,11 +177,11 @@ impl<'a> Run<'a> {
                 }
                 Err(TargetEnd::Next) => {}
             }
-            // Every target failed. If some were only cooling down (or their circuit was open) and one frees
-            // up before the deadline, wait for it once rather than answering "nothing available" at once.
+            // Every target failed. If all of them were only cooling down (or behind an open circuit) and one
+            // frees up before the deadline, wait for it once rather than answering "nothing available".
             let soonest = *self.soonest_ms.lock().unwrap_or_else(|e| e.into_inner());
             match soonest {
-                Some(at) if !waited => {
+                Some(at) if !waited && !self.hot_failure.load(Ordering::Relaxed) => {
                     let wait = Duration::from_millis(at.saturating_sub(self.gw.clock.now_ms()));
                     if wait >= self.remaining() {
                         break;
@@ -291,6 +296,9 @@ impl<'a> Run<'a> {
                 // Every key this request could use was refused already: those attempts are on record.
                 Err(None) => return Err(TargetEnd::Next),
                 Err(Some((class, message))) => {
+                    if class != FailureClass::RateLimited {
+                        self.hot_failure.store(true, Ordering::Relaxed);
+                    }
                     self.record(t, None, class, message);
                     return Err(TargetEnd::Next);
                 }
@@ -311,6 +319,7 @@ impl<'a> Run<'a> {
                 Err(LimitError::QueueFull) => {
                     // Refused at once, never waited on: the caller hears when to come back.
                     self.suggest_retry_after(1);
+                    self.hot_failure.store(true, Ordering::Relaxed);
                     self.record(
                         t,
                         key_cfg,
@@ -320,6 +329,7 @@ impl<'a> Run<'a> {
                     return Err(TargetEnd::Next);
                 }
                 Err(LimitError::Deadline) => {
+                    self.hot_failure.store(true, Ordering::Relaxed);
                     self.record(
                         t,
                         key_cfg,
@@ -379,6 +389,7 @@ impl<'a> Run<'a> {
                     continue;
                 }
                 FailureClass::Transient | FailureClass::Timeout | FailureClass::Malformed => {
+                    self.hot_failure.store(true, Ordering::Relaxed);
                     self.attempts().push(f.attempt);
                     if retries >= policy.max_retries {
                         return Err(TargetEnd::Next);
@@ -397,12 +408,14 @@ impl<'a> Run<'a> {
                 FailureClass::CallerFault => {
                     let falls_back = self.plan.route.is_some_and(|r| self.gw.routes[r].fallback_on_caller_fault);
                     if falls_back {
+                        self.hot_failure.store(true, Ordering::Relaxed);
                         self.attempts().push(f.attempt);
                         return Err(TargetEnd::Next);
                     }
                     return Err(TargetEnd::Stop(self.caller_error(p, f)));
                 }
                 FailureClass::Unsupported | FailureClass::CircuitOpen | FailureClass::Overloaded => {
+                    self.hot_failure.store(true, Ordering::Relaxed);
                     self.attempts().push(f.attempt);
                     return Err(TargetEnd::Next);
                 }

@@ -78,7 +78,8 @@ impl Default for BreakerPolicy {
             enabled: true,
             window: Duration::from_secs(10),
             min_requests: 20,
-            failure_rate: 0.5,
+            // 0.5 would never trip on a provider failing 40% of requests, which must leave the path.
+            failure_rate: 0.3,
             consecutive_failures: 5,
             open_for: Duration::from_secs(15),
             half_open_share: 0.1,
