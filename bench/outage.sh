@@ -8,13 +8,13 @@
 # Prints a markdown table: client latency percentiles and errors, who served, and upstream calls per request
 # (the extra load that retries and hedging cost).
 #
-#   bash bench/outage.sh                    # RATE=20 req/s for SECONDS=30 per scenario, ~3 minutes
-#   RATE=40 SECONDS=60 bash bench/outage.sh
+#   bash bench/outage.sh                    # RATE=20 req/s for DURATION=30 s per scenario, ~3 minutes
+#   RATE=40 DURATION=60 bash bench/outage.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATE="${RATE:-20}"
-SECONDS_PER_RUN="${SECONDS:-30}"
+SECONDS_PER_RUN="${DURATION:-30}"
 LATENCY_MS="${LATENCY_MS:-300}"
 JITTER_MS="${JITTER_MS:-50}"
 FAULT_RATE="${FAULT_RATE:-0.4}"

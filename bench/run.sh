@@ -3,6 +3,7 @@
 #
 #   bash bench/run.sh                       # chat c=1, chat c=50, stream c=50, TTFB probe; ~1.5 min
 #   DURATION=20 CONC=100 bash bench/run.sh
+#   WORKERS=1 bash bench/run.sh             # the gateway with one worker thread (default: one per core)
 #
 # Reports, per scenario and target: requests/s, p50/p90/p99 latency, errors, CPU time per request of the
 # measured process (the gateway, or the mock for "direct") and its RSS (current and peak). Needs wrk
@@ -38,7 +39,9 @@ providers:
     base_url: "http://127.0.0.1:$MOCK_PORT"
     keys: [{name: bench, value: sk-bench}]
 YAML
-SWITCHYARD_LOG=warn "$BIN" serve --config "$OUT/switchyard.yaml" --listen "127.0.0.1:$GW_PORT" >"$OUT/gateway.log" 2>&1 &
+WORKER_ARGS=()
+[ -n "${WORKERS:-}" ] && WORKER_ARGS=(--workers "$WORKERS")
+SWITCHYARD_LOG=warn "$BIN" serve --config "$OUT/switchyard.yaml" --listen "127.0.0.1:$GW_PORT" "${WORKER_ARGS[@]}" >"$OUT/gateway.log" 2>&1 &
 GW_PID=$!; PIDS+=("$GW_PID")
 for _ in $(seq 50); do
   curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && curl -sf "http://127.0.0.1:$MOCK_PORT/mock/stats" >/dev/null && break

@@ -26,18 +26,14 @@ for _ in range(n):
         sys.exit(f"ttfb: HTTP {resp.status}: {resp.read()[:200]!r}")
     t_first = None
     while True:
-        line = resp.fp.readline()
+        line = resp.readline()  # decodes the chunked framing
         if not line:
             break
         if line.startswith(b"data: ") and t_first is None and line[6:].strip() != b"[DONE]":
             chunk = json.loads(line[6:])
             if any(c.get("delta", {}).get("content") for c in chunk.get("choices", [])):
                 t_first = time.perf_counter()
-        if line.strip() == b"data: [DONE]":
-            resp.fp.readline()
-            break
     t_end = time.perf_counter()
-    resp.read()
     first.append((t_first or t_end) - t0)
     last.append(t_end - t0)
 print(f"{statistics.median(first) * 1000:.2f} {statistics.median(last) * 1000:.2f}")

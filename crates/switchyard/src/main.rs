@@ -15,6 +15,11 @@ use switchyard_engine::Gateway;
 use switchyard_mock::{Behavior, FaultKind, Flavor, MockConfig, MockServer};
 use switchyard_wire::ProviderKind;
 
+// Many small, short-lived allocations per request (JSON trees, header maps): mimalloc spends less CPU on
+// them than the system allocator, measured in docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "A self-hosted, OpenAI-compatible AI gateway")]
 struct Cli {
@@ -45,6 +50,10 @@ struct ServeArgs {
     /// Address to listen on (overrides the file's `listen`; default 127.0.0.1:8080).
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Worker threads serving requests (default: one per CPU core). On a small box shared with other busy
+    /// processes, fewer workers spend less CPU on waking each other (see docs/benchmarks.md).
+    #[arg(long, env = "SWITCHYARD_WORKERS")]
+    workers: Option<usize>,
     /// Also start two built-in mock providers, "cloud" (OpenAI format) and "local" (Ollama format), so the
     /// gateway answers without any key or network.
     #[arg(long)]
@@ -96,7 +105,11 @@ struct MockArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(ServeArgs { workers: Some(n), .. }) = &cli.command {
+        builder.worker_threads((*n).max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
