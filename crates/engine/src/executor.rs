@@ -122,6 +122,7 @@ impl<'a> Run<'a> {
 
     /// Puts on record a target that was skipped without sending anything.
     fn record(&self, target: &Target, key: Option<&KeyConfig>, class: FailureClass, message: String) {
+        count_attempt(&self.gw.providers[target.provider].cfg.name, class.as_str());
         self.attempts().push(Attempt {
             target: target.label.clone(),
             key: key.map(|k| k.name.clone()),
@@ -242,6 +243,7 @@ impl<'a> Run<'a> {
             };
         }
         tracing::debug!(after = ?delay, target = %targets[1].label, "hedging: the first target is slow");
+        metrics::counter!("switchyard_hedges_total", "provider" => first_provider.cfg.name.clone()).increment(1);
         let mut rest = pin!(self.sequence(&targets[1..], 1, true));
         let (mut first_done, mut rest_done) = (false, false);
         loop {
@@ -345,6 +347,10 @@ impl<'a> Run<'a> {
             let clock = &self.gw.clock;
             let f = match result {
                 Ok(out) => {
+                    count_attempt(&p.cfg.name, "success");
+                    if hedged {
+                        metrics::counter!("switchyard_hedge_wins_total", "provider" => p.cfg.name.clone()).increment(1);
+                    }
                     p.latency.record(started.elapsed());
                     permit.record(clock, Outcome::Success);
                     if let (Some(kp), Some((i, _))) = (key_permit, key) {
@@ -357,6 +363,7 @@ impl<'a> Run<'a> {
                 Err(Err(stop)) => return Err(TargetEnd::Stop(stop)),
             };
             let class = f.attempt.class;
+            count_attempt(&p.cfg.name, class.as_str());
             tracing::warn!(target = %t.label, key = ?f.attempt.key, status = ?f.attempt.status, class = class.as_str(),
                 latency_ms = f.attempt.latency_ms, "upstream attempt failed: {}", f.attempt.message);
             let health = match class {
@@ -382,6 +389,8 @@ impl<'a> Run<'a> {
                         (p.cfg.cooldown.key_invalid, CooldownReason::KeyInvalid)
                     };
                     p.keys[i].cool_down(clock.now_ms(), d, reason);
+                    metrics::counter!("switchyard_key_cooldowns_total", "provider" => p.cfg.name.clone(), "key" => p.cfg.keys[i].name.clone(), "reason" => class.as_str())
+                        .increment(1);
                     tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, cooldown = ?d, reason = class.as_str(), "key taken out of rotation");
                     refused.push(i);
                     self.attempts().push(f.attempt);
@@ -537,6 +546,11 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// `switchyard_upstream_attempts_total{provider, outcome}`: `success` or the failure class.
+fn count_attempt(provider: &str, outcome: &'static str) {
+    metrics::counter!("switchyard_upstream_attempts_total", "provider" => provider.to_string(), "outcome" => outcome).increment(1);
 }
 
 /// The request with a fallback target's parameters laid over it (only for targets that have some).

@@ -191,6 +191,7 @@ impl Breaker {
                     self.open(&mut g, now_ms, "a probe failed");
                 } else if successes + 1 >= p.half_open_successes {
                     tracing::info!(breaker = %self.name, "circuit closed: probes succeeded");
+                    metrics::gauge!("switchyard_circuit_open", "breaker" => self.name.clone()).set(0.0);
                     g.state = State::Closed;
                     g.consecutive = 0;
                     g.buckets.iter_mut().for_each(|b| *b = Bucket::default());
@@ -217,6 +218,8 @@ impl Breaker {
 
     fn open(&self, g: &mut Inner, now_ms: u64, why: &str) {
         tracing::warn!(breaker = %self.name, open_for = ?self.policy.open_for, "circuit opened: {why}");
+        metrics::gauge!("switchyard_circuit_open", "breaker" => self.name.clone()).set(1.0);
+        metrics::counter!("switchyard_circuit_opened_total", "breaker" => self.name.clone()).increment(1);
         g.state = State::Open { until_ms: now_ms + self.policy.open_for.as_millis() as u64 };
         g.opened += 1;
     }

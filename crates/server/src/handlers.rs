@@ -54,7 +54,7 @@ impl WithStatus for Response {
 pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Response {
     let req: ChatRequest = match read_json(body, state.max_body_bytes).await {
         Ok(r) => r,
-        Err(e) => return error_response(&e),
+        Err(e) => return count_request("chat", error_response(&e)),
     };
     let include_usage = req.include_usage();
     let is_stream = req.is_stream();
@@ -66,7 +66,7 @@ pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Resp
         let keepalive = state.gateway.stream_keepalive();
         tokio::select! {
             r = &mut answer => return chat_response(r, include_usage),
-            _ = tokio::time::sleep(keepalive) => return sse_response(Phase::Waiting(answer), include_usage, keepalive),
+            _ = tokio::time::sleep(keepalive) => return count_request("chat", sse_response(Phase::Waiting(answer), include_usage, keepalive)),
         }
     }
     chat_response(answer.await, include_usage)
@@ -74,7 +74,17 @@ pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Resp
 
 type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, GatewayError>> + Send>>;
 
+/// `switchyard_requests_total{endpoint, status}`.
+fn count_request(endpoint: &'static str, resp: Response) -> Response {
+    metrics::counter!("switchyard_requests_total", "endpoint" => endpoint, "status" => resp.status().as_str().to_string()).increment(1);
+    resp
+}
+
 fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool) -> Response {
+    count_request("chat", chat_response_inner(r, include_usage))
+}
+
+fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool) -> Response {
     match r {
         Ok(ChatOutcome::Complete(resp, served)) => match serde_json::to_vec(&resp) {
             Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
@@ -90,14 +100,24 @@ fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool) -> R
 pub async fn embeddings(State(state): State<AppState>, body: Body) -> Response {
     let req: EmbeddingsRequest = match read_json(body, state.max_body_bytes).await {
         Ok(r) => r,
-        Err(e) => return error_response(&e),
+        Err(e) => return count_request("embeddings", error_response(&e)),
     };
-    match state.gateway.embeddings(req, &RequestCtx::new()).await {
+    let resp = match state.gateway.embeddings(req, &RequestCtx::new()).await {
         Ok((resp, served)) => match serde_json::to_vec(&resp) {
             Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
             Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
         },
         Err(e) => error_response(&e),
+    };
+    count_request("embeddings", resp)
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], h.render()).into_response(),
+        None => error_response(&GatewayError::BadRequest { message: "metrics are not enabled".into(), param: None, code: "not_found" })
+            .with_status(StatusCode::NOT_FOUND),
     }
 }
 

@@ -23,11 +23,27 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Request bodies above this get a 413.
     pub max_body_bytes: usize,
+    /// Renders `/metrics`; `None` when no recorder was installed (then the route answers 404).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// Installs the process-wide Prometheus recorder the engine's counters go to. Call once, before serving.
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("metrics are off: {e}");
+            None
+        }
+    }
 }
 
 /// All routes. The OpenAI routes exist at `/v1/...` and, for SDKs that need a prefix, at `/openai/v1/...`.
 pub fn router(state: AppState) -> Router {
-    let mut r = Router::new().route("/health", get(handlers::health)).route("/api/health/providers", get(handlers::provider_health));
+    let mut r = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/api/health/providers", get(handlers::provider_health))
+        .route("/metrics", get(handlers::metrics));
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))

@@ -191,7 +191,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(provider = %p.name, kind = p.kind.as_str(), base_url = %p.base_url, keys = p.keys.len(), "provider ready");
     }
     println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
-    let state = switchyard_server::AppState { gateway, max_body_bytes: cfg.server.max_body_bytes };
+    let state =
+        switchyard_server::AppState { gateway, max_body_bytes: cfg.server.max_body_bytes, metrics: switchyard_server::install_metrics() };
     switchyard_server::serve(listener, switchyard_server::router(state), shutdown_signal())
         .await
         .map_err(|e| format!("error: server failed: {e}"))

@@ -217,6 +217,17 @@ async fn an_open_circuit_stops_traffic_then_probes_close_it() {
     assert_eq!(health["providers"][0]["circuit"]["state"], "open", "{health}");
     let r = post(&c, &url, &json!({"model": "bad/m", "messages": user("skip")})).await;
     assert_eq!(r.header("x-switchyard-attempts"), Some("1"), "a skipped target is not an attempt");
+    // The same story in Prometheus terms.
+    let m = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        r#"switchyard_circuit_open{breaker="bad"} 1"#,
+        r#"switchyard_upstream_attempts_total{provider="bad",outcome="transient"} 3"#,
+        r#"switchyard_upstream_attempts_total{provider="bad",outcome="circuit_open"}"#,
+        r#"switchyard_upstream_attempts_total{provider="good",outcome="success"}"#,
+        r#"switchyard_requests_total{endpoint="chat",status="200"}"#,
+    ] {
+        assert!(m.contains(needle), "missing {needle} in:\n{m}");
+    }
 
     // Recovered upstream: after open_for, probes go through and close the circuit.
     bad.set_behavior(Behavior::default());
