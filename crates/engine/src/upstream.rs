@@ -88,12 +88,95 @@ fn transport_failure(label: &Label<'_>, started: Instant, e: &reqwest::Error) ->
     label.fail(started, None, class, format!("{what}: {}", error_chain(e)))
 }
 
+/// When the upstream says to come back, in seconds: `retry-after-ms`, `retry-after`, then the rate-limit
+/// reset headers (OpenAI/Groq `x-ratelimit-reset-*` as Go-style durations, Anthropic
+/// `anthropic-ratelimit-*-reset` as RFC 3339 times; the latest of them, since any exhausted limit blocks).
 fn retry_after(resp: &reqwest::Response) -> Option<u64> {
     let h = resp.headers();
-    if let Some(ms) = h.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok()) {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = text("retry-after-ms").and_then(|s| s.parse::<f64>().ok()) {
         return Some((ms / 1000.0).ceil() as u64);
     }
-    h.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<u64>().ok())
+    if let Some(s) = text("retry-after").and_then(|s| s.parse::<u64>().ok()) {
+        return Some(s);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let resets = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .into_iter()
+        .filter_map(|n| text(n).and_then(parse_go_duration))
+        .map(|d| d.as_secs_f64().ceil() as u64)
+        .chain(
+            [
+                "anthropic-ratelimit-requests-reset",
+                "anthropic-ratelimit-tokens-reset",
+                "anthropic-ratelimit-input-tokens-reset",
+                "anthropic-ratelimit-output-tokens-reset",
+            ]
+            .into_iter()
+            .filter_map(|n| text(n).and_then(parse_rfc3339_utc))
+            .map(|at| at.saturating_sub(now)),
+        );
+    resets.max().filter(|s| *s > 0)
+}
+
+/// `6s`, `1m30s`, `172ms`, `1.57s`, `2h0m0s`.
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut total = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..n_end].parse().ok()?;
+        let unit_end = rest[n_end..].find(|c: char| c.is_ascii_digit()).map_or(rest.len(), |i| n_end + i);
+        total += n * match &rest[n_end..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Unix seconds of `2025-08-21T12:40:59Z` (fractional seconds and `+00:00` accepted; other offsets are not
+/// used by the providers we read and are refused).
+fn parse_rfc3339_utc(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's well-known algorithm.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_header_formats() {
+        assert_eq!(parse_go_duration("6s"), Some(Duration::from_secs(6)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("172ms"), Some(Duration::from_millis(172)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("soon"), None);
+        assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_utc("2025-08-21T12:40:59Z"), Some(1_755_780_059));
+        assert_eq!(parse_rfc3339_utc("2024-02-29T23:59:59.123+00:00"), Some(1_709_251_199));
+        assert_eq!(parse_rfc3339_utc("2025-08-21T12:40:59+02:00"), None);
+    }
 }
 
 async fn read_limited(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
