@@ -88,8 +88,8 @@ fn transport_failure(label: &Label<'_>, started: Instant, e: &reqwest::Error) ->
     label.fail(started, None, class, format!("{what}: {}", error_chain(e)))
 }
 
-/// When the upstream says to come back, in seconds: `retry-after-ms`, `retry-after`, then the rate-limit
-/// reset headers (OpenAI/Groq `x-ratelimit-reset-*` as Go-style durations, Anthropic
+/// When the upstream says to come back, in seconds: `retry-after-ms`, `retry-after`, then the reset headers
+/// of the rate limits that are used up (OpenAI/Groq `x-ratelimit-reset-*` as Go-style durations, Anthropic
 /// `anthropic-ratelimit-*-reset` as RFC 3339 times; the latest of them, since any exhausted limit blocks).
 fn retry_after(resp: &reqwest::Response) -> Option<u64> {
     let h = resp.headers();
@@ -100,23 +100,21 @@ fn retry_after(resp: &reqwest::Response) -> Option<u64> {
     if let Some(s) = text("retry-after").and_then(|s| s.parse::<u64>().ok()) {
         return Some(s);
     }
+    // Only the limits that are used up say when to come back (a reset header also rides on answers whose
+    // limit still has room).
+    let exhausted = |remaining: &str| text(remaining) == Some("0");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let resets = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+    let openai = ["requests", "tokens"]
         .into_iter()
-        .filter_map(|n| text(n).and_then(parse_go_duration))
-        .map(|d| d.as_secs_f64().ceil() as u64)
-        .chain(
-            [
-                "anthropic-ratelimit-requests-reset",
-                "anthropic-ratelimit-tokens-reset",
-                "anthropic-ratelimit-input-tokens-reset",
-                "anthropic-ratelimit-output-tokens-reset",
-            ]
-            .into_iter()
-            .filter_map(|n| text(n).and_then(parse_rfc3339_utc))
-            .map(|at| at.saturating_sub(now)),
-        );
-    resets.max().filter(|s| *s > 0)
+        .filter(|l| exhausted(&format!("x-ratelimit-remaining-{l}")))
+        .filter_map(|l| text(&format!("x-ratelimit-reset-{l}")).and_then(parse_go_duration))
+        .map(|d| d.as_secs_f64().ceil() as u64);
+    let anthropic = ["requests", "tokens", "input-tokens", "output-tokens"]
+        .into_iter()
+        .filter(|l| exhausted(&format!("anthropic-ratelimit-{l}-remaining")))
+        .filter_map(|l| text(&format!("anthropic-ratelimit-{l}-reset")).and_then(parse_rfc3339_utc))
+        .map(|at| at.saturating_sub(now));
+    openai.chain(anthropic).max().filter(|s| *s > 0)
 }
 
 /// `6s`, `1m30s`, `172ms`, `1.57s`, `2h0m0s`.
@@ -176,6 +174,43 @@ mod tests {
         assert_eq!(parse_rfc3339_utc("2025-08-21T12:40:59Z"), Some(1_755_780_059));
         assert_eq!(parse_rfc3339_utc("2024-02-29T23:59:59.123+00:00"), Some(1_709_251_199));
         assert_eq!(parse_rfc3339_utc("2025-08-21T12:40:59+02:00"), None);
+    }
+
+    fn response(headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut b = http::Response::builder().status(429);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        reqwest::Response::from(b.body(Vec::<u8>::new()).unwrap())
+    }
+
+    #[test]
+    fn retry_after_prefers_explicit_headers_then_exhausted_limits() {
+        assert_eq!(retry_after(&response(&[("retry-after-ms", "1500"), ("retry-after", "9")])), Some(2));
+        assert_eq!(retry_after(&response(&[("retry-after", "9")])), Some(9));
+        let used_up = [("x-ratelimit-remaining-tokens", "0"), ("x-ratelimit-reset-tokens", "1m3s"), ("x-ratelimit-reset-requests", "9m")];
+        assert_eq!(retry_after(&response(&used_up)), Some(63), "only the exhausted limit counts");
+        assert_eq!(retry_after(&response(&[("x-ratelimit-reset-requests", "9m")])), None, "a limit with room says nothing");
+        let soon = format!("{}Z", {
+            // 90 s from now, as RFC 3339 (built without a date library, from the parser's own inverse check).
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 90;
+            let days = t / 86_400;
+            let (h, m, s) = ((t % 86_400) / 3600, (t % 3600) / 60, t % 60);
+            // Civil date from days since the epoch (the inverse of the parser's formula).
+            let z = days as i64 + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + i64::from(mo <= 2);
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}")
+        });
+        let r = retry_after(&response(&[("anthropic-ratelimit-requests-remaining", "0"), ("anthropic-ratelimit-requests-reset", &soon)]))
+            .unwrap();
+        assert!((88..=90).contains(&r), "{r}");
     }
 }
 
