@@ -517,10 +517,12 @@ def test_upstream_failures_without_fallback(fresh: Stack, provider: str, directi
     assert err.status_code == status
     assert (err.type, err.code) == ("upstream_error", "all_attempts_failed")
     attempts = err.body["attempts"]
-    assert len(attempts) == 1
-    assert attempts[0]["target"] == CHAT[provider]
-    assert attempts[0]["status"] == int(directive.strip("[]").split(":")[1])
-    assert err.response.headers["x-switchyard-attempts"] == "1"
+    # A lone rate-limited key whose limit resets within the deadline (the OpenAI mock says 6 ms) is waited for
+    # once and tried again; every other failure is tried once (retries are pinned off here).
+    assert len(attempts) == (2 if directive == "[[error:429]]" else 1)
+    assert all(a["target"] == CHAT[provider] for a in attempts)
+    assert all(a["status"] == int(directive.strip("[]").split(":")[1]) for a in attempts)
+    assert err.response.headers["x-switchyard-attempts"] == str(len(attempts))
 
 
 def test_upstream_failure_on_a_stream_fails_before_it_starts(fresh: Stack):

@@ -298,7 +298,7 @@ async fn context_too_long_moves_to_the_context_fallbacks() {
 async fn hedging_takes_the_faster_answer_within_its_budget() {
     let slow = mock(Flavor::OpenAi).await;
     let fast = mock(Flavor::OpenAi).await;
-    slow.set_behavior(Behavior { latency_ms: 1500, ..Behavior::default() });
+    slow.set_behavior(Behavior { latency_ms: 4000, ..Behavior::default() });
     let gw_with = |share: f64| {
         Gateway::start(&format!(
             "providers:\n  slow:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n  fast:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\nroutes:\n  - models: [\"slow/m\"]\n    fallbacks: [\"fast/m\"]\n    hedge: {{after: 100ms, max_share: {share}}}\n",
@@ -324,7 +324,8 @@ async fn hedging_takes_the_faster_answer_within_its_budget() {
             (r.status, r.header("x-switchyard-provider").map(str::to_string), r.header("x-switchyard-hedged").is_some())
         };
         assert_eq!((status, provider.as_deref(), hedged), (200, Some("fast"), true), "stream={is_stream}");
-        assert!(started.elapsed() < Duration::from_millis(1200), "took {:?}", started.elapsed());
+        // Well before the slow target could have answered (4 s): the hedge won.
+        assert!(started.elapsed() < Duration::from_millis(3000), "took {:?}", started.elapsed());
     }
     // No budget: no hedge; the slow answer is awaited.
     let gw = gw_with(0.0);
@@ -335,7 +336,7 @@ async fn hedging_takes_the_faster_answer_within_its_budget() {
 #[tokio::test]
 async fn overload_is_refused_at_once_with_retry_after() {
     let up = mock(Flavor::OpenAi).await;
-    up.set_behavior(Behavior { latency_ms: 800, ..Behavior::default() });
+    up.set_behavior(Behavior { latency_ms: 4000, ..Behavior::default() });
     let yaml = format!(
         "providers:\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n    max_in_flight: 1\n    max_queue: 0\n",
         up.base_url()
@@ -347,14 +348,21 @@ async fn overload_is_refused_at_once_with_retry_after() {
         let (c, url) = (c.clone(), url.clone());
         async move { post(&c, &url, &json!({"model": "openai/m", "messages": user("first")})).await.status }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the first request holds the only slot.
+    for _ in 0..100 {
+        if get_json(&c, &gw.url("/api/health/providers")).await["providers"][0]["in_flight"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let started = Instant::now();
     let r = post(&c, &url, &json!({"model": "openai/m", "messages": user("second")})).await;
     let health = get_json(&c, &gw.url("/api/health/providers")).await;
     assert_eq!(r.status, 503, "{} {health}", r.body);
     assert!(r.header("retry-after").is_some());
     assert_eq!(r.body["error"]["attempts"][0]["class"], "overloaded");
-    assert!(started.elapsed() < Duration::from_millis(500), "refused at once, not queued: {:?}", started.elapsed());
+    // Queued, it would have waited for the first request's 4 s.
+    assert!(started.elapsed() < Duration::from_millis(2500), "refused at once, not queued: {:?}", started.elapsed());
     assert_eq!(first.await.unwrap(), 200);
 }
 
@@ -399,8 +407,15 @@ async fn slow_first_tokens_get_keep_alives_and_disconnects_free_the_upstream() {
     let health = get_json(&c, &gw.url("/api/health/providers")).await;
     assert_eq!(health["providers"][0]["in_flight"], 1);
     drop(resp);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    // The stream has 16 more chunks 200 ms apart: a freed slot well before that means the upstream was cut.
+    let mut health = Value::Null;
+    for _ in 0..50 {
+        health = get_json(&c, &gw.url("/api/health/providers")).await;
+        if health["providers"][0]["in_flight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(health["providers"][0]["in_flight"], 0, "{health}");
 }
 
