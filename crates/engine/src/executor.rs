@@ -178,8 +178,9 @@ impl<'a> Run<'a> {
                 }
                 Err(TargetEnd::Next) => {}
             }
-            // Every target failed. If all of them were only cooling down (or behind an open circuit) and one
-            // frees up before the deadline, wait for it once rather than answering "nothing available".
+            // Every target failed. If the only reason was keys cooling down (circuits open count as neither
+            // reason: they fail fast) and one frees up before the deadline, wait for it once rather than
+            // answering "nothing available".
             let soonest = *self.soonest_ms.lock().unwrap_or_else(|e| e.into_inner());
             match soonest {
                 Some(at) if !waited && !self.hot_failure.load(Ordering::Relaxed) => {
@@ -288,7 +289,8 @@ impl<'a> Run<'a> {
             let permit = match p.breaker.admit(now, &mut rng) {
                 Ok(permit) => permit,
                 Err(in_ms) => {
-                    self.note_soonest(in_ms);
+                    // Fail fast: an open circuit is never waited on; the caller hears when probes start.
+                    self.suggest_retry_after(in_ms.div_ceil(1000).max(1));
                     self.record(t, None, FailureClass::CircuitOpen, format!("circuit open for provider {}; skipped", p.cfg.name));
                     return Err(TargetEnd::Next);
                 }
