@@ -197,6 +197,10 @@ class Mock:
     def reset(self) -> None:
         self.admin("POST", "/mock/reset")
 
+    def behave(self, **behavior: Any) -> None:
+        """Replaces the mock's knobs (see switchyard_mock::Behavior); no arguments: healthy again."""
+        self.admin("PUT", "/mock/behavior", behavior)
+
 
 @dataclass
 class Gateway:
@@ -346,7 +350,8 @@ def mocks(procs: Procs) -> dict[str, Mock]:
         "anthropic": procs.mock("anthropic"),
         "azure": procs.mock("azure"),
         "local": procs.mock("ollama"),
-        # Every request fails: 529 (overloaded) and 429 (rate limited, Retry-After: 7).
+        # Every request fails: 529 (overloaded) and 429 (rate limited, Retry-After: 7, longer than the
+        # gateway's default wait for a key, so it is answered at once).
         "flaky": procs.mock("openai", "--fault-rate", "1.0", "--fault-codes", "529", name="mock-flaky-529"),
         "limited": procs.mock(
             "anthropic", "--fault-rate", "1.0", "--fault-codes", "429", "--retry-after", "7", name="mock-limited-429"
@@ -354,16 +359,12 @@ def mocks(procs: Procs) -> dict[str, Mock]:
     }
 
 
-# Resilience settings that make attempt counts exact: no same-target retries, no circuit breaker, and a
-# 429 cooldown longer than the request deadline (set in stack_config), so a rate-limited key is never
-# waited for. A test then sees exactly one attempt per target it names. Retries, breakers and waits have their
-# own suite in crates/switchyard/tests/faults.rs.
-RESILIENCE_PINS = {"retry": {"max_retries": 0}, "circuit_breaker": {"enabled": False}, "key_cooldown": {"rate_limited": "60s"}}
-
-
+# The resilience settings are the defaults, as most users run them: retries, health ordering, cooldowns.
+# A test that needs another setting says so where it sets it. (No pins here: a suite that only passes
+# with breakers or retries switched off hides what users meet.)
 @pytest.fixture(scope="session")
 def provider_pins() -> dict[str, Any]:
-    return dict(RESILIENCE_PINS)
+    return {}
 
 
 def stack_config(mocks: dict[str, Mock], pins: dict[str, Any]) -> dict[str, Any]:
@@ -415,7 +416,7 @@ def stack_config(mocks: dict[str, Mock], pins: dict[str, Any]) -> dict[str, Any]
 @pytest.fixture(scope="session")
 def stack(procs: Procs, mocks: dict[str, Mock], provider_pins: dict[str, Any]) -> Stack:
     """The gateway most tests share. Only successes and caller faults go through it, so no state a failure
-    leaves behind (key cooldowns, circuit breakers) can reach another test: see `fresh`."""
+    leaves behind (key cooldowns, degraded providers) can reach another test: see `fresh`."""
     return Stack(procs.gateway(stack_config(mocks, provider_pins)), mocks)
 
 

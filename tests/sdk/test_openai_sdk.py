@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -501,34 +504,39 @@ def test_unknown_models_are_404s(stack: Stack):
 
 
 @pytest.mark.parametrize(
-    "provider,directive,status",
+    "provider,directive,status,code,kind",
     [
-        ("openai", "[[error:429]]", 503),
-        ("anthropic", "[[error:529]]", 503),
-        ("azure", "[[error:503]]", 503),
-        ("local", "[[error:500]]", 502),
-        ("openai", "[[error:502]]", 502),
+        # The status tells the caller what to do: wait (429), try later (503), or it broke (502).
+        ("openai", "[[error:429]]", 429, "rate_limit_exceeded", "rate_limit_error"),
+        ("anthropic", "[[error:529]]", 503, "upstream_unavailable", "upstream_error"),
+        ("azure", "[[error:503]]", 503, "upstream_unavailable", "upstream_error"),
+        ("local", "[[error:500]]", 502, "all_attempts_failed", "upstream_error"),
+        ("openai", "[[error:502]]", 502, "all_attempts_failed", "upstream_error"),
     ],
 )
-def test_upstream_failures_without_fallback(fresh: Stack, provider: str, directive: str, status: int):
+def test_upstream_failures_without_fallback(fresh: Stack, provider: str, directive: str, status: int, code: str, kind: str):
     with pytest.raises(openai.APIStatusError) as e:
         fresh.client().chat.completions.create(model=CHAT[provider], messages=user(f"fail {directive}"))
     err = e.value
     assert err.status_code == status
-    assert (err.type, err.code) == ("upstream_error", "all_attempts_failed")
+    assert (err.type, err.code) == (kind, code)
     attempts = err.body["attempts"]
-    # A lone rate-limited key whose limit resets within the deadline (the OpenAI mock says 6 ms) is waited for
-    # once and tried again; every other failure is tried once (retries are pinned off here).
-    assert len(attempts) == (2 if directive == "[[error:429]]" else 1)
+    # With the default policy a lone target is tried twice: a transient failure is retried once after a
+    # backoff, and a rate limit whose reset is short (the mock's 429 says 1 s) is waited for once.
+    assert len(attempts) == 2
     assert all(a["target"] == CHAT[provider] for a in attempts)
     assert all(a["status"] == int(directive.strip("[]").split(":")[1]) for a in attempts)
     assert err.response.headers["x-switchyard-attempts"] == str(len(attempts))
+    if status == 429:
+        assert isinstance(err, openai.RateLimitError)
+        assert int(err.response.headers["retry-after-ms"]) > 0
 
 
 def test_upstream_failure_on_a_stream_fails_before_it_starts(fresh: Stack):
     with pytest.raises(openai.APIStatusError) as e:
         fresh.client().chat.completions.create(model=CHAT["anthropic"], messages=user("[[error:529]]"), stream=True)
-    assert e.value.status_code == 503
+    assert (e.value.status_code, e.value.code) == (503, "upstream_unavailable")
+    assert [a["status"] for a in e.value.body["attempts"]] == [529, 529]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -559,11 +567,46 @@ def test_context_length_error_has_openais_code(stack: Stack, provider: str):
 
 
 def test_rate_limit_passes_retry_after(fresh: Stack):
-    with pytest.raises(openai.APIStatusError) as e:
+    # The only key is limited for 7 s, longer than the gateway waits: the caller hears 429 at once, with the
+    # provider's reset, so its own backoff can work.
+    with pytest.raises(openai.RateLimitError) as e:
         fresh.client().chat.completions.create(model="limited/claude-sonnet-4-6", messages=user("x"))
-    assert e.value.status_code == 503
+    assert (e.value.status_code, e.value.code) == (429, "rate_limit_exceeded")
     assert e.value.response.headers.get("retry-after") == "7"
-    assert e.value.body["attempts"][0]["class"] == "rate_limited"
+    assert 6000 <= int(e.value.response.headers["retry-after-ms"]) <= 7000
+    assert [a["class"] for a in e.value.body["attempts"]] == ["rate_limited"]
+
+
+def test_the_sdks_own_retry_succeeds_once_the_rate_limit_lifts(procs: Procs):
+    # A provider of its own that rate-limits with a 4 s reset (past the gateway's 3 s wait): the gateway
+    # answers 429 with retry-after, the SDK sleeps as told and retries, and by then the limit is gone.
+    up = procs.mock("openai", "--fault-rate", "1.0", "--fault-codes", "429", "--retry-after", "4", name="mock-lifting-429")
+    gw = procs.gateway(
+        {"providers": {"solo": {"type": "openai", "base_url": up.url, "keys": [{"name": "solo", "value": "sk-solo"}]}}},
+        name="gateway-lifting",
+    )
+    client = gw.client(max_retries=2, timeout=30.0)
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            raw = client.chat.completions.with_raw_response.create(model="solo/gpt-4o-mini", messages=user("patience"))
+            result["raw"] = raw
+        except Exception as exc:  # surfaced below
+            result["error"] = exc
+
+    t = threading.Thread(target=call)
+    t.start()
+    deadline = time.monotonic() + 10
+    while up.stats()["faults"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert up.stats()["faults"] == 1, up.stats()
+    up.behave()
+    t.join(30)
+    assert "error" not in result, result.get("error")
+    assert result["raw"].parse().choices[0].message.content == "echo: patience"
+    posts = [r for r in up.requests() if r["path"].endswith("/chat/completions")]
+    assert len(posts) == 2, "one 429, then the SDK's retry; the gateway did not hammer the limited key"
 
 
 def test_content_filter(stack: Stack):
@@ -625,10 +668,18 @@ def test_every_fallback_failing_lists_every_attempt(fresh: Stack):
         fresh.client().chat.completions.create(
             model="flaky/gpt-4o", messages=user("doomed"), extra_body={"fallbacks": ["limited/claude-sonnet-4-6"]}
         )
-    assert e.value.status_code == 503  # every failure was an overload or a rate limit
+    # Every failure was an overload or a rate limit: unavailable, come back later.
+    assert (e.value.status_code, e.value.code) == (503, "upstream_unavailable")
+    assert e.value.response.headers.get("retry-after") == "7"
     attempts = e.value.body["attempts"]
-    assert [(a["target"], a["status"]) for a in attempts] == [("flaky/gpt-4o", 529), ("limited/claude-sonnet-4-6", 429)]
-    assert e.value.response.headers["x-switchyard-attempts"] == "2"
+    # Both targets once, then the default retry round for the one whose failure was transient (the
+    # rate-limited key is not sent to before its reset).
+    assert [(a["target"], a["status"]) for a in attempts] == [
+        ("flaky/gpt-4o", 529),
+        ("limited/claude-sonnet-4-6", 429),
+        ("flaky/gpt-4o", 529),
+    ]
+    assert e.value.response.headers["x-switchyard-attempts"] == "3"
     assert "sk-flaky" not in e.value.response.text and "sk-limited" not in e.value.response.text
 
 
@@ -679,8 +730,8 @@ def test_stream_failure_after_the_first_chunk_is_an_error_event(fresh: Stack, pr
 def test_upstream_timeout_is_a_504(fresh: Stack):
     with pytest.raises(openai.APIStatusError) as e:
         fresh.client().chat.completions.create(model="slow/gpt-4o-mini+kind=hang", messages=user("anyone?"))
-    assert e.value.status_code == 504
-    assert e.value.body["attempts"][0]["class"] == "timeout"
+    assert (e.value.status_code, e.value.code) == (504, "upstream_timeout")
+    assert [a["class"] for a in e.value.body["attempts"]] == ["timeout", "timeout"]
 
 
 def test_first_byte_timeout_falls_back(fresh: Stack):

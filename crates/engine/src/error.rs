@@ -26,18 +26,21 @@ pub struct Attempt {
     pub skipped: bool,
 }
 
-/// Why an attempt failed. Decides whether the next target is tried.
+/// Why an attempt failed. [`crate::retry`] decides from it what happens next.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
-    /// Connect error, reset, timeout before the first byte, 5xx/529, an error event before the first chunk.
+    /// Connect error, reset, 5xx/529, an error event before the first chunk.
     Transient,
     /// The upstream did not answer within its timeout.
     Timeout,
     /// 429.
     RateLimited,
-    /// 401/402/403 for this key.
+    /// 401/403: the provider refused the gateway's key.
     KeyInvalid,
+    /// The key's quota or credit is used up (OpenAI's 429 `insufficient_quota`, 402, Anthropic's "credit
+    /// balance is too low"): not a rate limit, waiting will not help.
+    QuotaExhausted,
     /// 400/404/413/422: the same request would fail anywhere.
     CallerFault,
     /// The provider says the prompt is longer than the model's context.
@@ -46,41 +49,32 @@ pub enum FailureClass {
     Malformed,
     /// This target cannot express the request (for example `n > 1` on Anthropic), or has no usable key.
     Unsupported,
-    /// Skipped without sending: the provider's circuit breaker is open.
-    CircuitOpen,
+    /// Skipped without sending: the provider is degraded and the route asks to fail fast.
+    Degraded,
     /// Skipped without sending: the provider's in-flight limit and wait queue are full.
     Overloaded,
 }
 
 impl FailureClass {
-    /// Classes after which the same request may succeed on another target.
-    pub fn falls_back(self) -> bool {
-        matches!(
-            self,
-            FailureClass::Transient
-                | FailureClass::Timeout
-                | FailureClass::RateLimited
-                | FailureClass::KeyInvalid
-                | FailureClass::Malformed
-                | FailureClass::Unsupported
-                | FailureClass::CircuitOpen
-                | FailureClass::Overloaded
-        )
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             FailureClass::Transient => "transient",
             FailureClass::Timeout => "timeout",
             FailureClass::RateLimited => "rate_limited",
             FailureClass::KeyInvalid => "key_invalid",
+            FailureClass::QuotaExhausted => "quota_exhausted",
             FailureClass::CallerFault => "caller_fault",
             FailureClass::ContextTooLong => "context_too_long",
             FailureClass::Malformed => "malformed",
             FailureClass::Unsupported => "unsupported",
-            FailureClass::CircuitOpen => "circuit_open",
+            FailureClass::Degraded => "degraded",
             FailureClass::Overloaded => "overloaded",
         }
+    }
+
+    /// Failures that say something about the provider's health (the others are the request's or a key's).
+    pub fn is_provider_health(self) -> bool {
+        matches!(self, FailureClass::Transient | FailureClass::Timeout | FailureClass::Malformed)
     }
 
     /// Classifies an upstream HTTP error.
@@ -94,9 +88,17 @@ impl FailureClass {
         {
             return FailureClass::ContextTooLong;
         }
+        if status == 402
+            || code == "insufficient_quota"
+            || err.kind.as_deref() == Some("insufficient_quota")
+            || msg.contains("exceeded your current quota")
+            || msg.contains("credit balance is too low")
+        {
+            return FailureClass::QuotaExhausted;
+        }
         match status {
             429 => FailureClass::RateLimited,
-            401..=403 => FailureClass::KeyInvalid,
+            401 | 403 => FailureClass::KeyInvalid,
             408 => FailureClass::Timeout,
             400..=499 => FailureClass::CallerFault,
             _ => FailureClass::Transient,
@@ -118,9 +120,17 @@ pub enum GatewayError {
     /// The upstream refused the request for a reason that another target would share (a caller fault).
     #[error("{}", .error.message)]
     Upstream { status: u16, error: Box<UpstreamError>, provider: String, class: FailureClass, attempts: Vec<Attempt> },
-    /// Every target failed.
+    /// Every target failed. `code` and `kind` follow the failure classes (see [`GatewayError::all_failed`]).
     #[error("{message}")]
-    AllFailed { status: u16, message: String, attempts: Vec<Attempt>, retry_after: Option<u64> },
+    AllFailed {
+        status: u16,
+        code: &'static str,
+        kind: &'static str,
+        message: String,
+        attempts: Vec<Attempt>,
+        /// Milliseconds after which a retry may succeed, when known.
+        retry_after_ms: Option<u64>,
+    },
     /// A stream failed after its first byte had gone to the client.
     #[error("{message}")]
     StreamInterrupted { message: String, class: FailureClass },
@@ -182,8 +192,8 @@ impl GatewayError {
             GatewayError::Upstream { status: 429, .. } => "rate_limit_error",
             GatewayError::Upstream { status, .. } if *status >= 500 => "upstream_error",
             GatewayError::Upstream { .. } => "invalid_request_error",
-            GatewayError::AllFailed { status: 400, .. } => "invalid_request_error",
-            GatewayError::AllFailed { .. } | GatewayError::StreamInterrupted { .. } => "upstream_error",
+            GatewayError::AllFailed { kind, .. } => kind,
+            GatewayError::StreamInterrupted { .. } => "upstream_error",
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -195,8 +205,7 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } => "model_not_found".into(),
             GatewayError::AmbiguousModel { .. } => "ambiguous_model".into(),
             GatewayError::Upstream { status, error, class, .. } => upstream_code(*status, error, *class),
-            GatewayError::AllFailed { status: 400, .. } => "unsupported_by_provider".into(),
-            GatewayError::AllFailed { .. } => "all_attempts_failed".into(),
+            GatewayError::AllFailed { code, .. } => (*code).to_string(),
             GatewayError::StreamInterrupted { .. } => "stream_interrupted".into(),
             GatewayError::Internal(_) => "internal_error".into(),
         }
@@ -222,44 +231,61 @@ impl GatewayError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<u64> {
+    /// Milliseconds after which a retry may succeed (for `retry-after` and `retry-after-ms`).
+    pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            GatewayError::AllFailed { retry_after, .. } => *retry_after,
+            GatewayError::AllFailed { retry_after_ms, .. } => *retry_after_ms,
             _ => None,
         }
     }
 
-    /// The summary error when every target failed: 400 if no target could express the request, 504 if all
-    /// timed out, 503 if every target was overloaded, rate-limited, out of usable keys or behind an open
-    /// circuit (with `Retry-After`), else 502.
-    pub fn all_failed(attempts: Vec<Attempt>, retry_after: Option<u64>) -> Self {
-        let n = attempts.len();
-        let status = if n > 0 && attempts.iter().all(|a| a.class == FailureClass::Unsupported) {
-            // No target can express the request: the caller must change it.
-            400
-        } else if n > 0 && attempts.iter().all(|a| a.class == FailureClass::Timeout) {
-            504
-        } else if n > 0
-            && attempts.iter().all(|a| {
-                matches!(
-                    a.class,
-                    FailureClass::RateLimited | FailureClass::CircuitOpen | FailureClass::Overloaded | FailureClass::KeyInvalid
-                ) || matches!(a.status, Some(503 | 529))
-            })
-        {
-            503
+    /// The summary error when every target failed. The status tells the caller what to do:
+    ///
+    /// | every attempt was | status | code |
+    /// |---|---|---|
+    /// | `unsupported` | 400 | `unsupported_by_provider` |
+    /// | `rate_limited` | 429 | `rate_limit_exceeded` (with the soonest reset) |
+    /// | `key_invalid` or `quota_exhausted` | 502 | `provider_auth_failed` / `provider_quota_exhausted` |
+    /// | `timeout` | 504 | `upstream_timeout` |
+    /// | `overloaded`, `degraded`, `rate_limited`, or a 503/529 | 503 | `upstream_unavailable` |
+    /// | anything else | 502 | `all_attempts_failed` |
+    pub fn all_failed(attempts: Vec<Attempt>, retry_after_ms: Option<u64>) -> Self {
+        use FailureClass as C;
+        let all = |f: &dyn Fn(&Attempt) -> bool| !attempts.is_empty() && attempts.iter().all(f);
+        let (status, code, kind) = if all(&|a| a.class == C::Unsupported) {
+            (400, "unsupported_by_provider", "invalid_request_error")
+        } else if all(&|a| a.class == C::RateLimited) {
+            (429, "rate_limit_exceeded", "rate_limit_error")
+        } else if all(&|a| a.class == C::QuotaExhausted) {
+            (502, "provider_quota_exhausted", "upstream_authentication_error")
+        } else if all(&|a| matches!(a.class, C::KeyInvalid | C::QuotaExhausted)) {
+            (502, "provider_auth_failed", "upstream_authentication_error")
+        } else if all(&|a| a.class == C::Timeout) {
+            (504, "upstream_timeout", "upstream_error")
+        } else if all(&|a| matches!(a.class, C::RateLimited | C::Degraded | C::Overloaded) || matches!(a.status, Some(503 | 529))) {
+            (503, "upstream_unavailable", "upstream_error")
         } else {
-            502
+            (502, "all_attempts_failed", "upstream_error")
         };
+        let n = attempts.len();
         let detail = attempts
             .iter()
             .map(|a| {
                 let status = a.status.map(|s| format!(" {s}")).unwrap_or_default();
-                format!("{} ({}{}): {}", a.target, a.class.as_str(), status, a.message)
+                let key = a.key.as_deref().map(|k| format!(" key {k}")).unwrap_or_default();
+                format!("{}{key} ({}{}): {}", a.target, a.class.as_str(), status, a.message)
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let message = if n == 1 { format!("the upstream failed: {detail}") } else { format!("all {n} attempts failed: {detail}") };
-        GatewayError::AllFailed { status, message, attempts, retry_after }
+        let lead = match code {
+            "provider_auth_failed" => "the upstream provider rejected the gateway's own provider credentials (not your API key; the gateway's operator must fix the provider key in the configuration)",
+            "provider_quota_exhausted" => "the gateway's provider account is out of quota or credit (not your API key; the gateway's operator must fix the provider's billing or key)",
+            "rate_limit_exceeded" => "the upstream provider is rate-limiting the gateway; retry after the time in retry-after",
+            _ if n == 1 => "the upstream failed",
+            _ => "every attempt failed",
+        };
+        let message = if n > 1 { format!("{lead}; {n} attempts: {detail}") } else { format!("{lead}: {detail}") };
+        let retry_after_ms = if matches!(status, 429 | 503) { retry_after_ms } else { None };
+        GatewayError::AllFailed { status, code, kind, message, attempts, retry_after_ms }
     }
 }

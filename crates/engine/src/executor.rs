@@ -1,14 +1,19 @@
-//! The attempt machinery behind stage 6 of the request path: walk the plan's targets, and for each one
-//! respect its circuit breaker, choose a healthy key, wait for an in-flight slot, send, classify, and decide
-//! what happens next (return, retry with backoff, rotate key, next target, context fallback, hedge).
+//! The attempt machinery behind stage 6 of the request path: order the plan's targets by health, and for
+//! each one choose a usable key, wait for an in-flight slot, send, classify, and carry out what
+//! [`crate::retry`] says comes next (return, rotate key, next target, another round, wait for a key,
+//! context fallback), hedging where the route asks for it.
+//!
+//! The rule behind every choice here: with the defaults the gateway never makes an outage worse than calling
+//! the provider directly. Health reorders targets; it never takes away the last one. A key the provider
+//! rejected sits out only while something else can serve. Failures the request itself caused are taken
+//! back from the provider's health once the request is over.
 //!
 //! One [`Run`] is one request. It is shared by reference between the two branches of a hedged request, so
-//! its bookkeeping (the attempt list) sits behind a mutex that is never contended in practice.
+//! its bookkeeping sits behind a mutex that is never contended in practice.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,16 +21,21 @@ use serde_json::{Map, Value};
 use switchyard_wire::codec::{self, StreamDecoder};
 use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 use switchyard_wire::ResponseCtx;
+use tokio::time::Instant;
 
-use crate::config::{HedgeDelay, KeyConfig, RetryPolicy, Timeouts};
+use crate::config::{HedgeDelay, HedgePolicy, KeyConfig, RetryPolicy, RouteConfig, Timeouts};
+use crate::ctx::{RequestCtx, Served};
 use crate::error::{Attempt, FailureClass, GatewayError};
-use crate::gateway::{endpoint, Gateway, Plan, Provider, RequestCtx, Served, Target};
-use crate::health::{CooldownReason, LimitError, Outcome};
+use crate::health::{CooldownReason, LimitError, Standing, Token};
 use crate::keys;
+use crate::pool::{endpoint, Plan, Provider, Target, Upstreams};
+use crate::retry::{self, AfterFailure, AfterRound, RoundEnd};
 use crate::upstream::{self, ChatStream, Failure, Label};
 
 /// Latency samples needed before a `p95` hedge delay trusts them over its floor.
 const HEDGE_MIN_SAMPLES: usize = 20;
+/// What an overloaded target suggests for `Retry-After`.
+const BUSY_RETRY_MS: u64 = 1000;
 
 /// What is being asked of the upstreams.
 // One per request, built once and borrowed: the size difference costs nothing.
@@ -54,76 +64,82 @@ pub(crate) enum Output {
     Embeddings(EmbeddingsResponse),
 }
 
-/// Why a target produced no answer.
-enum TargetEnd {
-    /// Try the next target.
-    Next,
+/// Why a target (or a walk over targets) produced no answer.
+enum End {
+    /// Nothing answered; what happened is on record in the attempts.
+    Exhausted,
     /// The prompt is too long for this target's context; go to the context fallbacks if any.
     ContextTooLong(GatewayError),
     /// Stop the request with this error.
     Stop(GatewayError),
 }
 
+/// How one target of the walk fared in this request.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    provider: usize,
+    /// The class of its last failed attempt (or of the reason it was skipped).
+    last: Option<FailureClass>,
+    /// The one health signal this request left on the provider for this target.
+    signal: Option<Token>,
+    signalled: bool,
+}
+
+struct State {
+    attempts: Vec<Attempt>,
+    /// Clock ms at which the soonest rate-limited key of this request resets.
+    reset_at_ms: Option<u64>,
+    /// A `Retry-After` suggestion from targets that were busy.
+    busy_retry_ms: Option<u64>,
+    /// The plan's targets, then its context targets.
+    marks: Vec<Mark>,
+    served: bool,
+}
+
 /// One request's walk through its plan.
 pub(crate) struct Run<'a> {
-    gw: &'a Gateway,
+    up: &'a Upstreams,
     plan: &'a Plan,
     op: &'a Op<'a>,
     ctx: &'a RequestCtx,
+    route: Option<&'a RouteConfig>,
     deadline: Instant,
-    retry: Option<RetryPolicy>,
-    attempts: Mutex<Vec<Attempt>>,
-    /// Seconds to suggest in `Retry-After`, and the soonest moment a cooling key or open circuit frees up.
-    retry_after: Mutex<Option<u64>>,
-    soonest_ms: Mutex<Option<u64>>,
-    /// Some target failed for a reason other than a cooling key or an open circuit: then waiting for a
-    /// cooldown would not help, and the request does not wait.
-    hot_failure: AtomicBool,
+    state: Mutex<State>,
 }
 
 impl<'a> Run<'a> {
-    pub(crate) fn new(gw: &'a Gateway, plan: &'a Plan, op: &'a Op<'a>, ctx: &'a RequestCtx) -> Self {
-        let route = plan.route.map(|i| &gw.routes[i]);
-        let deadline = Instant::now() + route.and_then(|r| r.deadline).unwrap_or(gw.routing.deadline);
-        Run {
-            gw,
-            plan,
-            op,
-            ctx,
-            deadline,
-            retry: route.and_then(|r| r.retry),
-            attempts: Mutex::new(Vec::new()),
-            retry_after: Mutex::new(None),
-            soonest_ms: Mutex::new(None),
-            hot_failure: AtomicBool::new(false),
-        }
+    pub(crate) fn new(up: &'a Upstreams, plan: &'a Plan, op: &'a Op<'a>, ctx: &'a RequestCtx) -> Self {
+        let route = plan.route.map(|i| &up.routes[i]);
+        let deadline = Instant::now() + route.and_then(|r| r.deadline).unwrap_or(up.routing.deadline);
+        let marks = plan
+            .targets
+            .iter()
+            .chain(&plan.context)
+            .map(|t| Mark { provider: t.provider, last: None, signal: None, signalled: false })
+            .collect();
+        let state = State { attempts: Vec::new(), reset_at_ms: None, busy_retry_ms: None, marks, served: false };
+        Run { up, plan, op, ctx, route, deadline, state: Mutex::new(state) }
     }
 
-    fn attempts(&self) -> std::sync::MutexGuard<'_, Vec<Attempt>> {
-        self.attempts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn note_soonest(&self, in_ms: u64) {
-        let at = self.gw.clock.now_ms() + in_ms;
-        let mut s = self.soonest_ms.lock().unwrap_or_else(|e| e.into_inner());
-        *s = Some(s.map_or(at, |x| x.min(at)));
-        drop(s);
-        self.suggest_retry_after(in_ms.div_ceil(1000).max(1));
-    }
-
-    fn suggest_retry_after(&self, secs: u64) {
-        let mut ra = self.retry_after.lock().unwrap_or_else(|e| e.into_inner());
-        *ra = Some(ra.map_or(secs, |x| x.min(secs)));
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Puts a failed attempt on record.
+    fn fail(&self, index: usize, attempt: Attempt) {
+        let mut st = self.state();
+        st.marks[index].last = Some(attempt.class);
+        st.attempts.push(attempt);
+    }
+
     /// Puts on record a target that was skipped without sending anything.
-    fn record(&self, target: &Target, key: Option<&KeyConfig>, class: FailureClass, message: String) {
-        count_attempt(&self.gw.providers[target.provider].cfg.name, class.as_str());
-        self.attempts().push(Attempt {
+    fn skip(&self, target: &Target, index: usize, key: Option<&KeyConfig>, class: FailureClass, message: String) {
+        count_attempt(&self.up.providers[target.provider].cfg.name, class.as_str());
+        let attempt = Attempt {
             target: target.label.clone(),
             key: key.map(|k| k.name.clone()),
             status: None,
@@ -131,138 +147,233 @@ impl<'a> Run<'a> {
             message,
             latency_ms: 0,
             skipped: true,
-        });
+        };
+        self.fail(index, attempt);
     }
 
-    fn served(&self, target: &Target, key: Option<&KeyConfig>, index: usize, hedged: bool) -> Served {
-        let attempts = self.attempts().iter().filter(|a| !a.skipped).count() + 1;
-        if attempts > 1 {
-            tracing::info!(target = %target.label, attempts, hedged, "served after earlier attempts failed");
-        }
-        Served {
-            provider: self.gw.providers[target.provider].cfg.name.clone(),
-            model: target.model.clone(),
-            key: key.map(|k| k.name.clone()),
-            attempts,
-            fallback_index: index,
-            hedged,
-        }
+    fn note_reset(&self, in_ms: u64) {
+        let at = self.up.clock.now_ms() + in_ms;
+        let mut st = self.state();
+        st.reset_at_ms = Some(st.reset_at_ms.map_or(at, |x| x.min(at)));
     }
 
     /// Runs the plan to an answer or a final error.
     pub(crate) async fn execute(self) -> Result<(Output, Served), GatewayError> {
-        let route = self.plan.route;
-        let hedge = route.and_then(|i| self.gw.routes[i].hedge.map(|h| (i, h)));
-        if let Some((i, h)) = hedge {
-            self.gw.hedge_budgets[i].earn(h.max_share);
+        if let Some((i, h)) = self.hedge() {
+            self.up.hedge_budgets[i].earn(h.max_share);
         }
-        let mut waited = false;
-        loop {
-            let targets = &self.plan.targets;
-            let result = match hedge {
-                Some((route, policy)) if targets.len() > 1 => self.hedged(route, policy.delay).await,
-                _ => self.sequence(targets, 0, false).await,
-            };
-            match result {
-                Ok(v) => return Ok(v),
-                Err(TargetEnd::Stop(e)) => return Err(e),
-                Err(TargetEnd::ContextTooLong(e)) => {
-                    if self.plan.context.is_empty() {
-                        return Err(e);
-                    }
-                    return match self.sequence(&self.plan.context, targets.len(), false).await {
-                        Ok(v) => Ok(v),
-                        Err(TargetEnd::Stop(e)) | Err(TargetEnd::ContextTooLong(e)) => Err(e),
-                        Err(TargetEnd::Next) => Err(self.exhausted()),
-                    };
+        let mut result = self.walk(&self.plan.targets, 0).await;
+        if matches!(result, Err(End::ContextTooLong(_))) && !self.plan.context.is_empty() {
+            result = self.walk(&self.plan.context, self.plan.targets.len()).await;
+        }
+        self.settle();
+        match result {
+            Ok(v) => Ok(v),
+            Err(End::Stop(e) | End::ContextTooLong(e)) => Err(e),
+            Err(End::Exhausted) => Err(self.exhausted()),
+        }
+    }
+
+    fn hedge(&self) -> Option<(usize, HedgePolicy)> {
+        self.plan.route.and_then(|i| self.up.routes[i].hedge.map(|h| (i, h)))
+    }
+
+    fn retry_policy(&self, t: &Target) -> RetryPolicy {
+        self.route.and_then(|r| r.retry).unwrap_or(self.up.providers[t.provider].cfg.retry)
+    }
+
+    /// Healthy targets (and a degraded one whose probe is due) in plan order, then the degraded ones, the
+    /// least recently failed first. `probes[i]`: target `i` goes as its provider's probe.
+    fn order(&self, targets: &[Target], offset: usize) -> (Vec<usize>, Vec<bool>) {
+        let now = self.up.clock.now_ms();
+        let mut order = Vec::with_capacity(targets.len());
+        let mut degraded = Vec::new();
+        let mut probes = vec![false; targets.len()];
+        for (i, t) in targets.iter().enumerate() {
+            match self.up.providers[t.provider].health.standing(now) {
+                Standing::Healthy => order.push(i),
+                Standing::Probe => {
+                    probes[i] = true;
+                    order.push(i);
                 }
-                Err(TargetEnd::Next) => {}
+                Standing::Degraded { since_failure_ms } => degraded.push((since_failure_ms, i)),
             }
-            // Every target failed. If the only reason was keys cooling down (circuits open count as neither
-            // reason: they fail fast) and one frees up before the deadline, wait for it once rather than
-            // answering "nothing available".
-            let soonest = *self.soonest_ms.lock().unwrap_or_else(|e| e.into_inner());
-            match soonest {
-                Some(at) if !waited && !self.hot_failure.load(Ordering::Relaxed) => {
-                    let wait = Duration::from_millis(at.saturating_sub(self.gw.clock.now_ms()));
-                    if wait >= self.remaining() {
-                        break;
-                    }
-                    tracing::info!(?wait, "every target is cooling down or open; waiting for the first to free up");
+        }
+        degraded.sort_by_key(|d| std::cmp::Reverse(d.0));
+        if self.route.is_some_and(|r| r.fail_fast) {
+            for (_, i) in degraded.drain(..) {
+                let name = &self.up.providers[targets[i].provider].cfg.name;
+                self.skip(
+                    &targets[i],
+                    offset + i,
+                    None,
+                    FailureClass::Degraded,
+                    format!("provider {name} is degraded and the route fails fast"),
+                );
+                self.state().busy_retry_ms.get_or_insert(BUSY_RETRY_MS);
+            }
+        }
+        order.extend(degraded.into_iter().map(|(_, i)| i));
+        (order, probes)
+    }
+
+    /// Rounds over `targets` until one answers or [`retry::after_round`] gives up.
+    async fn walk(&self, targets: &[Target], offset: usize) -> Result<(Output, Served), End> {
+        let (mut order, mut probes) = self.order(targets, offset);
+        let (mut retries, mut waited) = (0u32, false);
+        while !order.is_empty() {
+            let round = match self.hedge() {
+                Some((route, h)) if retries == 0 && !waited && order.len() > 1 => {
+                    self.hedged(targets, offset, &order, &probes, route, h.delay).await
+                }
+                _ => self.sequence(targets, offset, &order, &probes, false).await,
+            };
+            match round {
+                Err(End::Exhausted) => {}
+                other => return other,
+            }
+            probes.iter_mut().for_each(|p| *p = false);
+            let (end, retryable, limited) = {
+                let st = self.state();
+                let last = |i: usize| st.marks[offset + i].last;
+                let retryable: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| last(i).is_some_and(|c| retry::may_retry(c, retries, &self.retry_policy(&targets[i]))))
+                    .collect();
+                let limited: Vec<usize> = order.iter().copied().filter(|&i| last(i) == Some(FailureClass::RateLimited)).collect();
+                let now = self.up.clock.now_ms();
+                let end = RoundEnd {
+                    retries,
+                    retryable: !retryable.is_empty(),
+                    only_rate_limited: limited.len() == order.len(),
+                    soonest_reset: st.reset_at_ms.map(|at| Duration::from_millis(at.saturating_sub(now) + 1)),
+                    waited,
+                    remaining: self.remaining(),
+                };
+                (end, retryable, limited)
+            };
+            let backoff = retryable.first().map_or_else(RetryPolicy::default, |&i| self.retry_policy(&targets[i]));
+            match retry::after_round(&end, &backoff, self.up.routing.max_key_wait, fastrand::f64()) {
+                AfterRound::Retry(pause) => {
+                    tokio::time::sleep(pause).await;
+                    retries += 1;
+                    order = retryable;
+                }
+                AfterRound::WaitForKey(wait) => {
+                    tracing::info!(?wait, "every target is rate-limited; waiting for the soonest key reset");
                     tokio::time::sleep(wait).await;
                     waited = true;
-                    *self.soonest_ms.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.state().reset_at_ms = None;
+                    order = limited;
                 }
-                _ => break,
+                AfterRound::GiveUp => break,
             }
         }
-        Err(self.exhausted())
+        Err(End::Exhausted)
     }
 
+    /// The summary error; `Retry-After` is the soonest known reset (or a busy target's suggestion).
     fn exhausted(&self) -> GatewayError {
-        let attempts = std::mem::take(&mut *self.attempts());
-        let retry_after = *self.retry_after.lock().unwrap_or_else(|e| e.into_inner());
-        GatewayError::all_failed(attempts, retry_after)
+        let now = self.up.clock.now_ms();
+        let mut st = self.state();
+        let reset = st.reset_at_ms.map(|at| at.saturating_sub(now).max(1));
+        let retry_after_ms = match (reset, st.busy_retry_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        GatewayError::all_failed(std::mem::take(&mut st.attempts), retry_after_ms)
     }
 
-    /// Tries `targets` in order; `offset` is the first one's index in the plan.
-    async fn sequence(&self, targets: &[Target], offset: usize, hedged: bool) -> Result<(Output, Served), TargetEnd> {
-        for (i, t) in targets.iter().enumerate() {
-            match self.target(t, offset + i, hedged).await {
-                Ok(v) => return Ok(v),
-                Err(TargetEnd::Next) => continue,
-                Err(other) => return Err(other),
+    /// Once the request is over: a failure it met everywhere while other requests succeeded on that
+    /// provider was the request's own, and is taken back from the provider's health.
+    fn settle(&self) {
+        let st = self.state();
+        let failed = st.attempts.iter().filter(|a| !a.skipped && a.class.is_provider_health()).count();
+        let now = self.up.clock.now_ms();
+        for m in &st.marks {
+            if let Some(token) = m.signal {
+                let health = &self.up.providers[m.provider].health;
+                if retry::request_caused(st.served, failed, health.recently_succeeded(now)) {
+                    health.retract(token, now);
+                }
             }
         }
-        Err(TargetEnd::Next)
+    }
+
+    /// Tries the targets of `order` one after the other; `offset` is the first target's index in the walk.
+    async fn sequence(
+        &self,
+        targets: &[Target],
+        offset: usize,
+        order: &[usize],
+        probes: &[bool],
+        hedged: bool,
+    ) -> Result<(Output, Served), End> {
+        for (pos, &i) in order.iter().enumerate() {
+            let last_resort = pos + 1 == order.len();
+            match self.target(&targets[i], offset + i, hedged, probes[i], last_resort).await {
+                Err(End::Exhausted) => continue,
+                other => return other,
+            }
+        }
+        Err(End::Exhausted)
     }
 
     /// The first target alone; if it has not answered within the hedge delay (and the budget allows), the
-    /// rest of the plan races it, and the first answer wins. The loser is dropped, which cancels its
+    /// rest of the order races it, and the first answer wins. The loser is dropped, which cancels its
     /// upstream request.
-    async fn hedged(&self, route: usize, delay: HedgeDelay) -> Result<(Output, Served), TargetEnd> {
-        let targets = &self.plan.targets;
-        let first_provider = &self.gw.providers[targets[0].provider];
+    async fn hedged(
+        &self,
+        targets: &[Target],
+        offset: usize,
+        order: &[usize],
+        probes: &[bool],
+        route: usize,
+        delay: HedgeDelay,
+    ) -> Result<(Output, Served), End> {
+        let (head, rest_order) = (order[0], &order[1..]);
+        let first_provider = &self.up.providers[targets[head].provider];
         let delay = match delay {
             HedgeDelay::Fixed(d) => d,
             HedgeDelay::P95 { floor } => first_provider.latency.p95(HEDGE_MIN_SAMPLES).map_or(floor, |p| p.max(floor)),
         };
-        let mut first = pin!(self.target(&targets[0], 0, false));
+        let mut first = pin!(self.target(&targets[head], offset + head, false, probes[head], false));
         tokio::select! {
             r = &mut first => {
                 return match r {
-                    Err(TargetEnd::Next) => self.sequence(&targets[1..], 1, false).await,
+                    Err(End::Exhausted) => self.sequence(targets, offset, rest_order, probes, false).await,
                     other => other,
                 };
             }
             _ = tokio::time::sleep(delay) => {}
         }
-        if !self.gw.hedge_budgets[route].try_spend() {
+        if !self.up.hedge_budgets[route].try_spend() {
             return match first.await {
-                Err(TargetEnd::Next) => self.sequence(&targets[1..], 1, false).await,
+                Err(End::Exhausted) => self.sequence(targets, offset, rest_order, probes, false).await,
                 other => other,
             };
         }
-        tracing::debug!(after = ?delay, target = %targets[1].label, "hedging: the first target is slow");
+        tracing::debug!(after = ?delay, target = %targets[rest_order[0]].label, "hedging: the first target is slow");
         metrics::counter!("switchyard_hedges_total", "provider" => first_provider.cfg.name.clone()).increment(1);
-        let mut rest = pin!(self.sequence(&targets[1..], 1, true));
+        let mut rest = pin!(self.sequence(targets, offset, rest_order, probes, true));
         let (mut first_done, mut rest_done) = (false, false);
         loop {
             tokio::select! {
                 r = &mut first, if !first_done => match r {
-                    Err(TargetEnd::Next) => {
+                    Err(End::Exhausted) => {
                         first_done = true;
                         if rest_done {
-                            return Err(TargetEnd::Next);
+                            return Err(End::Exhausted);
                         }
                     }
                     other => return other,
                 },
                 r = &mut rest, if !rest_done => match r {
-                    Err(TargetEnd::Next) => {
+                    Err(End::Exhausted) => {
                         rest_done = true;
                         if first_done {
-                            return Err(TargetEnd::Next);
+                            return Err(End::Exhausted);
                         }
                     }
                     other => return other,
@@ -271,220 +382,200 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Every attempt at one target: breaker check, key choice, in-flight slot, send; retries transient
-    /// failures with backoff and rotates keys after a 429/401.
-    async fn target(&self, t: &Target, index: usize, hedged: bool) -> Result<(Output, Served), TargetEnd> {
-        let p = &self.gw.providers[t.provider];
-        let policy = self.retry.unwrap_or(p.cfg.retry);
-        let mut rng = fastrand::Rng::new();
-        let mut retries = 0u32;
+    /// One target: key choice, in-flight slot, send; rotates keys after key-specific failures.
+    async fn target(&self, t: &Target, index: usize, hedged: bool, probe: bool, last_resort: bool) -> Result<(Output, Served), End> {
+        let p = &self.up.providers[t.provider];
         // Keys this request already saw refused; not tried again by it.
         let mut refused: Vec<usize> = Vec::new();
         loop {
             if self.remaining().is_zero() {
-                self.record(t, None, FailureClass::Timeout, "the request's deadline passed".into());
-                return Err(TargetEnd::Next);
+                self.skip(t, index, None, FailureClass::Timeout, "the request's deadline passed".into());
+                return Err(End::Exhausted);
             }
-            let now = self.gw.clock.now_ms();
-            let permit = match p.breaker.admit(now, &mut rng) {
-                Ok(permit) => permit,
-                Err(in_ms) => {
-                    // Fail fast: an open circuit is never waited on; the caller hears when probes start.
-                    self.suggest_retry_after(in_ms.div_ceil(1000).max(1));
-                    self.record(t, None, FailureClass::CircuitOpen, format!("circuit open for provider {}; skipped", p.cfg.name));
-                    return Err(TargetEnd::Next);
-                }
-            };
-            let key = match self.choose_key(p, t, &refused, now, &mut rng) {
-                Ok(k) => k,
-                // Every key this request could use was refused already: those attempts are on record.
-                Err(None) => return Err(TargetEnd::Next),
-                Err(Some((class, message))) => {
-                    if class != FailureClass::RateLimited {
-                        self.hot_failure.store(true, Ordering::Relaxed);
-                    }
-                    self.record(t, None, class, message);
-                    return Err(TargetEnd::Next);
-                }
-            };
-            let key_permit = match key {
-                Some((i, _)) => match p.keys[i].breaker.admit(now, &mut rng) {
-                    Ok(kp) => Some(kp),
-                    Err(_) => {
-                        refused.push(i);
-                        continue;
-                    }
-                },
-                None => None,
-            };
+            let key = self.choose_key(p, t, index, &refused, last_resort)?;
             let key_cfg = key.map(|(_, k)| k);
-            let slot = match p.limiter.acquire(self.remaining()).await {
-                Ok(s) => s,
-                Err(LimitError::QueueFull) => {
-                    // Refused at once, never waited on: the caller hears when to come back.
-                    self.suggest_retry_after(1);
-                    self.hot_failure.store(true, Ordering::Relaxed);
-                    self.record(
-                        t,
-                        key_cfg,
-                        FailureClass::Overloaded,
-                        format!("provider {} is at its in-flight limit and queue", p.cfg.name),
-                    );
-                    return Err(TargetEnd::Next);
-                }
-                Err(LimitError::Deadline) => {
-                    self.hot_failure.store(true, Ordering::Relaxed);
-                    self.record(
-                        t,
-                        key_cfg,
-                        FailureClass::Timeout,
-                        format!("no in-flight slot for provider {} before the deadline", p.cfg.name),
-                    );
-                    return Err(TargetEnd::Next);
-                }
-            };
-            let started = Instant::now();
+            let slot = self.slot(p, t, index, key_cfg).await?;
+            let started = std::time::Instant::now();
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
-            let result = self.send(p, t, key_cfg, &label, slot).await;
-            let clock = &self.gw.clock;
-            let f = match result {
-                Ok(out) => {
-                    count_attempt(&p.cfg.name, "success");
-                    if hedged {
-                        metrics::counter!("switchyard_hedge_wins_total", "provider" => p.cfg.name.clone()).increment(1);
-                    }
-                    p.latency.record(started.elapsed());
-                    permit.record(clock, Outcome::Success);
-                    if let (Some(kp), Some((i, _))) = (key_permit, key) {
-                        kp.record(clock, Outcome::Success);
-                        p.keys[i].recovered();
-                    }
-                    return Ok((out, self.served(t, key_cfg, index, hedged)));
-                }
+            let f = match self.send(p, t, key_cfg, &label, slot).await {
+                Ok(out) => return Ok(self.answered(p, t, index, key, hedged, probe, started.elapsed(), out)),
                 Err(Ok(f)) => f,
-                Err(Err(stop)) => return Err(TargetEnd::Stop(stop)),
+                Err(Err(stop)) => return Err(End::Stop(stop)),
             };
             let class = f.attempt.class;
             count_attempt(&p.cfg.name, class.as_str());
             tracing::warn!(target = %t.label, key = ?f.attempt.key, status = ?f.attempt.status, class = class.as_str(),
                 latency_ms = f.attempt.latency_ms, "upstream attempt failed: {}", f.attempt.message);
-            let health = match class {
-                FailureClass::Transient | FailureClass::Timeout | FailureClass::Malformed => Outcome::Failure,
-                _ => Outcome::Neutral,
-            };
-            permit.record(clock, health);
-            if let Some(kp) = key_permit {
-                kp.record(clock, health);
+            if class.is_provider_health() {
+                let mut st = self.state();
+                let m = &mut st.marks[index];
+                if !m.signalled {
+                    m.signalled = true;
+                    m.signal = p.health.failure(self.up.clock.now_ms(), probe);
+                }
             }
-            if let Some(s) = f.retry_after {
-                self.suggest_retry_after(s);
-            }
-            match class {
-                FailureClass::RateLimited | FailureClass::KeyInvalid => {
+            let falls_back = self.route.is_some_and(|r| r.fallback_on_caller_fault);
+            match retry::after_failure(class, f.retry_after, &p.cfg.cooldown, falls_back) {
+                AfterFailure::RotateKey { cooldown, reason } => {
+                    if reason == CooldownReason::RateLimited {
+                        self.note_reset(cooldown.as_millis() as u64);
+                    }
                     let Some((i, _)) = key else {
-                        self.attempts().push(f.attempt);
-                        return Err(TargetEnd::Next);
+                        self.fail(index, f.attempt);
+                        return Err(End::Exhausted);
                     };
-                    let (d, reason) = if class == FailureClass::RateLimited {
-                        (f.retry_after.map(Duration::from_secs).unwrap_or(p.cfg.cooldown.rate_limited), CooldownReason::RateLimited)
-                    } else {
-                        (p.cfg.cooldown.key_invalid, CooldownReason::KeyInvalid)
-                    };
-                    p.keys[i].cool_down(clock.now_ms(), d, reason);
+                    p.keys[i].cool_down(self.up.clock.now_ms(), cooldown, reason);
                     metrics::counter!("switchyard_key_cooldowns_total", "provider" => p.cfg.name.clone(), "key" => p.cfg.keys[i].name.clone(), "reason" => class.as_str())
                         .increment(1);
-                    tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, cooldown = ?d, reason = class.as_str(), "key taken out of rotation");
+                    tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, ?cooldown, reason = class.as_str(), "key taken out of rotation");
                     refused.push(i);
-                    self.attempts().push(f.attempt);
-                    // Rotate to another key at once: no sleeping on a key we know is cold.
-                    continue;
+                    self.fail(index, f.attempt);
                 }
-                FailureClass::Transient | FailureClass::Timeout | FailureClass::Malformed => {
-                    self.hot_failure.store(true, Ordering::Relaxed);
-                    self.attempts().push(f.attempt);
-                    if retries >= policy.max_retries {
-                        return Err(TargetEnd::Next);
-                    }
-                    retries += 1;
-                    let pause = policy.backoff(retries, &mut rng);
-                    if pause >= self.remaining() {
-                        return Err(TargetEnd::Next);
-                    }
-                    tokio::time::sleep(pause).await;
+                AfterFailure::NextTarget => {
+                    self.fail(index, f.attempt);
+                    return Err(End::Exhausted);
                 }
-                FailureClass::ContextTooLong => {
-                    let e = self.caller_error(p, f);
-                    return Err(TargetEnd::ContextTooLong(e));
-                }
-                FailureClass::CallerFault => {
-                    let falls_back = self.plan.route.is_some_and(|r| self.gw.routes[r].fallback_on_caller_fault);
-                    if falls_back {
-                        self.hot_failure.store(true, Ordering::Relaxed);
-                        self.attempts().push(f.attempt);
-                        return Err(TargetEnd::Next);
-                    }
-                    return Err(TargetEnd::Stop(self.caller_error(p, f)));
-                }
-                FailureClass::Unsupported | FailureClass::CircuitOpen | FailureClass::Overloaded => {
-                    self.hot_failure.store(true, Ordering::Relaxed);
-                    self.attempts().push(f.attempt);
-                    return Err(TargetEnd::Next);
-                }
+                AfterFailure::ContextFallback => return Err(End::ContextTooLong(self.caller_error(p, f))),
+                AfterFailure::Stop => return Err(End::Stop(self.caller_error(p, f))),
             }
         }
+    }
+
+    /// Books a successful attempt: health (once per target and request), metrics, the key back in rotation.
+    #[allow(clippy::too_many_arguments)]
+    fn answered(
+        &self,
+        p: &Provider,
+        t: &Target,
+        index: usize,
+        key: Option<(usize, &KeyConfig)>,
+        hedged: bool,
+        probe: bool,
+        took: Duration,
+        out: Output,
+    ) -> (Output, Served) {
+        count_attempt(&p.cfg.name, "success");
+        if hedged {
+            metrics::counter!("switchyard_hedge_wins_total", "provider" => p.cfg.name.clone()).increment(1);
+        }
+        p.latency.record(took);
+        if let Some((i, _)) = key {
+            p.keys[i].recovered();
+        }
+        let mut st = self.state();
+        st.served = true;
+        if !std::mem::replace(&mut st.marks[index].signalled, true) {
+            p.health.success(self.up.clock.now_ms(), took, probe);
+        }
+        let attempts = st.attempts.iter().filter(|a| !a.skipped).count() + 1;
+        drop(st);
+        if attempts > 1 {
+            tracing::info!(target = %t.label, attempts, hedged, "served after earlier attempts failed");
+        }
+        let served = Served {
+            provider: p.cfg.name.clone(),
+            model: t.model.clone(),
+            key: key.map(|(_, k)| k.name.clone()),
+            attempts,
+            fallback_index: index,
+            hedged,
+        };
+        (out, served)
+    }
+
+    /// An in-flight slot under the provider's limit, or the target skipped on record.
+    async fn slot(
+        &self,
+        p: &Provider,
+        t: &Target,
+        index: usize,
+        key: Option<&KeyConfig>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, End> {
+        let (class, message) = match p.limiter.acquire(self.remaining()).await {
+            Ok(s) => return Ok(s),
+            Err(LimitError::QueueFull) => {
+                // Refused at once, never waited on: the caller hears when to come back.
+                self.state().busy_retry_ms.get_or_insert(BUSY_RETRY_MS);
+                (FailureClass::Overloaded, format!("provider {} is at its in-flight limit and queue", p.cfg.name))
+            }
+            Err(LimitError::Deadline) => {
+                (FailureClass::Timeout, format!("no in-flight slot for provider {} before the deadline", p.cfg.name))
+            }
+        };
+        self.skip(t, index, key, class, message);
+        Err(End::Exhausted)
     }
 
     /// The upstream's own error, with every attempt so far.
     fn caller_error(&self, p: &Provider, f: Failure) -> GatewayError {
         let status = f.attempt.status.unwrap_or(400);
         let class = f.attempt.class;
-        let mut attempts = std::mem::take(&mut *self.attempts());
+        let mut attempts = std::mem::take(&mut self.state().attempts);
         attempts.push(f.attempt);
         GatewayError::Upstream { status, error: Box::new(f.upstream.unwrap_or_default()), provider: p.cfg.name.clone(), class, attempts }
     }
 
     /// Weighted choice among the keys allowed for the model that are neither cooling down nor refused in
-    /// this request. `Ok(None)` for a keyless provider; `Err(Some(why))` when no key can be used for a
-    /// reason to put on record, `Err(None)` when this request already tried every usable key.
-    #[allow(clippy::type_complexity)]
+    /// this request. `Ok(None)` for a keyless provider. When no key is usable: a key the provider rejected
+    /// is still tried if this target is the request's last resort (calling the provider directly would do
+    /// no better); a rate-limited key never is. Otherwise the target is skipped on record.
     fn choose_key<'p>(
         &self,
         p: &'p Provider,
         t: &Target,
+        index: usize,
         refused: &[usize],
-        now: u64,
-        rng: &mut fastrand::Rng,
-    ) -> Result<Option<(usize, &'p KeyConfig)>, Option<(FailureClass, String)>> {
+        last_resort: bool,
+    ) -> Result<Option<(usize, &'p KeyConfig)>, End> {
         if p.cfg.keys.is_empty() {
             return Ok(None);
         }
-        let mut cooling_soonest: Option<u64> = None;
+        let now = self.up.clock.now_ms();
         let mut usable: Vec<usize> = Vec::new();
-        for i in (0..p.cfg.keys.len()).filter(|&i| keys::allows(&p.cfg.keys[i], &t.model)) {
-            if let Some(ms) = p.keys[i].cooling(now) {
-                cooling_soonest = Some(cooling_soonest.map_or(ms, |x| x.min(ms)));
-            } else if !refused.contains(&i) {
-                usable.push(i);
+        let mut limited: Option<u64> = None;
+        let mut rejected: Option<(u64, usize)> = None;
+        for i in (0..p.cfg.keys.len()).filter(|&i| keys::allows(&p.cfg.keys[i], &t.model) && !refused.contains(&i)) {
+            match p.keys[i].cooling(now) {
+                None => usable.push(i),
+                Some(ms) if p.keys[i].reason() == Some(CooldownReason::RateLimited) => limited = Some(limited.map_or(ms, |x| x.min(ms))),
+                Some(ms) => rejected = Some(rejected.map_or((ms, i), |x| x.min((ms, i)))),
             }
         }
-        if let Some(i) = keys::choose_among(&p.cfg.keys, &usable, rng) {
+        if let Some(i) = keys::choose_among(&p.cfg.keys, &usable, &mut fastrand::Rng::new()) {
             return Ok(Some((i, &p.cfg.keys[i])));
         }
-        if let Some(ms) = cooling_soonest {
-            // Worth waiting for, if every other target fails too.
-            self.note_soonest(ms);
-        }
-        if !refused.is_empty() {
-            // This request's own attempts already say why.
-            return Err(None);
-        }
-        match cooling_soonest {
-            Some(ms) => Err(Some((
-                FailureClass::RateLimited,
-                format!("every key of provider {} allowed for {} is cooling down (the first for {ms} ms more)", p.cfg.name, t.model),
-            ))),
-            None => {
-                Err(Some((FailureClass::Unsupported, format!("no key of provider {} is allowed to use model {}", p.cfg.name, t.model))))
+        match (limited, rejected) {
+            (_, Some((_, i))) if last_resort => Ok(Some((i, &p.cfg.keys[i]))),
+            (Some(ms), _) => {
+                self.note_reset(ms);
+                let message =
+                    format!("every key of provider {} allowed for {} is rate-limited; the first resets in {ms} ms", p.cfg.name, t.model);
+                self.skip(t, index, None, FailureClass::RateLimited, message);
+                Err(End::Exhausted)
+            }
+            (None, Some((ms, i))) => {
+                let reason = p.keys[i].reason().unwrap_or(CooldownReason::KeyInvalid);
+                let class = if reason == CooldownReason::QuotaExhausted { FailureClass::QuotaExhausted } else { FailureClass::KeyInvalid };
+                let message = format!(
+                    "every key of provider {} allowed for {} was rejected by the provider ({}) and sits out for {ms} ms more",
+                    p.cfg.name,
+                    t.model,
+                    class.as_str()
+                );
+                self.skip(t, index, Some(&p.cfg.keys[i]), class, message);
+                Err(End::Exhausted)
+            }
+            // Every usable key was refused in this request already: those attempts are on record.
+            (None, None) if !refused.is_empty() => Err(End::Exhausted),
+            (None, None) => {
+                self.skip(
+                    t,
+                    index,
+                    None,
+                    FailureClass::Unsupported,
+                    format!("no key of provider {} is allowed to use model {}", p.cfg.name, t.model),
+                );
+                Err(End::Exhausted)
             }
         }
     }
@@ -498,7 +589,7 @@ impl<'a> Run<'a> {
         label: &Label<'_>,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Output, Result<Failure, GatewayError>> {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let remaining = self.remaining();
         let ep = endpoint(p, key);
         let rctx = ResponseCtx { id: &self.ctx.id, created: self.ctx.created, model: &t.model };
@@ -506,7 +597,7 @@ impl<'a> Run<'a> {
             Op::Chat { req, inlined } => {
                 let mut body: &ChatRequest = req;
                 if !p.cfg.kind.accepts_image_urls() {
-                    let copy = inlined.get_or_try_init(|| self.gw.images.inline_images(req)).await.map_err(Err)?;
+                    let copy = inlined.get_or_try_init(|| self.up.images.inline_images(req)).await.map_err(Err)?;
                     body = copy.as_ref().unwrap_or(req);
                 }
                 let replaced;

@@ -1,112 +1,31 @@
 //! The gateway: configured providers with their health, model resolution, the routing plan, and the entry
 //! points of the request path. [`Gateway::chat`] is where a request's journey is written down in order;
-//! the attempt machinery it calls (retries, breakers, hedging) is in `executor`.
+//! the attempt machinery it calls (health ordering, retries, key rotation, hedging) is in `executor`, the
+//! providers and their live state in `pool`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::{Map, Value};
 use switchyard_wire::codec;
 use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ModelInfo, ModelList};
 
-use crate::config::{Config, ProviderConfig, RouteConfig, RoutingSettings};
+use crate::config::Config;
+use crate::ctx::{RequestCtx, Served};
 use crate::error::GatewayError;
 use crate::executor::{Op, Output, Run};
-use crate::health::{Breaker, BreakerView, Clock, CooldownReason, HedgeBudget, KeyHealth, Latency, Limiter};
-use crate::images::ImageFetcher;
+use crate::pool::{endpoint, Plan, ProviderHealthView, Target, Upstreams};
 use crate::upstream::{self, ChatStream, Label};
 
 /// How long a provider's upstream model list is trusted before `/v1/models` asks again.
 const MODEL_LIST_TTL: Duration = Duration::from_secs(60);
 const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) struct Provider {
-    pub(crate) cfg: ProviderConfig,
-    pub(crate) client: reqwest::Client,
-    pub(crate) breaker: Breaker,
-    /// Index-aligned with `cfg.keys`.
-    pub(crate) keys: Vec<KeyHealth>,
-    pub(crate) limiter: Limiter,
-    /// Times to first byte of successful attempts.
-    pub(crate) latency: Latency,
-}
-
-/// One entry of a routing plan.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub(crate) provider: usize,
-    /// The upstream model name (the provider prefix removed).
-    pub model: String,
-    /// `provider/model`, for headers and logs.
-    pub label: String,
-    /// Parameters that replace the caller's for this target (from a route's fallback entry).
-    pub(crate) params: Option<Arc<Map<String, Value>>>,
-}
-
-impl Target {
-    fn with_params(mut self, params: &Map<String, Value>) -> Self {
-        if !params.is_empty() {
-            self.params = Some(Arc::new(params.clone()));
-        }
-        self
-    }
-}
-
 /// The same provider and model is one target, whatever its parameters.
 fn push_new(list: &mut Vec<Target>, t: Target) {
     if !list.iter().any(|x| x.provider == t.provider && x.model == t.model) {
         list.push(t);
     }
-}
-
-/// What the gateway will try for one request.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub targets: Vec<Target>,
-    /// Tried instead of the remaining targets when one says the prompt is too long for its context.
-    pub context: Vec<Target>,
-    /// Index of the matching route, whose hedging, retries and deadline apply.
-    pub(crate) route: Option<usize>,
-}
-
-/// Per-request identity, set when the request is accepted.
-#[derive(Debug, Clone)]
-pub struct RequestCtx {
-    /// `chatcmpl-…`, used where a provider gives no id.
-    pub id: String,
-    /// Unix seconds.
-    pub created: i64,
-}
-
-impl RequestCtx {
-    pub fn new() -> Self {
-        let mut rng = fastrand::Rng::new();
-        let id: String = std::iter::repeat_with(|| rng.alphanumeric()).take(24).collect();
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        RequestCtx { id: format!("chatcmpl-{id}"), created }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Who answered: the facts behind the `x-switchyard-*` response headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Served {
-    pub provider: String,
-    pub model: String,
-    pub key: Option<String>,
-    /// Attempts made, the successful one included.
-    pub attempts: usize,
-    /// 0 for the primary target, n for the n-th fallback.
-    pub fallback_index: usize,
-    /// The answer came from a hedged (second, concurrent) request.
-    pub hedged: bool,
 }
 
 // Moved once, from the engine to the handler.
@@ -117,53 +36,26 @@ pub enum ChatOutcome {
 }
 
 pub struct Gateway {
-    pub(crate) providers: Vec<Provider>,
+    up: Upstreams,
     by_name: HashMap<String, usize>,
-    pub(crate) routes: Vec<RouteConfig>,
-    /// Index-aligned with `routes`.
-    pub(crate) hedge_budgets: Vec<HedgeBudget>,
-    pub(crate) routing: RoutingSettings,
-    pub(crate) images: ImageFetcher,
-    pub(crate) clock: Clock,
-    /// Upstream model lists per provider (index-aligned with `providers`), refreshed off the hot path.
+    /// Upstream model lists per provider (index-aligned with the providers), refreshed off the hot path.
     discovered: RwLock<(Option<Instant>, Vec<Vec<String>>)>,
 }
 
 impl Gateway {
     pub fn new(cfg: &Config) -> Result<Self, GatewayError> {
-        let mut providers = Vec::with_capacity(cfg.providers.len());
-        let mut by_name = HashMap::new();
-        for p in &cfg.providers {
-            by_name.insert(p.name.clone(), providers.len());
-            providers.push(Provider {
-                client: upstream::build_client(&p.timeouts)?,
-                breaker: Breaker::new(p.name.clone(), p.breaker),
-                keys: p.keys.iter().map(|k| KeyHealth::new(format!("{}/{}", p.name, k.name), p.breaker)).collect(),
-                limiter: Limiter::new(p.overload),
-                latency: Latency::default(),
-                cfg: p.clone(),
-            });
-        }
-        let n = providers.len();
-        Ok(Gateway {
-            providers,
-            by_name,
-            routes: cfg.routes.clone(),
-            hedge_budgets: cfg.routes.iter().map(|_| HedgeBudget::default()).collect(),
-            routing: cfg.routing,
-            images: ImageFetcher::new(&cfg.images)?,
-            clock: Clock::new(),
-            discovered: RwLock::new((None, vec![Vec::new(); n])),
-        })
+        let by_name = cfg.providers.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
+        let n = cfg.providers.len();
+        Ok(Gateway { up: Upstreams::new(cfg)?, by_name, discovered: RwLock::new((None, vec![Vec::new(); n])) })
     }
 
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
-        self.providers.iter().map(|p| p.cfg.name.as_str())
+        self.up.providers.iter().map(|p| p.cfg.name.as_str())
     }
 
     /// How long a stream may wait for its first chunk before the server starts sending keep-alives.
     pub fn stream_keepalive(&self) -> Duration {
-        self.routing.stream_keepalive
+        self.up.routing.stream_keepalive
     }
 
     /// The request path for chat completions:
@@ -172,20 +64,22 @@ impl Gateway {
     /// 2. **Plan**: the model (`provider/model` or a bare name), the request's `fallbacks` and the config's
     ///    `routes[].fallbacks` become an ordered list of targets; the matching route adds its context
     ///    fallbacks, hedging, retry policy and deadline.
-    /// 3. **Execute** (`executor`): per target, skip it if its circuit is open; choose a key by weight
-    ///    among keys that are not cooling down; wait for a slot under the provider's in-flight limit;
-    ///    inline image URLs if the provider needs bytes; build the provider request (pure codec); send it
-    ///    with connect / first-byte / idle / total timeouts bounded by the request's deadline; classify the
-    ///    outcome. Transient failures retry with backoff, then fall back; 429/401 rotate to another key at
-    ///    once and cool the key down; caller faults return at once; a context-length error moves to the
-    ///    context fallbacks. A hedged route sends the next target too when the first is slow. A stream is
+    /// 3. **Execute** (`executor`): order the targets by health (degraded providers after healthy ones,
+    ///    but never dropped unless the route fails fast); per target choose a key by weight among keys that
+    ///    are not cooling down; wait for a slot under the provider's in-flight limit; inline image URLs if
+    ///    the provider needs bytes; build the provider request (pure codec); send it with connect /
+    ///    first-byte / idle / total timeouts bounded by the request's deadline; classify the outcome and let
+    ///    `retry` decide: 429/401/quota rotate to another key at once and cool the key down; transient
+    ///    failures move to the next target, and the plan is retried in rounds with backoff; caller faults
+    ///    return at once; a context-length error moves to the context fallbacks; a short rate-limit reset
+    ///    is waited for once. A hedged route sends the next target too when the first is slow. A stream is
     ///    committed to its target when its first content chunk arrives, never before.
     /// 4. **Respond** (server): the caller's API shape, with headers saying who served it.
     pub async fn chat(&self, req: ChatRequest, ctx: &RequestCtx) -> Result<ChatOutcome, GatewayError> {
         validate_chat(&req)?;
         let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
         let op = Op::chat(&req);
-        match Run::new(self, &plan, &op, ctx).execute().await? {
+        match Run::new(&self.up, &plan, &op, ctx).execute().await? {
             (Output::Complete(r), served) => Ok(ChatOutcome::Complete(r, served)),
             (Output::Stream(s), served) => Ok(ChatOutcome::Stream(s, served)),
             (Output::Embeddings(_), _) => Err(GatewayError::Internal("a chat request produced embeddings".into())),
@@ -208,7 +102,7 @@ impl Gateway {
         }
         let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
         let op = Op::Embeddings(&req);
-        match Run::new(self, &plan, &op, ctx).execute().await? {
+        match Run::new(&self.up, &plan, &op, ctx).execute().await? {
             (Output::Embeddings(r), served) => Ok((r, served)),
             _ => Err(GatewayError::Internal("an embeddings request produced a chat answer".into())),
         }
@@ -230,9 +124,9 @@ impl Gateway {
             push_new(&mut targets, t);
         }
         let primary_label = targets[0].label.clone();
-        let route = self.routes.iter().position(|r| r.models.iter().any(|m| m == model || *m == primary_label));
+        let route = self.up.routes.iter().position(|r| r.models.iter().any(|m| m == model || *m == primary_label));
         let mut context = Vec::new();
-        if let Some(r) = route.map(|i| &self.routes[i]) {
+        if let Some(r) = route.map(|i| &self.up.routes[i]) {
             for f in &r.fallbacks {
                 // Config fallbacks were checked at load time.
                 if let Ok(t) = self.resolve(&f.target) {
@@ -266,13 +160,13 @@ impl Gateway {
                 return Ok(self.target(i, rest));
             }
         }
-        if self.providers.len() == 1 {
+        if self.up.providers.len() == 1 {
             return Ok(self.target(0, model));
         }
         let candidates: Vec<usize> = {
             let discovered = self.discovered.read();
             let listed = |i: usize| discovered.as_ref().is_ok_and(|d| d.1.get(i).is_some_and(|l| l.iter().any(|m| m == model)));
-            (0..self.providers.len()).filter(|&i| self.providers[i].cfg.models.iter().any(|m| m == model) || listed(i)).collect()
+            (0..self.up.providers.len()).filter(|&i| self.up.providers[i].cfg.models.iter().any(|m| m == model) || listed(i)).collect()
         };
         match candidates.as_slice() {
             [i] => Ok(self.target(*i, model)),
@@ -292,7 +186,7 @@ impl Gateway {
                 Err(GatewayError::ModelNotFound { message })
             }
             many => {
-                let list: Vec<String> = many.iter().map(|&i| format!("{}/{model}", self.providers[i].cfg.name)).collect();
+                let list: Vec<String> = many.iter().map(|&i| format!("{}/{model}", self.up.providers[i].cfg.name)).collect();
                 Err(GatewayError::AmbiguousModel {
                     message: format!("model \"{model}\" is served by several providers; choose one of: {}", list.join(", ")),
                 })
@@ -301,13 +195,13 @@ impl Gateway {
     }
 
     fn target(&self, provider: usize, model: &str) -> Target {
-        Target { provider, model: model.to_string(), label: format!("{}/{model}", self.providers[provider].cfg.name), params: None }
+        Target { provider, model: model.to_string(), label: format!("{}/{model}", self.up.providers[provider].cfg.name), params: None }
     }
 
     /// Asks every provider that lists models for its list and remembers them (used for bare model names and
     /// `/v1/models`). Failures leave the provider's previous list in place.
     pub async fn refresh_models(&self) {
-        let futures = self.providers.iter().map(|p| async move {
+        let futures = self.up.providers.iter().map(|p| async move {
             let key = p.cfg.keys.first();
             let ep = endpoint(p, key);
             let req = codec::build_list_models(&ep)?;
@@ -340,7 +234,7 @@ impl Gateway {
         }
         let discovered = self.discovered.read().map(|d| d.1.clone()).unwrap_or_default();
         let mut data = Vec::new();
-        for (i, p) in self.providers.iter().enumerate() {
+        for (i, p) in self.up.providers.iter().enumerate() {
             let mut seen = std::collections::HashSet::new();
             for m in p.cfg.models.iter().chain(discovered.get(i).into_iter().flatten()) {
                 if seen.insert(m.as_str()) {
@@ -356,65 +250,9 @@ impl Gateway {
         ModelList { object: "list".into(), data }
     }
 
-    /// Circuit, key and load state of every provider, for `GET /api/health/providers`.
+    /// Health, key and load state of every provider, for `GET /api/health/providers`.
     pub fn health(&self) -> Vec<ProviderHealthView> {
-        let now = self.clock.now_ms();
-        self.providers
-            .iter()
-            .map(|p| ProviderHealthView {
-                name: p.cfg.name.clone(),
-                kind: p.cfg.kind.as_str(),
-                circuit: p.breaker.view(now),
-                in_flight: p.limiter.in_flight(),
-                queued: p.limiter.waiting(),
-                latency_p95_ms: p.latency.p95(1).map(|d| d.as_secs_f64() * 1000.0),
-                keys: p
-                    .cfg
-                    .keys
-                    .iter()
-                    .zip(&p.keys)
-                    .map(|(k, h)| KeyHealthView {
-                        name: k.name.clone(),
-                        circuit: h.breaker.view(now),
-                        cooling_down_ms: h.cooling(now),
-                        cooldown_reason: h.cooling(now).and(h.reason()),
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ProviderHealthView {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub circuit: BreakerView,
-    pub in_flight: usize,
-    pub queued: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_p95_ms: Option<f64>,
-    pub keys: Vec<KeyHealthView>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyHealthView {
-    pub name: String,
-    pub circuit: BreakerView,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cooling_down_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cooldown_reason: Option<CooldownReason>,
-}
-
-pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a crate::config::KeyConfig>) -> switchyard_wire::Endpoint<'a> {
-    use secrecy::ExposeSecret;
-    switchyard_wire::Endpoint {
-        kind: p.cfg.kind,
-        base_url: &p.cfg.base_url,
-        api_key: key.map(|k| k.secret.expose_secret()),
-        options: &p.cfg.options,
+        self.up.health()
     }
 }
 

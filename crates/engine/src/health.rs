@@ -1,21 +1,26 @@
-//! What the gateway knows about each upstream's health, and the rules that keep traffic away from trouble:
-//! circuit breakers per provider and per key, key cooldowns after 429/401, a bounded number of in-flight
-//! requests per provider, observed first-byte latencies (for hedging), and the hedge budget.
+//! What the gateway knows about each upstream's health, and the rules that keep traffic away from trouble
+//! without ever making an outage worse: outlier detection per provider ([`Health`]), key cooldowns after
+//! 429/401/quota errors, a bounded number of in-flight requests per provider, observed first-byte latencies
+//! (for hedging), and the hedge budget.
 //!
-//! Every piece is per provider or per key, so there is no global lock: a breaker takes its own small mutex
-//! only to record an outcome or to check its state, and the limiter is a semaphore.
+//! Health only *reorders* a request's targets: a degraded provider goes behind the healthy ones (except for
+//! an occasional probe) and is still tried when nothing healthier is left. Every piece is per provider or
+//! per key, so there is no global lock: a provider's health takes its own small mutex to record a signal or
+//! to be asked, and the limiter is a semaphore.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use crate::config::{BreakerPolicy, OverloadPolicy};
+use crate::config::{HealthPolicy, OverloadPolicy};
 
-/// Milliseconds on the gateway's own monotonic clock (shared by every health structure).
+/// Milliseconds on the gateway's own monotonic clock (shared by every health structure). It is tokio's
+/// clock, so tests can pause and advance it.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     epoch: Instant,
@@ -38,217 +43,226 @@ impl Default for Clock {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a breaker's lock leaves only counters behind; they are still usable.
+    // A panic while holding a health lock leaves only counters behind; they are still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Closed,
-    Open { until_ms: u64 },
-    HalfOpen { successes: u32, probes: u32 },
+enum Kind {
+    Ok,
+    Failed,
+    Slow,
+    /// A failure later judged to be the request's own (it failed everywhere while others succeeded).
+    Retracted,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    second: u64,
-    total: u32,
-    failures: u32,
+#[derive(Debug, Clone, Copy)]
+struct Signal {
+    seq: u64,
+    at_ms: u64,
+    kind: Kind,
 }
 
 #[derive(Debug)]
 struct Inner {
-    state: State,
-    buckets: Vec<Bucket>,
-    consecutive: u32,
-    opened: u64,
+    signals: VecDeque<Signal>,
+    next_seq: u64,
+    degraded: bool,
+    last_success_ms: Option<u64>,
+    last_failure_ms: Option<u64>,
+    next_probe_ms: u64,
+    probe_gap_ms: u64,
+    /// Smoothed time to first byte of ordinary successes, in ms (the "usual latency" slow answers are
+    /// measured against).
+    baseline_ms: Option<f64>,
+    times_degraded: u64,
 }
 
-/// A circuit breaker: closed (traffic flows), open (refused, fail fast), half-open (a share of traffic
-/// probes; enough successes close it, one failure opens it again).
+/// A failure signal that may be taken back (see [`Health::retract`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token(u64);
+
+/// Where a provider stands for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Healthy,
+    /// Degraded, and this request is its probe: it keeps its place in the plan.
+    Probe,
+    /// Degraded: tried after the healthy targets. `since_failure_ms` orders several degraded ones (the
+    /// least recently failed first).
+    Degraded {
+        since_failure_ms: u64,
+    },
+}
+
+/// Outlier detection for one provider over a short sliding window of health signals.
 #[derive(Debug)]
-pub struct Breaker {
-    /// `provider` or `provider/key`, for logs.
+pub struct Health {
+    /// The provider's name, for logs and metrics.
     name: String,
-    policy: BreakerPolicy,
+    policy: HealthPolicy,
     inner: Mutex<Inner>,
 }
 
-/// Permission to send one request through a breaker. Report the outcome with [`Permit::record`]; a permit
-/// dropped without an outcome (a cancelled hedge, a client that left) releases its probe slot and changes
-/// nothing else.
-#[derive(Debug)]
-pub struct Permit<'a> {
-    breaker: &'a Breaker,
-    probe: bool,
-    done: bool,
-}
-
-/// How an attempt counts for health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    /// A failure that says something about the upstream (transient, timeout, malformed).
-    Failure,
-    /// Says nothing about the upstream's health (a caller fault, a rate limit on one key).
-    Neutral,
-}
-
-impl Permit<'_> {
-    pub fn record(mut self, clock: &Clock, outcome: Outcome) {
-        self.done = true;
-        self.breaker.record(clock.now_ms(), outcome, self.probe);
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if !self.done && self.probe {
-            let mut g = lock(&self.breaker.inner);
-            if let State::HalfOpen { probes, .. } = &mut g.state {
-                *probes = probes.saturating_sub(1);
-            }
-        }
-    }
-}
-
-/// The breaker's state as shown at `/api/health/providers`.
+/// The provider's health as shown at `/api/health/providers`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct BreakerView {
+pub struct HealthView {
+    /// `healthy` or `degraded`.
     pub state: &'static str,
-    pub requests_in_window: u32,
-    pub failures_in_window: u32,
-    pub consecutive_failures: u32,
-    /// While open: milliseconds until probes are let through.
+    /// Signals in the window, and how many of them were failures or slow answers.
+    pub signals: u32,
+    pub failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub opens_probes_in_ms: Option<u64>,
-    pub times_opened: u64,
+    pub usual_latency_ms: Option<f64>,
+    /// While degraded: milliseconds until the next probe may go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_probe_in_ms: Option<u64>,
+    pub times_degraded: u64,
 }
 
-impl Breaker {
-    pub fn new(name: String, policy: BreakerPolicy) -> Self {
-        let n = policy.window.as_secs().max(1) as usize;
-        Breaker {
+const MIN_PROBE_GAP_MS: u64 = 100;
+/// Weight of a new sample in the usual-latency average; slow answers move it far less, so a provider that
+/// stays slow is eventually accepted as it is.
+const BASELINE_ALPHA: f64 = 0.1;
+const BASELINE_ALPHA_SLOW: f64 = 0.01;
+
+impl Health {
+    pub fn new(name: String, policy: HealthPolicy) -> Self {
+        Health {
             name,
             policy,
-            inner: Mutex::new(Inner { state: State::Closed, buckets: vec![Bucket::default(); n], consecutive: 0, opened: 0 }),
+            inner: Mutex::new(Inner {
+                signals: VecDeque::with_capacity(policy.window_size as usize),
+                next_seq: 0,
+                degraded: false,
+                last_success_ms: None,
+                last_failure_ms: None,
+                next_probe_ms: 0,
+                probe_gap_ms: policy.probe_interval.as_millis() as u64,
+                baseline_ms: None,
+                times_degraded: 0,
+            }),
         }
     }
 
-    /// May a request go through now? `Err(ms)`: no, and probes start in `ms`.
-    pub fn admit(&self, now_ms: u64, rng: &mut fastrand::Rng) -> Result<Permit<'_>, u64> {
+    /// Where the provider stands for a request arriving now. Claims the probe when one is due.
+    pub fn standing(&self, now_ms: u64) -> Standing {
         if !self.policy.enabled {
-            return Ok(Permit { breaker: self, probe: false, done: false });
+            return Standing::Healthy;
         }
         let mut g = lock(&self.inner);
-        if let State::Open { until_ms } = g.state {
-            if now_ms < until_ms {
-                return Err(until_ms - now_ms);
-            }
-            tracing::info!(breaker = %self.name, "circuit half-open: letting probes through");
-            g.state = State::HalfOpen { successes: 0, probes: 0 };
+        if !self.evaluate(&mut g, now_ms) {
+            return Standing::Healthy;
         }
-        match &mut g.state {
-            State::Closed => Ok(Permit { breaker: self, probe: false, done: false }),
-            State::HalfOpen { probes, .. } => {
-                // The first request always probes; more only at the configured share, a few at a time.
-                if *probes == 0 || (*probes < 8 && rng.f64() < self.policy.half_open_share) {
-                    *probes += 1;
-                    Ok(Permit { breaker: self, probe: true, done: false })
-                } else {
-                    Err(100)
-                }
-            }
-            State::Open { .. } => Err(0),
+        if now_ms >= g.next_probe_ms {
+            g.next_probe_ms = now_ms + g.probe_gap_ms;
+            return Standing::Probe;
         }
+        Standing::Degraded { since_failure_ms: g.last_failure_ms.map_or(u64::MAX, |f| now_ms.saturating_sub(f)) }
     }
 
-    fn record(&self, now_ms: u64, outcome: Outcome, probe: bool) {
-        let p = &self.policy;
-        let mut g = lock(&self.inner);
-        if probe {
-            if let State::HalfOpen { probes, .. } = &mut g.state {
-                *probes = probes.saturating_sub(1);
-            }
-        }
-        if outcome == Outcome::Neutral {
+    /// A successful attempt and its time to first byte. A probe's success brings the next probe closer.
+    pub fn success(&self, now_ms: u64, latency: Duration, probe: bool) {
+        if !self.policy.enabled {
             return;
         }
-        let failed = outcome == Outcome::Failure;
-        let second = now_ms / 1000;
-        let n = g.buckets.len();
-        let b = &mut g.buckets[(second as usize) % n];
-        if b.second != second {
-            *b = Bucket { second, total: 0, failures: 0 };
+        let ms = latency.as_secs_f64() * 1000.0;
+        let mut g = lock(&self.inner);
+        let slow = self.policy.slow_factor > 0.0
+            && g.baseline_ms.is_some_and(|b| ms > (b * self.policy.slow_factor).max(self.policy.slow_floor.as_secs_f64() * 1000.0));
+        let alpha = if slow { BASELINE_ALPHA_SLOW } else { BASELINE_ALPHA };
+        g.baseline_ms = Some(g.baseline_ms.map_or(ms, |b| b + alpha * (ms - b)));
+        g.last_success_ms = Some(now_ms);
+        if probe {
+            g.probe_gap_ms = (g.probe_gap_ms / 2).max(MIN_PROBE_GAP_MS);
+            g.next_probe_ms = now_ms + g.probe_gap_ms;
         }
-        b.total += 1;
-        b.failures += u32::from(failed);
-        g.consecutive = if failed { g.consecutive + 1 } else { 0 };
-
-        match g.state {
-            State::HalfOpen { successes, probes } if probe => {
-                if failed {
-                    self.open(&mut g, now_ms, "a probe failed");
-                } else if successes + 1 >= p.half_open_successes {
-                    tracing::info!(breaker = %self.name, "circuit closed: probes succeeded");
-                    metrics::gauge!("switchyard_circuit_open", "breaker" => self.name.clone()).set(0.0);
-                    g.state = State::Closed;
-                    g.consecutive = 0;
-                    g.buckets.iter_mut().for_each(|b| *b = Bucket::default());
-                } else {
-                    g.state = State::HalfOpen { successes: successes + 1, probes };
-                }
-            }
-            State::Closed if failed => {
-                let (total, failures) = window_totals(&g.buckets, second, n as u64);
-                let rate_trips = total >= p.min_requests && f64::from(failures) >= p.failure_rate * f64::from(total);
-                let streak_trips = p.consecutive_failures > 0 && g.consecutive >= p.consecutive_failures;
-                if rate_trips || streak_trips {
-                    let why = if streak_trips {
-                        format!("{} consecutive failures", g.consecutive)
-                    } else {
-                        format!("{failures} of {total} requests failed in {:?}", p.window)
-                    };
-                    self.open(&mut g, now_ms, &why);
-                }
-            }
-            _ => {}
-        }
+        self.push(&mut g, now_ms, if slow { Kind::Slow } else { Kind::Ok });
     }
 
-    fn open(&self, g: &mut Inner, now_ms: u64, why: &str) {
-        tracing::warn!(breaker = %self.name, open_for = ?self.policy.open_for, "circuit opened: {why}");
-        metrics::gauge!("switchyard_circuit_open", "breaker" => self.name.clone()).set(1.0);
-        metrics::counter!("switchyard_circuit_opened_total", "breaker" => self.name.clone()).increment(1);
-        g.state = State::Open { until_ms: now_ms + self.policy.open_for.as_millis() as u64 };
-        g.opened += 1;
+    /// A failed attempt that says something about the provider (transient, timeout, malformed).
+    pub fn failure(&self, now_ms: u64, probe: bool) -> Option<Token> {
+        if !self.policy.enabled {
+            return None;
+        }
+        let mut g = lock(&self.inner);
+        g.last_failure_ms = Some(now_ms);
+        if probe {
+            g.probe_gap_ms = self.policy.probe_interval.as_millis() as u64;
+            g.next_probe_ms = now_ms + g.probe_gap_ms;
+        }
+        Some(Token(self.push(&mut g, now_ms, Kind::Failed)))
     }
 
-    pub fn view(&self, now_ms: u64) -> BreakerView {
+    /// Takes a failure back: the request failed everywhere while other requests succeeded here, so the
+    /// failure was the request's, not the provider's. A no-op once the signal has left the window.
+    pub fn retract(&self, token: Token, now_ms: u64) {
+        let mut g = lock(&self.inner);
+        if let Some(s) = g.signals.iter_mut().find(|s| s.seq == token.0) {
+            s.kind = Kind::Retracted;
+        }
+        self.evaluate(&mut g, now_ms);
+    }
+
+    /// Has any request succeeded here within the window?
+    pub fn recently_succeeded(&self, now_ms: u64) -> bool {
         let g = lock(&self.inner);
-        let n = g.buckets.len() as u64;
-        let (total, failures) = window_totals(&g.buckets, now_ms / 1000, n);
-        let (state, opens) = match g.state {
-            State::Closed => ("closed", None),
-            State::Open { until_ms } if now_ms < until_ms => ("open", Some(until_ms - now_ms)),
-            State::Open { .. } | State::HalfOpen { .. } => ("half_open", None),
-        };
-        BreakerView {
-            state,
-            requests_in_window: total,
-            failures_in_window: failures,
-            consecutive_failures: g.consecutive,
-            opens_probes_in_ms: opens,
-            times_opened: g.opened,
+        g.last_success_ms.is_some_and(|t| t + self.policy.window.as_millis() as u64 > now_ms)
+    }
+
+    fn push(&self, g: &mut Inner, now_ms: u64, kind: Kind) -> u64 {
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        if g.signals.len() >= self.policy.window_size as usize {
+            g.signals.pop_front();
+        }
+        g.signals.push_back(Signal { seq, at_ms: now_ms, kind });
+        self.evaluate(g, now_ms);
+        seq
+    }
+
+    /// `(signals, failures)` in the window.
+    fn counts(&self, g: &Inner, now_ms: u64) -> (u32, u32) {
+        let horizon = now_ms.saturating_sub(self.policy.window.as_millis() as u64);
+        g.signals
+            .iter()
+            .filter(|s| s.at_ms >= horizon && s.kind != Kind::Retracted)
+            .fold((0, 0), |(n, f), s| (n + 1, f + u32::from(matches!(s.kind, Kind::Failed | Kind::Slow))))
+    }
+
+    /// Recomputes the state from the window, logging and exporting a change.
+    fn evaluate(&self, g: &mut Inner, now_ms: u64) -> bool {
+        let (n, f) = self.counts(g, now_ms);
+        let degraded = f >= self.policy.min_failures && f64::from(f) >= self.policy.failure_rate * f64::from(n);
+        if degraded != g.degraded {
+            g.degraded = degraded;
+            metrics::gauge!("switchyard_provider_degraded", "provider" => self.name.clone()).set(f64::from(u8::from(degraded)));
+            if degraded {
+                g.times_degraded += 1;
+                g.probe_gap_ms = self.policy.probe_interval.as_millis() as u64;
+                g.next_probe_ms = now_ms + g.probe_gap_ms;
+                metrics::counter!("switchyard_provider_degraded_total", "provider" => self.name.clone()).increment(1);
+                tracing::warn!(provider = %self.name, failures = f, signals = n, "provider degraded: traffic moves to healthy targets, probes continue");
+            } else {
+                tracing::info!(provider = %self.name, failures = f, signals = n, "provider healthy again");
+            }
+        }
+        degraded
+    }
+
+    pub fn view(&self, now_ms: u64) -> HealthView {
+        let mut g = lock(&self.inner);
+        let degraded = self.policy.enabled && self.evaluate(&mut g, now_ms);
+        let (signals, failures) = self.counts(&g, now_ms);
+        HealthView {
+            state: if degraded { "degraded" } else { "healthy" },
+            signals,
+            failures,
+            usual_latency_ms: g.baseline_ms.map(|b| (b * 10.0).round() / 10.0),
+            next_probe_in_ms: degraded.then(|| g.next_probe_ms.saturating_sub(now_ms)),
+            times_degraded: g.times_degraded,
         }
     }
-}
-
-fn window_totals(buckets: &[Bucket], second: u64, n: u64) -> (u32, u32) {
-    buckets
-        .iter()
-        .filter(|b| b.total > 0 && b.second + n > second && b.second <= second)
-        .fold((0, 0), |(t, f), b| (t + b.total, f + b.failures))
 }
 
 /// Why a key is sitting out.
@@ -257,22 +271,18 @@ fn window_totals(buckets: &[Bucket], second: u64, n: u64) -> (u32, u32) {
 pub enum CooldownReason {
     RateLimited,
     KeyInvalid,
+    QuotaExhausted,
 }
 
-/// One key's health: its breaker and its cooldown.
-#[derive(Debug)]
+/// One key's cooldown.
+#[derive(Debug, Default)]
 pub struct KeyHealth {
-    pub breaker: Breaker,
     /// Clock ms until which the key is not used (0: none).
     until_ms: AtomicU64,
     reason: Mutex<Option<CooldownReason>>,
 }
 
 impl KeyHealth {
-    pub fn new(name: String, policy: BreakerPolicy) -> Self {
-        KeyHealth { breaker: Breaker::new(name, policy), until_ms: AtomicU64::new(0), reason: Mutex::new(None) }
-    }
-
     /// `Some(ms left)` while cooling down.
     pub fn cooling(&self, now_ms: u64) -> Option<u64> {
         let until = self.until_ms.load(Ordering::Relaxed);
@@ -285,7 +295,7 @@ impl KeyHealth {
         *lock(&self.reason) = Some(reason);
     }
 
-    /// A success clears a cooldown that has run out (the key recovered).
+    /// A success clears any cooldown (the key works again).
     pub fn recovered(&self) {
         if self.until_ms.load(Ordering::Relaxed) != 0 {
             self.until_ms.store(0, Ordering::Relaxed);
@@ -323,12 +333,13 @@ impl Limiter {
         if let Ok(p) = self.sem.clone().try_acquire_owned() {
             return Ok(p);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.policy.max_queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // The guard gives the queue place back however this future ends, also when a client that left
+        // drops it while it waits.
+        let _queued = Queued::join(&self.waiting);
+        if _queued.ahead >= self.policy.max_queue {
             return Err(LimitError::QueueFull);
         }
         let r = tokio::time::timeout(wait, self.sem.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
         match r {
             Ok(Ok(p)) => Ok(p),
             // The semaphore is never closed; treat it like a timeout if it ever were.
@@ -342,6 +353,25 @@ impl Limiter {
 
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// One place in a limiter's queue, given back on drop.
+struct Queued<'a> {
+    count: &'a AtomicUsize,
+    /// Requests that were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Queued<'a> {
+    fn join(count: &'a AtomicUsize) -> Self {
+        Queued { ahead: count.fetch_add(1, Ordering::AcqRel), count }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -409,104 +439,126 @@ impl HedgeBudget {
 mod tests {
     use super::*;
 
-    fn policy() -> BreakerPolicy {
-        BreakerPolicy {
-            enabled: true,
-            window: Duration::from_secs(10),
-            min_requests: 10,
-            failure_rate: 0.5,
-            consecutive_failures: 0,
-            open_for: Duration::from_secs(5),
-            half_open_share: 0.5,
-            half_open_successes: 2,
-        }
+    fn health() -> Health {
+        Health::new("p".into(), HealthPolicy::default())
     }
 
-    fn outcome(b: &Breaker, now: u64, o: Outcome, rng: &mut fastrand::Rng) -> bool {
-        match b.admit(now, rng) {
-            Ok(p) => {
-                p.record_at(now, o);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    impl Permit<'_> {
-        fn record_at(mut self, now: u64, o: Outcome) {
-            self.done = true;
-            self.breaker.record(now, o, self.probe);
-        }
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
-    fn opens_on_error_rate_fails_fast_then_probes_and_closes() {
-        let b = Breaker::new("p".into(), policy());
-        let mut rng = fastrand::Rng::with_seed(7);
-        for i in 0..9 {
-            assert!(outcome(&b, 1000 + i, if i % 2 == 0 { Outcome::Failure } else { Outcome::Success }, &mut rng));
+    fn a_blip_does_not_degrade_but_a_forty_percent_outage_does_within_a_few_requests() {
+        let h = health();
+        // Two failures in a row among successes: a blip.
+        for i in 0..30 {
+            if i == 10 || i == 11 {
+                h.failure(i * 50, false);
+            } else {
+                h.success(i * 50, ms(300), false);
+            }
+            assert_eq!(h.standing(i * 50), Standing::Healthy, "request {i}");
         }
-        assert_eq!(b.view(1010).state, "closed", "fewer than min_requests");
-        // The tenth request reaches min_requests with 6 of 10 failed: open.
-        assert!(outcome(&b, 1010, Outcome::Failure, &mut rng));
-        assert_eq!(b.view(1011).state, "open");
-        assert!(b.admit(2000, &mut rng).is_err(), "open: fail fast");
-        // After open_for, one probe at least goes through; two successes close it.
-        let now = 1010 + 5000;
-        assert!(outcome(&b, now, Outcome::Success, &mut rng));
-        assert_eq!(b.view(now).state, "half_open");
-        let mut closed = false;
-        for i in 0..50 {
-            outcome(&b, now + i, Outcome::Success, &mut rng);
-            if b.view(now + i).state == "closed" {
-                closed = true;
-                break;
+        // Three failures spread over 20 successes: still a blip (15%).
+        let h = health();
+        for i in 0..23u64 {
+            if i % 8 == 0 {
+                h.failure(i * 50, false);
+            } else {
+                h.success(i * 50, ms(300), false);
             }
         }
-        assert!(closed);
+        assert_eq!(h.standing(23 * 50), Standing::Healthy);
+        // 40% failures: degraded by the third failure.
+        let h = health();
+        let pattern = [true, false, false, true, false, true]; // failure, ok, ok, failure, ok, failure
+        for (i, fail) in pattern.iter().enumerate() {
+            if *fail {
+                h.failure(i as u64 * 66, false);
+            } else {
+                h.success(i as u64 * 66, ms(300), false);
+            }
+        }
+        assert_ne!(h.standing(400), Standing::Healthy, "3 of 6 failed");
     }
 
     #[test]
-    fn a_failed_probe_reopens_and_neutral_outcomes_do_not_count() {
-        let mut p = policy();
-        p.consecutive_failures = 3;
-        let b = Breaker::new("p".into(), p);
-        let mut rng = fastrand::Rng::with_seed(1);
-        for _ in 0..20 {
-            outcome(&b, 100, Outcome::Neutral, &mut rng);
+    fn degraded_providers_are_probed_and_come_back_after_successful_probes() {
+        let h = health();
+        for i in 0..3 {
+            h.failure(i, false);
         }
-        assert_eq!(b.view(100).state, "closed");
-        for _ in 0..3 {
-            outcome(&b, 200, Outcome::Failure, &mut rng);
+        // The first request after degradation waits for the probe interval; one probe per interval.
+        assert!(matches!(h.standing(10), Standing::Degraded { .. }));
+        assert_eq!(h.standing(2003), Standing::Probe);
+        assert!(matches!(h.standing(2004), Standing::Degraded { .. }), "one probe at a time");
+        // A successful probe halves the gap: the next probe comes sooner.
+        h.success(2005, ms(300), true);
+        let mut now = 2005;
+        let mut probes = 0;
+        loop {
+            match h.standing(now) {
+                Standing::Healthy => break,
+                Standing::Probe => {
+                    h.success(now, ms(300), true);
+                    probes += 1;
+                }
+                Standing::Degraded { .. } => {}
+            }
+            now += 10;
+            assert!(now < 60_000, "never recovered");
         }
-        assert_eq!(b.view(200).state, "open", "three in a row");
-        assert!(outcome(&b, 5300, Outcome::Failure, &mut rng));
-        assert_eq!(b.view(5300).state, "open");
-        assert_eq!(b.view(5300).times_opened, 2);
+        assert!(now < 2005 + 5_000, "recovered in {} ms after {probes} probes", now - 2005);
+        // A failed probe keeps it out and resets the gap.
+        let h = health();
+        for i in 0..3 {
+            h.failure(i, false);
+        }
+        assert_eq!(h.standing(2003), Standing::Probe);
+        h.failure(2003, true);
+        assert!(matches!(h.standing(3000), Standing::Degraded { .. }));
+        assert_eq!(h.standing(4003), Standing::Probe);
     }
 
     #[test]
-    fn a_dropped_probe_frees_its_slot() {
-        let b = Breaker::new("p".into(), BreakerPolicy { consecutive_failures: 1, ..policy() });
-        let mut rng = fastrand::Rng::with_seed(2);
-        outcome(&b, 0, Outcome::Failure, &mut rng);
-        let first = b.admit(5000, &mut rng).unwrap();
-        drop(first);
-        assert!(b.admit(5000, &mut rng).is_ok(), "the slot came back");
+    fn failures_leave_the_window_with_time_and_retracted_ones_do_not_count() {
+        let h = health();
+        let tokens: Vec<Token> = (0..3).filter_map(|i| h.failure(i, false)).collect();
+        assert_ne!(h.standing(5), Standing::Healthy);
+        assert_eq!(h.standing(30_010), Standing::Healthy, "30 s later the window is empty");
+        let h = health();
+        let tokens2: Vec<Token> = (0..3).filter_map(|i| h.failure(i, false)).collect();
+        h.retract(tokens2[2], 3);
+        assert_eq!(h.standing(4), Standing::Healthy, "two failures are a blip");
+        assert_eq!(tokens.len(), 3);
     }
 
     #[test]
-    fn old_buckets_leave_the_window() {
-        let b = Breaker::new("p".into(), policy());
-        let mut rng = fastrand::Rng::with_seed(3);
-        for _ in 0..9 {
-            outcome(&b, 0, Outcome::Failure, &mut rng);
+    fn slow_answers_weigh_like_failures_once_the_usual_latency_is_known() {
+        let h = health();
+        for i in 0..6 {
+            h.success(i, ms(300), false);
         }
-        // Eleven seconds later the old failures are gone: two new failures do not trip it.
-        outcome(&b, 11_000, Outcome::Failure, &mut rng);
-        outcome(&b, 11_000, Outcome::Failure, &mut rng);
-        assert_eq!(b.view(11_000).state, "closed");
-        assert_eq!(b.view(11_000).requests_in_window, 2);
+        h.success(6, ms(1200), false);
+        assert_eq!(h.standing(7), Standing::Healthy, "4x the usual latency is not slow");
+        for i in 10..13 {
+            h.success(i, ms(3000), false);
+        }
+        assert_ne!(h.standing(14), Standing::Healthy, "3 of 10 far slower than usual");
+        assert!(h.view(14).usual_latency_ms.unwrap() < 500.0, "slow answers barely move the usual latency");
+        // Disabled: always healthy.
+        let off = Health::new("p".into(), HealthPolicy { enabled: false, ..HealthPolicy::default() });
+        for i in 0..10 {
+            off.failure(i, false);
+        }
+        assert_eq!(off.standing(11), Standing::Healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_follows_paused_time() {
+        let c = Clock::new();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(c.now_ms(), 5000);
     }
 
     #[tokio::test]
@@ -516,6 +568,23 @@ mod tests {
         assert_eq!(l.acquire(Duration::from_millis(20)).await.unwrap_err(), LimitError::Deadline);
         assert_eq!(l.in_flight(), 1);
         drop(held);
+        assert!(l.acquire(Duration::from_millis(20)).await.is_ok());
+        // A waiter that is dropped (its client left) gives its queue place back.
+        let waiter = tokio::spawn(async {
+            let l = Arc::new(Limiter::new(OverloadPolicy { max_in_flight: 1, max_queue: 1 }));
+            let held = l.acquire(Duration::from_secs(1)).await.unwrap();
+            let l2 = l.clone();
+            let queued = tokio::spawn(async move { l2.acquire(Duration::from_secs(60)).await.map(drop) });
+            while l.waiting() == 0 {
+                tokio::task::yield_now().await;
+            }
+            queued.abort();
+            let _ = queued.await;
+            drop(held);
+            l
+        });
+        let l = waiter.await.unwrap();
+        assert_eq!(l.waiting(), 0, "the aborted waiter's place was given back");
         assert!(l.acquire(Duration::from_millis(20)).await.is_ok());
         let l0 = Limiter::new(OverloadPolicy { max_in_flight: 1, max_queue: 0 });
         let _p = l0.acquire(Duration::from_secs(1)).await.unwrap();

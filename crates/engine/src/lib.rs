@@ -9,23 +9,29 @@
 //!    config's `routes[].fallbacks`, become an ordered list of targets.
 //! 4. **Admit**: budgets and rate limits (a later issue).
 //! 5. **Look up**: cache (a later issue).
-//! 6. **Execute** ([`Gateway::chat`]): per target, a weighted key choice ([`keys`]), image inlining where a
-//!    provider needs bytes ([`images`]), the pure codec builds the request, [`upstream`] sends it with
-//!    connect / first-byte / idle / total timeouts and classifies the outcome; transient failures move to
-//!    the next target, caller faults return at once. Streams commit to a target at their first chunk.
+//! 6. **Execute** ([`Gateway::chat`]): targets ordered by [`health`] (never dropped: a lone provider is
+//!    always tried), per target a weighted key choice ([`keys`]), image inlining where a provider needs
+//!    bytes ([`images`]), the pure codec builds the request, [`upstream`] sends it with connect / first-byte
+//!    / idle / total timeouts and classifies the outcome, and [`retry`] decides what comes next. Streams
+//!    commit to a target at their first chunk.
 //! 7. **Respond** (server): translate to the caller's API shape; stream chunk by chunk.
 //! 8. **Account**: usage, logs and metrics (later issues).
 
 pub mod config;
+pub mod ctx;
 pub mod error;
 mod executor;
 pub mod gateway;
 pub mod health;
 pub mod images;
 pub mod keys;
+pub mod pool;
+pub mod retry;
 pub mod upstream;
 
 pub use config::Config;
+pub use ctx::{RequestCtx, Served};
 pub use error::{Attempt, FailureClass, GatewayError};
-pub use gateway::{ChatOutcome, Gateway, ProviderHealthView, RequestCtx, Served};
+pub use gateway::{ChatOutcome, Gateway};
+pub use pool::ProviderHealthView;
 pub use upstream::{ChatStream, StreamItem};

@@ -40,8 +40,8 @@ pub fn build_client(t: &Timeouts) -> Result<reqwest::Client, GatewayError> {
 pub struct Failure {
     pub attempt: Attempt,
     pub upstream: Option<UpstreamError>,
-    /// Seconds, from the upstream's `Retry-After`.
-    pub retry_after: Option<u64>,
+    /// When the upstream said to come back (`retry-after-ms`, `Retry-After`, or a used-up limit's reset).
+    pub retry_after: Option<Duration>,
 }
 
 /// Who the attempt went to, for the record.
@@ -88,17 +88,17 @@ fn transport_failure(label: &Label<'_>, started: Instant, e: &reqwest::Error) ->
     label.fail(started, None, class, format!("{what}: {}", error_chain(e)))
 }
 
-/// When the upstream says to come back, in seconds: `retry-after-ms`, `retry-after`, then the reset headers
+/// When the upstream says to come back: `retry-after-ms`, `retry-after`, then the reset headers
 /// of the rate limits that are used up (OpenAI/Groq `x-ratelimit-reset-*` as Go-style durations, Anthropic
 /// `anthropic-ratelimit-*-reset` as RFC 3339 times; the latest of them, since any exhausted limit blocks).
-fn retry_after(resp: &reqwest::Response) -> Option<u64> {
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     let h = resp.headers();
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = text("retry-after-ms").and_then(|s| s.parse::<f64>().ok()) {
-        return Some((ms / 1000.0).ceil() as u64);
+    if let Some(ms) = text("retry-after-ms").and_then(|s| s.parse::<f64>().ok()).filter(|ms| ms.is_finite() && *ms >= 0.0) {
+        return Some(Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0));
     }
     if let Some(s) = text("retry-after").and_then(|s| s.parse::<u64>().ok()) {
-        return Some(s);
+        return Some(Duration::from_secs(s.min(86_400)));
     }
     // Only the limits that are used up say when to come back (a reset header also rides on answers whose
     // limit still has room).
@@ -107,14 +107,13 @@ fn retry_after(resp: &reqwest::Response) -> Option<u64> {
     let openai = ["requests", "tokens"]
         .into_iter()
         .filter(|l| exhausted(&format!("x-ratelimit-remaining-{l}")))
-        .filter_map(|l| text(&format!("x-ratelimit-reset-{l}")).and_then(parse_go_duration))
-        .map(|d| d.as_secs_f64().ceil() as u64);
+        .filter_map(|l| text(&format!("x-ratelimit-reset-{l}")).and_then(parse_go_duration));
     let anthropic = ["requests", "tokens", "input-tokens", "output-tokens"]
         .into_iter()
         .filter(|l| exhausted(&format!("anthropic-ratelimit-{l}-remaining")))
         .filter_map(|l| text(&format!("anthropic-ratelimit-{l}-reset")).and_then(parse_rfc3339_utc))
-        .map(|at| at.saturating_sub(now));
-    openai.chain(anthropic).max().filter(|s| *s > 0)
+        .map(|at| Duration::from_secs(at.saturating_sub(now)));
+    openai.chain(anthropic).max().filter(|d| !d.is_zero())
 }
 
 /// `6s`, `1m30s`, `172ms`, `1.57s`, `2h0m0s`.
@@ -186,17 +185,17 @@ mod tests {
 
     #[test]
     fn retry_after_prefers_explicit_headers_then_exhausted_limits() {
-        assert_eq!(retry_after(&response(&[("retry-after-ms", "1500"), ("retry-after", "9")])), Some(2));
-        assert_eq!(retry_after(&response(&[("retry-after", "9")])), Some(9));
+        assert_eq!(retry_after(&response(&[("retry-after-ms", "1500"), ("retry-after", "9")])), Some(Duration::from_millis(1500)));
+        assert_eq!(retry_after(&response(&[("retry-after", "9")])), Some(Duration::from_secs(9)));
         let used_up = [("x-ratelimit-remaining-tokens", "0"), ("x-ratelimit-reset-tokens", "1m3s"), ("x-ratelimit-reset-requests", "9m")];
-        assert_eq!(retry_after(&response(&used_up)), Some(63), "only the exhausted limit counts");
+        assert_eq!(retry_after(&response(&used_up)), Some(Duration::from_secs(63)), "only the exhausted limit counts");
         assert_eq!(retry_after(&response(&[("x-ratelimit-reset-requests", "9m")])), None, "a limit with room says nothing");
         let reset = "2099-01-01T00:00:00Z";
         let r = retry_after(&response(&[("anthropic-ratelimit-requests-remaining", "0"), ("anthropic-ratelimit-requests-reset", reset)]))
             .unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let want = parse_rfc3339_utc(reset).unwrap() - now;
-        assert!(want.abs_diff(r) <= 1, "{r} vs {want}");
+        assert!(want.abs_diff(r.as_secs()) <= 1, "{r:?} vs {want}");
     }
 }
 

@@ -12,15 +12,28 @@ use crate::behaviour::{
     self, arg_fragments, prompt_tokens, text_chunks, Conversation, Finish, Image, Message, Reply, Role, ToolCall, ToolChoice,
 };
 use crate::common::{
-    b64_decode, check_key, derived_alnum, json_response, json_type, percent_decode, random_alnum, retry_headers, rfc3339, sniff_image,
-    ApiError, Ctx,
+    b64_decode, check_key, context_numbers, derived_alnum, json_response, json_type, percent_decode, random_alnum, retry_headers, rfc3339,
+    sniff_image, ApiError, Ctx,
 };
 use crate::faults::{gate, json_ok, stream_response, Frame, Framing};
+use crate::ratelimit::{input_tokens, output_tokens, rfc3339_after, wait, Limit};
 use crate::FaultKind;
 
 const MEDIA_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
 /// A fixed creation date for listed models.
 const MODEL_CREATED: u64 = 1_747_180_800;
+/// The organisation's limits the mock reports, a minute each (a high usage tier's Sonnet): requests,
+/// input tokens and output tokens.
+const RPM: u64 = 4_000;
+const ITPM: u64 = 2_000_000;
+const OTPM: u64 = 400_000;
+/// The `limit`, `remaining` and `reset` headers of the requests, tokens, input-tokens and output-tokens limits.
+const RATE_LIMIT_HEADERS: [[&str; 3]; 4] = [
+    ["anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"],
+    ["anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"],
+    ["anthropic-ratelimit-input-tokens-limit", "anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"],
+    ["anthropic-ratelimit-output-tokens-limit", "anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"],
+];
 
 enum Route {
     Messages,
@@ -78,21 +91,37 @@ fn request_id(ctx: &Ctx) -> String {
 
 /// Headers every Anthropic response carries.
 fn headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
-    let reset = rfc3339(crate::common::now_secs() + 60);
-    vec![
-        ("request-id", request_id(ctx)),
-        ("anthropic-organization-id", "switchyard-mock".to_string()),
-        ("anthropic-ratelimit-requests-limit", "4000".to_string()),
-        ("anthropic-ratelimit-requests-remaining", "3999".to_string()),
-        ("anthropic-ratelimit-requests-reset", reset.clone()),
-        ("anthropic-ratelimit-tokens-limit", "400000".to_string()),
-        ("anthropic-ratelimit-tokens-remaining", "399000".to_string()),
-        ("anthropic-ratelimit-tokens-reset", reset),
-    ]
+    vec![("request-id", request_id(ctx)), ("anthropic-organization-id", "switchyard-mock".to_string())]
+}
+
+/// Anthropic's `anthropic-ratelimit-*` headers (resets as RFC 3339 times): requests, input tokens, output
+/// tokens, and `tokens-*` for whichever token limit is the more restrictive. An answer used one request,
+/// its input estimate and its `max_tokens`; a 429 (`refused`) found the request limit used up, as its
+/// message says.
+fn rate_limit_headers(ctx: &Ctx, refused: bool, out: &mut Vec<(&'static str, String)>) {
+    let (requests, input, output) = if refused {
+        (Limit::used_up(RPM, wait(ctx)), Limit::full(ITPM), Limit::full(OTPM))
+    } else {
+        (Limit::after(RPM, 1), Limit::after(ITPM, input_tokens(ctx)), Limit::after(OTPM, output_tokens(ctx, &["max_tokens"])))
+    };
+    let limits = [requests, input.tighter(output), input, output];
+    for ([limit, remaining, reset], l) in RATE_LIMIT_HEADERS.into_iter().zip(limits) {
+        out.push((limit, l.limit.to_string()));
+        out.push((remaining, l.remaining.to_string()));
+        out.push((reset, rfc3339_after(l.reset)));
+    }
+}
+
+/// Headers of a served Messages answer: the common ones plus the rate-limit headers.
+fn answer_headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
+    let mut h = headers(ctx);
+    rate_limit_headers(ctx, false, &mut h);
+    h
 }
 
 pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
-    let status = err.status();
+    // Anthropic answers an exhausted credit balance with a plain 400.
+    let status = if err == ApiError::Quota { 400 } else { err.status() };
     let model = ctx.model_or_empty();
     let (kind, message): (&str, String) = match &err {
         ApiError::Invalid { message, .. } => ("invalid_request_error", message.clone()),
@@ -105,9 +134,15 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
         ApiError::NoRoute => ("not_found_error", "Not Found".into()),
         ApiError::MethodNotAllowed => ("invalid_request_error", "Method Not Allowed".into()),
         ApiError::TooLarge | ApiError::Status(413) => ("request_too_large", "Request exceeds the maximum allowed number of bytes.".into()),
-        ApiError::ContextLength { prompt_tokens } => {
-            ("invalid_request_error", format!("prompt is too long: {} tokens > 200000 maximum", 200_000 + prompt_tokens))
+        ApiError::ContextLength { prompt_tokens, window } => {
+            let (window, tokens) = context_numbers(*prompt_tokens, *window, 200_000);
+            ("invalid_request_error", format!("prompt is too long: {tokens} tokens > {window} maximum"))
         }
+        ApiError::Quota => (
+            "invalid_request_error",
+            "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."
+                .into(),
+        ),
         ApiError::Status(429) => (
             "rate_limit_error",
             "This request would exceed your organization's rate limit of 4,000 requests per minute. Please retry later.".into(),
@@ -122,7 +157,10 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
     let body = json!({"type": "error", "error": {"type": kind, "message": message},
         "request_id": request_id(ctx)});
     let mut h = headers(ctx);
-    retry_headers(ctx, status, &mut h);
+    if status == 429 {
+        rate_limit_headers(ctx, true, &mut h);
+    }
+    retry_headers(ctx, &err, &mut h);
     json_response(status, &h, &body)
 }
 
@@ -421,7 +459,7 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     if !ctx.model_known(&model) {
         return error(ctx, ApiError::ModelNotFound(model));
     }
-    let reply = match behaviour::decide(&conv) {
+    let reply = match behaviour::decide(&conv, ctx.knobs.context_window) {
         Ok(r) => r,
         Err(e) => return error(ctx, e),
     };
@@ -448,7 +486,7 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": u.cached,
                 "service_tier": "standard"},
         });
-        return json_ok(kind, &headers(ctx), &body);
+        return json_ok(kind, &answer_headers(ctx), &body);
     }
     let mut frames = vec![Frame::named(
         "message_start",
@@ -515,7 +553,7 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     ));
     frames.push(Frame::named("message_stop", &json!({"type": "message_stop"})));
     let err = Frame::named("error", &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
-    stream_response(ctx, Framing::Sse, frames, err, kind, headers(ctx))
+    stream_response(ctx, Framing::Sse, frames, err, kind, answer_headers(ctx))
 }
 
 fn count_tokens(ctx: &Ctx, kind: Option<FaultKind>) -> Response {

@@ -1,7 +1,8 @@
 //! The Azure OpenAI flavour: deployment routes (`/openai/deployments/{deployment}/...?api-version=`) and the
 //! `/openai/v1/...` routes, `api-key` auth, Azure's own 401/404/429 bodies and the content-filter
 //! annotations Azure adds to OpenAI's shapes. Request parsing and rendering are OpenAI's (see `openai.rs`);
-//! this module holds only what Azure does differently, which is what a gateway most often gets wrong.
+//! this module holds only what Azure does differently, which is what a gateway most often gets wrong, and
+//! hands it to the OpenAI renderers as an [`openai::Dialect`].
 
 use axum::http::Method;
 use axum::response::Response;
@@ -10,7 +11,13 @@ use serde_json::{json, Value};
 use crate::behaviour::Finish;
 use crate::common::{check_key, json_response, percent_decode, random_hex, retry_headers, ApiError, Ctx};
 use crate::faults::gate;
-use crate::openai;
+use crate::openai::{self, Dialect};
+use crate::ratelimit::{input_tokens, output_tokens, wait, Limit};
+
+/// The deployment's limits the mock reports: 100,000 tokens a minute, and the 600 requests a minute
+/// Azure grants with them (6 per 1,000 tokens), which Azure counts and reports per 10-second window.
+const TPM: u64 = 100_000;
+const REQUESTS_PER_10S: u64 = 100;
 
 enum Route {
     /// `/openai/deployments/{d}/chat/completions`
@@ -83,24 +90,73 @@ pub(crate) async fn handle(ctx: Ctx) -> Response {
         Err(e) => return error(&ctx, e),
     };
     match route {
-        Route::DeploymentChat | Route::V1Chat => openai::chat(&ctx, true, kind),
-        Route::DeploymentEmbeddings | Route::V1Embeddings => openai::embeddings(&ctx, true, kind),
-        Route::Models { .. } => openai::models(&ctx, true, kind),
+        Route::DeploymentChat | Route::V1Chat => openai::chat(&ctx, &Azure, kind),
+        Route::DeploymentEmbeddings | Route::V1Embeddings => openai::embeddings(&ctx, &Azure, kind),
+        Route::Models { .. } => openai::models(&ctx, &Azure, kind),
         Route::Unknown => error(&ctx, ApiError::NoRoute),
     }
 }
 
+/// What Azure does differently from OpenAI when it serves OpenAI's shapes.
+struct Azure;
+
+impl Dialect for Azure {
+    fn headers(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
+        headers(ctx)
+    }
+
+    fn rate_limits(&self, ctx: &Ctx, out: &mut Vec<(&'static str, String)>) {
+        rate_limit_headers(ctx, false, out);
+    }
+
+    fn error(&self, ctx: &Ctx, err: ApiError) -> Response {
+        error(ctx, err)
+    }
+
+    fn unknown_model(&self, _model: String) -> ApiError {
+        // The deployment named in the path does not exist.
+        ApiError::Status(404)
+    }
+
+    fn owned_by(&self) -> &'static str {
+        "organization-owner"
+    }
+
+    fn choice_filter(&self, finish: Finish) -> Option<Value> {
+        Some(filter_results(finish))
+    }
+
+    fn prompt_filter(&self) -> Option<Value> {
+        Some(prompt_filter_results())
+    }
+}
+
 /// Headers every Azure response carries.
-pub(crate) fn headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
+fn headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
     let id = format!("{}-{}-{}-{}-{}", random_hex(8), random_hex(4), random_hex(4), random_hex(4), random_hex(12));
     vec![
         ("apim-request-id", id.clone()),
         ("x-request-id", id),
         ("x-ms-region", "Switchyard Mock".to_string()),
-        ("x-ratelimit-remaining-requests", "999".to_string()),
-        ("x-ratelimit-remaining-tokens", "99000".to_string()),
         ("openai-processing-ms", ctx.elapsed_ms().to_string()),
     ]
+}
+
+/// Azure's rate-limit headers: only `x-ratelimit-remaining-requests` and `-tokens` (no limit or reset
+/// headers; on a 429 the wait is `retry-after`). An answer used one request and the tokens it asked for
+/// (input estimate plus `max_tokens`/`max_completion_tokens`); a 429 (`refused`) found the token limit
+/// used up, as its message says.
+fn rate_limit_headers(ctx: &Ctx, refused: bool, out: &mut Vec<(&'static str, String)>) {
+    let (requests, tokens) = if refused {
+        (Limit::full(REQUESTS_PER_10S), Limit::used_up(TPM, wait(ctx)))
+    } else {
+        (
+            Limit::after(REQUESTS_PER_10S, 1),
+            Limit::after(TPM, input_tokens(ctx) + output_tokens(ctx, &["max_completion_tokens", "max_tokens"])),
+        )
+    };
+    out.push(("x-ratelimit-remaining-requests", requests.remaining.to_string()));
+    out.push(("x-ratelimit-remaining-tokens", tokens.remaining.to_string()));
 }
 
 pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
@@ -117,7 +173,7 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
             "code": "DeploymentNotFound",
             "message": "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again."}}),
         ApiError::Status(429) => {
-            let secs = ctx.knobs.retry_after.unwrap_or(1);
+            let secs = wait(ctx).as_secs();
             json!({"error": {"code": "429", "message": format!(
                 "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {version} have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after {secs} seconds.")}})
         }
@@ -130,7 +186,11 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
         }
     };
     let mut h = headers(ctx);
-    retry_headers(ctx, status, &mut h);
+    // A quota 429 is not a rate limit: no rate-limit (or retry) headers.
+    if status == 429 && err != ApiError::Quota {
+        rate_limit_headers(ctx, true, &mut h);
+    }
+    retry_headers(ctx, &err, &mut h);
     json_response(status, &h, &body)
 }
 
@@ -145,7 +205,7 @@ fn safe(filtered_violence: bool) -> Value {
 }
 
 /// A choice's `content_filter_results` (filtered when the reply was filtered).
-pub(crate) fn filter_results(finish: Finish) -> Value {
+fn filter_results(finish: Finish) -> Value {
     let mut v = safe(finish == Finish::Filter);
     if finish != Finish::Filter {
         v["protected_material_code"] = json!({"filtered": false, "detected": false});
@@ -155,7 +215,7 @@ pub(crate) fn filter_results(finish: Finish) -> Value {
 }
 
 /// The top-level `prompt_filter_results`.
-pub(crate) fn prompt_filter_results() -> Value {
+fn prompt_filter_results() -> Value {
     let mut r = safe(false);
     r["jailbreak"] = json!({"filtered": false, "detected": false});
     json!([{"prompt_index": 0, "content_filter_results": r}])

@@ -166,9 +166,13 @@ fn image_note(img: &Image) -> String {
     }
 }
 
-/// Decides the answer to a conversation: a reply, or an error the flavour renders.
-pub(crate) fn decide(conv: &Conversation) -> Result<Reply, ApiError> {
+/// Decides the answer to a conversation: a reply, or an error the flavour renders. A prompt of more
+/// than `context_window` tokens is refused before anything else is looked at.
+pub(crate) fn decide(conv: &Conversation, context_window: Option<u64>) -> Result<Reply, ApiError> {
     let prompt = prompt_tokens(conv);
+    if let Some(window) = context_window.filter(|w| prompt > *w) {
+        return Err(ApiError::ContextLength { prompt_tokens: prompt, window: Some(window) });
+    }
     let cached = cached_tokens(conv).min(prompt);
     let n = u64::from(conv.n.max(1));
 
@@ -200,8 +204,11 @@ pub(crate) fn decide(conv: &Conversation) -> Result<Reply, ApiError> {
                 return Err(ApiError::Status(code));
             }
         }
+        if user_text.contains("[[quota]]") {
+            return Err(ApiError::Quota);
+        }
         if user_text.contains("[[context]]") {
-            return Err(ApiError::ContextLength { prompt_tokens: prompt });
+            return Err(ApiError::ContextLength { prompt_tokens: prompt, window: None });
         }
         if user_text.contains("[[filter]]") {
             return Ok(Reply {
@@ -296,7 +303,7 @@ mod tests {
     fn echo_and_usage() {
         let mut c = conv(vec![user("hello there")]);
         c.system.push("be brief".into());
-        let r = decide(&c).unwrap();
+        let r = decide(&c, None).unwrap();
         assert_eq!(r.text, "echo: hello there");
         assert_eq!(r.finish, Finish::Stop);
         assert_eq!(r.usage.prompt, 4);
@@ -308,7 +315,7 @@ mod tests {
         let mut m = user("look");
         m.images.push(Image::Inline { media_type: "image/png".into(), data: b"abc".to_vec() });
         m.images.push(Image::Url("https://x/y.png".into()));
-        let r = decide(&conv(vec![m])).unwrap();
+        let r = decide(&conv(vec![m]), None).unwrap();
         assert_eq!(r.text, "echo: look [image image/png 3 bytes sha256=ba7816bf8f01cfea] [image-url https://x/y.png]");
     }
 
@@ -322,7 +329,7 @@ mod tests {
         assert_eq!(calls[1].arguments, "{}");
         assert_eq!(calls[2].name, "t2");
         assert_eq!(calls[2].arguments, r#"{ "a" : [1,2] }"#);
-        let r = decide(&conv(vec![user("[[tool:a]] [[tool:b {\"x\":1}]]")])).unwrap();
+        let r = decide(&conv(vec![user("[[tool:a]] [[tool:b {\"x\":1}]]")]), None).unwrap();
         assert_eq!(r.finish, Finish::ToolCalls);
         assert_eq!(r.usage.completion, 10);
         assert!(r.text.is_empty());
@@ -336,29 +343,44 @@ mod tests {
         t1.tool_results.push("18C".into());
         let mut t2 = Message::new(Role::Tool);
         t2.tool_results.push("sunny".into());
-        let r = decide(&conv(vec![user("[[tool:x]]"), a, t1, t2])).unwrap();
+        let r = decide(&conv(vec![user("[[tool:x]]"), a, t1, t2]), None).unwrap();
         assert_eq!(r.text, "tool results: 18C | sunny");
     }
 
     #[test]
     fn errors_and_filter() {
-        assert_eq!(decide(&conv(vec![user("x [[error:429]]")])), Err(ApiError::Status(429)));
-        assert!(matches!(decide(&conv(vec![user("[[context]]")])), Err(ApiError::ContextLength { .. })));
-        let r = decide(&conv(vec![user("[[filter]]")])).unwrap();
+        assert_eq!(decide(&conv(vec![user("x [[error:429]]")]), None), Err(ApiError::Status(429)));
+        assert!(matches!(decide(&conv(vec![user("[[context]]")]), None), Err(ApiError::ContextLength { .. })));
+        let r = decide(&conv(vec![user("[[filter]]")]), None).unwrap();
         assert_eq!(r.finish, Finish::Filter);
         assert_eq!(r.text, "");
+    }
+
+    #[test]
+    fn quota_and_context_window() {
+        assert_eq!(decide(&conv(vec![user("x [[quota]]")]), None), Err(ApiError::Quota));
+        // "[[error:N]]" comes first.
+        assert_eq!(decide(&conv(vec![user("[[error:500]] [[quota]]")]), None), Err(ApiError::Status(500)));
+        let c = conv(vec![user("one two three")]);
+        assert!(decide(&c, Some(3)).is_ok(), "at the window is fine");
+        assert_eq!(decide(&c, Some(2)), Err(ApiError::ContextLength { prompt_tokens: 3, window: Some(2) }));
+        // The window is checked before the directives and applies to tool results too.
+        assert!(matches!(decide(&conv(vec![user("a b [[quota]]")]), Some(1)), Err(ApiError::ContextLength { .. })));
+        let mut t = Message::new(Role::Tool);
+        t.tool_results.push("a long tool result".into());
+        assert!(matches!(decide(&conv(vec![user("hi"), t]), Some(4)), Err(ApiError::ContextLength { prompt_tokens: 5, .. })));
     }
 
     #[test]
     fn limits() {
         let mut c = conv(vec![user("one two three four")]);
         c.max_tokens = Some(3);
-        let r = decide(&c).unwrap();
+        let r = decide(&c, None).unwrap();
         assert_eq!(r.text, "echo: one two");
         assert_eq!(r.finish, Finish::Length);
         let mut c = conv(vec![user("one two STOP three")]);
         c.stop = vec!["STOP".into(), "two".into()];
-        let r = decide(&c).unwrap();
+        let r = decide(&c, None).unwrap();
         assert_eq!(r.text, "echo: one ");
         assert_eq!(r.stop_sequence.as_deref(), Some("two"));
         assert_eq!(r.finish, Finish::Stop);
@@ -368,7 +390,7 @@ mod tests {
     fn json_mode_and_cache() {
         let mut c = conv(vec![user("say \"hi\" [[cached:2]]")]);
         c.json_mode = true;
-        let r = decide(&c).unwrap();
+        let r = decide(&c, None).unwrap();
         assert_eq!(r.text, r#"{"echo":"say \"hi\" [[cached:2]]"}"#);
         assert_eq!(r.usage.cached, 2);
         assert_eq!(r.usage.prompt, 3);
@@ -379,9 +401,9 @@ mod tests {
         let mut c = conv(vec![user("hi")]);
         c.tools = vec!["a".into(), "b".into()];
         c.tool_choice = ToolChoice::Required;
-        assert_eq!(decide(&c).unwrap().tool_calls[0].name, "a");
+        assert_eq!(decide(&c, None).unwrap().tool_calls[0].name, "a");
         c.tool_choice = ToolChoice::Named("b".into());
-        assert_eq!(decide(&c).unwrap().tool_calls[0].name, "b");
+        assert_eq!(decide(&c, None).unwrap().tool_calls[0].name, "b");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Plumbing every flavour shares: the per-request context, the neutral error type each flavour renders in
 //! its own shape, ids, timestamps and small response helpers. It exists so that the flavour modules hold
-//! only what differs between the wire formats.
+//! only what differs between the wire formats. It is the bottom of the module graph: it imports no flavour
+//! and no fault code (rendering an error in the request's flavour is dispatched in `lib.rs`), so every
+//! other module can import it without a cycle.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +13,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::faults::Knobs;
+use crate::knobs::Knobs;
 use crate::{Flavor, MockHandle};
 
 /// Everything a flavour handler needs about one request.
@@ -91,8 +93,13 @@ pub(crate) enum ApiError {
     NoRoute,
     /// 405: the route exists with another method.
     MethodNotAllowed,
-    /// 400: the prompt is over the context window.
-    ContextLength { prompt_tokens: u64 },
+    /// 400: the prompt is over the context window. `window` is the mock's configured `context_window`
+    /// (the message then names it and the real prompt count); `None` is the `[[context]]` directive,
+    /// which names the flavour's usual window and a prompt over it.
+    ContextLength { prompt_tokens: u64, window: Option<u64> },
+    /// The account is out of quota or credit (`quota_exhausted_keys`, `[[quota]]`): OpenAI and Azure 429
+    /// `insufficient_quota`, Anthropic 400, Ollama 429. Not a rate limit: no retry or rate-limit headers.
+    Quota,
     /// 413: the body is too large.
     TooLarge,
 }
@@ -110,22 +117,13 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::Status(s) => *s,
+            ApiError::Quota => 429,
             ApiError::Invalid { .. } | ApiError::ContextLength { .. } => 400,
             ApiError::MissingKey | ApiError::BadKey => 401,
             ApiError::ModelNotFound(_) | ApiError::NoRoute => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::TooLarge => 413,
         }
-    }
-}
-
-/// Renders an error in the request's flavour.
-pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
-    match ctx.flavor {
-        Flavor::OpenAi => crate::openai::error(ctx, err),
-        Flavor::Azure => crate::azure::error(ctx, err),
-        Flavor::Anthropic => crate::anthropic::error(ctx, err),
-        Flavor::Ollama => crate::ollama::error(ctx, err),
     }
 }
 
@@ -162,6 +160,16 @@ pub(crate) fn check_key(ctx: &Ctx, required: bool) -> Result<(), ApiError> {
         (None, None) if required => Err(ApiError::MissingKey),
         (Some(k), Some(want)) if &k != want => Err(ApiError::BadKey),
         _ => Ok(()),
+    }
+}
+
+/// Text of the context-length error: (the window it names, the prompt tokens it names). With a configured
+/// window those are the window and the real count; the `[[context]]` directive names the flavour's
+/// `default_window` and a prompt that much over it.
+pub(crate) fn context_numbers(prompt_tokens: u64, window: Option<u64>, default_window: u64) -> (u64, u64) {
+    match window {
+        Some(w) => (w, prompt_tokens),
+        None => (default_window, default_window + prompt_tokens),
     }
 }
 
@@ -319,9 +327,10 @@ pub(crate) fn bytes_response(status: u16, content_type: &'static str, headers: &
     resp
 }
 
-/// `retry-after` / `retry-after-ms` headers for statuses clients retry after waiting.
-pub(crate) fn retry_headers(ctx: &Ctx, status: u16, out: &mut Vec<(&'static str, String)>) {
-    if matches!(status, 429 | 503 | 529) {
+/// `retry-after` / `retry-after-ms` headers for statuses clients retry after waiting (never on a quota
+/// error: waiting does not bring credit back).
+pub(crate) fn retry_headers(ctx: &Ctx, err: &ApiError, out: &mut Vec<(&'static str, String)>) {
+    if *err != ApiError::Quota && matches!(err.status(), 429 | 503 | 529) {
         if let Some(secs) = ctx.knobs.retry_after {
             out.push(("retry-after", secs.to_string()));
             out.push(("retry-after-ms", (secs * 1000).to_string()));

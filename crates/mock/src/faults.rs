@@ -1,18 +1,19 @@
-//! Latency and fault injection, shared by every flavour: resolving the effective knobs of one request
-//! (behaviour, then `x-mock-*` headers, then the model-name suffix), drawing a fault, and turning a list of
-//! stream frames into a timed body that can stall, break or abort the connection on command. It exists so
-//! that the flavours only describe *what* they send; *how* it arrives (late, broken, cut) lives here.
+//! Latency and fault injection, shared by every flavour: applying the fault the request's knobs (see
+//! `knobs`) draw, and turning a list of stream frames into a timed body that can stall, break or abort the
+//! connection on command. It exists so that the flavours only describe *what* they send; *how* it arrives
+//! (late, broken, cut) lives here, and so does noticing that the client went away before it all arrived
+//! ([`CancelGuard`]).
 
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::common::{bytes_response, ApiError, Ctx};
-use crate::{Behavior, FaultKind, MockHandle};
+use crate::knobs::Fault;
+use crate::{FaultKind, MockHandle};
 
 /// How long a `hang` fault waits before giving up on its own (the client or shutdown usually ends it first).
 const HANG: Duration = Duration::from_secs(3_600);
@@ -21,142 +22,29 @@ const SLOW_FIRST_BYTE: Duration = Duration::from_secs(30);
 /// A pause before a `reset` abort so the bytes before it reach the client.
 const ABORT_FLUSH: Duration = Duration::from_millis(30);
 
-/// The knobs in force for one request.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Knobs {
-    pub latency: Duration,
-    /// `latency` varies uniformly by up to this much either way.
-    pub jitter: Duration,
-    pub ttft: Duration,
-    pub chunk_delay: Duration,
-    pub fault_rate: f64,
-    pub fault_codes: Vec<u16>,
-    pub fault_kind: Option<FaultKind>,
-    pub retry_after: Option<u64>,
+/// Counts its request in [`crate::Stats::cancelled`] if it is dropped while armed: the future or body
+/// holding it was dropped (the client went away) before the answer was delivered to its end. Whoever
+/// finishes the answer disarms it, and so does a `reset` fault, which ends the answer on purpose.
+pub(crate) struct CancelGuard {
+    armed: Option<MockHandle>,
 }
 
-/// A drawn fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fault {
-    Status(u16),
-    Kind(FaultKind),
-}
-
-/// Splits `model+key=value+key=value` into the model and the pairs. If any segment after a `+` is not
-/// `key=value`, the name is taken as it is (a `+` can be part of a real model name).
-pub(crate) fn split_model_suffix(model: &str) -> (String, Vec<(String, String)>) {
-    let mut segments = model.split('+');
-    let base = segments.next().unwrap_or_default();
-    let mut pairs = Vec::new();
-    for seg in segments {
-        match seg.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => pairs.push((k.trim().to_ascii_lowercase(), v.trim().to_string())),
-            _ => return (model.to_string(), Vec::new()),
-        }
-    }
-    (base.to_string(), pairs)
-}
-
-fn parse_codes(s: &str) -> Option<Vec<u16>> {
-    let codes: Vec<u16> = s
-        .split([',', ' ', '|'])
-        .filter(|c| !c.is_empty())
-        .filter_map(|c| c.trim().parse().ok())
-        .filter(|c| (100..=999).contains(c))
-        .collect();
-    (!codes.is_empty()).then_some(codes)
-}
-
-fn ms(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_millis)
-}
-
-impl Knobs {
-    /// Behaviour, overridden by `x-mock-*` headers, overridden by the model suffix.
-    pub fn resolve(b: &Behavior, headers: &HeaderMap, suffix: &[(String, String)]) -> Knobs {
-        let mut k = Knobs {
-            latency: Duration::from_millis(b.latency_ms),
-            jitter: Duration::from_millis(b.latency_jitter_ms),
-            ttft: Duration::from_millis(b.ttft_ms),
-            chunk_delay: Duration::from_millis(b.chunk_delay_ms),
-            fault_rate: b.fault_rate,
-            fault_codes: b.fault_codes.clone(),
-            fault_kind: b.fault_kind,
-            retry_after: b.retry_after_secs,
-        };
-        let mut rate: Option<f64> = None;
-        let mut codes: Option<Vec<u16>> = None;
-        let mut kind: Option<FaultKind> = None;
-        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        let mut pairs: Vec<(&str, &str)> = Vec::new();
-        for (name, key) in [
-            ("x-mock-latency-ms", "latency"),
-            ("x-mock-jitter-ms", "jitter"),
-            ("x-mock-ttft-ms", "ttft"),
-            ("x-mock-chunk-delay-ms", "chunk_delay"),
-            ("x-mock-fault-rate", "fault"),
-            ("x-mock-fault-codes", "code"),
-            ("x-mock-fault-kind", "kind"),
-            ("x-mock-retry-after", "retry_after"),
-        ] {
-            if let Some(v) = header(name) {
-                pairs.push((key, v));
-            }
-        }
-        pairs.extend(suffix.iter().map(|(a, b)| (a.as_str(), b.as_str())));
-        for (key, v) in pairs {
-            match key {
-                "latency" | "latency_ms" => k.latency = ms(v).unwrap_or(k.latency),
-                "jitter" | "jitter_ms" => k.jitter = ms(v).unwrap_or(k.jitter),
-                "ttft" | "ttft_ms" => k.ttft = ms(v).unwrap_or(k.ttft),
-                "chunk_delay" | "chunk_delay_ms" | "delay" => k.chunk_delay = ms(v).unwrap_or(k.chunk_delay),
-                "fault" | "fault_rate" | "rate" => {
-                    rate = v.trim().parse::<f64>().ok().or(rate);
-                }
-                "code" | "codes" | "fault_codes" => codes = parse_codes(v).or(codes),
-                "kind" | "fault_kind" => kind = FaultKind::parse(v).or(kind),
-                "retry_after" => k.retry_after = v.trim().parse().ok().or(k.retry_after),
-                other => tracing::debug!(key = other, "unknown mock override ignored"),
-            }
-        }
-        if codes.is_some() || kind.is_some() {
-            // Naming a fault in the request means "fail this one" unless a rate says otherwise.
-            k.fault_rate = rate.unwrap_or(1.0);
-            if let Some(c) = codes {
-                k.fault_codes = c;
-                k.fault_kind = kind;
-            } else {
-                k.fault_kind = kind;
-            }
-        } else if let Some(r) = rate {
-            k.fault_rate = r;
-        }
-        k
+impl CancelGuard {
+    pub(crate) fn new(handle: MockHandle) -> Self {
+        CancelGuard { armed: Some(handle) }
     }
 
-    /// The latency for this request: `latency` ± up to `jitter`, uniformly.
-    pub fn jittered_latency(&self) -> Duration {
-        if self.jitter.is_zero() {
-            return self.latency;
-        }
-        let j = self.jitter.as_secs_f64();
-        let ms = self.latency.as_secs_f64() + (fastrand::f64() * 2.0 - 1.0) * j;
-        Duration::from_secs_f64(ms.max(0.0))
+    /// The answer got where it was going: dropping the guard now counts nothing.
+    pub(crate) fn disarm(mut self) {
+        self.armed = None;
     }
+}
 
-    /// Draws a fault at `fault_rate`: the kind if one is set, else a status from `fault_codes` (or 500).
-    pub fn draw(&self) -> Option<Fault> {
-        if self.fault_rate.is_nan() || self.fault_rate <= 0.0 {
-            return None;
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(handle) = self.armed.take() {
+            handle.count_cancelled();
         }
-        if self.fault_rate < 1.0 && fastrand::f64() >= self.fault_rate {
-            return None;
-        }
-        if let Some(kind) = self.fault_kind {
-            return Some(Fault::Kind(kind));
-        }
-        let code = if self.fault_codes.is_empty() { 500 } else { self.fault_codes[fastrand::usize(..self.fault_codes.len())] };
-        Some(Fault::Status(code))
     }
 }
 
@@ -291,10 +179,18 @@ fn plan(frames: Vec<Frame>, framing: Framing, error_frame: Frame, kind: Option<F
     }
 }
 
-fn timed_body(steps: Vec<Step>, ttft: Duration, gap: Duration) -> Body {
-    let state = (steps.into_iter(), 0usize);
-    Body::from_stream(futures_util::stream::unfold(state, move |(mut it, i)| async move {
-        let step = it.next()?;
+/// A body that sends `steps` with the given delays. `guard` (if any) lives in the stream and is disarmed
+/// once the last step is taken (the end of the body, or a `reset` abort), so a body dropped before that
+/// (the client left mid-stream) counts as cancelled.
+fn timed_body(steps: Vec<Step>, ttft: Duration, gap: Duration, guard: Option<CancelGuard>) -> Body {
+    let state = (steps.into_iter(), 0usize, guard);
+    Body::from_stream(futures_util::stream::unfold(state, move |(mut it, i, mut guard)| async move {
+        let Some(step) = it.next() else {
+            if let Some(g) = guard.take() {
+                g.disarm();
+            }
+            return None;
+        };
         let item = match step {
             Step::Send(b) => {
                 let d = if i == 0 { ttft } else { gap };
@@ -304,13 +200,17 @@ fn timed_body(steps: Vec<Step>, ttft: Duration, gap: Duration) -> Body {
                 Ok(b)
             }
             Step::Abort => {
+                // The mock ends this answer on purpose: not a cancellation.
+                if let Some(g) = guard.take() {
+                    g.disarm();
+                }
                 // Let hyper flush what was sent so far (it flushes while the body is pending),
                 // so the client really sees a body cut short rather than no response at all.
                 tokio::time::sleep(ABORT_FLUSH).await;
                 Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock fault: connection reset"))
             }
         };
-        Some((item, (it, i + 1)))
+        Some((item, (it, i + 1, guard)))
     }))
 }
 
@@ -329,7 +229,7 @@ pub(crate) fn stream_response(
     };
     headers.push(("cache-control", "no-cache".to_string()));
     let steps = plan(frames, framing, error_frame, kind);
-    let body = timed_body(steps, ctx.knobs.ttft, ctx.knobs.chunk_delay);
+    let body = timed_body(steps, ctx.knobs.ttft, ctx.knobs.chunk_delay, Some(CancelGuard::new(ctx.handle.clone())));
     bytes_response(200, content_type, &headers, body)
 }
 
@@ -344,53 +244,10 @@ pub(crate) fn json_ok(kind: Option<FaultKind>, headers: &[(&'static str, String)
         full[..cut].to_string()
     };
     let body = match kind {
-        Some(FaultKind::Reset) => timed_body(vec![Step::Send(Bytes::from(half)), Step::Abort], Duration::ZERO, Duration::ZERO),
+        // No guard: the answer is half a document sent at once, then the abort the fault asked for.
+        Some(FaultKind::Reset) => timed_body(vec![Step::Send(Bytes::from(half)), Step::Abort], Duration::ZERO, Duration::ZERO, None),
         Some(FaultKind::Malformed) => Body::from(half),
         _ => Body::from(full),
     };
     bytes_response(200, "application/json", headers, body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suffix_split() {
-        let (m, p) = split_model_suffix("gpt-4o-mini+fault=1+code=529");
-        assert_eq!(m, "gpt-4o-mini");
-        assert_eq!(p, vec![("fault".to_string(), "1".to_string()), ("code".to_string(), "529".to_string())]);
-        let (m, p) = split_model_suffix("weird+name");
-        assert_eq!(m, "weird+name");
-        assert!(p.is_empty());
-        assert_eq!(split_model_suffix("plain").0, "plain");
-    }
-
-    #[test]
-    fn precedence() {
-        let b = Behavior { latency_ms: 5, fault_rate: 0.0, fault_kind: Some(FaultKind::Hang), ..Behavior::default() };
-        let mut h = HeaderMap::new();
-        h.insert("x-mock-latency-ms", "7".parse().unwrap());
-        let k = Knobs::resolve(&b, &h, &[]);
-        assert_eq!(k.latency, Duration::from_millis(7));
-        assert_eq!(k.fault_rate, 0.0);
-        let (_, s) = split_model_suffix("m+latency=9+code=429");
-        let k = Knobs::resolve(&b, &h, &s);
-        assert_eq!(k.latency, Duration::from_millis(9));
-        assert_eq!(k.fault_rate, 1.0);
-        assert_eq!(k.fault_kind, None);
-        assert_eq!(k.draw(), Some(Fault::Status(429)));
-        let (_, s) = split_model_suffix("m+kind=reset+fault=0");
-        let k = Knobs::resolve(&b, &h, &s);
-        assert_eq!(k.draw(), None);
-        let (_, s) = split_model_suffix("m+kind=reset");
-        assert_eq!(Knobs::resolve(&b, &h, &s).draw(), Some(Fault::Kind(FaultKind::Reset)));
-    }
-
-    #[test]
-    fn default_code_is_500() {
-        let b = Behavior { fault_rate: 1.0, ..Behavior::default() };
-        let k = Knobs::resolve(&b, &HeaderMap::new(), &[]);
-        assert_eq!(k.draw(), Some(Fault::Status(500)));
-    }
 }

@@ -15,11 +15,18 @@
 //!
 //! # Deterministic replies (the contract tests rely on)
 //! The flavour's request is parsed into a neutral conversation, then:
+//! 0. **Context window**: if a context window is set ([`Behavior::context_window`], model suffix
+//!    `+context=N`, header `x-mock-context-window`) and the prompt tokens (rule 7's count) exceed it, the
+//!    answer is the flavour's context-length error (the one `[[context]]` gives, naming that window and
+//!    the real count). This comes before everything below, tool results and directives included, so one
+//!    mock can be a small-context model and another a big one for the same prompt. Chat only: embeddings
+//!    and Anthropic's token counting are not checked.
 //! 1. **Tool results**: if the trailing message(s) carry tool results (OpenAI/Ollama role `tool`, Anthropic
 //!    user `tool_result` blocks) the reply is `tool results: ` + their contents joined with ` | `.
 //! 2. Otherwise the last user message's text parts are joined with a single space and scanned for
 //!    directives, in this order of precedence:
 //!    - `[[error:STATUS]]`: answer that HTTP status with the flavour's error body (404 is model-not-found).
+//!    - `[[quota]]`: the flavour's out-of-quota error (see "Exhausted quota" below).
 //!    - `[[context]]`: the flavour's context-length error (400).
 //!    - `[[filter]]`: empty content, finish `content_filter` (Anthropic `refusal`, Ollama `stop`).
 //!    - `[[tool:NAME {json}]]` (one or more): those tool calls in order, arguments exactly the JSON given
@@ -47,19 +54,69 @@
 //! # Faults and knobs
 //! [`Behavior`] holds the knobs. Per request they can be overridden by headers (`x-mock-latency-ms`,
 //! `x-mock-jitter-ms`, `x-mock-ttft-ms`, `x-mock-chunk-delay-ms`, `x-mock-fault-rate`, `x-mock-fault-codes` (comma list),
-//! `x-mock-fault-kind`, `x-mock-retry-after`) and, stronger still, by a model-name suffix such as
-//! `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`, `kind`, `latency`, `jitter`, `ttft`,
-//! `chunk_delay`, `retry_after`; for Azure in the deployment path segment). The suffix is stripped before
-//! the model is echoed, checked or counted; a name whose `+` segments are not all `key=value` is left
-//! alone. A request that names a fault code or kind but no rate fails every time. A status fault answers
-//! the flavour's error body for that status; `retry-after` / `retry-after-ms` go on 429/503/529 answers
-//! when `retry_after_secs` (or `retry_after`) is set.
+//! `x-mock-fault-kind`, `x-mock-retry-after`, `x-mock-context-window`) and, stronger still, by a
+//! model-name suffix such as `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`, `kind`,
+//! `latency`, `jitter`, `ttft`, `chunk_delay`, `retry_after`, `context`; for Azure in the deployment path
+//! segment). The suffix is stripped before the model is echoed, checked or counted; a name whose `+`
+//! segments are not all `key=value` is left alone. A request that names a fault code or kind but no rate
+//! fails every time. A status fault answers the flavour's error body for that status; `retry-after` /
+//! `retry-after-ms` go on 429/503/529 answers (not the quota 429) when `retry_after_secs` (or
+//! `retry_after`) is set, and a 429's rate-limit headers name the same wait.
+//!
+//! # Rate-limit headers
+//! The mock enforces no limit, but reports one as each provider does, on the responses the provider sends
+//! them on: served inference answers (chat and embeddings, streams and body faults included; Anthropic:
+//! messages) and every 429 but the quota one. Other errors, model lists and Anthropic's token counting
+//! carry none.
+//! - OpenAI: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for 10,000 requests and 30,000,000
+//!   tokens a minute; a reset is a Go duration (`6ms`, `1s`, `1m30s`): the time until the limit is full.
+//! - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`
+//!   for 4,000 requests, 2,000,000 input and 400,000 output tokens a minute (`tokens-*` repeats the tighter
+//!   token limit); a reset is an RFC 3339 time in whole seconds.
+//! - Azure: only `x-ratelimit-remaining-requests` (of 100 per 10-second window) and
+//!   `x-ratelimit-remaining-tokens` (of 100,000 a minute); no limit or reset headers.
+//! - Ollama: none.
+//!
+//! An answer uses one request and its estimated tokens (one per 4 bytes of body, plus `max_tokens` or
+//! `max_completion_tokens`); limits refill continuously, so a reset is `used / limit` of a minute away. A
+//! 429 reports the limit its message names as used up (OpenAI and Anthropic: requests; Azure: tokens) with
+//! `remaining` 0 and a reset `retry_after_secs` away (1 s when unset: the wait the message names), so a
+//! client reading `retry-after` or the reset waits the same; the other limits read full, since the refused
+//! request used none of them.
+//!
+//! # Exhausted quota
+//! A key in [`Behavior::quota_exhausted_keys`] (on every route, checked right after `key_status`, which
+//! wins for a key named in both) or a `[[quota]]` directive (chat) gets the provider's "out of quota /
+//! credit" answer. It is not
+//! a rate limit, so it carries no `retry-after`, `retry-after-ms` or rate-limit headers.
+//! - OpenAI and Azure: 429 `{"error":{"message":"You exceeded your current quota, please check your plan
+//!   and billing details. For more information on this error, read the docs:
+//!   https://platform.openai.com/docs/guides/error-codes/api-errors.","type":"insufficient_quota",
+//!   "param":null,"code":"insufficient_quota"}}` (Azure with its usual headers).
+//! - Anthropic: 400 `invalid_request_error` "Your credit balance is too low to access the Anthropic API.
+//!   Please go to Plans & Billing to upgrade or purchase credits.", with the usual `request-id` header and
+//!   body `request_id`.
+//! - Ollama: Ollama Cloud's plan-usage limit, 429 `{"error":"you (switchyard-mock) have reached your
+//!   weekly usage limit, upgrade for higher limits: https://ollama.com/upgrade"}` (Ollama documents the 429
+//!   and the `error` shape; the wording is the one its cloud API is seen to send).
+//!
+//! # Cancellation
+//! [`Stats::cancelled`] counts the requests whose answer was not delivered to its end because the client
+//! went away: the request's handling was dropped before it produced a response (during `latency_ms`, a
+//! `hang` or `slow_first_byte` fault, ...), or a stream's body was dropped before its last frame was sent
+//! (during `ttft_ms` or `chunk_delay_ms`, say). Answers delivered in full never count, nor does a `reset`
+//! fault (the mock ends those on purpose), nor a `hang` cut short by shutdown (it is answered 503).
+//! Non-stream answers go out in one piece once produced, so for them only the first case applies. A test
+//! proves from the mock's side that a connection was closed (a hedge loser cancelled, a client's
+//! disconnect passed upstream) with [`MockServer::wait_for`], which polls the counters every 10 ms until a
+//! condition holds or a timeout passes: `m.wait_for(|s| s.cancelled == 1, Duration::from_secs(2)).await`.
 //!
 //! # Order of handling (every flavour)
 //! 1. Admin routes (`/mock/...`) are answered at once.
 //! 2. The request is counted (`requests`, `by_path`, `by_key` for any key header, `by_model` with the
-//!    suffix stripped) and recorded, then `latency_ms` is slept.
-//! 3. `key_status` for the presented key answers before anything else.
+//!    suffix stripped) and recorded, then `latency_ms` is slept. From here until its response is produced
+//!    (and, for a stream, until its last frame is sent) a client that goes away counts in `cancelled`.
+//! 3. `key_status` for the presented key answers before anything else, then `quota_exhausted_keys`.
 //! 4. Unknown route: the flavour's 404 (Azure deployments without `api-version` too); wrong method: 405.
 //! 5. Authentication as the real service reads it (OpenAI and Ollama: `Authorization: Bearer`; Azure:
 //!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`).
@@ -68,17 +125,26 @@
 //!    client leaves or the mock shuts down, `slow_first_byte` sleeps 30 s, and `reset`, `malformed`,
 //!    `stream_error` are applied to the body.
 //! 7. The body is validated as strictly as the real service does, the model (Azure: the deployment) must
-//!    be one of [`MockConfig::models`] (an empty list accepts any), and the reply is decided and rendered.
+//!    be one of [`MockConfig::models`] (an empty list accepts any), and the reply is decided (the context
+//!    window first, for chat) and rendered.
+//!
+//! # Module layout
+//! Imports run one way, so no two modules import each other: `knobs` (what a request asked for) is
+//! imported by `common` (request context, neutral errors, helpers), which `behaviour`, `faults` and
+//! `ratelimit` build on; the flavours (`openai`, `anthropic`, `ollama`, and `azure`, which reuses
+//! `openai`'s renderers through its `Dialect`) import those; this file dispatches to the flavours.
 
 mod anthropic;
 mod azure;
 mod behaviour;
 mod common;
 mod faults;
+mod knobs;
 mod ollama;
 mod openai;
+mod ratelimit;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -92,7 +158,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::common::{ApiError, Ctx};
+use crate::faults::CancelGuard;
 
+/// How often [`MockHandle::wait_for`] looks at the counters.
+const WAIT_POLL: Duration = Duration::from_millis(10);
 /// How many recorded requests are kept (oldest dropped first).
 const MAX_RECORDED: usize = 200;
 /// Largest request body accepted (Anthropic's documented Messages limit); larger bodies get a 413.
@@ -158,10 +227,18 @@ pub struct Behavior {
     pub fault_codes: Vec<u16>,
     /// A non-status fault applied at `fault_rate` instead of a status code.
     pub fault_kind: Option<FaultKind>,
-    /// `Retry-After` value (seconds) on 429/503/529 answers.
+    /// `Retry-After` value (seconds) on 429/503/529 answers, and the reset of a 429's used-up rate limit
+    /// (which is 1 s away when this is unset).
     pub retry_after_secs: Option<u64>,
     /// API key value -> status always answered for that key, with the flavour's error body.
     pub key_status: BTreeMap<String, u16>,
+    /// The model's context window in tokens (model suffix `+context=`, header `x-mock-context-window`): a
+    /// chat prompt of more tokens (by the mock's prompt-token rule) gets the flavour's context-length
+    /// error. `None`: no limit.
+    pub context_window: Option<u64>,
+    /// API key values whose account is out of quota or credit: such a key gets the provider's quota error
+    /// (as the `[[quota]]` directive does). A key also in `key_status` gets its `key_status` answer.
+    pub quota_exhausted_keys: BTreeSet<String>,
 }
 
 /// A fault that is not just an error status.
@@ -246,6 +323,11 @@ pub struct Stats {
     pub requests: u64,
     /// Injected faults (status or kind) drawn from the fault rate.
     pub faults: u64,
+    /// Requests whose answer was not delivered to its end because the client went away: dropped while
+    /// the mock was still working on it (latency, `hang`, `slow_first_byte`, ...) or while its stream
+    /// was still being sent. Not requests answered in full, nor `reset` faults (the mock aborts those).
+    #[serde(default)]
+    pub cancelled: u64,
     /// Requests per API key value (requests without a key are not listed).
     pub by_key: BTreeMap<String, u64>,
     /// Requests per model, suffix stripped (requests without a model are not listed).
@@ -355,6 +437,27 @@ impl MockHandle {
 
     pub(crate) fn count_fault(&self) {
         lock(&self.shared.stats).faults += 1;
+    }
+
+    pub(crate) fn count_cancelled(&self) {
+        lock(&self.shared.stats).cancelled += 1;
+    }
+
+    /// Polls the counters (every 10 ms) until `cond` holds for them, for at most `timeout`; returns
+    /// whether it held. For tests, instead of sleeping and then asserting: a counter that moves after the
+    /// client's side is done (`cancelled` after a disconnect) is seen as soon as it moves.
+    pub async fn wait_for(&self, mut cond: impl FnMut(&Stats) -> bool, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if cond(&self.stats()) {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep((deadline - now).min(WAIT_POLL)).await;
+        }
     }
 
     /// Resolves when the mock starts shutting down (used to cut long fault sleeps short).
@@ -473,6 +576,11 @@ impl MockServer {
         self.handle.reset();
     }
 
+    /// Polls the counters until `cond` holds, for at most `timeout`; see [`MockHandle::wait_for`].
+    pub async fn wait_for(&self, cond: impl FnMut(&Stats) -> bool, timeout: Duration) -> bool {
+        self.handle.wait_for(cond, timeout).await
+    }
+
     /// Stops accepting, lets in-flight responses finish (hanging faults are cut short), waits up to 5 s.
     pub async fn shutdown(mut self) {
         self.handle.begin_close();
@@ -518,7 +626,7 @@ async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
     };
     let (model, suffix) = match raw_model {
         Some(m) => {
-            let (base, pairs) = faults::split_model_suffix(&m);
+            let (base, pairs) = knobs::split_model_suffix(&m);
             (Some(base), pairs)
         }
         None => (None, Vec::new()),
@@ -534,8 +642,11 @@ async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
         },
         model.as_deref(),
     );
+    // From here on the request is counted: if this future is dropped before it produces the response
+    // (the client went away), the guard counts it as cancelled.
+    let guard = CancelGuard::new(handle.clone());
     let behavior = handle.behavior();
-    let knobs = faults::Knobs::resolve(&behavior, &parts.headers, &suffix);
+    let knobs = knobs::Knobs::resolve(&behavior, &parts.headers, &suffix);
     let ctx = Ctx {
         handle: handle.clone(),
         flavor,
@@ -551,20 +662,42 @@ async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
         started,
         request_id: common::random_alnum(24),
     };
-    faults::pause(&handle, ctx.knobs.jittered_latency()).await;
+    let response = answer(ctx, &behavior, too_large).await;
+    guard.disarm();
+    response
+}
+
+/// The common steps after counting (latency, body size, `key_status`, quota keys), then the flavour.
+async fn answer(ctx: Ctx, behavior: &Behavior, too_large: bool) -> Response {
+    faults::pause(&ctx.handle, ctx.knobs.jittered_latency()).await;
     if too_large {
-        return common::error(&ctx, ApiError::TooLarge);
+        return error(&ctx, ApiError::TooLarge);
     }
     if let Some(k) = &ctx.key {
         if let Some(status) = behavior.key_status.get(k) {
-            return common::error(&ctx, ApiError::Status(*status));
+            return error(&ctx, ApiError::Status(*status));
+        }
+        if behavior.quota_exhausted_keys.contains(k) {
+            return error(&ctx, ApiError::Quota);
         }
     }
-    match flavor {
+    match ctx.flavor {
         Flavor::OpenAi => openai::handle(ctx).await,
         Flavor::Azure => azure::handle(ctx).await,
         Flavor::Anthropic => anthropic::handle(ctx).await,
         Flavor::Ollama => ollama::handle(ctx).await,
+    }
+}
+
+/// Renders an error in the request's flavour, for the answers given before the flavour's handler runs.
+/// It lives here, beside the dispatch to the handlers, and not in `common`: the flavour modules import
+/// `common`, so a dispatcher there would make `common` and every flavour import each other.
+fn error(ctx: &Ctx, err: ApiError) -> Response {
+    match ctx.flavor {
+        Flavor::OpenAi => openai::error(ctx, err),
+        Flavor::Azure => azure::error(ctx, err),
+        Flavor::Anthropic => anthropic::error(ctx, err),
+        Flavor::Ollama => ollama::error(ctx, err),
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use crate::behaviour::{self, text_chunks, Conversation, Finish, Image, Message, Reply, Role, ToolCall};
 use crate::common::{
-    b64_decode, bytes_response, check_key, embedding, json_response, json_type, retry_headers, rfc3339_now, sha256_hex, sniff_image, words,
-    ApiError, Ctx,
+    b64_decode, bytes_response, check_key, context_numbers, embedding, json_response, json_type, retry_headers, rfc3339_now, sha256_hex,
+    sniff_image, words, ApiError, Ctx,
 };
 use crate::faults::{gate, json_ok, stream_response, Frame, Framing};
 use crate::FaultKind;
@@ -80,8 +80,13 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
         ApiError::MissingKey | ApiError::BadKey | ApiError::Status(401) => "unauthorized".into(),
         ApiError::ModelNotFound(m) => format!("model \"{m}\" not found, try pulling it first"),
         ApiError::Status(404) => format!("model \"{model}\" not found, try pulling it first"),
-        ApiError::ContextLength { prompt_tokens } => {
-            format!("the input length ({} tokens) exceeds the context length (4096 tokens)", 4_096 + prompt_tokens)
+        ApiError::ContextLength { prompt_tokens, window } => {
+            let (window, tokens) = context_numbers(*prompt_tokens, *window, 4_096);
+            format!("the input length ({tokens} tokens) exceeds the context length ({window} tokens)")
+        }
+        // Ollama Cloud's answer when an account's plan usage is used up (observed wording).
+        ApiError::Quota => {
+            "you (switchyard-mock) have reached your weekly usage limit, upgrade for higher limits: https://ollama.com/upgrade".into()
         }
         ApiError::TooLarge | ApiError::Status(413) => "request body too large".into(),
         ApiError::Status(400) => "invalid request".into(),
@@ -92,7 +97,7 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
         ApiError::Status(s) => format!("request failed with status {s}"),
     };
     let mut h = Vec::new();
-    retry_headers(ctx, status, &mut h);
+    retry_headers(ctx, &err, &mut h);
     json_response(status, &h, &json!({ "error": message }))
 }
 
@@ -313,7 +318,7 @@ fn chat(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
             "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true});
         return json_ok(kind, &[], &v);
     }
-    let reply = match behaviour::decide(&conv) {
+    let reply = match behaviour::decide(&conv, ctx.knobs.context_window) {
         Ok(r) => r,
         Err(e) => return error(ctx, e),
     };

@@ -1,7 +1,8 @@
 //! The OpenAI flavour: Chat Completions (JSON and data-only SSE), Embeddings and Models under any path
 //! prefix, with OpenAI's validation rules, error bodies and response headers. Azure reuses the request
-//! parsing and the renderers here (`azure == true` adds the content-filter annotations), because Azure's
-//! inference shapes are OpenAI's.
+//! parsing and the renderers here, because Azure's inference shapes are OpenAI's: the renderers take a
+//! [`Dialect`] that supplies what Azure does differently (headers, error bodies, content-filter
+//! annotations), so this module never imports `azure.rs`, which imports this one.
 
 use axum::http::Method;
 use axum::response::Response;
@@ -9,15 +10,64 @@ use serde_json::{json, Map, Value};
 
 use crate::behaviour::{self, arg_fragments, text_chunks, Conversation, Finish, Image, Message, Reply, Role, ToolCall, ToolChoice, Usage};
 use crate::common::{
-    b64_decode, b64_encode, check_key, derived_alnum, embedding, error as flavour_error, json_response, json_type, mask_key, now_secs,
+    b64_decode, b64_encode, check_key, context_numbers, derived_alnum, embedding, json_response, json_type, mask_key, now_secs,
     percent_decode, random_alnum, retry_headers, words, ApiError, Ctx,
 };
 use crate::faults::{gate, json_ok, stream_response, Frame, Framing};
+use crate::ratelimit::{go_duration, input_tokens, output_tokens, wait, Limit};
 use crate::FaultKind;
 
 /// A fixed `created` for listed models.
 const MODEL_CREATED: u64 = 1_715_367_049;
 const FINGERPRINT: &str = "fp_5w1tchy4rd";
+/// The limits the mock reports, a minute each (a high usage tier's gpt-4o).
+const RPM: u64 = 10_000;
+const TPM: u64 = 30_000_000;
+
+/// What a service that serves OpenAI's shapes under its own routes does differently. [`OpenAi`] is
+/// OpenAI itself; Azure implements it in `azure.rs`.
+pub(crate) trait Dialect {
+    /// Headers on every answer.
+    fn headers(&self, ctx: &Ctx) -> Vec<(&'static str, String)>;
+    /// Adds the rate-limit headers of a served inference answer (chat, embeddings).
+    fn rate_limits(&self, ctx: &Ctx, out: &mut Vec<(&'static str, String)>);
+    /// Renders an error.
+    fn error(&self, ctx: &Ctx, err: ApiError) -> Response;
+    /// The error for a body `model` that is not configured.
+    fn unknown_model(&self, model: String) -> ApiError {
+        ApiError::ModelNotFound(model)
+    }
+    /// `owned_by` of listed models.
+    fn owned_by(&self) -> &'static str {
+        "system"
+    }
+    /// A choice's `content_filter_results` for an answer that finished with `finish`, if the service
+    /// annotates answers.
+    fn choice_filter(&self, _finish: Finish) -> Option<Value> {
+        None
+    }
+    /// The top-level `prompt_filter_results`, if the service annotates prompts.
+    fn prompt_filter(&self) -> Option<Value> {
+        None
+    }
+}
+
+/// OpenAI itself.
+pub(crate) struct OpenAi;
+
+impl Dialect for OpenAi {
+    fn headers(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
+        headers(ctx)
+    }
+
+    fn rate_limits(&self, ctx: &Ctx, out: &mut Vec<(&'static str, String)>) {
+        rate_limit_headers(ctx, false, out);
+    }
+
+    fn error(&self, ctx: &Ctx, err: ApiError) -> Response {
+        error(ctx, err)
+    }
+}
 
 enum Route {
     Chat,
@@ -64,10 +114,10 @@ pub(crate) async fn handle(ctx: Ctx) -> Response {
         Err(e) => return error(&ctx, e),
     };
     match route {
-        Route::Chat => chat(&ctx, false, kind),
-        Route::Embeddings => embeddings(&ctx, false, kind),
-        Route::Models => models(&ctx, false, kind),
-        Route::Model(id) => model(&ctx, &id, false, kind),
+        Route::Chat => chat(&ctx, &OpenAi, kind),
+        Route::Embeddings => embeddings(&ctx, &OpenAi, kind),
+        Route::Models => models(&ctx, &OpenAi, kind),
+        Route::Model(id) => model(&ctx, &id, &OpenAi, kind),
         Route::Unknown => error(&ctx, ApiError::NoRoute),
     }
 }
@@ -79,21 +129,33 @@ fn headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
         ("openai-processing-ms", ctx.elapsed_ms().to_string()),
         ("openai-version", "2020-10-01".to_string()),
         ("openai-organization", "switchyard-mock".to_string()),
-        ("x-ratelimit-limit-requests", "10000".to_string()),
-        ("x-ratelimit-limit-tokens", "30000000".to_string()),
-        ("x-ratelimit-remaining-requests", "9999".to_string()),
-        ("x-ratelimit-remaining-tokens", "29999000".to_string()),
-        ("x-ratelimit-reset-requests", "6ms".to_string()),
-        ("x-ratelimit-reset-tokens", "2ms".to_string()),
     ]
 }
 
-fn flavour_headers(ctx: &Ctx, azure: bool) -> Vec<(&'static str, String)> {
-    if azure {
-        crate::azure::headers(ctx)
+/// OpenAI's `x-ratelimit-*` headers (resets as Go durations). An answer used one request and the tokens
+/// it asked for (input estimate plus `max_completion_tokens`/`max_tokens`); a 429 (`refused`) found the
+/// request limit used up, as its message says.
+fn rate_limit_headers(ctx: &Ctx, refused: bool, out: &mut Vec<(&'static str, String)>) {
+    let (requests, tokens) = if refused {
+        (Limit::used_up(RPM, wait(ctx)), Limit::full(TPM))
     } else {
-        headers(ctx)
-    }
+        (Limit::after(RPM, 1), Limit::after(TPM, input_tokens(ctx) + output_tokens(ctx, &["max_completion_tokens", "max_tokens"])))
+    };
+    out.extend([
+        ("x-ratelimit-limit-requests", requests.limit.to_string()),
+        ("x-ratelimit-limit-tokens", tokens.limit.to_string()),
+        ("x-ratelimit-remaining-requests", requests.remaining.to_string()),
+        ("x-ratelimit-remaining-tokens", tokens.remaining.to_string()),
+        ("x-ratelimit-reset-requests", go_duration(requests.reset)),
+        ("x-ratelimit-reset-tokens", go_duration(tokens.reset)),
+    ]);
+}
+
+/// Headers of a served inference answer: the dialect's, plus its rate-limit headers.
+fn answer_headers(ctx: &Ctx, d: &impl Dialect) -> Vec<(&'static str, String)> {
+    let mut h = d.headers(ctx);
+    d.rate_limits(ctx, &mut h);
+    h
 }
 
 /// The OpenAI error body for `err`.
@@ -136,14 +198,22 @@ pub(crate) fn error_body(ctx: &Ctx, err: &ApiError) -> Value {
             None,
             None,
         ),
-        ApiError::ContextLength { prompt_tokens } => (
-            format!(
-                "This model's maximum context length is 128000 tokens. However, your messages resulted in {} tokens. Please reduce the length of the messages.",
-                128_000 + prompt_tokens
-            ),
-            "invalid_request_error",
-            Some("messages".into()),
-            Some("context_length_exceeded"),
+        ApiError::ContextLength { prompt_tokens, window } => {
+            let (window, tokens) = context_numbers(*prompt_tokens, *window, 128_000);
+            (
+                format!(
+                    "This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens. Please reduce the length of the messages."
+                ),
+                "invalid_request_error",
+                Some("messages".into()),
+                Some("context_length_exceeded"),
+            )
+        }
+        ApiError::Quota => (
+            "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.".into(),
+            "insufficient_quota",
+            None,
+            Some("insufficient_quota"),
         ),
         ApiError::TooLarge | ApiError::Status(413) => (
             "Request too large. The request body exceeds the maximum allowed size.".into(),
@@ -172,7 +242,8 @@ pub(crate) fn error_body(ctx: &Ctx, err: &ApiError) -> Value {
         ),
         ApiError::Status(429) => (
             format!(
-                "Rate limit reached for {model} in organization org-switchyardmock on requests per min (RPM): Limit 10000, Used 10000, Requested 1. Please try again in 6ms."
+                "Rate limit reached for {model} in organization org-switchyardmock on requests per min (RPM): Limit {RPM}, Used {RPM}, Requested 1. Please try again in {}.",
+                go_duration(wait(ctx))
             ),
             "requests",
             None,
@@ -212,11 +283,11 @@ pub(crate) fn error_body(ctx: &Ctx, err: &ApiError) -> Value {
 pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
     let status = err.status();
     let mut h = headers(ctx);
-    retry_headers(ctx, status, &mut h);
-    if status == 429 {
-        h.retain(|(n, _)| *n != "x-ratelimit-remaining-requests");
-        h.push(("x-ratelimit-remaining-requests", "0".into()));
+    // A quota 429 is not a rate limit: no rate-limit (or retry) headers.
+    if status == 429 && err != ApiError::Quota {
+        rate_limit_headers(ctx, true, &mut h);
     }
+    retry_headers(ctx, &err, &mut h);
     json_response(status, &h, &error_body(ctx, &err))
 }
 
@@ -626,7 +697,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatRequest, ApiError> {
 }
 
 /// The body's `model` (required), suffix stripped, checked against the configured models.
-fn body_model(ctx: &Ctx, azure: bool) -> Result<String, ApiError> {
+fn body_model(ctx: &Ctx, d: &impl Dialect) -> Result<String, ApiError> {
     let body = ctx.body.as_ref().ok_or_else(|| {
         ApiError::invalid("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)")
     })?;
@@ -638,7 +709,7 @@ fn body_model(ctx: &Ctx, azure: bool) -> Result<String, ApiError> {
         return Err(ApiError::invalid_param("you must provide a model parameter", "model"));
     }
     if !ctx.model_known(&model) {
-        return Err(if azure { ApiError::Status(404) } else { ApiError::ModelNotFound(model) });
+        return Err(d.unknown_model(model));
     }
     Ok(model)
 }
@@ -668,22 +739,22 @@ fn call_id(seed: &[u8], i: usize) -> String {
 }
 
 /// Handles a chat completion after routing, auth and the fault gate.
-pub(crate) fn chat(ctx: &Ctx, azure: bool, kind: Option<FaultKind>) -> Response {
-    let model = match body_model(ctx, azure) {
+pub(crate) fn chat(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -> Response {
+    let model = match body_model(ctx, d) {
         Ok(m) => m,
-        Err(e) => return flavour_error(ctx, e),
+        Err(e) => return d.error(ctx, e),
     };
     let req = match ctx.body.as_ref().map(parse_chat) {
         Some(Ok(r)) => r,
-        Some(Err(e)) => return flavour_error(ctx, e),
-        None => return flavour_error(ctx, ApiError::invalid("missing body")),
+        Some(Err(e)) => return d.error(ctx, e),
+        None => return d.error(ctx, ApiError::invalid("missing body")),
     };
-    let reply = match behaviour::decide(&req.conv) {
+    let reply = match behaviour::decide(&req.conv, ctx.knobs.context_window) {
         Ok(r) => r,
-        Err(e) => return flavour_error(ctx, e),
+        Err(e) => return d.error(ctx, e),
     };
     if kind == Some(FaultKind::StreamError) && !req.stream {
-        return flavour_error(ctx, ApiError::Status(500));
+        return d.error(ctx, ApiError::Status(500));
     }
     let id = format!("chatcmpl-{}", random_alnum(29));
     let created = now_secs();
@@ -711,8 +782,8 @@ pub(crate) fn chat(ctx: &Ctx, azure: bool, kind: Option<FaultKind>) -> Response 
             .map(|i| {
                 let mut c = json!({"index": i, "message": message.clone(), "logprobs": null,
                     "finish_reason": finish_str(reply.finish)});
-                if azure {
-                    c["content_filter_results"] = crate::azure::filter_results(reply.finish);
+                if let Some(f) = d.choice_filter(reply.finish) {
+                    c["content_filter_results"] = f;
                 }
                 c
             })
@@ -722,17 +793,17 @@ pub(crate) fn chat(ctx: &Ctx, azure: bool, kind: Option<FaultKind>) -> Response 
             "system_fingerprint": FINGERPRINT, "service_tier": "default",
             "choices": choices, "usage": usage_json(&reply.usage),
         });
-        if azure {
-            body["prompt_filter_results"] = crate::azure::prompt_filter_results();
+        if let Some(p) = d.prompt_filter() {
+            body["prompt_filter_results"] = p;
         }
-        return json_ok(kind, &flavour_headers(ctx, azure), &body);
+        return json_ok(kind, &answer_headers(ctx, d), &body);
     }
     let frames =
-        stream_frames(&reply, &StreamMeta { id: &id, created, model: &model, n, include_usage: req.include_usage, azure, seed: &seed });
+        stream_frames(&reply, &StreamMeta { id: &id, created, model: &model, n, include_usage: req.include_usage, seed: &seed }, d);
     let err = Frame::data(&json!({"error": {
         "message": "The server had an error while processing your request. Sorry about that!",
         "type": "server_error", "param": null, "code": null}}));
-    stream_response(ctx, Framing::Sse, frames, err, kind, flavour_headers(ctx, azure))
+    stream_response(ctx, Framing::Sse, frames, err, kind, answer_headers(ctx, d))
 }
 
 struct StreamMeta<'a> {
@@ -741,7 +812,6 @@ struct StreamMeta<'a> {
     model: &'a str,
     n: u32,
     include_usage: bool,
-    azure: bool,
     seed: &'a [u8],
 }
 
@@ -771,7 +841,7 @@ fn choice_deltas(reply: &Reply, seed: &[u8]) -> Vec<(Value, Option<&'static str>
     out
 }
 
-fn stream_frames(reply: &Reply, meta: &StreamMeta<'_>) -> Vec<Frame> {
+fn stream_frames(reply: &Reply, meta: &StreamMeta<'_>, d: &impl Dialect) -> Vec<Frame> {
     let mut frames = Vec::new();
     let chunk = |choices: Value, usage: Option<Value>| {
         let mut v = json!({"id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
@@ -781,20 +851,22 @@ fn stream_frames(reply: &Reply, meta: &StreamMeta<'_>) -> Vec<Frame> {
         }
         v
     };
-    if meta.azure {
+    if let Some(p) = d.prompt_filter() {
         frames.push(Frame::data(&json!({"id": "", "object": "", "created": 0, "model": "",
-            "choices": [], "prompt_filter_results": crate::azure::prompt_filter_results()})));
+            "choices": [], "prompt_filter_results": p})));
     }
     let deltas = choice_deltas(reply, meta.seed);
     let last = deltas.len().saturating_sub(1);
     for (step, (delta, finish, content)) in deltas.iter().enumerate() {
         for i in 0..meta.n {
             let mut choice = json!({"index": i, "delta": delta, "logprobs": null, "finish_reason": finish});
-            if meta.azure {
+            // A service that annotates answers annotates every chunk: text chunks pass the filter, the
+            // finish chunk of a filtered answer says so, and the other chunks carry an empty object.
+            if let Some(passed) = d.choice_filter(Finish::Stop) {
                 choice["content_filter_results"] = if *content && reply.tool_calls.is_empty() {
-                    crate::azure::filter_results(Finish::Stop)
+                    passed
                 } else if step == last && reply.finish == Finish::Filter {
-                    crate::azure::filter_results(Finish::Filter)
+                    d.choice_filter(Finish::Filter).unwrap_or_else(|| json!({}))
                 } else {
                     json!({})
                 };
@@ -839,29 +911,29 @@ fn embedding_inputs(input: Option<&Value>) -> Result<Vec<(String, u64)>, ApiErro
 }
 
 /// Handles an embeddings request after routing, auth and the fault gate.
-pub(crate) fn embeddings(ctx: &Ctx, azure: bool, kind: Option<FaultKind>) -> Response {
-    let model = match body_model(ctx, azure) {
+pub(crate) fn embeddings(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -> Response {
+    let model = match body_model(ctx, d) {
         Ok(m) => m,
-        Err(e) => return flavour_error(ctx, e),
+        Err(e) => return d.error(ctx, e),
     };
     let body = ctx.body.as_ref().and_then(Value::as_object);
     let Some(body) = body else {
-        return flavour_error(ctx, ApiError::invalid("missing body"));
+        return d.error(ctx, ApiError::invalid("missing body"));
     };
     let inputs = match embedding_inputs(body.get("input")) {
         Ok(i) => i,
-        Err(e) => return flavour_error(ctx, e),
+        Err(e) => return d.error(ctx, e),
     };
     let dims = match positive_int(body, "dimensions", 1) {
         Ok(d) => usize::try_from(d.unwrap_or(8).min(8192)).unwrap_or(8),
-        Err(e) => return flavour_error(ctx, e),
+        Err(e) => return d.error(ctx, e),
     };
     let base64 = match body.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) if s == "float" => false,
         Some(Value::String(s)) if s == "base64" => true,
         Some(other) => {
-            return flavour_error(
+            return d.error(
                 ctx,
                 ApiError::invalid_param(
                     format!("Invalid value: '{}'. Supported values are: 'float' and 'base64'.", other.as_str().unwrap_or_default()),
@@ -871,7 +943,7 @@ pub(crate) fn embeddings(ctx: &Ctx, azure: bool, kind: Option<FaultKind>) -> Res
         }
     };
     if kind == Some(FaultKind::StreamError) {
-        return flavour_error(ctx, ApiError::Status(500));
+        return d.error(ctx, ApiError::Status(500));
     }
     let mut prompt = 0;
     let data: Vec<Value> = inputs
@@ -891,26 +963,26 @@ pub(crate) fn embeddings(ctx: &Ctx, azure: bool, kind: Option<FaultKind>) -> Res
         .collect();
     let body = json!({"object": "list", "model": model, "data": data,
         "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});
-    json_ok(kind, &flavour_headers(ctx, azure), &body)
+    json_ok(kind, &answer_headers(ctx, d), &body)
 }
 
-fn model_json(id: &str, azure: bool) -> Value {
-    json!({"id": id, "object": "model", "created": MODEL_CREATED,
-        "owned_by": if azure { "organization-owner" } else { "system" }})
+fn model_json(id: &str, d: &impl Dialect) -> Value {
+    json!({"id": id, "object": "model", "created": MODEL_CREATED, "owned_by": d.owned_by()})
 }
 
-/// GET models: the configured models in OpenAI's list shape.
-pub(crate) fn models(ctx: &Ctx, azure: bool, kind: Option<FaultKind>) -> Response {
-    let data: Vec<Value> = ctx.handle.config().models.iter().map(|m| model_json(m, azure)).collect();
-    json_ok(kind, &flavour_headers(ctx, azure), &json!({"object": "list", "data": data}))
+/// GET models: the configured models in OpenAI's list shape (no rate-limit headers: listing models is not
+/// an inference call).
+pub(crate) fn models(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -> Response {
+    let data: Vec<Value> = ctx.handle.config().models.iter().map(|m| model_json(m, d)).collect();
+    json_ok(kind, &d.headers(ctx), &json!({"object": "list", "data": data}))
 }
 
 /// GET models/{id}.
-pub(crate) fn model(ctx: &Ctx, id: &str, azure: bool, kind: Option<FaultKind>) -> Response {
+pub(crate) fn model(ctx: &Ctx, id: &str, d: &impl Dialect, kind: Option<FaultKind>) -> Response {
     if !ctx.handle.config().models.iter().any(|m| m == id) {
-        return flavour_error(ctx, ApiError::ModelNotFound(id.to_string()));
+        return d.error(ctx, ApiError::ModelNotFound(id.to_string()));
     }
-    json_ok(kind, &flavour_headers(ctx, azure), &model_json(id, azure))
+    json_ok(kind, &d.headers(ctx), &model_json(id, d))
 }
 
 #[cfg(test)]

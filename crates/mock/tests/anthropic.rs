@@ -267,3 +267,101 @@ async fn models_and_count_tokens() {
     .await;
     assert_eq!(r.json()["input_tokens"], 3);
 }
+
+/// Seconds from now until an `anthropic-ratelimit-*-reset` time (negative: in the past).
+fn reset_in(r: &Resp, family: &str) -> i64 {
+    let name = format!("anthropic-ratelimit-{family}-reset");
+    let at = unix_of_rfc3339(r.header(&name).unwrap_or_else(|| panic!("no {name}")));
+    at as i64 - now_secs() as i64
+}
+
+#[tokio::test]
+async fn rate_limit_headers_on_messages_and_429s_only() {
+    assert_eq!(unix_of_rfc3339("2025-08-21T12:40:59Z"), 1_755_780_059);
+    let m = start(Flavor::Anthropic).await;
+    let a = m.addr();
+    // An answer used one request, its input and its max_tokens (100) of the output limit; each limit is
+    // full again within a second, and `tokens-*` is the tighter of input and output.
+    let r = post(a, "/v1/messages", &[KEY, VER], &msg(json!("hi"))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("anthropic-ratelimit-requests-limit"), Some("4000"));
+    assert_eq!(r.header("anthropic-ratelimit-requests-remaining"), Some("3999"));
+    assert_eq!(r.header("anthropic-ratelimit-output-tokens-limit"), Some("400000"));
+    assert_eq!(r.header("anthropic-ratelimit-output-tokens-remaining"), Some("399900"));
+    assert_eq!(r.header("anthropic-ratelimit-input-tokens-limit"), Some("2000000"));
+    assert!(r.header_u64("anthropic-ratelimit-input-tokens-remaining") > 1_999_900);
+    assert_eq!(r.header("anthropic-ratelimit-tokens-limit"), Some("400000"), "output is the tighter limit");
+    assert_eq!(r.header("anthropic-ratelimit-tokens-remaining"), Some("399900"));
+    for family in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        assert!((0..=2).contains(&reset_in(&r, family)), "{family}: {:?}", r.headers);
+    }
+    let mut b = msg(json!("hi"));
+    b["stream"] = json!(true);
+    assert_eq!(post(a, "/v1/messages", &[KEY, VER], &b).await.header("anthropic-ratelimit-requests-remaining"), Some("3999"));
+
+    // A 429: the request limit is used up and resets when retry-after says.
+    m.set_behavior(Behavior { retry_after_secs: Some(30), ..Behavior::default() });
+    let r = post(a, "/v1/messages", &[KEY, VER], &msg(json!("[[error:429]]"))).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("30"));
+    assert_eq!(r.header("anthropic-ratelimit-requests-remaining"), Some("0"));
+    assert!((29..=30).contains(&reset_in(&r, "requests")), "{:?}", r.headers);
+    assert_eq!(r.header("anthropic-ratelimit-tokens-remaining"), r.header("anthropic-ratelimit-tokens-limit"));
+    // Without the knob: no retry-after, and the reset is the mock's default wait away.
+    m.set_behavior(Behavior::default());
+    let r = post(a, "/v1/messages", &[KEY, VER, ("x-mock-fault-codes", "429")], &msg(json!("x"))).await;
+    assert_eq!((r.status, r.header("retry-after")), (429, None));
+    assert_eq!(r.header("anthropic-ratelimit-requests-remaining"), Some("0"));
+    assert!((0..=1).contains(&reset_in(&r, "requests")));
+
+    // Other errors, token counting and model lists carry none.
+    let count = json!({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]});
+    for r in [
+        post(a, "/v1/messages", &[KEY, VER], &msg(json!("[[error:529]]"))).await,
+        post(a, "/v1/messages", &[KEY, VER], &json!({"model": "claude-sonnet-4-6"})).await,
+        post(a, "/v1/messages", &[VER], &msg(json!("hi"))).await,
+        post(a, "/v1/messages/count_tokens", &[KEY, VER], &count).await,
+        get(a, "/v1/models", &[KEY, VER]).await,
+    ] {
+        assert!(r.header_names("anthropic-ratelimit-").is_empty(), "{} {:?}", r.status, r.headers);
+    }
+}
+
+#[tokio::test]
+async fn context_window_and_exhausted_credit() {
+    let m = start(Flavor::Anthropic).await;
+    let a = m.addr();
+    m.set_behavior(Behavior {
+        context_window: Some(3),
+        retry_after_secs: Some(5),
+        quota_exhausted_keys: ["sk-ant-broke-01".to_string(), "sk-ant-both-01".to_string()].into(),
+        key_status: [("sk-ant-both-01".to_string(), 403)].into(),
+        ..Behavior::default()
+    });
+    let r = post(a, "/v1/messages", &[KEY, VER], &msg(json!("one two three four"))).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(err_of(&r), ("invalid_request_error".to_string(), "prompt is too long: 4 tokens > 3 maximum".to_string()));
+    assert_eq!(post(a, "/v1/messages", &[KEY, VER, ("x-mock-context-window", "4")], &msg(json!("one two three four"))).await.status, 200);
+
+    let broke = ("x-api-key", "sk-ant-broke-01");
+    for r in [
+        post(a, "/v1/messages", &[broke, VER], &msg(json!("hi"))).await,
+        post(a, "/v1/messages/count_tokens", &[broke, VER], &msg(json!("hi"))).await,
+        post(a, "/v1/messages", &[KEY, VER], &msg(json!("[[quota]]"))).await,
+    ] {
+        assert_eq!(r.status, 400);
+        let v = r.json();
+        assert_eq!(
+            v["error"],
+            json!({"type": "invalid_request_error",
+                "message": "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."})
+        );
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["request_id"].as_str(), r.header("request-id"));
+        assert_eq!(r.header("retry-after"), None);
+        assert!(r.header_names("anthropic-ratelimit-").is_empty(), "{:?}", r.headers);
+    }
+    // key_status wins.
+    let r = post(a, "/v1/messages", &[("x-api-key", "sk-ant-both-01"), VER], &msg(json!("hi"))).await;
+    assert_eq!((r.status, err_of(&r).0.as_str()), (403, "permission_error"));
+}

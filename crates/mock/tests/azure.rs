@@ -57,6 +57,38 @@ async fn azure_errors() {
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("6"));
     assert_eq!(r.json()["error"]["code"], "429");
+    assert!(r.json()["error"]["message"].as_str().unwrap().ends_with("Please retry after 6 seconds."));
+}
+
+#[tokio::test]
+async fn rate_limit_headers_are_remaining_counts_only() {
+    let m = start(Flavor::Azure).await;
+    let a = m.addr();
+    // An answer used one of the 100 requests of its 10-second window and the tokens it asked for.
+    let mut b = body("hello");
+    b["max_tokens"] = json!(500);
+    let r = post(a, CHAT, &[KEY], &b).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("99"));
+    let used = 100_000 - r.header_u64("x-ratelimit-remaining-tokens");
+    assert!((500..600).contains(&used), "{used}");
+    let mut names = r.header_names("x-ratelimit-");
+    names.sort_unstable();
+    assert_eq!(names, ["x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"], "Azure sends no limit or reset headers");
+
+    // A 429: the token limit is used up; the wait is retry-after (both only with the knob).
+    let r = post(a, CHAT, &[KEY, ("x-mock-fault-codes", "429"), ("x-mock-retry-after", "6")], &body("x")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("0"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("100"));
+    assert_eq!(r.header("retry-after-ms"), Some("6000"));
+    let r = post(a, CHAT, &[KEY, ("x-mock-fault-codes", "429")], &body("x")).await;
+    assert_eq!((r.status, r.header("retry-after"), r.header("x-ratelimit-remaining-tokens")), (429, None, Some("0")));
+
+    // Other errors carry none.
+    for r in [post(a, CHAT, &[KEY, ("x-mock-fault-codes", "503")], &body("x")).await, post(a, CHAT, &[], &body("x")).await] {
+        assert!(r.header_names("x-ratelimit-").is_empty(), "{} {:?}", r.status, r.headers);
+    }
 }
 
 #[tokio::test]
@@ -106,4 +138,39 @@ async fn v1_routes_and_embeddings() {
     assert_eq!(r.json()["data"][0]["embedding"].as_array().unwrap().len(), 8);
     let r = get(a, "/openai/v1/models", &[KEY]).await;
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn context_window_and_exhausted_quota() {
+    use switchyard_mock::Behavior;
+    let m = start(Flavor::Azure).await;
+    let a = m.addr();
+    m.set_behavior(Behavior {
+        context_window: Some(3),
+        retry_after_secs: Some(5),
+        quota_exhausted_keys: ["azure-broke-01".to_string()].into(),
+        ..Behavior::default()
+    });
+    let r = post(a, CHAT, &[KEY], &body("one two three four")).await;
+    assert_eq!(r.status, 400);
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "context_length_exceeded");
+    assert_eq!(
+        e["error"]["message"],
+        "This model's maximum context length is 3 tokens. However, your messages resulted in 4 tokens. Please reduce the length of the messages."
+    );
+    assert_eq!(post(a, CHAT, &[KEY], &body("one two three")).await.status, 200);
+    // The suffix goes in the deployment segment.
+    let big = "/openai/deployments/gpt-4o-mini+context=10/chat/completions?api-version=2024-10-21";
+    assert_eq!(post(a, big, &[KEY], &body("one two three four")).await.status, 200);
+
+    let quota = json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}});
+    for r in [post(a, CHAT, &[("api-key", "azure-broke-01")], &body("hi")).await, post(a, CHAT, &[KEY], &body("[[quota]]")).await] {
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json(), quota);
+        assert!(r.header("apim-request-id").is_some());
+        assert_eq!(r.header("retry-after"), None);
+        assert!(r.header_names("x-ratelimit-").is_empty(), "{:?}", r.headers);
+    }
 }

@@ -146,6 +146,22 @@ async fn faults_and_counters() {
 }
 
 #[tokio::test]
+async fn no_rate_limit_headers() {
+    let m = start(Flavor::Ollama).await;
+    let a = m.addr();
+    let mut b = chat("hi");
+    b["stream"] = json!(false);
+    let ok = post(a, "/api/chat", &[], &b).await;
+    assert_eq!(ok.status, 200);
+    b["model"] = json!("llama3.2+code=429+retry_after=2");
+    let limited = post(a, "/api/chat", &[], &b).await;
+    assert_eq!((limited.status, limited.header("retry-after")), (429, Some("2")));
+    for r in [ok, limited] {
+        assert!(r.header_names("x-ratelimit-").is_empty() && r.header_names("anthropic-ratelimit-").is_empty(), "{:?}", r.headers);
+    }
+}
+
+#[tokio::test]
 async fn embed_tags_version() {
     let m = start(Flavor::Ollama).await;
     let a = m.addr();
@@ -158,4 +174,33 @@ async fn embed_tags_version() {
     assert_eq!(names, ["llava:latest", "llama3.2:latest", "all-minilm:latest"]);
     assert!(get(a, "/api/version", &[]).await.json()["version"].is_string());
     assert_eq!(get(a, "/", &[]).await.text(), "Ollama is running");
+}
+
+#[tokio::test]
+async fn context_window_and_exhausted_usage() {
+    use switchyard_mock::Behavior;
+    let m = start(Flavor::Ollama).await;
+    let a = m.addr();
+    m.set_behavior(Behavior {
+        context_window: Some(3),
+        retry_after_secs: Some(5),
+        quota_exhausted_keys: ["ollama-broke-01".to_string()].into(),
+        ..Behavior::default()
+    });
+    let r = post(a, "/api/chat", &[], &chat("one two three four")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json(), json!({"error": "the input length (4 tokens) exceeds the context length (3 tokens)"}));
+    let mut b = chat("one two three four");
+    b["model"] = json!("llama3.2+context=8192");
+    assert_eq!(post(a, "/api/chat", &[], &b).await.status, 200);
+
+    let usage = json!({"error": "you (switchyard-mock) have reached your weekly usage limit, upgrade for higher limits: https://ollama.com/upgrade"});
+    for r in [
+        post(a, "/api/chat", &[("authorization", "Bearer ollama-broke-01")], &chat("hi")).await,
+        post(a, "/api/chat", &[], &chat("[[quota]]")).await,
+    ] {
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json(), usage);
+        assert_eq!(r.header("retry-after"), None);
+    }
 }

@@ -317,6 +317,58 @@ async fn faults_via_suffix_headers_and_behavior() {
 }
 
 #[tokio::test]
+async fn rate_limit_headers_on_answers_and_429s_only() {
+    let m = start(Flavor::OpenAi).await;
+    let a = m.addr();
+    let p = "/v1/chat/completions";
+    // An answer used one request of 10,000 a minute (full again in 6 ms) and the tokens it asked for.
+    let mut b = chat(json!("hello"));
+    b["max_completion_tokens"] = json!(1_000);
+    let r = post(a, p, &[AUTH], &b).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("10000"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("9999"));
+    assert_eq!(r.header("x-ratelimit-reset-requests"), Some("6ms"));
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), Some("30000000"));
+    let used = 30_000_000 - r.header_u64("x-ratelimit-remaining-tokens");
+    assert!((1_000..1_100).contains(&used), "{used}");
+    assert_eq!(r.header("x-ratelimit-reset-tokens"), Some("3ms"), "1,0xx tokens of 30M a minute");
+    // Streams and embeddings carry them too.
+    b["stream"] = json!(true);
+    assert_eq!(post(a, p, &[AUTH], &b).await.header("x-ratelimit-remaining-requests"), Some("9999"));
+    let e = post(a, "/v1/embeddings", &[AUTH], &json!({"model": "text-embedding-3-small", "input": "x"})).await;
+    assert_eq!(e.header("x-ratelimit-reset-requests"), Some("6ms"));
+
+    // A 429: the request limit is used up and resets when retry-after says.
+    m.set_behavior(Behavior { retry_after_secs: Some(90), ..Behavior::default() });
+    let r = post(a, p, &[AUTH], &chat(json!("[[error:429]]"))).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("90"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(r.header("x-ratelimit-reset-requests"), Some("1m30s"));
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("30000000"), "the refused request used no tokens");
+    assert_eq!(r.header("x-ratelimit-reset-tokens"), Some("0s"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().ends_with("Please try again in 1m30s."));
+    // Without the knob: no retry-after, and the reset names the mock's default wait.
+    m.set_behavior(Behavior::default());
+    let r = post(a, p, &[AUTH, ("x-mock-fault-codes", "429")], &chat(json!("x"))).await;
+    assert_eq!((r.status, r.header("retry-after")), (429, None));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(r.header("x-ratelimit-reset-requests"), Some("1s"));
+
+    // Other errors and non-inference routes carry none.
+    for r in [
+        post(a, p, &[AUTH, ("x-mock-fault-codes", "503")], &chat(json!("x"))).await,
+        post(a, p, &[AUTH], &chat(json!("[[error:500]]"))).await,
+        post(a, p, &[AUTH], &json!({"model": "gpt-4o-mini"})).await,
+        post(a, p, &[], &chat(json!("x"))).await,
+        get(a, "/v1/models", &[AUTH]).await,
+    ] {
+        assert!(r.header_names("x-ratelimit-").is_empty(), "{} {:?}", r.status, r.headers);
+    }
+}
+
+#[tokio::test]
 async fn reset_malformed_and_stream_error() {
     let m = start(Flavor::OpenAi).await;
     let a = m.addr();
@@ -478,4 +530,87 @@ async fn hang_is_cut_by_shutdown() {
     assert!(started.elapsed() < Duration::from_secs(3));
     let r = pending.await.unwrap();
     assert_eq!(r.status, 503);
+}
+
+/// OpenAI's out-of-quota answer, exactly.
+fn quota_body() -> Value {
+    json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}})
+}
+
+#[tokio::test]
+async fn context_window_from_behavior_header_and_suffix() {
+    let m = start(Flavor::OpenAi).await;
+    let a = m.addr();
+    let p = "/v1/chat/completions";
+    // Four prompt tokens: fine without a window.
+    let b = chat(json!("one two three four"));
+    assert_eq!(post(a, p, &[AUTH], &b).await.status, 200);
+    m.set_behavior(Behavior { context_window: Some(3), ..Behavior::default() });
+    let r = post(a, p, &[AUTH], &b).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"error": {"message": "This model's maximum context length is 3 tokens. However, your messages resulted in 4 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+    );
+    assert!(r.header_names("x-ratelimit-").is_empty());
+    // A stream is refused before it starts.
+    let mut s = b.clone();
+    s["stream"] = json!(true);
+    assert_eq!(post(a, p, &[AUTH], &s).await.status, 400);
+    // At the window is fine; the header overrides the behaviour, the suffix the header.
+    assert_eq!(post(a, p, &[AUTH, ("x-mock-context-window", "4")], &b).await.status, 200);
+    let mut small = b.clone();
+    small["model"] = json!("gpt-4o-mini+context=2");
+    let r = post(a, p, &[AUTH, ("x-mock-context-window", "4")], &small).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().starts_with("This model's maximum context length is 2 tokens."));
+    // The same prompt to a big-context mock passes; embeddings are not chat and are not checked.
+    small["model"] = json!("gpt-4o-mini+context=128000");
+    assert_eq!(post(a, p, &[AUTH], &small).await.status, 200);
+    let e = post(a, "/v1/embeddings", &[AUTH], &json!({"model": "text-embedding-3-small", "input": "a b c d e"})).await;
+    assert_eq!(e.status, 200);
+    // The directive keeps its old message (the usual window, a prompt over it).
+    m.set_behavior(Behavior::default());
+    let r = post(a, p, &[AUTH], &chat(json!("[[context]]"))).await;
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("maximum context length is 128000 tokens"));
+}
+
+#[tokio::test]
+async fn exhausted_quota_by_key_and_directive() {
+    let m = start(Flavor::OpenAi).await;
+    let a = m.addr();
+    let p = "/v1/chat/completions";
+    // A retry-after knob must not leak onto a quota answer: it is not a rate limit.
+    let put = send(
+        a,
+        "PUT",
+        "/mock/behavior",
+        &[],
+        Some(r#"{"retry_after_secs":5,"quota_exhausted_keys":["sk-broke-0001","sk-both-0001"],"key_status":{"sk-both-0001":401}}"#),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(m.handle().behavior().quota_exhausted_keys.len(), 2);
+    for r in [
+        post(a, p, &[("authorization", "Bearer sk-broke-0001")], &chat(json!("hi"))).await,
+        post(a, p, &[AUTH], &chat(json!("please [[quota]]"))).await,
+        post(a, "/v1/embeddings", &[("authorization", "Bearer sk-broke-0001")], &json!({"model": "text-embedding-3-small", "input": "x"}))
+            .await,
+    ] {
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json(), quota_body());
+        assert!(r.header("x-request-id").unwrap().starts_with("req_"));
+        assert_eq!((r.header("retry-after"), r.header("retry-after-ms")), (None, None));
+        assert!(r.header_names("x-ratelimit-").is_empty(), "{:?}", r.headers);
+    }
+    // key_status wins over the quota list; other keys are served; a rate-limit 429 still has its headers.
+    let r = post(a, p, &[("authorization", "Bearer sk-both-0001")], &chat(json!("hi"))).await;
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(post(a, p, &[AUTH], &chat(json!("hi"))).await.status, 200);
+    let r = post(a, p, &[AUTH], &chat(json!("[[error:429]]"))).await;
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("5")));
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    assert!(!r.header_names("x-ratelimit-").is_empty());
 }

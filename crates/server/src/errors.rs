@@ -27,8 +27,11 @@ pub fn error_response(e: &GatewayError) -> Response {
     let body = Body { error: Inner { message: e.to_string(), kind: e.kind(), param: e.param(), code: e.code(), attempts: e.attempts() } };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let mut resp = (status, [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
-    if let Some(secs) = e.retry_after() {
-        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(ms) = e.retry_after_ms() {
+        // Both forms: `retry-after` (whole seconds, rounded up) for every HTTP client, `retry-after-ms` for
+        // the OpenAI and Anthropic SDKs, which prefer it.
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000).max(1)));
+        resp.headers_mut().insert("retry-after-ms", HeaderValue::from(ms));
     }
     if !e.attempts().is_empty() {
         resp.headers_mut().insert("x-switchyard-attempts", HeaderValue::from(e.sent_attempts()));

@@ -121,7 +121,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /api/health/providers`: circuit, key and load state per provider (no secrets).
+/// `GET /api/health/providers`: health, key and load state per provider (no secrets).
 pub async fn provider_health(State(state): State<AppState>) -> Response {
     #[derive(serde::Serialize)]
     struct Body {

@@ -60,13 +60,14 @@ fn keyed(kind: &str, base: &str) -> String {
 async fn run(case: Case) {
     let mock = mock_serving(case.flavor, &[case.model]).await;
     let image_url = image_server().await;
-    // Translation is under test here, not resilience: no breaker, no retries, and a key that cools down only
-    // for a moment, so each scenario sees exactly one upstream answer.
+    // Translation is under test here, not resilience: no same-target retries, so each scenario's error
+    // shows the one upstream answer it provoked; health stays at its defaults (a lone provider is never
+    // skipped), and a 429 cools the key only for a moment so the next scenario can use it.
     let yaml = format!(
         "images:\n  allow_private_networks: [\"127.0.0.1/32\"]\nproviders:\n  {}:\n{}{}",
         case.name,
         (case.block)(&mock.base_url()),
-        "    circuit_breaker: {enabled: false}\n    retry: {max_retries: 0}\n    key_cooldown: {rate_limited: 1ms}\n"
+        "    retry: {max_retries: 0}\n    key_cooldown: {rate_limited: 1ms}\n"
     );
     let gw = Gateway::start(&yaml);
     let s = Suite { c: client(), gw, mock, case, image_url, failures: Vec::new() };
@@ -466,11 +467,16 @@ impl Suite {
             let sent: Vec<&Value> =
                 r.body["error"]["attempts"].as_array().into_iter().flatten().filter(|a| a.get("skipped").is_none()).collect();
             let attempt = sent.first().copied().unwrap_or(&Value::Null);
-            let want = if matches!(code, 429 | 503 | 529) { 503 } else { 502 };
+            // The status says what to do: 429 wait (a rate limit), 503 the upstream is unavailable, 502 it broke.
+            let (want, want_code) = match code {
+                429 => (429, "rate_limit_exceeded"),
+                503 | 529 => (503, "upstream_unavailable"),
+                _ => (502, "all_attempts_failed"),
+            };
             check!(
                 f,
                 "upstream failure",
-                r.status == want && attempt["status"] == code && r.body["error"]["code"] == "all_attempts_failed",
+                r.status == want && attempt["status"] == code && r.body["error"]["code"] == want_code,
                 "{code}: {} {}",
                 r.status,
                 r.body
@@ -481,7 +487,22 @@ impl Suite {
         // chunks, a malformed body.
         let faulty = |kind: &str| json!({"model": format!("{}+kind={kind}", self.model()), "stream": true, "messages": [{"role": "user", "content": "one two three four five six"}]});
         let r = stream(&self.c, &self.gw.url("/v1/chat/completions"), &faulty("stream_error")).await;
-        check!(f, "error event before the first chunk", matches!(r.status, 502 | 503) && r.chunks.is_empty(), "{} {:?}", r.status, r.raw);
+        let first = &r.body_json()["error"];
+        check!(
+            f,
+            "error event before the first chunk",
+            // Anthropic's in-stream error is `overloaded_error` (a 529): unavailable, not broken.
+            r.chunks.is_empty()
+                && first["attempts"][0]["class"] == "transient"
+                && if matches!(first["attempts"][0]["status"].as_u64(), Some(503 | 529)) {
+                    r.status == 503 && first["code"] == "upstream_unavailable"
+                } else {
+                    r.status == 502 && first["code"] == "all_attempts_failed"
+                },
+            "{} {:?}",
+            r.status,
+            r.raw
+        );
         let r = stream(&self.c, &self.gw.url("/v1/chat/completions"), &faulty("reset")).await;
         let last = r.chunks.last().cloned().unwrap_or(Value::Null);
         check!(
@@ -497,7 +518,14 @@ impl Suite {
         check!(f, "malformed body", r.status == 502 && r.body["error"]["attempts"][0]["class"] == "malformed", "{} {}", r.status, r.body);
 
         let r = self.chat_stream(json!({"messages": [{"role": "user", "content": "[[error:529]]"}]})).await;
-        check!(f, "stream upstream failure is an HTTP error before any byte", r.status == 503, "{} {:?}", r.status, r.raw);
+        check!(
+            f,
+            "stream upstream failure is an HTTP error before any byte",
+            r.status == 503 && r.body_json()["error"]["code"] == "upstream_unavailable",
+            "{} {:?}",
+            r.status,
+            r.raw
+        );
         let r = post(
             &self.c,
             &self.gw.url("/v1/chat/completions"),

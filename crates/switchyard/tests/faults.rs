@@ -1,9 +1,13 @@
 //! The fault-injection suite: the real binary in front of mock providers that fail on command.
 //!
-//! For every fault, JSON and streaming: with a healthy fallback nothing is lost and the answer is attributed
-//! to the fallback; without one the caller gets a clear error of the right status within the deadline.
-//! Then the policies one by one: key rotation and cooldown after 401/429, circuit breakers opening and
-//! closing, caller faults not retried, retries with backoff, hedging, overload, keep-alives, cancellation.
+//! Every test runs with the default resilience settings unless it says why not; most users never change
+//! them. Each fault case starts from a fresh gateway and fresh mocks, and proves from the mock's own counters
+//! that the fault was served to the gateway (a test that passes without meeting its fault proves nothing).
+//! Cancellation is observed where it happens: on the mock, as a response it never finished sending.
+//!
+//! The promise under test: with defaults, the gateway never makes an outage worse than calling the provider
+//! directly. A lone provider is always tried; a rejected key fails at once; a rate limit comes back as 429
+//! with its reset; a poison request cannot take a healthy provider out of the path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use switchyard_mock::{Behavior, FaultKind, Flavor, MockServer};
+use switchyard_mock::{Behavior, FaultKind, Flavor, MockServer, Stats};
 
 fn user(text: &str) -> Value {
     json!([{"role": "user", "content": text}])
 }
 
-/// The faults of the issue, as mock behaviour.
+/// How long event-driven waits may take before a test gives up (a bound on a hang, not a speed target).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The faults of the outage reports, as mock behaviour.
 fn faults() -> Vec<(&'static str, Behavior)> {
     let status = |code: u16| Behavior { fault_rate: 1.0, fault_codes: vec![code], retry_after_secs: Some(1), ..Behavior::default() };
     let kind = |k: FaultKind| Behavior { fault_rate: 1.0, fault_kind: Some(k), ..Behavior::default() };
@@ -36,105 +43,148 @@ fn faults() -> Vec<(&'static str, Behavior)> {
     ]
 }
 
-const FAST_TIMEOUTS: &str = "    first_byte_timeout: 300ms\n    timeout: 2s\n";
+/// Pinned so that hang and slow-first-byte faults end within a test's patience; the defaults (60 s first
+/// byte, 600 s total) would make every such case a minute long. Nothing else is pinned.
+const FAST_TIMEOUTS: &str = "    first_byte_timeout: 300ms\n    timeout: 1s\n";
+
+fn provider(name: &str, kind: &str, base: &str, key: &str, extra: &str) -> String {
+    format!("  {name}:\n    type: {kind}\n    base_url: \"{base}\"\n    keys: [{{name: {name}-key, value: {key}}}]\n{extra}")
+}
 
 async fn primary_and_fallback() -> (MockServer, MockServer, Gateway) {
     let bad = mock(Flavor::OpenAi).await;
     let good = mock(Flavor::Anthropic).await;
     let yaml = format!(
-        "routing:\n  deadline: 8s\nproviders:\n  bad:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: sk-bad}}]\n{FAST_TIMEOUTS}  good:\n    type: anthropic\n    base_url: \"{}\"\n    keys: [{{value: sk-good}}]\nroutes:\n  - models: [\"bad/gpt-4o-mini\"]\n    fallbacks: [\"good/claude-sonnet-4-6\"]\n",
-        bad.base_url(),
-        good.base_url()
+        "providers:\n{}{}routes:\n  - models: [\"bad/gpt-4o-mini\"]\n    fallbacks: [\"good/claude-sonnet-4-6\"]\n",
+        provider("bad", "openai", &bad.base_url(), "sk-bad", FAST_TIMEOUTS),
+        provider("good", "anthropic", &good.base_url(), "sk-good", ""),
     );
     (bad, good, Gateway::start(&yaml))
 }
 
-#[tokio::test]
-async fn with_a_healthy_fallback_no_request_is_lost() {
-    let (bad, good, gw) = primary_and_fallback().await;
-    let c = client();
-    let url = gw.url("/v1/chat/completions");
-    for (name, behavior) in faults() {
-        bad.set_behavior(behavior);
-        for i in 0..3 {
-            let started = Instant::now();
-            let r = post(&c, &url, &json!({"model": "bad/gpt-4o-mini", "messages": user(&format!("{name} {i}"))})).await;
-            assert_eq!(r.status, 200, "{name}: {}", r.body);
-            assert_eq!(r.body["choices"][0]["message"]["content"], format!("echo: {name} {i}"), "{name}");
-            assert_eq!(r.header("x-switchyard-provider"), Some("good"), "{name}");
-            assert!(started.elapsed() < Duration::from_secs(8), "{name}: took {:?}", started.elapsed());
+async fn lone(flavor: Flavor, extra: &str) -> (MockServer, Gateway) {
+    let up = mock(flavor).await;
+    let yaml = format!("providers:\n{}", provider("solo", flavor.as_str(), &up.base_url(), "sk-solo", extra));
+    (up, Gateway::start(&yaml))
+}
 
-            let s = stream(&c, &url, &json!({"model": "bad/gpt-4o-mini", "stream": true, "messages": user(&format!("{name} {i}"))})).await;
-            assert_eq!(s.status, 200, "{name} stream: {}", s.raw);
-            if matches!(name, "reset" | "malformed") && s.headers.get("x-switchyard-provider").is_some_and(|p| p == "bad") {
-                // These break after content reached the client: no fallback can undo that, so the stream ends
-                // with an error event instead of a silent truncation.
-                assert_eq!(s.chunks.last().unwrap()["error"]["code"], "stream_interrupted", "{name}: {}", s.raw);
-                assert!(s.done, "{name}");
-            } else {
-                assert_eq!(s.text(), format!("echo: {name} {i}"), "{name} stream: {}", s.raw);
-                assert_eq!(s.headers.get("x-switchyard-provider").unwrap(), "good", "{name} stream");
-                assert!(s.done);
-            }
-        }
-    }
-    assert!(calls(&good) >= 9 * 3 * 2 - 6, "the fallback answered: {:?}", good.stats());
+async fn until(m: &MockServer, cond: impl Fn(&Stats) -> bool) {
+    assert!(m.wait_for(cond, PATIENCE).await, "the mock never reached the expected state: {:?}", m.stats());
 }
 
 #[tokio::test]
-async fn without_a_fallback_the_error_is_clear_and_on_time() {
-    let bad = mock(Flavor::OpenAi).await;
-    let yaml = format!(
-        "routing:\n  deadline: 5s\nproviders:\n  bad:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: sk-bad}}]\n    retry: {{max_retries: 1, initial_backoff: 10ms}}\n    circuit_breaker: {{enabled: false}}\n    key_cooldown: {{rate_limited: 10ms}}\n{FAST_TIMEOUTS}",
-        bad.base_url()
-    );
-    let gw = Gateway::start(&yaml);
+async fn every_fault_with_a_healthy_fallback_loses_nothing() {
     let c = client();
-    let url = gw.url("/v1/chat/completions");
     for (name, behavior) in faults() {
+        let (bad, good, gw) = primary_and_fallback().await;
         bad.set_behavior(behavior);
-        let want = match name {
-            "429" | "503" | "529" => 503,
-            "hang" | "slow first byte" => 504,
-            _ => 502,
-        };
+        let url = gw.url("/v1/chat/completions");
+        let mut interrupted = 0;
+        for i in 0..3 {
+            let text = format!("{name} {i}");
+            let r = post(&c, &url, &json!({"model": "bad/gpt-4o-mini", "messages": user(&text)})).await;
+            assert_eq!(r.status, 200, "{name}: {}", r.body);
+            assert_eq!(r.body["choices"][0]["message"]["content"], format!("echo: {text}"), "{name}");
+            assert_eq!(r.header("x-switchyard-provider"), Some("good"), "{name}");
+
+            let s = stream(&c, &url, &json!({"model": "bad/gpt-4o-mini", "stream": true, "messages": user(&text)})).await;
+            assert_eq!(s.status, 200, "{name} stream: {}", s.raw);
+            assert!(s.done, "{name}: {}", s.raw);
+            if s.headers.get("x-switchyard-provider").is_some_and(|p| p == "bad") {
+                // Reset and malformed break after content reached the client: no fallback can undo that, so
+                // the stream ends with an error event instead of a silent truncation.
+                assert!(matches!(name, "reset" | "malformed"), "{name}: {}", s.raw);
+                assert_eq!(s.chunks.last().unwrap()["error"]["code"], "stream_interrupted", "{name}: {}", s.raw);
+                interrupted += 1;
+            } else {
+                assert_eq!(s.text(), format!("echo: {text}"), "{name} stream: {}", s.raw);
+                assert_eq!(s.headers.get("x-switchyard-provider").unwrap(), "good", "{name} stream");
+            }
+        }
+        let served = bad.stats().faults;
+        assert!(served >= 1, "{name}: the fault was never served to the gateway: {:?}", bad.stats());
+        assert_eq!(calls(&good), 6 - interrupted, "{name}: the fallback answered the rest");
+    }
+}
+
+#[tokio::test]
+async fn every_fault_without_a_fallback_gets_an_honest_error() {
+    let c = client();
+    for (name, behavior) in faults() {
         for is_stream in [false, true] {
-            let started = Instant::now();
-            let body = json!({"model": "bad/gpt-4o-mini", "stream": is_stream, "messages": user("x")});
-            let (status, raw) = if is_stream {
+            let (up, gw) = lone(Flavor::OpenAi, FAST_TIMEOUTS).await;
+            up.set_behavior(behavior.clone());
+            let body = json!({"model": "solo/gpt-4o-mini", "stream": is_stream, "messages": user("x")});
+            let url = gw.url("/v1/chat/completions");
+            let (status, raw, headers) = if is_stream {
                 let s = stream(&c, &url, &body).await;
-                (s.status, s.raw)
+                (s.status, s.raw, s.headers)
             } else {
                 let r = post(&c, &url, &body).await;
-                (r.status, r.body.to_string())
+                (r.status, r.body.to_string(), r.headers)
             };
-            let took = started.elapsed();
+            assert!(up.stats().faults >= 1, "{name}: the fault was never served: {:?}", up.stats());
             if is_stream && matches!(name, "reset" | "malformed") {
                 // Content went out before the break: an error event, not an HTTP error.
                 assert_eq!(status, 200, "{name}: {raw}");
                 assert!(raw.contains("stream_interrupted") && raw.ends_with("data: [DONE]\n\n"), "{name}: {raw}");
-            } else {
-                assert_eq!(status, want, "{name} stream={is_stream}: {raw}");
-                let v: Value = serde_json::from_str(&raw).unwrap();
-                assert_eq!(v["error"]["code"], "all_attempts_failed", "{name}: {raw}");
-                assert!(v["error"]["attempts"].as_array().unwrap().iter().all(|a| a["class"].is_string()));
+                continue;
             }
-            assert!(took < Duration::from_secs(6), "{name} stream={is_stream}: took {took:?}");
+            let (want_status, want_code, want_class) = match name {
+                "429" => (429, "rate_limit_exceeded", "rate_limited"),
+                "503" | "529" => (503, "upstream_unavailable", "transient"),
+                "hang" | "slow first byte" => (504, "upstream_timeout", "timeout"),
+                "malformed" => (502, "all_attempts_failed", "malformed"),
+                _ => (502, "all_attempts_failed", "transient"),
+            };
+            let v: Value = serde_json::from_str(&raw).unwrap();
+            assert_eq!((status, v["error"]["code"].as_str()), (want_status, Some(want_code)), "{name} stream={is_stream}: {raw}");
+            let attempts = v["error"]["attempts"].as_array().unwrap();
+            assert!(attempts.iter().all(|a| a["class"] == want_class), "{name}: {raw}");
+            if name != "429" {
+                // One retry of the lone target (the default policy) after a transient failure.
+                assert_eq!(attempts.len(), 2, "{name}: {raw}");
+            } else {
+                assert!(headers.get("retry-after").is_some() && headers.get("retry-after-ms").is_some(), "{name}: {headers:?}");
+            }
         }
     }
-    // 429s carry the upstream's Retry-After through to the caller.
-    bad.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![429], retry_after_secs: Some(1), ..Behavior::default() });
-    let r = post(&c, &url, &json!({"model": "bad/gpt-4o-mini", "messages": user("x")})).await;
-    assert_eq!(r.status, 503);
-    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
 }
 
 #[tokio::test]
-async fn a_401_key_is_rotated_out_until_it_recovers() {
+async fn a_lone_rejected_key_fails_at_once_every_time_and_names_the_key_not_its_value() {
+    for status in [401u16, 403] {
+        let (up, gw) = lone(Flavor::OpenAi, "").await;
+        up.set_behavior(Behavior { key_status: [("sk-solo".to_string(), status)].into(), ..Behavior::default() });
+        // A client that gives up long before the old five-minute key cooldown: a wait would fail the test.
+        let c = client_with_timeout(Duration::from_secs(5));
+        for i in 0..5u64 {
+            let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "solo/gpt-4o-mini", "messages": user("hi")})).await;
+            assert_eq!(r.status, 502, "{status}: {}", r.body);
+            assert_eq!(r.body["error"]["code"], "provider_auth_failed", "{}", r.body);
+            assert_eq!(r.body["error"]["type"], "upstream_authentication_error");
+            let message = r.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("solo-key") && message.contains("solo/gpt-4o-mini"), "names the key and target: {message}");
+            assert!(message.contains("not your API key"), "{message}");
+            assert!(!r.body.to_string().contains("sk-solo"), "never the key's value: {}", r.body);
+            assert!(r.header("retry-after").is_none(), "waiting does not fix a rejected key");
+            // The lone key is the request's last resort, so it is tried each time: a fixed key is noticed at once.
+            assert_eq!(calls(&up), i + 1);
+        }
+        // Fixed at the provider: the very next request succeeds.
+        up.set_behavior(Behavior::default());
+        let r = post(&client(), &gw.url("/v1/chat/completions"), &json!({"model": "solo/gpt-4o-mini", "messages": user("hi")})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_key_among_two_is_rotated_out_until_it_recovers() {
     let up = mock(Flavor::OpenAi).await;
     up.set_behavior(Behavior { key_status: [("sk-revoked".to_string(), 401)].into(), ..Behavior::default() });
+    // key_invalid pinned short so the key's return is seen within the test (the default is 5 minutes).
     let yaml = format!(
-        "providers:\n  openai:\n    base_url: \"{}\"\n    keys:\n      - {{name: revoked, value: sk-revoked, weight: 10}}\n      - {{name: good, value: sk-good, weight: 1}}\n    key_cooldown: {{key_invalid: 2s}}\n",
+        "providers:\n  openai:\n    base_url: \"{}\"\n    keys:\n      - {{name: revoked, value: sk-revoked, weight: 10}}\n      - {{name: good, value: sk-good, weight: 1}}\n    key_cooldown: {{key_invalid: 1s}}\n",
         up.base_url()
     );
     let gw = Gateway::start(&yaml);
@@ -150,18 +200,72 @@ async fn a_401_key_is_rotated_out_until_it_recovers() {
     let key = &health["providers"][0]["keys"][0];
     assert_eq!((key["name"].as_str(), key["cooldown_reason"].as_str()), (Some("revoked"), Some("key_invalid")), "{health}");
 
-    // Fixed upstream-side and the cooldown over: the key is probed and back in rotation.
+    // Fixed upstream-side: once the cooldown is over the key is used again.
     up.set_behavior(Behavior::default());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    for i in 0..20 {
+    let mut back = false;
+    for i in 0..100 {
         let r = post(&c, &url, &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("again {i}"))})).await;
         assert_eq!(r.status, 200);
+        if r.header("x-switchyard-key") == Some("revoked") {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(chat_calls_with_key(&up, "sk-revoked") > 5, "{:?}", up.stats().by_key);
+    assert!(back, "the recovered key never came back: {:?}", up.stats().by_key);
 }
 
 #[tokio::test]
-async fn a_429_rotates_keys_at_once_and_a_lone_cold_key_is_waited_for() {
+async fn an_exhausted_quota_rotates_at_once_and_is_never_waited_on() {
+    let up = mock(Flavor::OpenAi).await;
+    up.set_behavior(Behavior { quota_exhausted_keys: ["sk-empty".to_string(), "sk-solo".to_string()].into(), ..Behavior::default() });
+    let yaml = format!(
+        "providers:\n  openai:\n    base_url: \"{}\"\n    keys:\n      - {{name: empty, value: sk-empty, weight: 10}}\n      - {{name: paid, value: sk-paid, weight: 1}}\n  solo:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{name: solo-key, value: sk-solo}}]\n",
+        up.base_url(),
+        up.base_url()
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    for i in 0..10 {
+        let r = post(&c, &url, &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("q{i}"))})).await;
+        assert_eq!((r.status, r.header("x-switchyard-key")), (200, Some("paid")), "{}", r.body);
+    }
+    assert_eq!(chat_calls_with_key(&up, "sk-empty"), 1, "tried once, then out");
+    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    assert_eq!(health["providers"][0]["keys"][0]["cooldown_reason"], "quota_exhausted", "{health}");
+
+    // Alone, it is answered at once as the operator's problem, with no Retry-After: waiting will not help.
+    let r = post(&c, &url, &json!({"model": "solo/gpt-4o-mini", "messages": user("q")})).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (502, Some("provider_quota_exhausted")), "{}", r.body);
+    assert_eq!(r.body["error"]["attempts"][0]["class"], "quota_exhausted");
+    assert!(r.header("retry-after").is_none());
+    assert_eq!(chat_calls_with_key(&up, "sk-solo"), 1, "one attempt, no retry, no wait");
+}
+
+#[tokio::test]
+async fn a_rate_limited_lone_key_answers_429_with_the_providers_reset() {
+    let (up, gw) = lone(Flavor::OpenAi, "").await;
+    up.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![429], retry_after_secs: Some(7), ..Behavior::default() });
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let r = post(&c, &url, &json!({"model": "solo/gpt-4o-mini", "messages": user("x")})).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")), "{}", r.body);
+    assert_eq!(r.body["error"]["type"], "rate_limit_error");
+    assert_eq!(r.header("retry-after"), Some("7"));
+    let ms: u64 = r.header("retry-after-ms").unwrap().parse().unwrap();
+    assert!((6000..=7000).contains(&ms), "{ms}");
+    assert_eq!(calls(&up), 1, "a 7 s reset is longer than the gateway waits: answered at once");
+    // While the key is cooling, the answer comes from what the provider said, without hammering it.
+    let r = post(&c, &url, &json!({"model": "solo/gpt-4o-mini", "messages": user("x")})).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let left: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=7).contains(&left), "{left}");
+    assert_eq!(calls(&up), 1, "a rate-limited key is not sent to before its reset");
+}
+
+#[tokio::test]
+async fn a_429_rotates_keys_at_once_and_a_short_reset_is_waited_for_once() {
     let up = mock(Flavor::OpenAi).await;
     up.set_behavior(Behavior { key_status: [("sk-hot".to_string(), 429)].into(), retry_after_secs: Some(30), ..Behavior::default() });
     let yaml = format!(
@@ -170,87 +274,199 @@ async fn a_429_rotates_keys_at_once_and_a_lone_cold_key_is_waited_for() {
     );
     let gw = Gateway::start(&yaml);
     let c = client();
-    let started = Instant::now();
     let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user("x")})).await;
-    assert_eq!((r.status, r.header("x-switchyard-key")), (200, Some("cool")));
-    assert!(started.elapsed() < Duration::from_secs(2), "no sleeping on a cold key: {:?}", started.elapsed());
+    assert_eq!((r.status, r.header("x-switchyard-key"), r.header("x-switchyard-attempts")), (200, Some("cool"), Some("2")));
 
-    // One key only, rate-limited with Retry-After 1: the request waits for it within its deadline.
-    let lone = mock(Flavor::OpenAi).await;
-    lone.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![429], retry_after_secs: Some(1), ..Behavior::default() });
-    let yaml = format!(
-        "routing:\n  deadline: 10s\nproviders:\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: sk-lone}}]\n",
-        lone.base_url()
-    );
-    let gw = Gateway::start(&yaml);
+    // One key only, rate-limited with a 1 s reset (within routing.max_key_wait): the request waits once.
+    let (lone_up, gw) = lone(Flavor::OpenAi, "").await;
+    lone_up.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![429], retry_after_secs: Some(1), ..Behavior::default() });
     let url = gw.url("/v1/chat/completions");
     let task = tokio::spawn({
         let c = c.clone();
-        async move { post(&c, &url, &json!({"model": "openai/gpt-4o-mini", "messages": user("patient")})).await }
+        async move { post(&c, &url, &json!({"model": "solo/gpt-4o-mini", "messages": user("patient")})).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    lone.set_behavior(Behavior::default());
+    until(&lone_up, |s| s.faults >= 1).await;
+    lone_up.set_behavior(Behavior::default());
     let r = task.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-switchyard-attempts"), Some("2"));
 }
 
+/// Requests the upstream fails on purpose, whatever its health: a 500 for one prompt, a malformed body, a
+/// reset, each through a per-request model suffix or directive the mock reads.
+fn poison(i: usize, provider: &str) -> Value {
+    match i % 3 {
+        0 => json!({"model": format!("{provider}/m"), "messages": user("[[error:500]]")}),
+        1 => json!({"model": format!("{provider}/m+kind=malformed"), "messages": user("poison")}),
+        _ => json!({"model": format!("{provider}/m+kind=reset"), "messages": user("poison")}),
+    }
+}
+
 #[tokio::test]
-async fn an_open_circuit_stops_traffic_then_probes_close_it() {
-    let bad = mock(Flavor::OpenAi).await;
-    let good = mock(Flavor::OpenAi).await;
+async fn poison_requests_never_black_out_a_lone_provider() {
+    let (up, gw) = lone(Flavor::OpenAi, "").await;
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let mut failed = 0;
+    for i in 0..40 {
+        failed += usize::from(post(&c, &url, &poison(i, "solo")).await.status != 200);
+        let r = post(&c, &url, &json!({"model": "solo/m", "messages": user(&format!("healthy {i}"))})).await;
+        assert_eq!(r.status, 200, "healthy request {i} after poison: {}", r.body);
+    }
+    for i in 0..40 {
+        let r = post(&c, &url, &json!({"model": "solo/m", "messages": user(&format!("after {i}"))})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(failed, 40, "the poison requests did fail");
+    assert!(up.stats().faults >= 26, "{:?}", up.stats());
+    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    assert_eq!(health["providers"][0]["health"]["state"], "healthy", "the request's failures are not the provider's: {health}");
+}
+
+#[tokio::test]
+async fn poison_requests_with_a_fallback_lose_nothing_and_move_no_traffic() {
+    let a = mock(Flavor::OpenAi).await;
+    let b = mock(Flavor::OpenAi).await;
+    let yaml =
+        format!("providers:\n{}{}", provider("a", "openai", &a.base_url(), "sk-a", ""), provider("b", "openai", &b.base_url(), "sk-b", ""));
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let healthy = |text: String| json!({"model": "a/m", "fallbacks": ["b/m"], "messages": user(&text)});
+    for i in 0..40 {
+        // The same poison on both targets: `[[error:500]]` fails everywhere.
+        let r = post(&c, &url, &json!({"model": "a/m", "fallbacks": ["b/m"], "messages": user("[[error:500]]")})).await;
+        assert_eq!(r.status, 502, "{}", r.body);
+        let r = post(&c, &url, &healthy(format!("healthy {i}"))).await;
+        assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("a")), "request {i}: {}", r.body);
+    }
+    for i in 0..40 {
+        let r = post(&c, &url, &healthy(format!("after {i}"))).await;
+        assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("a")), "{}", r.body);
+    }
+    // `a` serves everyone else, so the poison's failures there are taken back. `b` never answered anything
+    // but poison, so nothing speaks for it; it may well be degraded, and that moves no traffic either.
+    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    assert_eq!(health["providers"][0]["health"]["state"], "healthy", "{health}");
+    assert!(health["providers"][0]["health"]["failures"].as_u64().unwrap() <= 1, "{health}");
+}
+
+#[tokio::test]
+async fn a_failing_primary_moves_traffic_to_its_fallback_and_comes_back_when_it_recovers() {
+    let (bad, good, gw) = primary_and_fallback().await;
     bad.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![529], ..Behavior::default() });
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let started = Instant::now();
+    for i in 0..20 {
+        let r = post(&c, &url, &json!({"model": "bad/gpt-4o-mini", "messages": user(&format!("{i}"))})).await;
+        assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("good")), "{}", r.body);
+    }
+    // Three failures degrade it; after that only probes (one per 2 s by default) reach it.
+    let probes_possible = started.elapsed().as_secs() / 2 + 1;
+    assert!(calls(&bad) >= 3 && calls(&bad) <= 3 + probes_possible, "{:?}", bad.stats());
+    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    assert_eq!(health["providers"][0]["health"]["state"], "degraded", "{health}");
+    let m = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        r#"switchyard_provider_degraded{provider="bad"} 1"#,
+        r#"switchyard_provider_degraded_total{provider="bad"} 1"#,
+        r#"switchyard_upstream_attempts_total{provider="bad",outcome="transient"}"#,
+        r#"switchyard_upstream_attempts_total{provider="good",outcome="success"} 20"#,
+        r#"switchyard_requests_total{endpoint="chat",status="200"} 20"#,
+    ] {
+        assert!(m.contains(needle), "missing {needle} in:\n{m}");
+    }
+    assert_eq!(calls(&good), 20);
+
+    // Recovered: probes succeed, each brings the next one closer, and traffic returns.
+    bad.set_behavior(Behavior::default());
+    let mut back = 0;
+    for i in 0..200 {
+        let r = post(&c, &url, &json!({"model": "bad/gpt-4o-mini", "messages": user(&format!("after {i}"))})).await;
+        assert_eq!(r.status, 200);
+        back = if r.header("x-switchyard-provider") == Some("bad") { back + 1 } else { 0 };
+        if back >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(back, 10, "traffic never came back: {:?}", bad.stats());
+    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    assert_eq!(health["providers"][0]["health"]["state"], "healthy", "{health}");
+}
+
+#[tokio::test]
+async fn a_forty_percent_error_rate_moves_traffic_within_a_few_requests_but_a_blip_does_not() {
+    let a = mock(Flavor::OpenAi).await;
+    let b = mock(Flavor::OpenAi).await;
+    let yaml =
+        format!("providers:\n{}{}", provider("a", "openai", &a.base_url(), "sk-a", ""), provider("b", "openai", &b.base_url(), "sk-b", ""));
+    let c = client();
+    let send = |url: String, fail: bool, i: usize| {
+        let c = c.clone();
+        async move {
+            let model = if fail { "a/m+fault=1+code=529" } else { "a/m" };
+            post(&c, &url, &json!({"model": model, "fallbacks": ["b/m"], "messages": user(&format!("r{i}"))})).await
+        }
+    };
+    // A 40% outage: failure, success, success, failure, success, failure. Every request is answered.
+    let gw = Gateway::start(&yaml);
+    let url = gw.url("/v1/chat/completions");
+    for (i, fail) in [true, false, false, true, false, true].into_iter().enumerate() {
+        let r = send(url.clone(), fail, i).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-switchyard-provider"), Some(if fail { "b" } else { "a" }));
+    }
+    let r = send(url.clone(), false, 99).await;
+    assert_eq!(r.header("x-switchyard-provider"), Some("b"), "after three failures in six, traffic moved: {}", r.body);
+    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    assert_eq!(health["providers"][0]["health"]["state"], "degraded", "{health}");
+
+    // A blip: two failures, then the provider is fine. Nothing moves.
+    let gw = Gateway::start(&yaml);
+    let url = gw.url("/v1/chat/completions");
+    for i in 0..22 {
+        let fail = i < 2;
+        let r = send(url.clone(), fail, i).await;
+        assert_eq!(r.header("x-switchyard-provider"), Some(if fail { "b" } else { "a" }), "request {i}");
+    }
+    let health = get_json(&c, &gw.url("/api/health/providers")).await;
+    assert_eq!(health["providers"][0]["health"]["state"], "healthy", "{health}");
+}
+
+#[tokio::test]
+async fn a_fail_fast_route_refuses_a_degraded_target_without_sending() {
+    let up = mock(Flavor::OpenAi).await;
+    // fail_fast is the opt-in under test.
     let yaml = format!(
-        "providers:\n  bad:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n    retry: {{max_retries: 0}}\n    circuit_breaker: {{consecutive_failures: 3, open_for: 1s, half_open_successes: 2, half_open_share: 1.0}}\n  good:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\nroutes:\n  - models: [\"bad/m\"]\n    fallbacks: [\"good/m\"]\n",
-        bad.base_url(),
-        good.base_url()
+        "providers:\n{}routes:\n  - models: [\"solo/m\"]\n    fail_fast: true\n",
+        provider("solo", "openai", &up.base_url(), "sk-solo", "")
     );
     let gw = Gateway::start(&yaml);
     let c = client();
     let url = gw.url("/v1/chat/completions");
-    for i in 0..30 {
-        let r = post(&c, &url, &json!({"model": "bad/m", "messages": user(&format!("{i}"))})).await;
-        assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("good")));
+    up.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![500], ..Behavior::default() });
+    for _ in 0..3 {
+        assert_eq!(post(&c, &url, &json!({"model": "solo/m", "messages": user("x")})).await.status, 502);
     }
-    assert_eq!(calls(&bad), 3, "after three failures the circuit opened and no more traffic went to bad");
-    let health = get_json(&c, &gw.url("/api/health/providers")).await;
-    assert_eq!(health["providers"][0]["circuit"]["state"], "open", "{health}");
-    let r = post(&c, &url, &json!({"model": "bad/m", "messages": user("skip")})).await;
-    assert_eq!(r.header("x-switchyard-attempts"), Some("1"), "a skipped target is not an attempt");
-    // The same story in Prometheus terms.
-    let m = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for needle in [
-        r#"switchyard_circuit_open{breaker="bad"} 1"#,
-        r#"switchyard_upstream_attempts_total{provider="bad",outcome="transient"} 3"#,
-        r#"switchyard_upstream_attempts_total{provider="bad",outcome="circuit_open"}"#,
-        r#"switchyard_upstream_attempts_total{provider="good",outcome="success"}"#,
-        r#"switchyard_requests_total{endpoint="chat",status="200"}"#,
-    ] {
-        assert!(m.contains(needle), "missing {needle} in:\n{m}");
-    }
-
-    // Recovered upstream: after open_for, probes go through and close the circuit.
-    bad.set_behavior(Behavior::default());
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut served_by_bad = 0;
-    for i in 0..10 {
-        let r = post(&c, &url, &json!({"model": "bad/m", "messages": user(&format!("after {i}"))})).await;
-        assert_eq!(r.status, 200);
-        served_by_bad += usize::from(r.header("x-switchyard-provider") == Some("bad"));
-    }
-    assert_eq!(served_by_bad, 10, "probes succeed and close it");
-    let health = get_json(&c, &gw.url("/api/health/providers")).await;
-    assert_eq!(health["providers"][0]["circuit"]["state"], "closed", "{health}");
+    let r = post(&c, &url, &json!({"model": "solo/m", "messages": user("x")})).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (503, Some("upstream_unavailable")), "{}", r.body);
+    assert_eq!(r.body["error"]["attempts"][0]["class"], "degraded");
+    assert_eq!(r.body["error"]["attempts"][0]["skipped"], true);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(calls(&up), 6, "nothing sent while it is degraded (three requests, each retried once, before)");
 }
 
 #[tokio::test]
-async fn caller_faults_are_not_retried_and_transient_ones_are() {
+async fn caller_faults_are_not_retried_and_transient_ones_go_to_the_fallback_first() {
     let up = mock(Flavor::OpenAi).await;
     let other = mock(Flavor::OpenAi).await;
+    // Three retries, so the rounds are visible below.
     let yaml = format!(
-        "providers:\n  a:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n    retry: {{max_retries: 3, initial_backoff: 5ms}}\n    circuit_breaker: {{enabled: false}}\n  b:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\nroutes:\n  - models: [\"a/m\"]\n    fallbacks: [\"b/m\"]\n",
-        up.base_url(),
-        other.base_url()
+        "providers:\n{}{}routes:\n  - models: [\"a/m\"]\n    fallbacks: [\"b/m\"]\n",
+        provider("a", "openai", &up.base_url(), "sk-a", "    retry: {max_retries: 3, initial_backoff: 5ms}\n"),
+        provider("b", "openai", &other.base_url(), "sk-b", "")
     );
     let gw = Gateway::start(&yaml);
     let c = client();
@@ -259,73 +475,86 @@ async fn caller_faults_are_not_retried_and_transient_ones_are() {
         up.reset();
         let r = post(&c, &url, &json!({"model": "a/m", "messages": user(&format!("[[error:{code}]]"))})).await;
         assert_eq!(r.status, code, "{}", r.body);
+        assert_eq!(r.body["error"]["attempts"][0]["class"], "caller_fault", "{}", r.body);
         assert_eq!(calls(&up), 1, "{code} is not retried");
         assert_eq!(calls(&other), 0, "{code} does not fall back");
     }
     let r = post(&c, &url, &json!({"model": "a/m", "messages": user("[[context]]")})).await;
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("context_length_exceeded")));
 
-    // A transient failure is retried on the same target (3 retries), then falls back.
+    // A transient failure moves to the fallback at once; no sleeping on the failed target first.
     up.reset();
     up.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![500], ..Behavior::default() });
     let r = post(&c, &url, &json!({"model": "a/m", "messages": user("x")})).await;
     assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("b")));
-    assert_eq!(calls(&up), 4);
-    assert_eq!(r.header("x-switchyard-attempts"), Some("5"));
+    assert_eq!((calls(&up), r.header("x-switchyard-attempts")), (1, Some("2")));
+
+    // With nowhere else to go, the policy's retries happen, in rounds with backoff.
+    let (solo_up, gw) = lone(Flavor::OpenAi, "    retry: {max_retries: 3, initial_backoff: 5ms}\n").await;
+    solo_up.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![500], ..Behavior::default() });
+    let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "solo/m", "messages": user("x")})).await;
+    assert_eq!((r.status, r.body["error"]["attempts"].as_array().unwrap().len()), (502, 4), "{}", r.body);
+    assert_eq!(calls(&solo_up), 4);
 }
 
 #[tokio::test]
 async fn context_too_long_moves_to_the_context_fallbacks() {
     let small = mock(Flavor::OpenAi).await;
     let big = mock(Flavor::Anthropic).await;
+    small.set_behavior(Behavior { context_window: Some(5), ..Behavior::default() });
     let yaml = format!(
-        "providers:\n  small:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n  big:\n    type: anthropic\n    base_url: \"{}\"\n    keys: [{{value: k}}]\nroutes:\n  - models: [\"small/m\"]\n    context_fallbacks: [{{target: big/claude-sonnet-4-6, params: {{max_tokens: 64}}}}]\n",
-        small.base_url(),
-        big.base_url()
+        "providers:\n{}{}routes:\n  - models: [\"small/m\"]\n    context_fallbacks: [{{target: big/claude-sonnet-4-6, params: {{max_tokens: 64}}}}]\n",
+        provider("small", "openai", &small.base_url(), "sk-small", ""),
+        provider("big", "anthropic", &big.base_url(), "sk-big", "")
     );
     let gw = Gateway::start(&yaml);
     let c = client();
-    // The mock answers [[context]] as a context-length error, so use a per-request override instead: the
-    // small model fails with its context error, the big one sees the same text without it.
-    let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "small/m", "messages": user("[[context]]")})).await;
-    assert_eq!(r.status, 400, "the big mock refuses the same directive too: {}", r.body);
-    assert_eq!(calls(&big), 1, "the context fallback was tried");
+    let url = gw.url("/v1/chat/completions");
+    let long = "one two three four five six seven eight nine ten";
+    let r = post(&c, &url, &json!({"model": "small/m", "messages": user(long)})).await;
+    assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("big")), "{}", r.body);
+    assert_eq!(r.body["choices"][0]["message"]["content"], format!("echo: {long}"));
     assert_eq!(big.requests().last().unwrap().body["max_tokens"], 64, "with its own params");
-    assert_eq!(r.body["error"]["code"], "context_length_exceeded");
+    assert_eq!(calls(&small), 1);
+    // A short prompt stays on the small model.
+    let r = post(&c, &url, &json!({"model": "small/m", "messages": user("short")})).await;
+    assert_eq!(r.header("x-switchyard-provider"), Some("small"));
+
+    // When the big one refuses too, the caller hears the context error.
+    big.set_behavior(Behavior { context_window: Some(5), ..Behavior::default() });
+    let r = post(&c, &url, &json!({"model": "small/m", "messages": user(long)})).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("context_length_exceeded")), "{}", r.body);
 }
 
 #[tokio::test]
-async fn hedging_takes_the_faster_answer_within_its_budget() {
+async fn hedging_takes_the_faster_answer_and_cancels_the_slower_within_its_budget() {
     let slow = mock(Flavor::OpenAi).await;
     let fast = mock(Flavor::OpenAi).await;
     slow.set_behavior(Behavior { latency_ms: 4000, ..Behavior::default() });
     let gw_with = |share: f64| {
         Gateway::start(&format!(
-            "providers:\n  slow:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n  fast:\n    type: openai\n    base_url: \"{}\"\n    keys: [{{value: k}}]\nroutes:\n  - models: [\"slow/m\"]\n    fallbacks: [\"fast/m\"]\n    hedge: {{after: 100ms, max_share: {share}}}\n",
-            slow.base_url(),
-            fast.base_url()
+            "providers:\n{}{}routes:\n  - models: [\"slow/m\"]\n    fallbacks: [\"fast/m\"]\n    hedge: {{after: 100ms, max_share: {share}}}\n",
+            provider("slow", "openai", &slow.base_url(), "k", ""),
+            provider("fast", "openai", &fast.base_url(), "k", "")
         ))
     };
     let gw = gw_with(1.0);
     let c = client();
-    for is_stream in [false, true] {
-        let started = Instant::now();
+    for (n, is_stream) in [false, true].into_iter().enumerate() {
         let body = json!({"model": "slow/m", "stream": is_stream, "messages": user("hedge me")});
         let (status, provider, hedged) = if is_stream {
             let s = stream(&c, &gw.url("/v1/chat/completions"), &body).await;
             assert_eq!(s.text(), "echo: hedge me");
-            (
-                s.status,
-                s.headers.get("x-switchyard-provider").map(|v| v.to_str().unwrap().to_string()),
-                s.headers.get("x-switchyard-hedged").is_some(),
-            )
+            let h = |n: &str| s.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+            (s.status, h("x-switchyard-provider"), h("x-switchyard-hedged").is_some())
         } else {
             let r = post(&c, &gw.url("/v1/chat/completions"), &body).await;
             (r.status, r.header("x-switchyard-provider").map(str::to_string), r.header("x-switchyard-hedged").is_some())
         };
         assert_eq!((status, provider.as_deref(), hedged), (200, Some("fast"), true), "stream={is_stream}");
-        // Well before the slow target could have answered (4 s): the hedge won.
-        assert!(started.elapsed() < Duration::from_millis(3000), "took {:?}", started.elapsed());
+        // The loser's upstream request is closed, as the slow mock sees it.
+        let want = n as u64 + 1;
+        until(&slow, move |s| s.cancelled >= want).await;
     }
     // No budget: no hedge; the slow answer is awaited.
     let gw = gw_with(0.0);
@@ -334,36 +563,51 @@ async fn hedging_takes_the_faster_answer_within_its_budget() {
 }
 
 #[tokio::test]
-async fn overload_is_refused_at_once_with_retry_after() {
+async fn overload_is_refused_at_once_and_a_bounded_queue_serves_in_turn() {
     let up = mock(Flavor::OpenAi).await;
-    up.set_behavior(Behavior { latency_ms: 4000, ..Behavior::default() });
-    let yaml = format!(
-        "providers:\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n    max_in_flight: 1\n    max_queue: 0\n",
-        up.base_url()
-    );
-    let gw = Gateway::start(&yaml);
+    up.set_behavior(Behavior { latency_ms: 1500, ..Behavior::default() });
+    // One slot and one queue place: small enough to fill from a test.
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider("solo", "openai", &up.base_url(), "k", "    max_in_flight: 1\n    max_queue: 1\n")
+    ));
     let c = client();
     let url = gw.url("/v1/chat/completions");
-    let first = tokio::spawn({
+    let spawn = |text: &'static str| {
         let (c, url) = (c.clone(), url.clone());
-        async move { post(&c, &url, &json!({"model": "openai/m", "messages": user("first")})).await.status }
-    });
-    // Wait until the first request holds the only slot.
-    for _ in 0..100 {
-        if get_json(&c, &gw.url("/api/health/providers")).await["providers"][0]["in_flight"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let started = Instant::now();
-    let r = post(&c, &url, &json!({"model": "openai/m", "messages": user("second")})).await;
-    let health = get_json(&c, &gw.url("/api/health/providers")).await;
-    assert_eq!(r.status, 503, "{} {health}", r.body);
-    assert!(r.header("retry-after").is_some());
+        tokio::spawn(async move { post(&c, &url, &json!({"model": "solo/m", "messages": user(text)})).await })
+    };
+    let first = spawn("first");
+    wait_health(&c, &gw, |p| p["in_flight"] == 1).await;
+    let second = spawn("second");
+    wait_health(&c, &gw, |p| p["queued"] == 1).await;
+    let r = post(&c, &url, &json!({"model": "solo/m", "messages": user("third")})).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (503, Some("upstream_unavailable")), "{}", r.body);
     assert_eq!(r.body["error"]["attempts"][0]["class"], "overloaded");
-    // Queued, it would have waited for the first request's 4 s.
-    assert!(started.elapsed() < Duration::from_millis(2500), "refused at once, not queued: {:?}", started.elapsed());
-    assert_eq!(first.await.unwrap(), 200);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(first.await.unwrap().status, 200);
+    let second = second.await.unwrap();
+    assert_eq!((second.status, second.body["choices"][0]["message"]["content"].as_str()), (200, Some("echo: second")));
+
+    // Clients that leave while queued give their place back (no leak that would refuse everyone later).
+    let holder = spawn("holder");
+    wait_health(&c, &gw, |p| p["in_flight"] == 1).await;
+    let quitter = {
+        let (c, url) = (c.clone(), url.clone());
+        tokio::spawn(async move {
+            c.post(&url)
+                .header("content-type", "application/json")
+                .body(r#"{"model":"solo/m","messages":[{"role":"user","content":"q"}]}"#)
+                .send()
+                .await
+        })
+    };
+    wait_health(&c, &gw, |p| p["queued"] == 1).await;
+    quitter.abort();
+    wait_health(&c, &gw, |p| p["queued"] == 0).await;
+    assert_eq!(holder.await.unwrap().status, 200);
+    let r = post(&c, &url, &json!({"model": "solo/m", "messages": user("later")})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 /// Chat requests the mock received with this key (its model-list requests left out).
@@ -372,12 +616,10 @@ fn chat_calls_with_key(m: &MockServer, key: &str) -> usize {
 }
 
 #[tokio::test]
-async fn slow_first_tokens_get_keep_alives_and_disconnects_free_the_upstream() {
+async fn slow_first_tokens_get_keep_alives_and_disconnects_close_the_upstream() {
     let up = mock(Flavor::OpenAi).await;
-    let yaml = format!(
-        "routing:\n  stream_keepalive: 150ms\nproviders:\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: k}}]\n",
-        up.base_url()
-    );
+    // A short keep-alive interval so the test sees one (the default is 10 s).
+    let yaml = format!("routing:\n  stream_keepalive: 150ms\nproviders:\n{}", provider("openai", "openai", &up.base_url(), "k", ""));
     let gw = Gateway::start(&yaml);
     let c = client();
     up.set_behavior(Behavior { latency_ms: 700, ..Behavior::default() });
@@ -394,8 +636,9 @@ async fn slow_first_tokens_get_keep_alives_and_disconnects_free_the_upstream() {
     assert_eq!(s.status, 200);
     assert_eq!(s.chunks.last().unwrap()["error"]["code"], "all_attempts_failed", "{}", s.raw);
 
-    // A client that leaves mid-stream frees the provider's slot at once.
+    // A client that leaves mid-stream closes the upstream request and frees the provider's slot.
     up.set_behavior(Behavior { chunk_delay_ms: 200, ..Behavior::default() });
+    up.reset();
     let mut resp = c
         .post(gw.url("/v1/chat/completions"))
         .header("content-type", "application/json")
@@ -404,22 +647,51 @@ async fn slow_first_tokens_get_keep_alives_and_disconnects_free_the_upstream() {
         .await
         .unwrap();
     let _ = resp.chunk().await.unwrap();
-    let health = get_json(&c, &gw.url("/api/health/providers")).await;
-    assert_eq!(health["providers"][0]["in_flight"], 1);
     drop(resp);
-    // The stream has 16 more chunks 200 ms apart: a freed slot well before that means the upstream was cut.
-    let mut health = Value::Null;
-    for _ in 0..50 {
-        health = get_json(&c, &gw.url("/api/health/providers")).await;
-        if health["providers"][0]["in_flight"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    until(&up, |s| s.cancelled == 1).await;
+    wait_health(&c, &gw, |p| p["in_flight"] == 0).await;
+}
+
+#[tokio::test]
+async fn image_fetch_limits_hold_end_to_end() {
+    let images = image_server().await;
+    let base = images.trim_end_matches("/cat.png").to_string();
+    let up = mock(Flavor::Ollama).await;
+    // A 1 s fetch timeout and a 1 KiB size limit so the slow and big images trip them; loopback allowed so
+    // the test's own image server can be reached.
+    let yaml = format!(
+        "images:\n  allow_private_networks: [\"127.0.0.1/32\"]\n  fetch_timeout: 1s\n  max_size: 1KiB\nproviders:\n  local:\n    type: ollama\n    base_url: \"{}\"\n",
+        up.base_url()
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let ask = |url: String| json!({"model": "local/llava:latest", "messages": [{"role": "user", "content": [{"type": "text", "text": "what"}, {"type": "image_url", "image_url": {"url": url}}]}]});
+    let url = gw.url("/v1/chat/completions");
+    let r = post(&c, &url, &ask(format!("{base}/redirect"))).await;
+    assert_eq!(r.status, 200, "a redirect to an allowed address is followed: {}", r.body);
+    assert!(r.body["choices"][0]["message"]["content"].as_str().unwrap().contains(&png_description()), "{}", r.body);
+    for (path, why) in [("/big", "larger than"), ("/slow", "longer than"), ("/loop", "redirect")] {
+        let r = post(&c, &url, &ask(format!("{base}{path}"))).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("image_fetch_failed")), "{path}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains(why), "{path}: {}", r.body);
     }
-    assert_eq!(health["providers"][0]["in_flight"], 0, "{health}");
+    assert_eq!(calls(&up), 1, "refused images never reach the provider");
 }
 
 async fn get_json(c: &reqwest::Client, url: &str) -> Value {
     let r = c.get(url).send().await.unwrap();
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+/// Polls `/api/health/providers` until the first provider satisfies `cond`.
+async fn wait_health(c: &reqwest::Client, gw: &Gateway, cond: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let h = get_json(c, &gw.url("/api/health/providers")).await;
+        if cond(&h["providers"][0]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the gateway never reached the expected state: {h}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

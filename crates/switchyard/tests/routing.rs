@@ -1,7 +1,8 @@
 //! Routing through the real binary: fallbacks (config and request body, JSON and streams), what does and
 //! does not fall back, timeouts, weighted keys and allow-lists, model resolution, the image fetch guard and
-//! request limits. Retries and breakers are switched off where a test counts upstream calls exactly; they
-//! have their own suite (`faults.rs`).
+//! request limits. Where a test counts upstream calls exactly, same-target retries and health ordering are
+//! switched off (a degraded primary would be tried after its fallback); they have their own suite
+//! (`faults.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,7 +28,7 @@ providers:
     base_url: "{}"
     keys: [{{name: fk, value: sk-flaky-secret}}]
     retry: {{max_retries: 0}}
-    circuit_breaker: {{enabled: false}}
+    health: {{enabled: false}}
 {primary_timeouts}
   steady:
     type: anthropic

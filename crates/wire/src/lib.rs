@@ -10,8 +10,10 @@ pub mod error;
 pub mod image;
 pub mod outbound;
 pub mod providers;
+pub mod spec;
 pub mod sse;
 pub mod types;
 
-pub use codec::{Endpoint, Family, Method, ProviderKind, ProviderOptions, ResponseCtx, StreamDecoder, StreamEvent, WireRequest};
+pub use codec::StreamDecoder;
 pub use error::{UpstreamError, WireError};
+pub use spec::{Endpoint, Family, Method, ProviderKind, ProviderOptions, ResponseCtx, StreamEvent, WireRequest};

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
 pub mod policy;
-pub use policy::{BreakerPolicy, CooldownPolicy, Fallback, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
-use policy::{RawBreaker, RawCooldown, RawFallback, RawHedge, RawRetry};
+pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
+use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 use switchyard_wire::codec::normalize_base_url;
 use switchyard_wire::{ProviderKind, ProviderOptions};
 
@@ -48,11 +48,18 @@ pub struct RoutingSettings {
     /// A stream whose first chunk has not arrived after this long gets its 200 headers and SSE comment
     /// keep-alives at this interval, so proxies do not cut it.
     pub stream_keepalive: Duration,
+    /// Longest a request waits for a rate-limited key to reset when every target failed for that reason
+    /// alone; a longer reset is answered at once with 429 and `Retry-After`.
+    pub max_key_wait: Duration,
 }
 
 impl Default for RoutingSettings {
     fn default() -> Self {
-        RoutingSettings { deadline: Duration::from_secs(600), stream_keepalive: Duration::from_secs(10) }
+        RoutingSettings {
+            deadline: Duration::from_secs(600),
+            stream_keepalive: Duration::from_secs(10),
+            max_key_wait: Duration::from_secs(3),
+        }
     }
 }
 
@@ -77,7 +84,7 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
     pub options: ProviderOptions,
     pub retry: RetryPolicy,
-    pub breaker: BreakerPolicy,
+    pub health: HealthPolicy,
     pub cooldown: CooldownPolicy,
     pub overload: OverloadPolicy,
 }
@@ -128,6 +135,9 @@ pub struct RouteConfig {
     pub deadline: Option<Duration>,
     /// Overrides the providers' retry policy for this route.
     pub retry: Option<RetryPolicy>,
+    /// Skip degraded targets even when none healthier is left, and answer 503 at once instead: for callers
+    /// that prefer a fast refusal to a likely failure. Off by default, so a request always tries something.
+    pub fail_fast: bool,
 }
 
 impl RouteConfig {
@@ -243,7 +253,10 @@ struct RawProvider {
     #[serde(default)]
     retry: Option<RawRetry>,
     #[serde(default)]
-    circuit_breaker: Option<RawBreaker>,
+    health: Option<RawHealth>,
+    /// Replaced by `health`; kept only to say so.
+    #[serde(default)]
+    circuit_breaker: Option<Yaml>,
     #[serde(default)]
     key_cooldown: Option<RawCooldown>,
     #[serde(default)]
@@ -259,6 +272,8 @@ struct RawRouting {
     deadline: Option<DurationStr>,
     #[serde(default)]
     stream_keepalive: Option<DurationStr>,
+    #[serde(default)]
+    max_key_wait: Option<DurationStr>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +304,8 @@ struct RawRoute {
     deadline: Option<DurationStr>,
     #[serde(default)]
     retry: Option<RawRetry>,
+    #[serde(default)]
+    fail_fast: Option<bool>,
 }
 
 /// `30s`, `5m`, `1h`, `1d`, `250ms`, or a bare number of seconds.
@@ -529,6 +546,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         routing: RoutingSettings {
             deadline: routing.deadline.map(|d| d.0).unwrap_or(rd.deadline),
             stream_keepalive: routing.stream_keepalive.map(|d| d.0).unwrap_or(rd.stream_keepalive),
+            max_key_wait: routing.max_key_wait.map(|d| d.0).unwrap_or(rd.max_key_wait),
         },
         images: ImageSettings {
             fetch_timeout: images.fetch_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
@@ -579,6 +597,7 @@ fn route(i: usize, r: RawRoute, names: &HashSet<&str>, issues: &mut Issues) -> R
         hedge,
         deadline: r.deadline.map(|d| d.0),
         retry: r.retry.map(|x| x.resolve(RetryPolicy::default())),
+        fail_fast: r.fail_fast.unwrap_or(false),
     }
 }
 
@@ -725,11 +744,17 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
             models.push(m.clone());
         }
     }
-    let breaker = match raw.circuit_breaker.unwrap_or_default().resolve() {
+    if raw.circuit_breaker.is_some() {
+        issues.push(
+            format!("{path}.circuit_breaker"),
+            "circuit breakers were replaced by outlier detection: write `health:` instead (fields enabled, window, window_size, min_failures, failure_rate, slow_factor, slow_floor, probe_interval; see docs/resilience.md), or remove it to use the defaults",
+        );
+    }
+    let health = match raw.health.unwrap_or_default().resolve() {
         Ok(b) => b,
         Err((field, msg)) => {
-            issues.push(format!("{path}.circuit_breaker.{field}"), msg);
-            BreakerPolicy::default()
+            issues.push(format!("{path}.health.{field}"), msg);
+            HealthPolicy::default()
         }
     };
     let od = OverloadPolicy::default();
@@ -743,7 +768,7 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
     }
     Some(ProviderConfig {
         retry: raw.retry.unwrap_or_default().resolve(RetryPolicy::default()),
-        breaker,
+        health,
         cooldown: raw.key_cooldown.unwrap_or_default().resolve(),
         overload,
         name: name.to_string(),
@@ -798,7 +823,7 @@ pub fn from_env(env: &dyn Env) -> Config {
             models: vec![],
             options,
             retry: RetryPolicy::default(),
-            breaker: BreakerPolicy::default(),
+            health: HealthPolicy::default(),
             cooldown: CooldownPolicy::default(),
             overload: OverloadPolicy::default(),
         });
@@ -825,7 +850,7 @@ pub fn keyless_provider(name: &str, kind: ProviderKind, base_url: &str, tags: &[
         models: vec![],
         options: ProviderOptions::default(),
         retry: RetryPolicy::default(),
-        breaker: BreakerPolicy::default(),
+        health: HealthPolicy::default(),
         cooldown: CooldownPolicy::default(),
         overload: OverloadPolicy::default(),
     }

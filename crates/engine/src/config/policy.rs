@@ -1,4 +1,4 @@
-//! Resilience settings: retries, circuit breakers, key cooldowns, overload limits, hedging and fallbacks
+//! Resilience settings: retries, provider health, key cooldowns, overload limits, hedging and fallbacks
 //! with per-target overrides. Each has a raw shape (what the file may say, every field optional) and a
 //! resolved shape with the documented defaults filled in.
 
@@ -29,8 +29,13 @@ impl RetryPolicy {
     /// The pause before retry number `n` (1-based): `initial × 2^(n-1)`, capped, times a random factor in
     /// [0.5, 1) so that many clients retrying at once do not stay in step.
     pub fn backoff(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
+        self.backoff_at(n, rng.f64())
+    }
+
+    /// [`RetryPolicy::backoff`] with the random draw given (`jitter` in [0, 1)).
+    pub fn backoff_at(&self, n: u32, jitter: f64) -> Duration {
         let exp = self.initial_backoff.saturating_mul(1u32 << (n.saturating_sub(1)).min(16));
-        exp.min(self.max_backoff).mul_f64(0.5 + rng.f64() * 0.5)
+        exp.min(self.max_backoff).mul_f64(0.5 + jitter.clamp(0.0, 1.0) * 0.5)
     }
 }
 
@@ -52,97 +57,117 @@ impl RawRetry {
     }
 }
 
-/// When a provider (or one of its keys) is taken out of rotation, and how it comes back.
+/// How a provider's recent outcomes decide whether it is healthy. A provider is *degraded* while, among its
+/// last `window_size` health signals that are younger than `window`, at least `min_failures` are failures
+/// (or slow answers) and they make up at least `failure_rate` of them. A degraded provider is tried after
+/// the healthy targets of a request, except for one probe every `probe_interval`; it is still tried when
+/// nothing healthier is left (a lone provider is never skipped).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerPolicy {
+pub struct HealthPolicy {
     pub enabled: bool,
-    /// The rolling window the error rate is measured over.
+    /// Signals older than this are forgotten.
     pub window: Duration,
-    /// Fewest requests in the window before the error rate can open the breaker.
-    pub min_requests: u32,
-    /// Error rate (0..1) in the window that opens the breaker.
+    /// At most this many of the latest signals count.
+    pub window_size: u32,
+    /// Fewest failures in the window before the provider can be degraded (so a blip never moves traffic).
+    pub min_failures: u32,
+    /// Share of failures (0..1] in the window that degrades the provider.
     pub failure_rate: f64,
-    /// Consecutive failures that open the breaker whatever the rate (0: off).
-    pub consecutive_failures: u32,
-    /// How long an open breaker refuses traffic before letting probes through.
-    pub open_for: Duration,
-    /// Share of requests let through as probes while half-open.
-    pub half_open_share: f64,
-    /// Successful probes that close the breaker again.
-    pub half_open_successes: u32,
+    /// A success whose time to first byte exceeds `slow_factor` × the provider's usual latency (and
+    /// `slow_floor`) counts as a slow signal, which weighs like a failure (0: latency is ignored).
+    pub slow_factor: f64,
+    pub slow_floor: Duration,
+    /// While degraded, one request this often goes to the provider first, as a probe; each successful
+    /// probe halves the gap to the next one, so a recovered provider is back within a few seconds.
+    pub probe_interval: Duration,
 }
 
-impl Default for BreakerPolicy {
+impl Default for HealthPolicy {
     fn default() -> Self {
-        BreakerPolicy {
+        HealthPolicy {
             enabled: true,
-            window: Duration::from_secs(10),
-            min_requests: 20,
-            // 0.5 would never trip on a provider failing 40% of requests, which must leave the path.
+            window: Duration::from_secs(30),
+            // Ten signals: a provider failing 40% of requests leaves the path within a few requests even
+            // when its window is full of old successes; two failures in ten (a blip) move nothing.
+            window_size: 10,
+            min_failures: 3,
             failure_rate: 0.3,
-            consecutive_failures: 5,
-            open_for: Duration::from_secs(15),
-            half_open_share: 0.1,
-            half_open_successes: 3,
+            slow_factor: 5.0,
+            slow_floor: Duration::from_secs(1),
+            probe_interval: Duration::from_secs(2),
         }
     }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawBreaker {
+pub(super) struct RawHealth {
     enabled: Option<bool>,
     window: Option<DurationStr>,
-    min_requests: Option<u32>,
+    window_size: Option<u32>,
+    min_failures: Option<u32>,
     failure_rate: Option<f64>,
-    consecutive_failures: Option<u32>,
-    open_for: Option<DurationStr>,
-    half_open_share: Option<f64>,
-    half_open_successes: Option<u32>,
+    slow_factor: Option<f64>,
+    slow_floor: Option<DurationStr>,
+    probe_interval: Option<DurationStr>,
 }
 
-impl RawBreaker {
+impl RawHealth {
     /// Resolves against the defaults; `Err` names the field that is out of range.
-    pub(super) fn resolve(self) -> Result<BreakerPolicy, (&'static str, String)> {
-        let d = BreakerPolicy::default();
-        let p = BreakerPolicy {
+    pub(super) fn resolve(self) -> Result<HealthPolicy, (&'static str, String)> {
+        let d = HealthPolicy::default();
+        let p = HealthPolicy {
             enabled: self.enabled.unwrap_or(d.enabled),
             window: self.window.map(|x| x.0).unwrap_or(d.window),
-            min_requests: self.min_requests.unwrap_or(d.min_requests),
+            window_size: self.window_size.unwrap_or(d.window_size),
+            min_failures: self.min_failures.unwrap_or(d.min_failures),
             failure_rate: self.failure_rate.unwrap_or(d.failure_rate),
-            consecutive_failures: self.consecutive_failures.unwrap_or(d.consecutive_failures),
-            open_for: self.open_for.map(|x| x.0).unwrap_or(d.open_for),
-            half_open_share: self.half_open_share.unwrap_or(d.half_open_share),
-            half_open_successes: self.half_open_successes.unwrap_or(d.half_open_successes),
+            slow_factor: self.slow_factor.unwrap_or(d.slow_factor),
+            slow_floor: self.slow_floor.map(|x| x.0).unwrap_or(d.slow_floor),
+            probe_interval: self.probe_interval.map(|x| x.0).unwrap_or(d.probe_interval),
         };
         if !(p.failure_rate > 0.0 && p.failure_rate <= 1.0) {
             return Err(("failure_rate", format!("must be in (0, 1], got {}", p.failure_rate)));
         }
-        if !(p.half_open_share > 0.0 && p.half_open_share <= 1.0) {
-            return Err(("half_open_share", format!("must be in (0, 1], got {}", p.half_open_share)));
+        if !(1..=1000).contains(&p.window_size) {
+            return Err(("window_size", format!("must be between 1 and 1000, got {}", p.window_size)));
+        }
+        if p.min_failures == 0 {
+            return Err(("min_failures", "must be at least 1".into()));
+        }
+        if !(p.slow_factor == 0.0 || (p.slow_factor >= 1.0 && p.slow_factor.is_finite())) {
+            return Err(("slow_factor", format!("must be 0 (off) or at least 1, got {}", p.slow_factor)));
         }
         if p.window < Duration::from_secs(1) {
             return Err(("window", "must be at least 1s".into()));
         }
-        if p.half_open_successes == 0 {
-            return Err(("half_open_successes", "must be at least 1".into()));
+        if p.probe_interval.is_zero() {
+            return Err(("probe_interval", "must be greater than zero".into()));
         }
         Ok(p)
     }
 }
 
-/// How long a key sits out after the provider refused it.
+/// How long a key sits out after the provider refused it. A rejected key (invalid, out of quota) is
+/// skipped while another key or target can serve; when none can, it is tried anyway (one quick round
+/// trip, and a fixed key is noticed at once). A rate-limited key is never sent to before its reset.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CooldownPolicy {
-    /// After a 429 without `Retry-After` (with one, its value is used).
+    /// After a 429 that says no reset (with `Retry-After` or a reset header, that is used).
     pub rate_limited: Duration,
-    /// After a 401/402/403: the key is out until this passes, then one request probes it.
+    /// After a 401/403.
     pub key_invalid: Duration,
+    /// After the provider said the key's quota or credit is used up (OpenAI `insufficient_quota`, 402).
+    pub quota_exhausted: Duration,
 }
 
 impl Default for CooldownPolicy {
     fn default() -> Self {
-        CooldownPolicy { rate_limited: Duration::from_secs(5), key_invalid: Duration::from_secs(300) }
+        CooldownPolicy {
+            rate_limited: Duration::from_secs(5),
+            key_invalid: Duration::from_secs(300),
+            quota_exhausted: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -151,6 +176,7 @@ impl Default for CooldownPolicy {
 pub(super) struct RawCooldown {
     rate_limited: Option<DurationStr>,
     key_invalid: Option<DurationStr>,
+    quota_exhausted: Option<DurationStr>,
 }
 
 impl RawCooldown {
@@ -159,6 +185,7 @@ impl RawCooldown {
         CooldownPolicy {
             rate_limited: self.rate_limited.map(|x| x.0).unwrap_or(d.rate_limited),
             key_invalid: self.key_invalid.map(|x| x.0).unwrap_or(d.key_invalid),
+            quota_exhausted: self.quota_exhausted.map(|x| x.0).unwrap_or(d.quota_exhausted),
         }
     }
 }

@@ -67,14 +67,51 @@ impl Resp {
         self.sse().into_iter().filter(|(_, d)| d != "[DONE]").map(|(_, d)| serde_json::from_str(&d).unwrap()).collect()
     }
 
+    /// The names of the headers that start with `prefix` (rate-limit families).
+    pub fn header_names(&self, prefix: &str) -> Vec<&str> {
+        self.headers.iter().map(|(n, _)| n.as_str()).filter(|n| n.starts_with(prefix)).collect()
+    }
+
+    /// A header parsed as a number.
+    pub fn header_u64(&self, name: &str) -> u64 {
+        self.header(name).unwrap_or_else(|| panic!("no {name} header")).parse().unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
     pub fn ndjson(&self) -> Vec<Value> {
         self.text().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
 
-pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
-    let started = Instant::now();
+/// Connects and writes a request without reading the answer: the caller reads what it wants and drops
+/// the stream to walk away (the mock's `cancelled` counter tests).
+pub async fn open(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_text(addr, method, path, headers, body).as_bytes()).await.unwrap();
+    s
+}
+
+/// Reads from `s` until `needle` has arrived (panics after 5 s or at EOF); returns what was read.
+pub async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+            if raw.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                return true;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert_eq!(found, Ok(true), "{needle:?} never arrived; got {text:?}");
+    text
+}
+
+fn request_text(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> String {
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
@@ -86,7 +123,12 @@ pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     if let Some(b) = body {
         req.push_str(b);
     }
-    s.write_all(req.as_bytes()).await.unwrap();
+    req
+}
+
+pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+    let started = Instant::now();
+    let mut s = open(addr, method, path, headers, body).await;
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -154,4 +196,24 @@ pub fn png_note() -> String {
     let bytes = base64::engine::general_purpose::STANDARD.decode(PNG_B64).unwrap();
     let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     format!(" [image image/png {} bytes sha256={}]", bytes.len(), &hex[..16])
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Unix seconds of a UTC RFC 3339 time in whole seconds (`2025-08-21T12:40:59Z`), days from the civil
+/// date after Howard Hinnant's algorithm.
+pub fn unix_of_rfc3339(s: &str) -> u64 {
+    let (date, time) = s.strip_suffix('Z').unwrap_or_else(|| panic!("not UTC: {s}")).split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let t: Vec<i64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    assert_eq!((d.len(), t.len()), (3, 3), "{s}");
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    u64::try_from(days * 86_400 + t[0] * 3_600 + t[1] * 60 + t[2]).unwrap()
 }

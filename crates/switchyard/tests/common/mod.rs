@@ -85,8 +85,13 @@ pub fn calls(m: &MockServer) -> u64 {
 }
 
 pub fn client() -> reqwest::Client {
+    client_with_timeout(Duration::from_secs(30))
+}
+
+/// A client that gives up after `d` (a request that hangs past it fails the test).
+pub fn client_with_timeout(d: Duration) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder().timeout(d).build().unwrap()
 }
 
 pub struct Reply {
@@ -120,6 +125,11 @@ pub struct StreamReply {
 }
 
 impl StreamReply {
+    /// The body as JSON (an error answered before the stream began), or `Null`.
+    pub fn body_json(&self) -> Value {
+        serde_json::from_str(&self.raw).unwrap_or(Value::Null)
+    }
+
     pub fn text(&self) -> String {
         self.chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
     }
@@ -191,10 +201,32 @@ pub fn png_description() -> String {
     format!("[image image/png {} bytes sha256={hex}]", bytes.len())
 }
 
-/// Serves the PNG at `/cat.png` on a free loopback port (an image URL for the fetch tests).
+/// Serves the PNG at `/cat.png` on a free loopback port (an image URL for the fetch tests), and beside it the
+/// misbehaving kinds of image host: `/redirect` (302 to `/cat.png`), `/loop` (redirects to itself forever),
+/// `/big` (a 2 KiB PNG-looking body), `/slow` (answers after 3 s).
 pub async fn image_server() -> String {
+    use axum::http::{header, StatusCode};
     use axum::routing::get;
-    let app = axum::Router::new().route("/cat.png", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], png_bytes()) }));
+    let png = || ([(header::CONTENT_TYPE, "image/png")], png_bytes());
+    let app = axum::Router::new()
+        .route("/cat.png", get(move || async move { png() }))
+        .route("/redirect", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/cat.png")]) }))
+        .route("/loop", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }))
+        .route(
+            "/big",
+            get(|| async {
+                let mut body = png_bytes();
+                body.resize(2048, 0);
+                ([(header::CONTENT_TYPE, "image/png")], body)
+            }),
+        )
+        .route(
+            "/slow",
+            get(move || async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                png()
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

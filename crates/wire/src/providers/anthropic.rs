@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::codec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::error::{UpstreamError, WireError};
 use crate::image::{is_http_url, parse_data_url};
+use crate::spec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::{SseEvent, SseParser};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Extra, FinishReason, FunctionCall,
@@ -921,7 +921,7 @@ impl StreamDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Method, ProviderKind, ProviderOptions};
+    use crate::spec::{Method, ProviderKind, ProviderOptions};
     use serde_json::json;
 
     const STREAM_TEXT: &str = include_str!("../../tests/fixtures/anthropic/stream_text.sse");

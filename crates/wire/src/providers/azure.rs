@@ -1,9 +1,9 @@
 //! Azure OpenAI: OpenAI's bodies and streams, with Azure's paths (deployments and `api-version`) and its
 //! `api-key` header. Responses are parsed by the OpenAI codec, which already drops Azure's filter annotations.
 
-use crate::codec::{Endpoint, WireRequest};
 use crate::error::WireError;
 use crate::providers::openai::{embeddings_body, ChatBody};
+use crate::spec::{Endpoint, WireRequest};
 use crate::types::{ChatRequest, EmbeddingsRequest};
 
 /// Latest GA inference API version at the time of writing.
@@ -56,7 +56,7 @@ pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{ProviderKind, ProviderOptions};
+    use crate::spec::{ProviderKind, ProviderOptions};
 
     #[test]
     fn deployment_urls_and_api_key() {

@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::codec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::error::{UpstreamError, WireError};
 use crate::image::{is_http_url, parse_data_url};
+use crate::spec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::NdjsonParser;
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Embedding, EmbeddingInput, EmbeddingsRequest,
@@ -821,7 +821,7 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<String>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Method, ProviderKind, ProviderOptions};
+    use crate::spec::{Method, ProviderKind, ProviderOptions};
 
     const CHAT_TEXT: &str = include_str!("../../tests/fixtures/ollama/chat_text.json");
     const CHAT_TOOLS: &str = include_str!("../../tests/fixtures/ollama/chat_tool_calls.json");
@@ -1305,18 +1305,5 @@ mod tests {
     #[test]
     fn compacts_without_reordering() {
         assert_eq!(compact_json("{ \"b\" : [1, 2],\n \"a\": \"x y \\\" z\" }"), r#"{"b":[1,2],"a":"x y \" z"}"#);
-    }
-
-    #[test]
-    fn codec_dispatch_reaches_this_module() {
-        let opts = ProviderOptions::default();
-        let r = req(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-        let w = crate::codec::build_chat(&ep(&opts, None), &r, "llama3.2").unwrap();
-        assert!(w.url.ends_with("/api/chat"));
-        let mut d = crate::codec::StreamDecoder::new(ProviderKind::Ollama, ctx());
-        let mut out = Vec::new();
-        d.feed(STREAM_TEXT.as_bytes(), &mut out).unwrap();
-        d.finish(&mut out).unwrap();
-        assert_eq!(out.last(), Some(&StreamEvent::Done));
     }
 }

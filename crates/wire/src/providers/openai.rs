@@ -11,8 +11,8 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::codec::{Endpoint, ProviderKind, ResponseCtx, StreamEvent, WireRequest};
 use crate::error::{UpstreamError, WireError};
+use crate::spec::{Endpoint, ProviderKind, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::{SseEvent, SseParser};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, Extra, FinishReason, Message,
@@ -432,7 +432,7 @@ fn renumber_whole_tool_calls(chunk: &mut ChatChunk) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::ProviderOptions;
+    use crate::spec::ProviderOptions;
     use crate::types::{Content, Role, ToolCall};
 
     fn ep<'a>(kind: ProviderKind, opts: &'a ProviderOptions) -> Endpoint<'a> {

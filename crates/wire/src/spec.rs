@@ -1,0 +1,304 @@
+//! The vocabulary every codec shares: provider kinds and their static facts (base URLs and their
+//! normalisation included), per-provider options, the endpoint a request goes to, the request the engine
+//! sends, the identity given to responses, and the events a stream decoder yields.
+//!
+//! It exists so the dependency graph stays a tree: each module under `providers/` imports these types from
+//! here, and `codec` (the dispatcher) imports both this module and the providers. Nothing here imports a
+//! provider or the dispatcher. `codec` re-exports these types so `switchyard_wire::codec::…` paths keep working.
+
+use std::collections::BTreeMap;
+
+use crate::error::UpstreamError;
+use crate::types::ChatChunk;
+
+/// Every provider type the configuration accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    OpenAi,
+    Azure,
+    Anthropic,
+    Ollama,
+    Vllm,
+    OpenAiCompatible,
+    Groq,
+    Mistral,
+    Xai,
+    OpenRouter,
+    Together,
+    Fireworks,
+    Cerebras,
+    DeepSeek,
+    Perplexity,
+}
+
+/// Which codec speaks to a provider kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    OpenAi,
+    Azure,
+    Anthropic,
+    Ollama,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 15] = [
+        ProviderKind::OpenAi,
+        ProviderKind::Azure,
+        ProviderKind::Anthropic,
+        ProviderKind::Ollama,
+        ProviderKind::Vllm,
+        ProviderKind::OpenAiCompatible,
+        ProviderKind::Groq,
+        ProviderKind::Mistral,
+        ProviderKind::Xai,
+        ProviderKind::OpenRouter,
+        ProviderKind::Together,
+        ProviderKind::Fireworks,
+        ProviderKind::Cerebras,
+        ProviderKind::DeepSeek,
+        ProviderKind::Perplexity,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::Vllm => "vllm",
+            ProviderKind::OpenAiCompatible => "openai-compatible",
+            ProviderKind::Groq => "groq",
+            ProviderKind::Mistral => "mistral",
+            ProviderKind::Xai => "xai",
+            ProviderKind::OpenRouter => "openrouter",
+            ProviderKind::Together => "together",
+            ProviderKind::Fireworks => "fireworks",
+            ProviderKind::Cerebras => "cerebras",
+            ProviderKind::DeepSeek => "deepseek",
+            ProviderKind::Perplexity => "perplexity",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            ProviderKind::Azure => Family::Azure,
+            ProviderKind::Anthropic => Family::Anthropic,
+            ProviderKind::Ollama => Family::Ollama,
+            _ => Family::OpenAi,
+        }
+    }
+
+    /// The public API base (everything before `/chat/completions` or `/messages`), when the service has one.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        Some(match self {
+            ProviderKind::OpenAi => "https://api.openai.com/v1",
+            ProviderKind::Anthropic => "https://api.anthropic.com",
+            ProviderKind::Ollama => "http://127.0.0.1:11434",
+            ProviderKind::Vllm => "http://127.0.0.1:8000/v1",
+            ProviderKind::Groq => "https://api.groq.com/openai/v1",
+            ProviderKind::Mistral => "https://api.mistral.ai/v1",
+            ProviderKind::Xai => "https://api.x.ai/v1",
+            ProviderKind::OpenRouter => "https://openrouter.ai/api/v1",
+            ProviderKind::Together => "https://api.together.xyz/v1",
+            ProviderKind::Fireworks => "https://api.fireworks.ai/inference/v1",
+            ProviderKind::Cerebras => "https://api.cerebras.ai/v1",
+            ProviderKind::DeepSeek => "https://api.deepseek.com/v1",
+            ProviderKind::Perplexity => "https://api.perplexity.ai",
+            ProviderKind::Azure | ProviderKind::OpenAiCompatible => return None,
+        })
+    }
+
+    /// The environment variable that holds the service's key by convention.
+    pub fn key_env_var(self) -> Option<&'static str> {
+        Some(match self {
+            ProviderKind::OpenAi => "OPENAI_API_KEY",
+            ProviderKind::Azure => "AZURE_OPENAI_API_KEY",
+            ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+            ProviderKind::Groq => "GROQ_API_KEY",
+            ProviderKind::Mistral => "MISTRAL_API_KEY",
+            ProviderKind::Xai => "XAI_API_KEY",
+            ProviderKind::OpenRouter => "OPENROUTER_API_KEY",
+            ProviderKind::Together => "TOGETHER_API_KEY",
+            ProviderKind::Fireworks => "FIREWORKS_API_KEY",
+            ProviderKind::Cerebras => "CEREBRAS_API_KEY",
+            ProviderKind::DeepSeek => "DEEPSEEK_API_KEY",
+            ProviderKind::Perplexity => "PERPLEXITY_API_KEY",
+            ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible => return None,
+        })
+    }
+
+    /// Self-hosted servers run without keys; clouds refuse a request without one.
+    pub fn requires_key(self) -> bool {
+        !matches!(self, ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible)
+    }
+
+    /// Whether the provider can take an image by http(s) URL; if not, the engine fetches it and inlines it.
+    pub fn accepts_image_urls(self) -> bool {
+        !matches!(self, ProviderKind::Ollama)
+    }
+
+    /// Whether the provider lists its models over HTTP in a shape we read.
+    pub fn lists_models(self) -> bool {
+        !matches!(self, ProviderKind::Azure | ProviderKind::Perplexity)
+    }
+
+    /// Whether the provider has an embeddings endpoint (asking one that has none gets a clear 400 instead
+    /// of the upstream's 404).
+    pub fn has_embeddings(self) -> bool {
+        !matches!(
+            self,
+            ProviderKind::Anthropic | ProviderKind::Perplexity | ProviderKind::Cerebras | ProviderKind::Groq | ProviderKind::DeepSeek
+        )
+    }
+}
+
+/// Per-provider settings the codecs need, resolved from configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderOptions {
+    /// Azure `api-version` (default `providers::azure::DEFAULT_API_VERSION`; `v1` selects the v1 API) or the
+    /// `anthropic-version` header (default `providers::anthropic::DEFAULT_VERSION`).
+    pub api_version: Option<String>,
+    /// Anthropic needs `max_tokens`; used when the caller sets none.
+    pub default_max_tokens: Option<u32>,
+    /// Azure: gateway model name → deployment name (default: the same name).
+    pub deployments: BTreeMap<String, String>,
+    /// Extra headers sent on every request to this provider.
+    pub extra_headers: Vec<(String, String)>,
+}
+
+/// Where and how to reach one provider with one key.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    pub kind: ProviderKind,
+    /// Normalised with [`normalize_base_url`].
+    pub base_url: &'a str,
+    pub api_key: Option<&'a str>,
+    pub options: &'a ProviderOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// A request ready to send: the engine adds nothing but the transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireRequest {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl WireRequest {
+    pub fn post_json(url: String, body: Vec<u8>) -> Self {
+        WireRequest { method: Method::Post, url, headers: vec![("content-type".into(), "application/json".into())], body }
+    }
+
+    pub fn get(url: String) -> Self {
+        WireRequest { method: Method::Get, url, headers: Vec::new(), body: Vec::new() }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn with_extra_headers(mut self, ep: &Endpoint<'_>) -> Self {
+        for (k, v) in &ep.options.extra_headers {
+            self.headers.push((k.clone(), v.clone()));
+        }
+        self
+    }
+}
+
+/// Identity the engine gives a response or stream whose provider does not supply one (Ollama has no ids).
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCtx<'a> {
+    /// A `chatcmpl-…` id to use when the upstream gives none.
+    pub id: &'a str,
+    /// Unix seconds.
+    pub created: i64,
+    /// The upstream model name, used when the upstream does not echo one.
+    pub model: &'a str,
+}
+
+/// What a stream decoder hands back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Chunk(ChatChunk),
+    /// An error the upstream sent inside a 200 stream.
+    Error(UpstreamError),
+    /// The upstream's own end marker (`[DONE]`, `message_stop`, `done: true`).
+    Done,
+}
+
+/// Normalises a configured base URL to the API base the codecs append paths to.
+///
+/// OpenAI-style services: a URL without a version segment gets `/v1` (so `http://host:8000` and
+/// `http://host:8000/v1` both work and `/v1/v1` never happens); Perplexity has no version segment.
+/// Anthropic and Ollama: a trailing `/v1` (or Ollama's `/api`) is removed, since their paths carry it.
+/// Azure: a trailing `/openai` or `/openai/v1` is removed.
+pub fn normalize_base_url(kind: ProviderKind, url: &str) -> String {
+    let mut u = url.trim().trim_end_matches('/').to_string();
+    match kind.family() {
+        Family::OpenAi => {
+            if kind != ProviderKind::Perplexity && !ends_with_version_segment(&u) {
+                u.push_str("/v1");
+            }
+        }
+        Family::Anthropic => strip_suffix_in_place(&mut u, &["/v1"]),
+        Family::Ollama => strip_suffix_in_place(&mut u, &["/v1", "/api"]),
+        Family::Azure => strip_suffix_in_place(&mut u, &["/openai/v1", "/openai"]),
+    }
+    u
+}
+
+fn strip_suffix_in_place(u: &mut String, suffixes: &[&str]) {
+    for s in suffixes {
+        if let Some(stripped) = u.strip_suffix(s) {
+            *u = stripped.to_string();
+            return;
+        }
+    }
+}
+
+fn ends_with_version_segment(u: &str) -> bool {
+    let path_start = u.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &u[path_start..];
+    let Some(slash) = rest.find('/') else { return false };
+    let last = rest[slash..].rsplit('/').next().unwrap_or("");
+    let mut chars = last.chars();
+    chars.next() == Some('v') && chars.next().is_some_and(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_normalise_without_doubling_v1() {
+        let k = ProviderKind::OpenAiCompatible;
+        assert_eq!(normalize_base_url(k, "http://h:8000"), "http://h:8000/v1");
+        assert_eq!(normalize_base_url(k, "http://h:8000/"), "http://h:8000/v1");
+        assert_eq!(normalize_base_url(k, "http://h:8000/v1/"), "http://h:8000/v1");
+        assert_eq!(normalize_base_url(k, "https://g.example/v1beta/openai"), "https://g.example/v1beta/openai/v1");
+        assert_eq!(normalize_base_url(ProviderKind::Groq, "https://api.groq.com/openai/v1"), "https://api.groq.com/openai/v1");
+        assert_eq!(normalize_base_url(ProviderKind::Perplexity, "https://api.perplexity.ai/"), "https://api.perplexity.ai");
+        assert_eq!(normalize_base_url(ProviderKind::Anthropic, "https://api.anthropic.com/v1"), "https://api.anthropic.com");
+        assert_eq!(normalize_base_url(ProviderKind::Ollama, "http://127.0.0.1:11434/v1/"), "http://127.0.0.1:11434");
+        assert_eq!(normalize_base_url(ProviderKind::Azure, "https://r.openai.azure.com/openai/"), "https://r.openai.azure.com");
+    }
+
+    #[test]
+    fn every_kind_round_trips_its_name() {
+        for k in ProviderKind::ALL {
+            assert_eq!(ProviderKind::parse(k.as_str()), Some(k));
+        }
+    }
+}
