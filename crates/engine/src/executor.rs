@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::config::{HedgeDelay, HedgePolicy, KeyConfig, RetryPolicy, RouteConfig, Timeouts};
 use crate::ctx::{RequestCtx, Served};
 use crate::error::{Attempt, FailureClass, GatewayError};
-use crate::health::{CooldownReason, LimitError, Standing, Token};
+use crate::health::{CooldownReason, LimitError, Pace, Standing, Token};
 use crate::keys;
 use crate::pool::{endpoint, Plan, Provider, Target, Upstreams};
 use crate::retry::{self, AfterFailure, AfterRound, RoundEnd};
@@ -465,7 +465,12 @@ impl<'a> Run<'a> {
         let mut st = self.state();
         st.served = true;
         if !std::mem::replace(&mut st.marks[index].signalled, true) {
-            p.health.success(self.up.clock.now_ms(), took, probe);
+            let pace = match &out {
+                Output::Stream(_) => Pace::FirstByte,
+                Output::Complete(r) => Pace::Complete { output_tokens: r.usage.as_ref().map_or(0, |u| u.completion_tokens) },
+                Output::Embeddings(_) => Pace::Complete { output_tokens: 0 },
+            };
+            p.health.success(self.up.clock.now_ms(), took, pace, probe);
         }
         let attempts = st.attempts.iter().filter(|a| !a.skipped).count() + 1;
         drop(st);

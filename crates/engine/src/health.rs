@@ -72,9 +72,11 @@ struct Inner {
     last_failure_ms: Option<u64>,
     next_probe_ms: u64,
     probe_gap_ms: u64,
-    /// Smoothed time to first byte of ordinary successes, in ms (the "usual latency" slow answers are
-    /// measured against).
-    baseline_ms: Option<f64>,
+    /// Probes in a row that succeeded.
+    probe_streak: u32,
+    /// The usual pace of ordinary successes, one per [`Pace`] kind: streams' time to first byte in ms,
+    /// and complete answers' ms per output token (what slow answers are measured against).
+    baseline: [Option<f64>; 2],
     times_degraded: u64,
 }
 
@@ -95,6 +97,29 @@ pub enum Standing {
     },
 }
 
+/// What a success's latency is compared with. A stream's time to first byte does not depend on how long
+/// the answer is; a complete answer's time does, so it is taken per output token, with an allowance of
+/// [`PROMPT_ALLOWANCE_TOKENS`] for reading the prompt. A provider serving both kinds keeps one usual
+/// pace for each, so long generations are never mistaken for a slow provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    FirstByte,
+    Complete { output_tokens: u64 },
+}
+
+/// Tokens' worth of time allowed for reading the prompt when a complete answer's pace is computed.
+pub const PROMPT_ALLOWANCE_TOKENS: u64 = 16;
+
+impl Pace {
+    /// `(baseline slot, sample)` for a latency in ms.
+    fn sample(self, ms: f64) -> (usize, f64) {
+        match self {
+            Pace::FirstByte => (0, ms),
+            Pace::Complete { output_tokens } => (1, ms / (output_tokens + PROMPT_ALLOWANCE_TOKENS) as f64),
+        }
+    }
+}
+
 /// Outlier detection for one provider over a short sliding window of health signals.
 #[derive(Debug)]
 pub struct Health {
@@ -112,8 +137,12 @@ pub struct HealthView {
     /// Signals in the window, and how many of them were failures or slow answers.
     pub signals: u32,
     pub failures: u32,
+    /// The usual time to first byte of streams.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usual_latency_ms: Option<f64>,
+    pub usual_first_byte_ms: Option<f64>,
+    /// The usual time of complete answers per output token (see [`Pace`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usual_ms_per_token: Option<f64>,
     /// While degraded: milliseconds until the next probe may go.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_probe_in_ms: Option<u64>,
@@ -121,10 +150,11 @@ pub struct HealthView {
 }
 
 const MIN_PROBE_GAP_MS: u64 = 100;
-/// Weight of a new sample in the usual-latency average; slow answers move it far less, so a provider that
-/// stays slow is eventually accepted as it is.
+/// Weight of a new sample in the usual-pace average; slow answers move it a hundred times less, so the burst
+/// of slow answers already in flight when a provider turns slow does not make slowness the new normal, while
+/// a provider that stays slow for a long time (thousands of answers) is eventually accepted as it is.
 const BASELINE_ALPHA: f64 = 0.1;
-const BASELINE_ALPHA_SLOW: f64 = 0.01;
+const BASELINE_ALPHA_SLOW: f64 = 0.001;
 
 impl Health {
     pub fn new(name: String, policy: HealthPolicy) -> Self {
@@ -139,7 +169,8 @@ impl Health {
                 last_failure_ms: None,
                 next_probe_ms: 0,
                 probe_gap_ms: policy.probe_interval.as_millis() as u64,
-                baseline_ms: None,
+                probe_streak: 0,
+                baseline: [None, None],
                 times_degraded: 0,
             }),
         }
@@ -161,20 +192,28 @@ impl Health {
         Standing::Degraded { since_failure_ms: g.last_failure_ms.map_or(u64::MAX, |f| now_ms.saturating_sub(f)) }
     }
 
-    /// A successful attempt and its time to first byte. A probe's success brings the next probe closer.
-    pub fn success(&self, now_ms: u64, latency: Duration, probe: bool) {
+    /// A successful attempt: how long it took and what kind of answer it was. A probe's success brings the
+    /// next probe closer.
+    pub fn success(&self, now_ms: u64, latency: Duration, pace: Pace, probe: bool) {
         if !self.policy.enabled {
             return;
         }
         let ms = latency.as_secs_f64() * 1000.0;
+        let (slot, sample) = pace.sample(ms);
         let mut g = lock(&self.inner);
         let slow = self.policy.slow_factor > 0.0
-            && g.baseline_ms.is_some_and(|b| ms > (b * self.policy.slow_factor).max(self.policy.slow_floor.as_secs_f64() * 1000.0));
+            && ms > self.policy.slow_floor.as_secs_f64() * 1000.0
+            && g.baseline[slot].is_some_and(|b| sample > b * self.policy.slow_factor);
         let alpha = if slow { BASELINE_ALPHA_SLOW } else { BASELINE_ALPHA };
-        g.baseline_ms = Some(g.baseline_ms.map_or(ms, |b| b + alpha * (ms - b)));
+        g.baseline[slot] = Some(g.baseline[slot].map_or(sample, |b| b + alpha * (sample - b)));
         g.last_success_ms = Some(now_ms);
         if probe {
-            g.probe_gap_ms = (g.probe_gap_ms / 2).max(MIN_PROBE_GAP_MS);
+            // Two good probes in a row start bringing the next ones closer; a provider that fails 40% of the
+            // time rarely gets there, a recovered one is back within seconds.
+            g.probe_streak += 1;
+            if g.probe_streak >= 2 {
+                g.probe_gap_ms = (g.probe_gap_ms / 2).max(MIN_PROBE_GAP_MS);
+            }
             g.next_probe_ms = now_ms + g.probe_gap_ms;
         }
         self.push(&mut g, now_ms, if slow { Kind::Slow } else { Kind::Ok });
@@ -188,6 +227,7 @@ impl Health {
         let mut g = lock(&self.inner);
         g.last_failure_ms = Some(now_ms);
         if probe {
+            g.probe_streak = 0;
             g.probe_gap_ms = self.policy.probe_interval.as_millis() as u64;
             g.next_probe_ms = now_ms + g.probe_gap_ms;
         }
@@ -201,7 +241,12 @@ impl Health {
         if let Some(s) = g.signals.iter_mut().find(|s| s.seq == token.0) {
             s.kind = Kind::Retracted;
         }
-        self.evaluate(&mut g, now_ms);
+        // Judged as if the failure had never been: if it was what degraded the provider, it is healthy again.
+        let (n, f) = self.counts(&g, now_ms);
+        if g.degraded && !self.trips(n, f) {
+            g.degraded = false;
+            self.announce(false, n, f);
+        }
     }
 
     /// Has any request succeeded here within the window?
@@ -230,24 +275,41 @@ impl Health {
             .fold((0, 0), |(n, f), s| (n + 1, f + u32::from(matches!(s.kind, Kind::Failed | Kind::Slow))))
     }
 
-    /// Recomputes the state from the window, logging and exporting a change.
+    /// Recomputes the state from the window, logging and exporting a change. With hysteresis: a provider
+    /// is degraded by `min_failures` failures making up `failure_rate` of its window, and healthy again only
+    /// once its window holds fewer than `min_failures - 1` of them (or under half the rate), so a provider
+    /// hovering at the threshold does not flap traffic back and forth.
     fn evaluate(&self, g: &mut Inner, now_ms: u64) -> bool {
         let (n, f) = self.counts(g, now_ms);
-        let degraded = f >= self.policy.min_failures && f64::from(f) >= self.policy.failure_rate * f64::from(n);
+        let p = &self.policy;
+        let degraded =
+            if g.degraded { !(f + 1 < p.min_failures || f64::from(f) < p.failure_rate * f64::from(n) / 2.0) } else { self.trips(n, f) };
         if degraded != g.degraded {
             g.degraded = degraded;
-            metrics::gauge!("switchyard_provider_degraded", "provider" => self.name.clone()).set(f64::from(u8::from(degraded)));
             if degraded {
                 g.times_degraded += 1;
-                g.probe_gap_ms = self.policy.probe_interval.as_millis() as u64;
+                g.probe_streak = 0;
+                g.probe_gap_ms = p.probe_interval.as_millis() as u64;
                 g.next_probe_ms = now_ms + g.probe_gap_ms;
-                metrics::counter!("switchyard_provider_degraded_total", "provider" => self.name.clone()).increment(1);
-                tracing::warn!(provider = %self.name, failures = f, signals = n, "provider degraded: traffic moves to healthy targets, probes continue");
-            } else {
-                tracing::info!(provider = %self.name, failures = f, signals = n, "provider healthy again");
             }
+            self.announce(degraded, n, f);
         }
         degraded
+    }
+
+    /// Do `f` failures among `n` signals degrade a healthy provider?
+    fn trips(&self, n: u32, f: u32) -> bool {
+        f >= self.policy.min_failures && f64::from(f) >= self.policy.failure_rate * f64::from(n)
+    }
+
+    fn announce(&self, degraded: bool, n: u32, f: u32) {
+        metrics::gauge!("switchyard_provider_degraded", "provider" => self.name.clone()).set(f64::from(u8::from(degraded)));
+        if degraded {
+            metrics::counter!("switchyard_provider_degraded_total", "provider" => self.name.clone()).increment(1);
+            tracing::warn!(provider = %self.name, failures = f, signals = n, "provider degraded: traffic moves to healthy targets, probes continue");
+        } else {
+            tracing::info!(provider = %self.name, failures = f, signals = n, "provider healthy again");
+        }
     }
 
     pub fn view(&self, now_ms: u64) -> HealthView {
@@ -258,7 +320,8 @@ impl Health {
             state: if degraded { "degraded" } else { "healthy" },
             signals,
             failures,
-            usual_latency_ms: g.baseline_ms.map(|b| (b * 10.0).round() / 10.0),
+            usual_first_byte_ms: g.baseline[0].map(|b| (b * 10.0).round() / 10.0),
+            usual_ms_per_token: g.baseline[1].map(|b| (b * 100.0).round() / 100.0),
             next_probe_in_ms: degraded.then(|| g.next_probe_ms.saturating_sub(now_ms)),
             times_degraded: g.times_degraded,
         }
@@ -455,7 +518,7 @@ mod tests {
             if i == 10 || i == 11 {
                 h.failure(i * 50, false);
             } else {
-                h.success(i * 50, ms(300), false);
+                h.success(i * 50, ms(300), Pace::FirstByte, false);
             }
             assert_eq!(h.standing(i * 50), Standing::Healthy, "request {i}");
         }
@@ -465,7 +528,7 @@ mod tests {
             if i % 8 == 0 {
                 h.failure(i * 50, false);
             } else {
-                h.success(i * 50, ms(300), false);
+                h.success(i * 50, ms(300), Pace::FirstByte, false);
             }
         }
         assert_eq!(h.standing(23 * 50), Standing::Healthy);
@@ -476,7 +539,7 @@ mod tests {
             if *fail {
                 h.failure(i as u64 * 66, false);
             } else {
-                h.success(i as u64 * 66, ms(300), false);
+                h.success(i as u64 * 66, ms(300), Pace::FirstByte, false);
             }
         }
         assert_ne!(h.standing(400), Standing::Healthy, "3 of 6 failed");
@@ -493,14 +556,14 @@ mod tests {
         assert_eq!(h.standing(2003), Standing::Probe);
         assert!(matches!(h.standing(2004), Standing::Degraded { .. }), "one probe at a time");
         // A successful probe halves the gap: the next probe comes sooner.
-        h.success(2005, ms(300), true);
+        h.success(2005, ms(300), Pace::FirstByte, true);
         let mut now = 2005;
         let mut probes = 0;
         loop {
             match h.standing(now) {
                 Standing::Healthy => break,
                 Standing::Probe => {
-                    h.success(now, ms(300), true);
+                    h.success(now, ms(300), Pace::FirstByte, true);
                     probes += 1;
                 }
                 Standing::Degraded { .. } => {}
@@ -508,7 +571,7 @@ mod tests {
             now += 10;
             assert!(now < 60_000, "never recovered");
         }
-        assert!(now < 2005 + 5_000, "recovered in {} ms after {probes} probes", now - 2005);
+        assert!(now < 2005 + 10_000, "recovered in {} ms after {probes} probes", now - 2005);
         // A failed probe keeps it out and resets the gap.
         let h = health();
         for i in 0..3 {
@@ -537,15 +600,28 @@ mod tests {
     fn slow_answers_weigh_like_failures_once_the_usual_latency_is_known() {
         let h = health();
         for i in 0..6 {
-            h.success(i, ms(300), false);
+            h.success(i, ms(300), Pace::FirstByte, false);
         }
-        h.success(6, ms(1200), false);
+        h.success(6, ms(1200), Pace::FirstByte, false);
         assert_eq!(h.standing(7), Standing::Healthy, "4x the usual latency is not slow");
         for i in 10..13 {
-            h.success(i, ms(3000), false);
+            h.success(i, ms(3000), Pace::FirstByte, false);
         }
         assert_ne!(h.standing(14), Standing::Healthy, "3 of 10 far slower than usual");
-        assert!(h.view(14).usual_latency_ms.unwrap() < 500.0, "slow answers barely move the usual latency");
+        assert!(h.view(14).usual_first_byte_ms.unwrap() < 500.0, "slow answers barely move the usual latency");
+        // Complete answers are judged per output token: a long generation is not a slow provider.
+        let h = health();
+        for i in 0..6 {
+            h.success(i, ms(300), Pace::Complete { output_tokens: 10 }, false);
+        }
+        for i in 6..10 {
+            h.success(i, ms(20_000), Pace::Complete { output_tokens: 2000 }, false);
+        }
+        assert_eq!(h.standing(11), Standing::Healthy, "long answers at the usual pace");
+        for i in 11..14 {
+            h.success(i, ms(3000), Pace::Complete { output_tokens: 10 }, false);
+        }
+        assert_ne!(h.standing(15), Standing::Healthy, "short answers ten times slower than usual");
         // Disabled: always healthy.
         let off = Health::new("p".into(), HealthPolicy { enabled: false, ..HealthPolicy::default() });
         for i in 0..10 {

@@ -398,16 +398,15 @@ impl Suite {
         if self.case.caps.json_mode {
             let parsed: Value = serde_json::from_str(&Self::content(&r)).unwrap_or(Value::Null);
             check!(f, "json mode", r.status == 200 && parsed == json!({"echo": "hi"}), "{} {}", r.status, r.body);
-            let schema = json!({"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object", "properties": {"echo": {"type": "string"}}}}});
+            let inner =
+                json!({"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": false});
+            let schema = json!({"type": "json_schema", "json_schema": {"name": "out", "schema": inner}});
             let r = self.chat(json!({"messages": [{"role": "user", "content": "hi"}], "response_format": schema})).await;
-            check!(
-                f,
-                "json schema",
-                r.status == 200 && serde_json::from_str::<Value>(&Self::content(&r)).is_ok(),
-                "{} {}",
-                r.status,
-                r.body
-            );
+            let parsed: Value = serde_json::from_str(&Self::content(&r)).unwrap_or(Value::Null);
+            check!(f, "json schema", r.status == 200 && conforms(&parsed, &inner), "{} {}", r.status, r.body);
+            // The schema itself reached the upstream (OpenAI style as `response_format`, Ollama as `format`).
+            let sent = self.upstream_body();
+            check!(f, "json schema forwarded", sent["response_format"] == schema || sent["format"] == inner, "{sent}");
         } else {
             check!(
                 f,
@@ -628,4 +627,26 @@ conformance! {
         caps: Caps { embeddings: false, lists_models: false, ..OPENAI_LIKE },
         block: |b| keyed("perplexity", b),
     };
+}
+
+/// Whether `v` satisfies the small JSON-schema subset the suite uses: `type: object` with typed
+/// `properties`, `required` and `additionalProperties: false`.
+fn conforms(v: &Value, schema: &Value) -> bool {
+    let Some(obj) = v.as_object() else { return false };
+    let props = schema["properties"].as_object().cloned().unwrap_or_default();
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    let typed = |val: &Value, t: &str| match t {
+        "string" => val.is_string(),
+        "number" => val.is_number(),
+        "integer" => val.is_i64() || val.is_u64(),
+        "boolean" => val.is_boolean(),
+        "object" => val.is_object(),
+        "array" => val.is_array(),
+        _ => false,
+    };
+    required.iter().all(|k| k.as_str().is_some_and(|k| obj.contains_key(k)))
+        && obj.iter().all(|(k, val)| match props.get(k) {
+            Some(p) => typed(val, p["type"].as_str().unwrap_or("")),
+            None => schema["additionalProperties"] != Value::Bool(false),
+        })
 }

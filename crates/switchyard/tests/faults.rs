@@ -382,7 +382,7 @@ async fn a_failing_primary_moves_traffic_to_its_fallback_and_comes_back_when_it_
     // Recovered: probes succeed, each brings the next one closer, and traffic returns.
     bad.set_behavior(Behavior::default());
     let mut back = 0;
-    for i in 0..200 {
+    for i in 0..400 {
         let r = post(&c, &url, &json!({"model": "bad/gpt-4o-mini", "messages": user(&format!("after {i}"))})).await;
         assert_eq!(r.status, 200);
         back = if r.header("x-switchyard-provider") == Some("bad") { back + 1 } else { 0 };

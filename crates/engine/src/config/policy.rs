@@ -73,12 +73,14 @@ pub struct HealthPolicy {
     pub min_failures: u32,
     /// Share of failures (0..1] in the window that degrades the provider.
     pub failure_rate: f64,
-    /// A success whose time to first byte exceeds `slow_factor` × the provider's usual latency (and
-    /// `slow_floor`) counts as a slow signal, which weighs like a failure (0: latency is ignored).
+    /// A success slower than `slow_floor` and than `slow_factor` × the provider's usual pace (streams: time
+    /// to first byte; complete answers: time per output token) counts as a slow signal, which weighs like
+    /// a failure (0: latency is ignored).
     pub slow_factor: f64,
     pub slow_floor: Duration,
-    /// While degraded, one request this often goes to the provider first, as a probe; each successful
-    /// probe halves the gap to the next one, so a recovered provider is back within a few seconds.
+    /// While degraded, one request this often goes to the provider first, as a probe; from the second
+    /// successful probe in a row each one halves the gap to the next, so a recovered provider is back
+    /// within seconds.
     pub probe_interval: Duration,
 }
 
