@@ -68,6 +68,15 @@ async fn lone(flavor: Flavor, extra: &str) -> (MockServer, Gateway) {
     (up, Gateway::start(&yaml))
 }
 
+/// Two OpenAI-format providers `a` and `b` with default settings, and their config.
+async fn two_providers() -> (MockServer, MockServer, String) {
+    let a = mock(Flavor::OpenAi).await;
+    let b = mock(Flavor::OpenAi).await;
+    let yaml =
+        format!("providers:\n{}{}", provider("a", "openai", &a.base_url(), "sk-a", ""), provider("b", "openai", &b.base_url(), "sk-b", ""));
+    (a, b, yaml)
+}
+
 async fn until(m: &MockServer, cond: impl Fn(&Stats) -> bool) {
     assert!(m.wait_for(cond, PATIENCE).await, "the mock never reached the expected state: {:?}", m.stats());
 }
@@ -325,10 +334,7 @@ async fn poison_requests_never_black_out_a_lone_provider() {
 
 #[tokio::test]
 async fn poison_requests_with_a_fallback_lose_nothing_and_move_no_traffic() {
-    let a = mock(Flavor::OpenAi).await;
-    let b = mock(Flavor::OpenAi).await;
-    let yaml =
-        format!("providers:\n{}{}", provider("a", "openai", &a.base_url(), "sk-a", ""), provider("b", "openai", &b.base_url(), "sk-b", ""));
+    let (_a, _b, yaml) = two_providers().await;
     let gw = Gateway::start(&yaml);
     let c = client();
     let url = gw.url("/v1/chat/completions");
@@ -398,10 +404,7 @@ async fn a_failing_primary_moves_traffic_to_its_fallback_and_comes_back_when_it_
 
 #[tokio::test]
 async fn a_forty_percent_error_rate_moves_traffic_within_a_few_requests_but_a_blip_does_not() {
-    let a = mock(Flavor::OpenAi).await;
-    let b = mock(Flavor::OpenAi).await;
-    let yaml =
-        format!("providers:\n{}{}", provider("a", "openai", &a.base_url(), "sk-a", ""), provider("b", "openai", &b.base_url(), "sk-b", ""));
+    let (_a, _b, yaml) = two_providers().await;
     let c = client();
     let send = |url: String, fail: bool, i: usize| {
         let c = c.clone();
