@@ -207,7 +207,10 @@ impl Health {
         let alpha = if slow { BASELINE_ALPHA_SLOW } else { BASELINE_ALPHA };
         g.baseline[slot] = Some(g.baseline[slot].map_or(sample, |b| b + alpha * (sample - b)));
         g.last_success_ms = Some(now_ms);
-        if probe {
+        if probe && slow {
+            // A slow probe is a failed probe: the provider answers, but not at its usual pace.
+            self.probe_failed(&mut g, now_ms);
+        } else if probe {
             // Two good probes in a row start bringing the next ones closer; a provider that fails 40% of the
             // time rarely gets there, a recovered one is back within seconds.
             g.probe_streak += 1;
@@ -227,11 +230,16 @@ impl Health {
         let mut g = lock(&self.inner);
         g.last_failure_ms = Some(now_ms);
         if probe {
-            g.probe_streak = 0;
-            g.probe_gap_ms = self.policy.probe_interval.as_millis() as u64;
-            g.next_probe_ms = now_ms + g.probe_gap_ms;
+            self.probe_failed(&mut g, now_ms);
         }
         Some(Token(self.push(&mut g, now_ms, Kind::Failed)))
+    }
+
+    /// Probes go back to the configured interval.
+    fn probe_failed(&self, g: &mut Inner, now_ms: u64) {
+        g.probe_streak = 0;
+        g.probe_gap_ms = self.policy.probe_interval.as_millis() as u64;
+        g.next_probe_ms = now_ms + g.probe_gap_ms;
     }
 
     /// Takes a failure back: the request failed everywhere while other requests succeeded here, so the
@@ -622,6 +630,19 @@ mod tests {
             h.success(i, ms(3000), Pace::Complete { output_tokens: 10 }, false);
         }
         assert_ne!(h.standing(15), Standing::Healthy, "short answers ten times slower than usual");
+        // A slow probe is a failed one: probes stay at the interval instead of speeding up, and a provider
+        // that stays slow stays degraded.
+        let mut now = 15;
+        let mut probes = Vec::new();
+        while now < 20_000 {
+            if h.standing(now) == Standing::Probe {
+                probes.push(now);
+                h.success(now, ms(3000), Pace::Complete { output_tokens: 10 }, true);
+            }
+            now += 10;
+        }
+        assert!(probes.windows(2).all(|w| w[1] - w[0] >= 2000), "probes every interval: {probes:?}");
+        assert_ne!(h.standing(now), Standing::Healthy, "still slow, still degraded");
         // Disabled: always healthy.
         let off = Health::new("p".into(), HealthPolicy { enabled: false, ..HealthPolicy::default() });
         for i in 0..10 {

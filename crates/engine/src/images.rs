@@ -155,13 +155,7 @@ impl ImageFetcher {
     /// Replaces every http(s) image URL in the request with the image's bytes, for providers that need them.
     /// Returns `None` when the request has no image URL (the common case: nothing is copied).
     pub async fn inline_images(&self, req: &ChatRequest) -> Result<Option<ChatRequest>, GatewayError> {
-        let has_url = req.messages.iter().any(|m| match &m.content {
-            Some(Content::Parts(parts)) => {
-                parts.iter().any(|p| matches!(p, ContentPart::ImageUrl { image_url } if is_http_url(&image_url.url)))
-            }
-            _ => false,
-        });
-        if !has_url {
+        if !req.has_http_image_urls() {
             return Ok(None);
         }
         let mut out = req.clone();

@@ -73,6 +73,16 @@ impl ChatRequest {
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
+
+    /// Does any message carry an image by http(s) URL (which some providers need fetched and inlined)?
+    pub fn has_http_image_urls(&self) -> bool {
+        self.messages.iter().any(|m| match &m.content {
+            Some(Content::Parts(parts)) => {
+                parts.iter().any(|p| matches!(p, ContentPart::ImageUrl { image_url } if crate::image::is_http_url(&image_url.url)))
+            }
+            _ => false,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
