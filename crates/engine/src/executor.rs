@@ -12,7 +12,7 @@
 //! its bookkeeping sits behind a mutex that is never contended in practice.
 
 use std::pin::pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -183,15 +183,20 @@ impl<'a> Run<'a> {
     }
 
     /// Healthy targets (and a degraded one whose probe is due) in plan order, then the degraded ones, the
-    /// least recently failed first. `probes[i]`: target `i` goes as its provider's probe.
+    /// least recently failed first. `probes[i]`: target `i` goes as its provider's probe. A due probe is
+    /// sent as a mirror instead when a healthy target can serve the request (see [`Run::mirror`]); the
+    /// degraded target then waits behind the others like the rest.
     fn order(&self, targets: &[Target], offset: usize) -> (Vec<usize>, Vec<bool>) {
         let now = self.up.clock.now_ms();
+        let standings: Vec<Standing> = targets.iter().map(|t| self.up.providers[t.provider].health.standing(now)).collect();
+        let healthy_exists = standings.contains(&Standing::Healthy);
         let mut order = Vec::with_capacity(targets.len());
         let mut degraded = Vec::new();
         let mut probes = vec![false; targets.len()];
-        for (i, t) in targets.iter().enumerate() {
-            match self.up.providers[t.provider].health.standing(now) {
+        for (i, standing) in standings.into_iter().enumerate() {
+            match standing {
                 Standing::Healthy => order.push(i),
+                Standing::Probe if healthy_exists && self.mirror(&targets[i]) => degraded.push((0, i)),
                 Standing::Probe => {
                     probes[i] = true;
                     order.push(i);
@@ -299,6 +304,95 @@ impl<'a> Run<'a> {
                 }
             }
         }
+    }
+
+    /// Sends a copy of the request to a degraded target as its provider's probe, beside the request, and
+    /// feeds only the provider's health with the outcome: the caller is served by a healthy target and never
+    /// waits on the probe. `false` when no copy can go now (mirroring off, no free slot or usable key, images
+    /// still to be fetched); the request itself is then the probe.
+    fn mirror(&self, t: &Target) -> bool {
+        let p = &self.up.providers[t.provider];
+        if !p.cfg.health.mirror_probes {
+            return false;
+        }
+        let key = if p.cfg.keys.is_empty() {
+            None
+        } else {
+            let now = self.up.clock.now_ms();
+            let usable: Vec<usize> =
+                (0..p.cfg.keys.len()).filter(|&i| keys::allows(&p.cfg.keys[i], &t.model) && p.keys[i].cooling(now).is_none()).collect();
+            match keys::choose_among(&p.cfg.keys, &usable, &mut fastrand::Rng::new()) {
+                Some(i) => Some(&p.cfg.keys[i]),
+                None => return false,
+            }
+        };
+        let ep = endpoint(p, key);
+        let (wire, kind) = match self.op {
+            Op::Chat { req, .. } if p.cfg.kind.accepts_image_urls() || !req.has_http_image_urls() => {
+                let replaced;
+                let body = match &t.params {
+                    Some(params) => match with_params(*req, params) {
+                        Ok(r) => {
+                            replaced = r;
+                            &replaced
+                        }
+                        Err(_) => return false,
+                    },
+                    None => *req,
+                };
+                (codec::build_chat(&ep, body, &t.model), if body.is_stream() { Mirrored::Stream } else { Mirrored::Chat })
+            }
+            Op::Chat { .. } => return false,
+            Op::Embeddings(req) if t.params.is_none() => {
+                (codec::build_embeddings(&ep, req, &t.model), Mirrored::Embeddings(req.encoding_format.clone()))
+            }
+            Op::Embeddings(_) => return false,
+        };
+        let (Ok(wire), Some(slot)) = (wire, p.limiter.try_acquire()) else {
+            return false;
+        };
+        let remaining = self.remaining();
+        let timeouts =
+            Timeouts { first_byte: p.cfg.timeouts.first_byte.min(remaining), total: p.cfg.timeouts.total.min(remaining), ..p.cfg.timeouts };
+        let (client, provider_kind, health, clock) = (p.client.clone(), p.cfg.kind, Arc::clone(&p.health), self.up.clock);
+        let (target, key_name, id, created, model) =
+            (t.label.clone(), key.map(|k| k.name.clone()), self.ctx.id.clone(), self.ctx.created, t.model.clone());
+        tracing::debug!(%target, "probing a degraded provider with a copy of the request");
+        tokio::spawn(async move {
+            let label = Label { target: &target, key: key_name.as_deref() };
+            let rctx = ResponseCtx { id: &id, created, model: &model };
+            let started = std::time::Instant::now();
+            let outcome = match kind {
+                Mirrored::Stream => {
+                    let decoder = StreamDecoder::new(provider_kind, rctx);
+                    // Dropped at its first chunk, which closes the upstream stream: the pace is known.
+                    upstream::open_stream(&client, provider_kind, &timeouts, &label, wire, decoder).await.map(|_| Pace::FirstByte)
+                }
+                Mirrored::Chat | Mirrored::Embeddings(_) => {
+                    match upstream::send_complete(&client, provider_kind, &timeouts, &label, wire).await {
+                        Ok(bytes) => match &kind {
+                            Mirrored::Embeddings(format) => codec::parse_embeddings(provider_kind, &bytes, rctx, format.as_deref())
+                                .map(|_| Pace::Complete { output_tokens: 0 }),
+                            _ => codec::parse_chat(provider_kind, &bytes, rctx)
+                                .map(|r| Pace::Complete { output_tokens: r.usage.map_or(0, |u| u.completion_tokens) }),
+                        }
+                        .map_err(|e| upstream::wire_failure(&label, started, e)),
+                        Err(f) => Err(f),
+                    }
+                }
+            };
+            drop(slot);
+            let now = clock.now_ms();
+            match outcome.map_err(|f| f.attempt) {
+                Ok(pace) => health.success(now, started.elapsed(), pace, true),
+                Err(a) if a.class.is_provider_health() => {
+                    health.failure(now, true);
+                }
+                // A key's trouble says nothing about the provider's health; the next probe asks again.
+                Err(a) => tracing::debug!(%target, class = a.class.as_str(), "probe copy not answered: {}", a.message),
+            }
+        });
+        true
     }
 
     /// Tries the targets of `order` one after the other; `offset` is the first target's index in the walk.
@@ -644,6 +738,14 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// What a probe copy asks for (see [`Run::mirror`]).
+enum Mirrored {
+    Stream,
+    Chat,
+    /// With the caller's `encoding_format`.
+    Embeddings(Option<String>),
 }
 
 /// `switchyard_upstream_attempts_total{provider, outcome}`: `success` or the failure class.

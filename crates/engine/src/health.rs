@@ -207,6 +207,9 @@ impl Health {
         let alpha = if slow { BASELINE_ALPHA_SLOW } else { BASELINE_ALPHA };
         g.baseline[slot] = Some(g.baseline[slot].map_or(sample, |b| b + alpha * (sample - b)));
         g.last_success_ms = Some(now_ms);
+        if probe {
+            self.count_probe(if slow { "slow" } else { "ok" });
+        }
         if probe && slow {
             // A slow probe is a failed probe: the provider answers, but not at its usual pace.
             self.probe_failed(&mut g, now_ms);
@@ -230,9 +233,15 @@ impl Health {
         let mut g = lock(&self.inner);
         g.last_failure_ms = Some(now_ms);
         if probe {
+            self.count_probe("failed");
             self.probe_failed(&mut g, now_ms);
         }
         Some(Token(self.push(&mut g, now_ms, Kind::Failed)))
+    }
+
+    /// `switchyard_health_probes_total{provider, outcome}`: `ok`, `slow` or `failed`.
+    fn count_probe(&self, outcome: &'static str) {
+        metrics::counter!("switchyard_health_probes_total", "provider" => self.name.clone(), "outcome" => outcome).increment(1);
     }
 
     /// Probes go back to the configured interval.
@@ -416,6 +425,11 @@ impl Limiter {
             // The semaphore is never closed; treat it like a timeout if it ever were.
             Ok(Err(_)) | Err(_) => Err(LimitError::Deadline),
         }
+    }
+
+    /// A slot if one is free now, never waiting (for work that may simply not happen, like a probe).
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.sem.clone().try_acquire_owned().ok()
     }
 
     pub fn in_flight(&self) -> usize {

@@ -16,7 +16,8 @@ use crate::upstream;
 pub(crate) struct Provider {
     pub(crate) cfg: ProviderConfig,
     pub(crate) client: reqwest::Client,
-    pub(crate) health: Health,
+    /// Shared with probes that run on beside a request (see `HealthPolicy::mirror_probes`).
+    pub(crate) health: Arc<Health>,
     /// Index-aligned with `cfg.keys`.
     pub(crate) keys: Vec<KeyHealth>,
     pub(crate) limiter: Limiter,
@@ -40,7 +41,7 @@ impl Upstreams {
         for p in &cfg.providers {
             providers.push(Provider {
                 client: upstream::build_client(&p.timeouts)?,
-                health: Health::new(p.name.clone(), p.health),
+                health: Arc::new(Health::new(p.name.clone(), p.health)),
                 keys: p.keys.iter().map(|_| KeyHealth::default()).collect(),
                 limiter: Limiter::new(p.overload),
                 latency: Latency::default(),

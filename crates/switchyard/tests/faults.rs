@@ -402,6 +402,42 @@ async fn a_failing_primary_moves_traffic_to_its_fallback_and_comes_back_when_it_
     assert_eq!(health["providers"][0]["health"]["state"], "healthy", "{health}");
 }
 
+/// While a healthy fallback exists, a degraded provider is probed with a copy of a request: the caller is
+/// served by the fallback in one attempt whether the probe fails or not, and the probe still reaches the
+/// degraded provider (seen on its mock) and still brings it back once it recovers.
+#[tokio::test]
+async fn probes_of_a_degraded_provider_cost_its_callers_nothing() {
+    let (bad, good, gw) = primary_and_fallback().await;
+    bad.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![529], ..Behavior::default() });
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let ask = |i: usize| {
+        let (c, url) = (&c, &url);
+        async move { post(c, url, &json!({"model": "bad/gpt-4o-mini", "messages": user(&format!("p{i}"))})).await }
+    };
+    for i in 0..3 {
+        let r = ask(i).await;
+        assert_eq!((r.status, r.header("x-switchyard-attempts")), (200, Some("2")), "{}", r.body);
+    }
+    wait_health(&c, &gw, |p| p["health"]["state"] == "degraded").await;
+    // (`faults`, not chat calls: the gateway's model discovery meets the fault too.)
+    let tripped = bad.stats().faults;
+    // Two failed probes (the default interval is 2 s) while requests keep coming: each request is served by
+    // the fallback at its first attempt.
+    let mut i = 3;
+    while bad.stats().faults < tripped + 2 {
+        let r = ask(i).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!((r.header("x-switchyard-provider"), r.header("x-switchyard-attempts")), (Some("good"), Some("1")), "request {i}");
+        i += 1;
+        assert!(i < 2000, "no probe reached the degraded provider: {:?}", bad.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains(r#"switchyard_health_probes_total{provider="bad",outcome="failed"}"#), "{m}");
+    assert_eq!(calls(&good), i as u64, "every request was served by the fallback once");
+}
+
 #[tokio::test]
 async fn a_forty_percent_error_rate_moves_traffic_within_a_few_requests_but_a_blip_does_not() {
     let (_a, _b, yaml) = two_providers().await;

@@ -747,7 +747,7 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
     if raw.circuit_breaker.is_some() {
         issues.push(
             format!("{path}.circuit_breaker"),
-            "circuit breakers were replaced by outlier detection: write `health:` instead (fields enabled, window, window_size, min_failures, failure_rate, slow_factor, slow_floor, probe_interval; see docs/resilience.md), or remove it to use the defaults",
+            "circuit breakers were replaced by outlier detection: write `health:` instead (fields enabled, window, window_size, min_failures, failure_rate, slow_factor, slow_floor, probe_interval, mirror_probes; see docs/resilience.md), or remove it to use the defaults",
         );
     }
     let health = match raw.health.unwrap_or_default().resolve() {

@@ -82,6 +82,11 @@ pub struct HealthPolicy {
     /// successful probe in a row each one halves the gap to the next, so a recovered provider is back
     /// within seconds.
     pub probe_interval: Duration,
+    /// While a request has a healthy target to serve it, the degraded provider's probe is a copy of that
+    /// request sent beside it, whose answer only feeds health: the caller never waits on a probe. Costs
+    /// one extra upstream call per probe. Off: the probe is the request itself, and a failed probe costs
+    /// its caller a second round trip.
+    pub mirror_probes: bool,
 }
 
 impl Default for HealthPolicy {
@@ -97,6 +102,7 @@ impl Default for HealthPolicy {
             slow_factor: 5.0,
             slow_floor: Duration::from_secs(1),
             probe_interval: Duration::from_secs(2),
+            mirror_probes: true,
         }
     }
 }
@@ -112,6 +118,7 @@ pub(super) struct RawHealth {
     slow_factor: Option<f64>,
     slow_floor: Option<DurationStr>,
     probe_interval: Option<DurationStr>,
+    mirror_probes: Option<bool>,
 }
 
 impl RawHealth {
@@ -127,6 +134,7 @@ impl RawHealth {
             slow_factor: self.slow_factor.unwrap_or(d.slow_factor),
             slow_floor: self.slow_floor.map(|x| x.0).unwrap_or(d.slow_floor),
             probe_interval: self.probe_interval.map(|x| x.0).unwrap_or(d.probe_interval),
+            mirror_probes: self.mirror_probes.unwrap_or(d.mirror_probes),
         };
         if !(p.failure_rate > 0.0 && p.failure_rate <= 1.0) {
             return Err(("failure_rate", format!("must be in (0, 1], got {}", p.failure_rate)));
