@@ -491,7 +491,7 @@ impl<'a> Run<'a> {
             let slot = self.slot(p, t, index, key_cfg).await?;
             let started = std::time::Instant::now();
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
-            let f = match self.send(p, t, key_cfg, &label, slot).await {
+            let f = match self.send(p, t, key_cfg, &label, slot, last_resort).await {
                 Ok(out) => return Ok(self.answered(p, t, index, key, hedged, probe, started.elapsed(), out)),
                 Err(Ok(f)) => f,
                 Err(Err(stop)) => return Err(End::Stop(stop)),
@@ -687,9 +687,10 @@ impl<'a> Run<'a> {
         key: Option<&KeyConfig>,
         label: &Label<'_>,
         slot: tokio::sync::OwnedSemaphorePermit,
+        last_resort: bool,
     ) -> Result<Output, Result<Failure, GatewayError>> {
         let started = std::time::Instant::now();
-        let remaining = self.remaining();
+        let remaining = attempt_budget(self.remaining(), last_resort);
         let ep = endpoint(p, key);
         let rctx = ResponseCtx { id: &self.ctx.id, created: self.ctx.created, model: &t.model };
         match self.op {
@@ -737,6 +738,17 @@ impl<'a> Run<'a> {
                     .map_err(|e| Ok(upstream::wire_failure(label, started, e)))
             }
         }
+    }
+}
+
+/// How much of what is left of the deadline one attempt may use before it must have answered (a stream:
+/// its first chunk). An attempt with targets still behind it gets at most half, so a hung upstream leaves
+/// the fallback as much time as it took; the request's last resort gets all of it.
+fn attempt_budget(remaining: Duration, last_resort: bool) -> Duration {
+    if last_resort {
+        remaining
+    } else {
+        remaining / 2
     }
 }
 

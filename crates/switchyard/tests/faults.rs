@@ -402,6 +402,35 @@ async fn a_failing_primary_moves_traffic_to_its_fallback_and_comes_back_when_it_
     assert_eq!(health["providers"][0]["health"]["state"], "healthy", "{health}");
 }
 
+/// A hung primary under the default timeouts leaves its fallback room: an attempt with a target behind it
+/// may use at most half of what is left of the deadline, so the fallback answers instead of being skipped
+/// with "the request's deadline passed".
+#[tokio::test]
+async fn a_hung_primary_under_default_timeouts_leaves_the_fallback_room() {
+    let bad = mock(Flavor::OpenAi).await;
+    let good = mock(Flavor::Anthropic).await;
+    bad.set_behavior(Behavior { fault_rate: 1.0, fault_kind: Some(FaultKind::Hang), ..Behavior::default() });
+    // The default deadline is 600 s (so a hung primary would take 300 s here); 4 s keeps the test short.
+    // Provider timeouts stay at their defaults (60 s first byte, 600 s total): both exceed the deadline.
+    let yaml = format!(
+        "routing:\n  deadline: 4s\nproviders:\n{}{}routes:\n  - models: [\"bad/gpt-4o-mini\"]\n    fallbacks: [\"good/claude-sonnet-4-6\"]\n",
+        provider("bad", "openai", &bad.base_url(), "sk-bad", ""),
+        provider("good", "anthropic", &good.base_url(), "sk-good", ""),
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    for stream in [false, true] {
+        let r =
+            post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "bad/gpt-4o-mini", "stream": stream, "messages": user("hello")}))
+                .await;
+        assert_eq!(r.status, 200, "stream={stream}: {}", r.body);
+        assert_eq!((r.header("x-switchyard-provider"), r.header("x-switchyard-attempts")), (Some("good"), Some("2")), "stream={stream}");
+    }
+    // Both requests met the hang (and so did the gateway's model discovery), and the gateway let go of both.
+    assert_eq!(calls(&bad), 2, "{:?}", bad.stats());
+    until(&bad, |s| s.cancelled >= 2).await;
+}
+
 /// While a healthy fallback exists, a degraded provider is probed with a copy of a request: the caller is
 /// served by the fallback in one attempt whether the probe fails or not, and the probe still reaches the
 /// degraded provider (seen on its mock) and still brings it back once it recovers.
