@@ -30,7 +30,7 @@ OUT="${OUT:-target/bench/outage-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 
 cargo build --release -q -p switchyard
-BIN=target/release/switchyard
+BIN=${CARGO_TARGET_DIR:-target}/release/switchyard
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT

@@ -26,7 +26,7 @@ for tool in wrk curl python3; do
 done
 
 cargo build --release -q -p switchyard
-BIN=target/release/switchyard
+BIN=${CARGO_TARGET_DIR:-target}/release/switchyard
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
