@@ -115,7 +115,7 @@ impl ByteBudget {
             let next = cur.checked_add(n).filter(|v| *v <= self.cap).ok_or(BudgetExhausted { cap: self.cap })?;
             match self.used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
-                    report_buffered(next);
+                    metrics::gauge!(BUFFERED_GAUGE).increment(n as f64);
                     return Ok(());
                 }
                 Err(actual) => cur = actual,
@@ -124,15 +124,14 @@ impl ByteBudget {
     }
 
     fn give(&self, n: usize) {
-        let before = self.used.fetch_sub(n, Ordering::AcqRel);
-        report_buffered(before.saturating_sub(n));
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        metrics::gauge!(BUFFERED_GAUGE).decrement(n as f64);
     }
 }
 
-/// `switchyard_upstream_buffered_bytes`: what the byte budget holds now.
-fn report_buffered(bytes: usize) {
-    metrics::gauge!("switchyard_upstream_buffered_bytes").set(bytes as f64);
-}
+/// What the byte budgets hold now, in bytes. Moved by increments, so concurrent updates cannot leave it
+/// showing a stale total.
+const BUFFERED_GAUGE: &str = "switchyard_upstream_buffered_bytes";
 
 /// Bytes taken from a [`ByteBudget`], given back on drop.
 #[derive(Debug)]
@@ -458,7 +457,7 @@ pub fn wire_failure(label: &Label<'_>, started: Instant, e: WireError) -> Failur
 }
 
 fn too_long_message(what: &str, limit: usize) -> String {
-    format!("the upstream stream sent {what} longer than upstream.max_stream_event_size ({limit} bytes); the connection was dropped")
+    format!("malformed upstream stream: {what} longer than upstream.max_stream_event_size ({limit} bytes); the connection was dropped")
 }
 
 /// An error event inside a 200 stream, before anything reached the client: classified like its status.
