@@ -217,12 +217,14 @@ pub async fn read_body(resp: &mut reqwest::Response, limit: usize, budget: &Arc<
     })
 }
 
-/// Reads an error body: at most [`MAX_ERROR_BYTES`], and no more than the budget allows. A cut-short error
-/// body still says enough to classify the failure, so running out is not an error here.
-async fn read_error_body(resp: &mut reqwest::Response, budget: &Arc<ByteBudget>) -> (Vec<u8>, Held) {
+/// Reads an error body: at most [`MAX_ERROR_BYTES`], no more than the budget allows, and only until
+/// `until`. A cut-short error body still says enough to classify the failure, so running out of any of
+/// them is not an error here (and an upstream that stalls its error body cannot hold the attempt).
+async fn read_error_body(resp: &mut reqwest::Response, budget: &Arc<ByteBudget>, until: Instant) -> (Vec<u8>, Held) {
     let mut held = Held::new(budget);
     let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
+    let left = || until.saturating_duration_since(Instant::now());
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout(left(), resp.chunk()).await {
         let take = chunk.len().min(MAX_ERROR_BYTES - buf.len());
         if held.grow(take).is_err() {
             break;
@@ -402,11 +404,18 @@ fn parse_rfc3339_utc(s: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
 }
 
-/// A non-2xx answer: read its body and classify.
-async fn http_failure(client: &Client, kind: ProviderKind, label: &Label<'_>, started: Instant, mut resp: reqwest::Response) -> Failure {
+/// A non-2xx answer: read its body (until `until` at the latest) and classify.
+async fn http_failure(
+    client: &Client,
+    kind: ProviderKind,
+    label: &Label<'_>,
+    started: Instant,
+    until: Instant,
+    mut resp: reqwest::Response,
+) -> Failure {
     let status = resp.status().as_u16();
     let ra = retry_after(&resp);
-    let (body, _held) = read_error_body(&mut resp, &client.shared.budget).await;
+    let (body, _held) = read_error_body(&mut resp, &client.shared.budget, until).await;
     let err = switchyard_wire::codec::parse_error(kind, status, &body);
     let class = FailureClass::of_status(status, &err);
     let mut f = label.fail(started, Some(status), class, err.message.clone()).with_upstream(err);
@@ -428,7 +437,7 @@ pub async fn send_complete(
         let mut resp = to_request(&client.http, w).send().await.map_err(|e| transport_failure(label, started, &e))?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
-            return Err(http_failure(client, kind, label, started, resp).await);
+            return Err(http_failure(client, kind, label, started, started + timeouts.total, resp).await);
         }
         read_body(&mut resp, client.shared.limits.max_response_bytes, &client.shared.budget)
             .await
@@ -496,7 +505,7 @@ pub async fn open_stream(
         Ok(Ok(r)) => r,
     };
     if !resp.status().is_success() {
-        return Err(http_failure(client, kind, label, started, resp).await);
+        return Err(http_failure(client, kind, label, started, first_byte_deadline, resp).await);
     }
     let mut stream = ChatStream {
         resp: Some(resp),
@@ -769,5 +778,19 @@ mod tests {
             panic!()
         };
         assert_eq!(message, "error event: x-api-key: [redacted]");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_error_body_is_classified_from_what_arrived() {
+        use futures_util::StreamExt as _;
+        let budget = Arc::new(ByteBudget::new(1 << 20));
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(b"{\"error\":{\"message\":\"slow".to_vec())]);
+        let stalled = first.chain(futures_util::stream::pending());
+        let mut resp = reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stalled)));
+        let (body, held) = read_error_body(&mut resp, &budget, Instant::now() + Duration::from_millis(50)).await;
+        assert_eq!(body, b"{\"error\":{\"message\":\"slow");
+        assert_eq!(budget.used(), body.len());
+        drop(held);
+        assert_eq!(budget.used(), 0);
     }
 }
