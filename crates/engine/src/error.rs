@@ -47,6 +47,10 @@ pub enum FailureClass {
     ContextTooLong,
     /// The upstream answered something we could not read.
     Malformed,
+    /// The upstream's answer was larger than `upstream.max_response_size`. Usually the request's doing (a
+    /// huge embeddings batch), so it says nothing about the provider's health and is not retried; another
+    /// target may still answer.
+    TooLarge,
     /// This target cannot express the request (for example `n > 1` on Anthropic), or has no usable key.
     Unsupported,
     /// Skipped without sending: the provider is degraded and the route asks to fail fast.
@@ -66,6 +70,7 @@ impl FailureClass {
             FailureClass::CallerFault => "caller_fault",
             FailureClass::ContextTooLong => "context_too_long",
             FailureClass::Malformed => "malformed",
+            FailureClass::TooLarge => "too_large",
             FailureClass::Unsupported => "unsupported",
             FailureClass::Degraded => "degraded",
             FailureClass::Overloaded => "overloaded",
@@ -247,6 +252,7 @@ impl GatewayError {
     /// | `rate_limited` | 429 | `rate_limit_exceeded` (with the soonest reset) |
     /// | `key_invalid` or `quota_exhausted` | 502 | `provider_auth_failed` / `provider_quota_exhausted` |
     /// | `timeout` | 504 | `upstream_timeout` |
+    /// | `too_large` | 502 | `upstream_response_too_large` |
     /// | `overloaded`, `degraded`, `rate_limited`, or a 503/529 | 503 | `upstream_unavailable` |
     /// | anything else | 502 | `all_attempts_failed` |
     pub fn all_failed(attempts: Vec<Attempt>, retry_after_ms: Option<u64>) -> Self {
@@ -262,6 +268,8 @@ impl GatewayError {
             (502, "provider_auth_failed", "upstream_authentication_error")
         } else if all(&|a| a.class == C::Timeout) {
             (504, "upstream_timeout", "upstream_error")
+        } else if all(&|a| a.class == C::TooLarge) {
+            (502, "upstream_response_too_large", "upstream_error")
         } else if all(&|a| matches!(a.class, C::RateLimited | C::Degraded | C::Overloaded) || matches!(a.status, Some(503 | 529))) {
             (503, "upstream_unavailable", "upstream_error")
         } else {
@@ -285,7 +293,14 @@ impl GatewayError {
             _ => "every attempt failed",
         };
         let message = if n > 1 { format!("{lead}; {n} attempts: {detail}") } else { format!("{lead}: {detail}") };
-        let retry_after_ms = if matches!(status, 429 | 503) { retry_after_ms } else { None };
+        // Overload, the gateway's own included, always says when to come back (a second, when nothing
+        // better is known): a 503 without it invites an immediate retry storm.
+        let overloaded = attempts.iter().any(|a| a.class == C::Overloaded);
+        let retry_after_ms = match status {
+            429 => retry_after_ms,
+            503 => retry_after_ms.or(overloaded.then_some(1000)),
+            _ => None,
+        };
         GatewayError::AllFailed { status, code, kind, message, attempts, retry_after_ms }
     }
 }

@@ -27,6 +27,7 @@ pub mod images;
 pub mod keys;
 pub mod pool;
 pub mod retry;
+pub mod scrub;
 pub mod upstream;
 
 pub use config::Config;

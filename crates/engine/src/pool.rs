@@ -15,7 +15,7 @@ use crate::upstream;
 
 pub(crate) struct Provider {
     pub(crate) cfg: ProviderConfig,
-    pub(crate) client: reqwest::Client,
+    pub(crate) client: upstream::Client,
     /// Shared with probes that run on beside a request (see `HealthPolicy::mirror_probes`).
     pub(crate) health: Arc<Health>,
     /// Index-aligned with `cfg.keys`.
@@ -38,9 +38,10 @@ pub(crate) struct Upstreams {
 impl Upstreams {
     pub(crate) fn new(cfg: &Config) -> Result<Self, GatewayError> {
         let mut providers = Vec::with_capacity(cfg.providers.len());
+        let shared = upstream::Shared::new(cfg);
         for p in &cfg.providers {
             providers.push(Provider {
-                client: upstream::build_client(&p.timeouts)?,
+                client: upstream::build_client(&p.timeouts, &shared)?,
                 health: Arc::new(Health::new(p.name.clone(), p.health)),
                 keys: p.keys.iter().map(|_| KeyHealth::default()).collect(),
                 limiter: Limiter::new(p.overload),

@@ -12,8 +12,8 @@ use crate::behaviour::{
     self, arg_fragments, prompt_tokens, text_chunks, Conversation, Finish, Image, Message, Reply, Role, ToolCall, ToolChoice,
 };
 use crate::common::{
-    b64_decode, check_key, context_numbers, derived_alnum, json_response, json_type, percent_decode, random_alnum, retry_headers, rfc3339,
-    sniff_image, ApiError, Ctx,
+    b64_decode, check_key, context_numbers, derived_alnum, echo_key_into, json_response, json_type, percent_decode, random_alnum,
+    retry_headers, rfc3339, sniff_image, ApiError, Ctx,
 };
 use crate::faults::{gate, json_ok, stream_response, Frame, Framing};
 use crate::ratelimit::{input_tokens, output_tokens, rfc3339_after, wait, Limit};
@@ -154,8 +154,9 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
         ApiError::Status(s) if *s >= 500 => ("api_error", format!("Internal server error ({s})")),
         ApiError::Status(s) => ("invalid_request_error", format!("Request failed ({s})")),
     };
-    let body = json!({"type": "error", "error": {"type": kind, "message": message},
+    let mut body = json!({"type": "error", "error": {"type": kind, "message": message},
         "request_id": request_id(ctx)});
+    echo_key_into(ctx, &mut body, "/error/message");
     let mut h = headers(ctx);
     if status == 429 {
         rate_limit_headers(ctx, true, &mut h);
@@ -463,7 +464,7 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
         Ok(r) => r,
         Err(e) => return error(ctx, e),
     };
-    if kind == Some(FaultKind::StreamError) && !stream {
+    if matches!(kind, Some(FaultKind::StreamError | FaultKind::LateStreamError)) && !stream {
         return error(ctx, ApiError::Status(500));
     }
     let id = format!("msg_01{}", random_alnum(22));
@@ -486,7 +487,7 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": u.cached,
                 "service_tier": "standard"},
         });
-        return json_ok(kind, &answer_headers(ctx), &body);
+        return json_ok(ctx, kind, &answer_headers(ctx), &body);
     }
     let mut frames = vec![Frame::named(
         "message_start",
@@ -552,7 +553,9 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
             "usage": {"output_tokens": u.completion}}),
     ));
     frames.push(Frame::named("message_stop", &json!({"type": "message_stop"})));
-    let err = Frame::named("error", &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+    let mut err = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+    echo_key_into(ctx, &mut err, "/error/message");
+    let err = Frame::named("error", &err);
     stream_response(ctx, Framing::Sse, frames, err, kind, answer_headers(ctx))
 }
 
@@ -561,7 +564,7 @@ fn count_tokens(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
         return error(ctx, ApiError::invalid("There was an error parsing the body of your request: it is not valid JSON"));
     };
     match parse_messages(body, false) {
-        Ok((conv, _)) => json_ok(kind, &headers(ctx), &json!({"input_tokens": prompt_tokens(&conv)})),
+        Ok((conv, _)) => json_ok(ctx, kind, &headers(ctx), &json!({"input_tokens": prompt_tokens(&conv)})),
         Err(e) => error(ctx, e),
     }
 }
@@ -615,14 +618,14 @@ fn models(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     body.insert("has_more".into(), json!(if ctx.query_param("before_id").is_some() { from > start } else { to < end }));
     body.insert("first_id".into(), json!(page.first()));
     body.insert("last_id".into(), json!(page.last()));
-    json_ok(kind, &headers(ctx), &Value::Object(body))
+    json_ok(ctx, kind, &headers(ctx), &Value::Object(body))
 }
 
 fn model(ctx: &Ctx, id: &str, kind: Option<FaultKind>) -> Response {
     if !ctx.handle.config().models.iter().any(|m| m == id) {
         return error(ctx, ApiError::ModelNotFound(id.to_string()));
     }
-    json_ok(kind, &headers(ctx), &model_json(id))
+    json_ok(ctx, kind, &headers(ctx), &model_json(id))
 }
 
 #[cfg(test)]

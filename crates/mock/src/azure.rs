@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::behaviour::Finish;
-use crate::common::{check_key, json_response, percent_decode, random_hex, retry_headers, ApiError, Ctx};
+use crate::common::{check_key, echo_key_into, json_response, percent_decode, random_hex, retry_headers, ApiError, Ctx};
 use crate::faults::gate;
 use crate::openai::{self, Dialect};
 use crate::ratelimit::{input_tokens, output_tokens, wait, Limit};
@@ -185,6 +185,8 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
             b
         }
     };
+    let mut body = body;
+    echo_key_into(ctx, &mut body, "/error/message");
     let mut h = headers(ctx);
     // A quota 429 is not a rate limit: no rate-limit (or retry) headers.
     if status == 429 && err != ApiError::Quota {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::knobs::Knobs;
-use crate::{Flavor, MockHandle};
+use crate::{Flavor, KeyEcho, MockHandle};
 
 /// Everything a flavour handler needs about one request.
 pub(crate) struct Ctx {
@@ -173,15 +173,36 @@ pub(crate) fn context_numbers(prompt_tokens: u64, window: Option<u64>, default_w
     }
 }
 
-/// A key masked for error messages: `sk-…abcd`.
+/// A key masked as OpenAI masks it in "Incorrect API key provided": the first 8 characters, `*` for each
+/// one of the middle, the last 4 (`sk-proj-****…abcd`); a key of 12 characters or fewer is all `*`.
 pub(crate) fn mask_key(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 8 {
-        return "****".to_string();
+    if chars.len() <= 12 {
+        return "*".repeat(chars.len().max(4));
     }
-    let head: String = chars[..3].iter().collect();
+    let head: String = chars[..8].iter().collect();
     let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}...{tail}")
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 12))
+}
+
+/// The presented key as an `echo_key` upstream quotes it, if it does.
+pub(crate) fn echoed_key(ctx: &Ctx) -> Option<String> {
+    let key = ctx.key.as_deref()?;
+    match ctx.knobs.echo_key? {
+        KeyEcho::Masked => Some(mask_key(key)),
+        KeyEcho::Bearer => Some(format!("Bearer {key}")),
+    }
+}
+
+/// Makes the error message at `pointer` in `body` quote the key, when `echo_key` asks for it (and the
+/// message does not quote it already).
+pub(crate) fn echo_key_into(ctx: &Ctx, body: &mut Value, pointer: &str) {
+    let Some(shown) = echoed_key(ctx) else { return };
+    if let Some(Value::String(m)) = body.pointer_mut(pointer) {
+        if !m.contains(&shown) {
+            m.push_str(&format!(" (request key: {shown})"));
+        }
+    }
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -386,7 +407,8 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(mask_key("sk-abcdefgh1234"), "sk-...1234");
-        assert_eq!(mask_key("short"), "****");
+        assert_eq!(mask_key("sk-proj-abcdefgh1234"), "sk-proj-********1234");
+        assert_eq!(mask_key("sk-abcdefgh1234"), "sk-abcde***1234");
+        assert_eq!(mask_key("short"), "*****");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::common::{bytes_response, ApiError, Ctx};
@@ -21,6 +22,8 @@ const HANG: Duration = Duration::from_secs(3_600);
 const SLOW_FIRST_BYTE: Duration = Duration::from_secs(30);
 /// A pause before a `reset` abort so the bytes before it reach the client.
 const ABORT_FLUSH: Duration = Duration::from_millis(30);
+/// Huge bodies and endless lines go out in pieces of this size (one shared buffer, sent many times).
+const FILL_PIECE: usize = 64 << 10;
 
 /// Counts its request in [`crate::Stats::cancelled`] if it is dropped while armed: the future or body
 /// holding it was dropped (the client went away) before the answer was delivered to its end. Whoever
@@ -159,6 +162,12 @@ fn plan(frames: Vec<Frame>, framing: Framing, error_frame: Frame, kind: Option<F
     let send = |f: &Frame| Step::Send(f.encode(framing));
     match kind {
         Some(FaultKind::StreamError) => vec![send(&error_frame)],
+        Some(FaultKind::LateStreamError) => {
+            let first = frames.iter().position(|f| f.content).unwrap_or(0);
+            let mut steps: Vec<Step> = frames.iter().take(first + 1).map(send).collect();
+            steps.push(send(&error_frame));
+            steps
+        }
         Some(FaultKind::Reset) => {
             let content: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| f.content).map(|(i, _)| i).collect();
             let last = content.get(1).or(content.last()).copied().unwrap_or(0);
@@ -179,12 +188,118 @@ fn plan(frames: Vec<Frame>, framing: Framing, error_frame: Frame, kind: Option<F
     }
 }
 
-/// A body that sends `steps` with the given delays. `guard` (if any) lives in the stream and is disarmed
-/// once the last step is taken (the end of the body, or a `reset` abort), so a body dropped before that
-/// (the client left mid-stream) counts as cancelled.
-fn timed_body(steps: Vec<Step>, ttft: Duration, gap: Duration, guard: Option<CancelGuard>) -> Body {
+/// The frames up to the first content frame, then a line of `bytes` bytes that never ends (the body ends
+/// instead): a stream whose unfinished line grows without bound.
+fn endless_line(frames: &[Frame], framing: Framing, bytes: u64) -> Vec<Step> {
+    let first = frames.iter().position(|f| f.content).unwrap_or(0);
+    let mut steps: Vec<Step> = frames.iter().take(first + 1).map(|f| Step::Send(f.encode(framing))).collect();
+    let opening: &'static [u8] = match framing {
+        Framing::Sse => b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
+        Framing::Ndjson => b"{\"message\":{\"role\":\"assistant\",\"content\":\"",
+    };
+    steps.push(Step::Send(Bytes::from_static(opening)));
+    fill(&mut steps, bytes, b'a');
+    steps
+}
+
+/// Appends `bytes` bytes of `byte` in [`FILL_PIECE`]s that share one buffer.
+fn fill(steps: &mut Vec<Step>, bytes: u64, byte: u8) {
+    let piece = Bytes::from(vec![byte; FILL_PIECE]);
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(FILL_PIECE);
+        steps.push(Step::Send(piece.slice(..n)));
+        left -= n as u64;
+    }
+}
+
+/// `json` padded with whitespace before its closing brace to `bytes` bytes (still the same JSON).
+fn padded(json: String, bytes: u64) -> Vec<Step> {
+    let Some(head) = json.strip_suffix('}') else {
+        return vec![Step::Send(Bytes::from(json))];
+    };
+    let pad = bytes.saturating_sub(json.len() as u64);
+    let mut steps = vec![Step::Send(Bytes::from(head.to_string()))];
+    fill(&mut steps, pad, b' ');
+    steps.push(Step::Send(Bytes::from_static(b"}")));
+    steps
+}
+
+/// How a body is dribbled out: stopped after some bytes, or one byte at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Shape {
+    stall_after: Option<u64>,
+    trickle: Option<Duration>,
+}
+
+impl Shape {
+    fn of(ctx: &Ctx) -> Shape {
+        Shape { stall_after: ctx.knobs.stall_after, trickle: ctx.knobs.trickle }
+    }
+
+    fn is_plain(&self) -> bool {
+        *self == Shape::default()
+    }
+}
+
+/// `inner` sent as `shape` says: after `stall_after` bytes nothing more comes until the client leaves
+/// (or the mock shuts down, which ends the body there); with `trickle`, one byte per pause.
+fn shaped<S>(inner: S, shape: Shape, handle: MockHandle) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+{
+    let state = (inner, Bytes::new(), 0u64, false);
+    futures_util::stream::unfold(state, move |(mut inner, mut rest, sent, over)| {
+        let handle = handle.clone();
+        async move {
+            if over {
+                return None;
+            }
+            while rest.is_empty() {
+                match inner.next().await? {
+                    Ok(b) => rest = b,
+                    Err(e) => return Some((Err(e), (inner, rest, sent, true))),
+                }
+            }
+            let mut n = rest.len();
+            if let Some(limit) = shape.stall_after {
+                if sent >= limit {
+                    pause(&handle, HANG).await;
+                    return None;
+                }
+                n = n.min(usize::try_from(limit - sent).unwrap_or(usize::MAX));
+            }
+            if let Some(gap) = shape.trickle {
+                n = 1;
+                pause(&handle, gap).await;
+            }
+            let piece = rest.split_to(n);
+            Some((Ok(piece), (inner, rest, sent + n as u64, false)))
+        }
+    })
+}
+
+/// A body that sends `steps` with the given delays, shaped as the request's knobs say. `guard` (if any)
+/// lives in the stream and is disarmed once the last step is taken (the end of the body, or a `reset`
+/// abort), so a body dropped before that (the client left mid-stream) counts as cancelled.
+fn timed_body(ctx: &Ctx, steps: Vec<Step>, ttft: Duration, gap: Duration, guard: Option<CancelGuard>) -> Body {
+    let shape = Shape::of(ctx);
+    let stream = steps_stream(steps, ttft, gap, guard);
+    if shape.is_plain() {
+        Body::from_stream(stream)
+    } else {
+        Body::from_stream(shaped(Box::pin(stream), shape, ctx.handle.clone()))
+    }
+}
+
+fn steps_stream(
+    steps: Vec<Step>,
+    ttft: Duration,
+    gap: Duration,
+    guard: Option<CancelGuard>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let state = (steps.into_iter(), 0usize, guard);
-    Body::from_stream(futures_util::stream::unfold(state, move |(mut it, i, mut guard)| async move {
+    futures_util::stream::unfold(state, move |(mut it, i, mut guard)| async move {
         let Some(step) = it.next() else {
             if let Some(g) = guard.take() {
                 g.disarm();
@@ -211,7 +326,7 @@ fn timed_body(steps: Vec<Step>, ttft: Duration, gap: Duration, guard: Option<Can
             }
         };
         Some((item, (it, i + 1, guard)))
-    }))
+    })
 }
 
 /// A 200 stream response for `frames`, with the request's timing and body fault applied.
@@ -228,13 +343,17 @@ pub(crate) fn stream_response(
         Framing::Ndjson => "application/x-ndjson",
     };
     headers.push(("cache-control", "no-cache".to_string()));
-    let steps = plan(frames, framing, error_frame, kind);
-    let body = timed_body(steps, ctx.knobs.ttft, ctx.knobs.chunk_delay, Some(CancelGuard::new(ctx.handle.clone())));
+    let steps = match (kind, ctx.knobs.endless_line) {
+        (None, Some(bytes)) => endless_line(&frames, framing, bytes),
+        _ => plan(frames, framing, error_frame, kind),
+    };
+    let body = timed_body(ctx, steps, ctx.knobs.ttft, ctx.knobs.chunk_delay, Some(CancelGuard::new(ctx.handle.clone())));
     bytes_response(200, content_type, &headers, body)
 }
 
-/// A 200 JSON response, broken as the body fault says (reset: abort halfway; malformed: half a document).
-pub(crate) fn json_ok(kind: Option<FaultKind>, headers: &[(&'static str, String)], body: &Value) -> Response {
+/// A 200 JSON response, broken as the body fault says (reset: abort halfway; malformed: half a document),
+/// padded to `huge_body` bytes, and stalled or trickled as the knobs say.
+pub(crate) fn json_ok(ctx: &Ctx, kind: Option<FaultKind>, headers: &[(&'static str, String)], body: &Value) -> Response {
     let full = body.to_string();
     let half = {
         let mut cut = full.len() / 2;
@@ -243,11 +362,21 @@ pub(crate) fn json_ok(kind: Option<FaultKind>, headers: &[(&'static str, String)
         }
         full[..cut].to_string()
     };
+    let shape = Shape::of(ctx);
     let body = match kind {
         // No guard: the answer is half a document sent at once, then the abort the fault asked for.
-        Some(FaultKind::Reset) => timed_body(vec![Step::Send(Bytes::from(half)), Step::Abort], Duration::ZERO, Duration::ZERO, None),
-        Some(FaultKind::Malformed) => Body::from(half),
-        _ => Body::from(full),
+        Some(FaultKind::Reset) => timed_body(ctx, vec![Step::Send(Bytes::from(half)), Step::Abort], Duration::ZERO, Duration::ZERO, None),
+        Some(FaultKind::Malformed) if shape.is_plain() => Body::from(half),
+        Some(FaultKind::Malformed) => timed_body(ctx, vec![Step::Send(Bytes::from(half))], Duration::ZERO, Duration::ZERO, None),
+        _ if ctx.knobs.huge_body.is_none() && shape.is_plain() => Body::from(full),
+        // A long body is "delivered" only at its end: a client that leaves before counts as cancelled.
+        _ => {
+            let steps = match ctx.knobs.huge_body {
+                Some(bytes) => padded(full, bytes),
+                None => vec![Step::Send(Bytes::from(full))],
+            };
+            timed_body(ctx, steps, Duration::ZERO, Duration::ZERO, Some(CancelGuard::new(ctx.handle.clone())))
+        }
     };
     bytes_response(200, "application/json", headers, body)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use crate::{Behavior, FaultKind};
+use crate::{Behavior, FaultKind, KeyEcho};
 
 /// The knobs in force for one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +23,16 @@ pub(crate) struct Knobs {
     pub retry_after: Option<u64>,
     /// Prompts of more tokens than this get the flavour's context-length error.
     pub context_window: Option<u64>,
+    /// Error messages quote the presented key in this form.
+    pub echo_key: Option<KeyEcho>,
+    /// Streams: after the first content frame, a line of this many bytes that never ends.
+    pub endless_line: Option<u64>,
+    /// Non-stream JSON answers are padded with whitespace to this many bytes.
+    pub huge_body: Option<u64>,
+    /// The body stops after this many bytes and sends nothing more until the client leaves.
+    pub stall_after: Option<u64>,
+    /// The body goes out one byte at a time with this pause before each byte.
+    pub trickle: Option<Duration>,
 }
 
 /// A drawn fault.
@@ -74,6 +84,11 @@ impl Knobs {
             fault_kind: b.fault_kind,
             retry_after: b.retry_after_secs,
             context_window: b.context_window,
+            echo_key: b.echo_key,
+            endless_line: b.endless_line_bytes,
+            huge_body: b.huge_body_bytes,
+            stall_after: b.stall_after_bytes,
+            trickle: (b.trickle_ms > 0).then(|| Duration::from_millis(b.trickle_ms)),
         };
         let mut rate: Option<f64> = None;
         let mut codes: Option<Vec<u16>> = None;
@@ -90,6 +105,11 @@ impl Knobs {
             ("x-mock-fault-kind", "kind"),
             ("x-mock-retry-after", "retry_after"),
             ("x-mock-context-window", "context"),
+            ("x-mock-echo-key", "echo_key"),
+            ("x-mock-endless-line", "endless_line"),
+            ("x-mock-huge-body", "huge_body"),
+            ("x-mock-stall-after", "stall_after"),
+            ("x-mock-trickle-ms", "trickle"),
         ] {
             if let Some(v) = header(name) {
                 pairs.push((key, v));
@@ -109,6 +129,11 @@ impl Knobs {
                 "kind" | "fault_kind" => kind = FaultKind::parse(v).or(kind),
                 "retry_after" => k.retry_after = v.trim().parse().ok().or(k.retry_after),
                 "context" | "context_window" => k.context_window = v.trim().parse().ok().or(k.context_window),
+                "echo_key" => k.echo_key = KeyEcho::parse(v).or(k.echo_key),
+                "endless_line" => k.endless_line = v.trim().parse().ok().or(k.endless_line),
+                "huge_body" => k.huge_body = v.trim().parse().ok().or(k.huge_body),
+                "stall_after" => k.stall_after = v.trim().parse().ok().or(k.stall_after),
+                "trickle" | "trickle_ms" => k.trickle = ms(v).filter(|d| !d.is_zero()).or(k.trickle),
                 other => tracing::debug!(key = other, "unknown mock override ignored"),
             }
         }
@@ -200,6 +225,22 @@ mod tests {
         assert_eq!(Knobs::resolve(&b, &h, &s).context_window, Some(7));
         let (_, s) = split_model_suffix("m+context=lots");
         assert_eq!(Knobs::resolve(&b, &h, &s).context_window, Some(50), "an unparsable value is ignored");
+    }
+
+    #[test]
+    fn misbehaviour_knobs() {
+        let b = Behavior { huge_body_bytes: Some(10), trickle_ms: 0, ..Behavior::default() };
+        let k = Knobs::resolve(&b, &HeaderMap::new(), &[]);
+        assert_eq!((k.huge_body, k.trickle, k.echo_key), (Some(10), None, None));
+        let mut h = HeaderMap::new();
+        h.insert("x-mock-echo-key", "masked".parse().unwrap());
+        let (_, s) = split_model_suffix("m+endless_line=1000+stall_after=5+trickle=2+huge_body=99");
+        let k = Knobs::resolve(&b, &h, &s);
+        assert_eq!(k.echo_key, Some(KeyEcho::Masked));
+        assert_eq!((k.endless_line, k.stall_after, k.huge_body), (Some(1000), Some(5), Some(99)));
+        assert_eq!(k.trickle, Some(Duration::from_millis(2)));
+        let (_, s) = split_model_suffix("m+echo_key=bearer");
+        assert_eq!(Knobs::resolve(&b, &h, &s).echo_key, Some(KeyEcho::Bearer));
     }
 
     #[test]

@@ -54,14 +54,34 @@
 //! # Faults and knobs
 //! [`Behavior`] holds the knobs. Per request they can be overridden by headers (`x-mock-latency-ms`,
 //! `x-mock-jitter-ms`, `x-mock-ttft-ms`, `x-mock-chunk-delay-ms`, `x-mock-fault-rate`, `x-mock-fault-codes` (comma list),
-//! `x-mock-fault-kind`, `x-mock-retry-after`, `x-mock-context-window`) and, stronger still, by a
-//! model-name suffix such as `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`, `kind`,
-//! `latency`, `jitter`, `ttft`, `chunk_delay`, `retry_after`, `context`; for Azure in the deployment path
-//! segment). The suffix is stripped before the model is echoed, checked or counted; a name whose `+`
+//! `x-mock-fault-kind`, `x-mock-retry-after`, `x-mock-context-window`, `x-mock-echo-key`,
+//! `x-mock-endless-line`, `x-mock-huge-body`, `x-mock-stall-after`, `x-mock-trickle-ms`) and, stronger
+//! still, by a model-name suffix such as `gpt-4o-mini+fault=1+code=529` (keys `fault`, `code`/`codes`,
+//! `kind`, `latency`, `jitter`, `ttft`, `chunk_delay`, `retry_after`, `context`, `echo_key`,
+//! `endless_line`, `huge_body`, `stall_after`, `trickle`; for Azure in the deployment path segment). The suffix is stripped before the model is echoed, checked or counted; a name whose `+`
 //! segments are not all `key=value` is left alone. A request that names a fault code or kind but no rate
 //! fails every time. A status fault answers the flavour's error body for that status; `retry-after` /
 //! `retry-after-ms` go on 429/503/529 answers (not the quota 429) when `retry_after_secs` (or
 //! `retry_after`) is set, and a 429's rate-limit headers name the same wait.
+//!
+//! # Misbehaving upstreams
+//! Knobs for the hostile-upstream tests, each in the flavour's own paths, headers and error shapes:
+//! - `echo_key` (`masked` or `bearer`): a careless upstream that quotes the presented key. Every error
+//!   message the flavour renders (error bodies and in-stream error events) ends with
+//!   ` (request key: X)`, X being OpenAI's mask (first 8 characters, `*` for the middle, last 4) or
+//!   `Bearer KEY` verbatim. OpenAI's and Azure's 401 say `Incorrect API key provided: X.` instead, as
+//!   OpenAI does; OpenAI's 401 quotes the masked key even without the knob, as OpenAI does.
+//! - fault kind `late_stream_error`: the stream's frames up to its first content, then the in-stream
+//!   error event (an error after the stream began; `stream_error` sends it first).
+//! - `endless_line_bytes`: a stream's frames up to its first content, then a `data: {…` line (NDJSON: a
+//!   `{…` line) of that many more bytes that never ends; then the body ends.
+//! - `huge_body_bytes`: non-stream JSON answers padded with whitespace before their last `}` to that
+//!   many bytes (the same JSON), sent in 64 KiB pieces with no `content-length`.
+//! - `stall_after_bytes`: the body stops after that many bytes until the client leaves.
+//! - `trickle_ms`: the body goes out one byte at a time, that pause before each byte.
+//!
+//! A non-stream body shaped by the last three is delivered only at its end: a client that leaves before
+//! counts in `cancelled`, as a stream does.
 //!
 //! # Rate-limit headers
 //! The mock enforces no limit, but reports one as each provider does, on the responses the provider sends
@@ -106,7 +126,8 @@
 //! `hang` or `slow_first_byte` fault, ...), or a stream's body was dropped before its last frame was sent
 //! (during `ttft_ms` or `chunk_delay_ms`, say). Answers delivered in full never count, nor does a `reset`
 //! fault (the mock ends those on purpose), nor a `hang` cut short by shutdown (it is answered 503).
-//! Non-stream answers go out in one piece once produced, so for them only the first case applies. A test
+//! Non-stream answers go out in one piece once produced, so for them only the first case applies (unless
+//! a huge, stalled or trickled body was asked for; see "Misbehaving upstreams"). A test
 //! proves from the mock's side that a connection was closed (a hedge loser cancelled, a client's
 //! disconnect passed upstream) with [`MockServer::wait_for`], which polls the counters every 10 ms until a
 //! condition holds or a timeout passes: `m.wait_for(|s| s.cancelled == 1, Duration::from_secs(2)).await`.
@@ -239,6 +260,42 @@ pub struct Behavior {
     /// API key values whose account is out of quota or credit: such a key gets the provider's quota error
     /// (as the `[[quota]]` directive does). A key also in `key_status` gets its `key_status` answer.
     pub quota_exhausted_keys: BTreeSet<String>,
+    /// A careless upstream that quotes the presented key in its error messages (model suffix
+    /// `+echo_key=`, header `x-mock-echo-key`); see "Misbehaving upstreams".
+    pub echo_key: Option<KeyEcho>,
+    /// Streams: after the first content frame, a line of this many bytes that never ends, then the body
+    /// ends (suffix `+endless_line=`, header `x-mock-endless-line`).
+    pub endless_line_bytes: Option<u64>,
+    /// Non-stream JSON answers are padded with whitespace (still valid JSON) to this many bytes, sent in
+    /// 64 KiB pieces without a `content-length` (suffix `+huge_body=`, header `x-mock-huge-body`).
+    pub huge_body_bytes: Option<u64>,
+    /// The body (stream or not) stops after this many bytes and sends nothing more until the client goes
+    /// away or the mock shuts down (suffix `+stall_after=`, header `x-mock-stall-after`).
+    pub stall_after_bytes: Option<u64>,
+    /// The body (stream or not) goes out one byte at a time, this many milliseconds before each byte; 0 is
+    /// off (suffix `+trickle=`, header `x-mock-trickle-ms`).
+    pub trickle_ms: u64,
+}
+
+/// How [`Behavior::echo_key`] quotes the key.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyEcho {
+    /// OpenAI's mask: the first 8 characters, `*` for the middle, the last 4.
+    Masked,
+    /// The whole key after `Bearer `, as a proxy echoing the `Authorization` header does.
+    Bearer,
+}
+
+impl KeyEcho {
+    /// Parses `masked` or `bearer` (ASCII case-insensitive; `verbatim` is `bearer`).
+    pub fn parse(s: &str) -> Option<KeyEcho> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "masked" | "mask" => Some(KeyEcho::Masked),
+            "bearer" | "verbatim" => Some(KeyEcho::Bearer),
+            _ => None,
+        }
+    }
 }
 
 /// A fault that is not just an error status.
@@ -255,6 +312,9 @@ pub enum FaultKind {
     Malformed,
     /// 200 stream whose first event is the flavour's in-stream error event; non-stream: 500.
     StreamError,
+    /// 200 stream that sends its opening frames up to the first content, then the flavour's in-stream
+    /// error event (an error after the stream has begun); non-stream: 500.
+    LateStreamError,
 }
 
 impl FaultKind {
@@ -266,6 +326,7 @@ impl FaultKind {
             "reset" => Some(FaultKind::Reset),
             "malformed" => Some(FaultKind::Malformed),
             "stream_error" => Some(FaultKind::StreamError),
+            "late_stream_error" => Some(FaultKind::LateStreamError),
             _ => None,
         }
     }
@@ -278,6 +339,7 @@ impl FaultKind {
             FaultKind::Reset => "reset",
             FaultKind::Malformed => "malformed",
             FaultKind::StreamError => "stream_error",
+            FaultKind::LateStreamError => "late_stream_error",
         }
     }
 }

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use crate::behaviour::{self, text_chunks, Conversation, Finish, Image, Message, Reply, Role, ToolCall};
 use crate::common::{
-    b64_decode, bytes_response, check_key, context_numbers, embedding, json_response, json_type, retry_headers, rfc3339_now, sha256_hex,
-    sniff_image, words, ApiError, Ctx,
+    b64_decode, bytes_response, check_key, context_numbers, echo_key_into, embedding, json_response, json_type, retry_headers, rfc3339_now,
+    sha256_hex, sniff_image, words, ApiError, Ctx,
 };
 use crate::faults::{gate, json_ok, stream_response, Frame, Framing};
 use crate::FaultKind;
@@ -65,7 +65,7 @@ pub(crate) async fn handle(ctx: Ctx) -> Response {
         Route::Embed => embed(&ctx, kind, false),
         Route::Embeddings => embed(&ctx, kind, true),
         Route::Tags => tags(&ctx, kind),
-        Route::Version => json_ok(kind, &[], &json!({ "version": VERSION })),
+        Route::Version => json_ok(&ctx, kind, &[], &json!({ "version": VERSION })),
         Route::Unknown => error(&ctx, ApiError::NoRoute),
     }
 }
@@ -98,7 +98,9 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
     };
     let mut h = Vec::new();
     retry_headers(ctx, &err, &mut h);
-    json_response(status, &h, &json!({ "error": message }))
+    let mut body = json!({ "error": message });
+    echo_key_into(ctx, &mut body, "/error");
+    json_response(status, &h, &body)
 }
 
 fn with_tag(m: &str) -> String {
@@ -316,13 +318,13 @@ fn chat(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     if load {
         let v = json!({"model": model, "created_at": rfc3339_now(),
             "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true});
-        return json_ok(kind, &[], &v);
+        return json_ok(ctx, kind, &[], &v);
     }
     let reply = match behaviour::decide(&conv, ctx.knobs.context_window) {
         Ok(r) => r,
         Err(e) => return error(ctx, e),
     };
-    if kind == Some(FaultKind::StreamError) && !stream {
+    if matches!(kind, Some(FaultKind::StreamError | FaultKind::LateStreamError)) && !stream {
         return error(ctx, ApiError::Status(500));
     }
     let u = reply.usage;
@@ -333,7 +335,7 @@ fn chat(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
         }
         let mut v = json!({"model": model, "created_at": rfc3339_now(), "message": message});
         final_fields(&mut v, done_reason(&reply), u.prompt, u.completion);
-        return json_ok(kind, &[], &v);
+        return json_ok(ctx, kind, &[], &v);
     }
     let line = |message: Value| json!({"model": model, "created_at": rfc3339_now(), "message": message, "done": false});
     let mut frames = Vec::new();
@@ -352,7 +354,9 @@ fn chat(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
         "message": {"role": "assistant", "content": ""}});
     final_fields(&mut last, done_reason(&reply), u.prompt, u.completion);
     frames.push(Frame::data(&last));
-    let err = Frame::data(&json!({"error": "an error was encountered while running the model: unexpected EOF"}));
+    let mut err = json!({"error": "an error was encountered while running the model: unexpected EOF"});
+    echo_key_into(ctx, &mut err, "/error");
+    let err = Frame::data(&err);
     stream_response(ctx, Framing::Ndjson, frames, err, kind, Vec::new())
 }
 
@@ -363,12 +367,12 @@ fn embed(ctx: &Ctx, kind: Option<FaultKind>, legacy: bool) -> Response {
     };
     let body = ctx.body.clone().unwrap_or(Value::Null);
     let dims = body.get("dimensions").and_then(Value::as_u64).filter(|d| *d >= 1).map_or(8, |d| usize::try_from(d.min(8192)).unwrap_or(8));
-    if kind == Some(FaultKind::StreamError) {
+    if matches!(kind, Some(FaultKind::StreamError | FaultKind::LateStreamError)) {
         return error(ctx, ApiError::Status(500));
     }
     if legacy {
         let prompt = body.get("prompt").and_then(Value::as_str).unwrap_or("");
-        return json_ok(kind, &[], &json!({ "embedding": embedding(prompt, dims) }));
+        return json_ok(ctx, kind, &[], &json!({ "embedding": embedding(prompt, dims) }));
     }
     let inputs: Vec<String> = match body.get("input") {
         None | Some(Value::Null) => Vec::new(),
@@ -388,6 +392,7 @@ fn embed(ctx: &Ctx, kind: Option<FaultKind>, legacy: bool) -> Response {
     let prompt: u64 = inputs.iter().map(|s| words(s)).sum();
     let embeddings: Vec<Vec<f32>> = inputs.iter().map(|s| embedding(s, dims)).collect();
     json_ok(
+        ctx,
         kind,
         &[],
         &json!({"model": model, "embeddings": embeddings, "total_duration": 14_143_917u64,
@@ -411,7 +416,7 @@ fn tags(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
                     "quantization_level": "Q4_K_M"}})
         })
         .collect();
-    json_ok(kind, &[], &json!({ "models": models }))
+    json_ok(ctx, kind, &[], &json!({ "models": models }))
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use crate::behaviour::{self, arg_fragments, text_chunks, Conversation, Finish, Image, Message, Reply, Role, ToolCall, ToolChoice, Usage};
 use crate::common::{
-    b64_decode, b64_encode, check_key, context_numbers, derived_alnum, embedding, json_response, json_type, mask_key, now_secs,
-    percent_decode, random_alnum, retry_headers, words, ApiError, Ctx,
+    b64_decode, b64_encode, check_key, context_numbers, derived_alnum, echo_key_into, echoed_key, embedding, json_response, json_type,
+    mask_key, now_secs, percent_decode, random_alnum, retry_headers, words, ApiError, Ctx,
 };
 use crate::faults::{gate, json_ok, stream_response, Frame, Framing};
 use crate::ratelimit::{go_duration, input_tokens, output_tokens, wait, Limit};
@@ -173,8 +173,8 @@ pub(crate) fn error_body(ctx: &Ctx, err: &ApiError) -> Value {
         ),
         ApiError::BadKey | ApiError::Status(401) => (
             format!(
-                "Incorrect API key provided: {}. You can find your API key in your account settings.",
-                mask_key(ctx.key.as_deref().unwrap_or_default())
+                "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
+                echoed_key(ctx).unwrap_or_else(|| mask_key(ctx.key.as_deref().unwrap_or_default()))
             ),
             "invalid_request_error",
             None,
@@ -277,7 +277,9 @@ pub(crate) fn error_body(ctx: &Ctx, err: &ApiError) -> Value {
             None,
         ),
     };
-    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+    let mut body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    echo_key_into(ctx, &mut body, "/error/message");
+    body
 }
 
 pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
@@ -753,7 +755,7 @@ pub(crate) fn chat(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -> Resp
         Ok(r) => r,
         Err(e) => return d.error(ctx, e),
     };
-    if kind == Some(FaultKind::StreamError) && !req.stream {
+    if matches!(kind, Some(FaultKind::StreamError | FaultKind::LateStreamError)) && !req.stream {
         return d.error(ctx, ApiError::Status(500));
     }
     let id = format!("chatcmpl-{}", random_alnum(29));
@@ -796,13 +798,15 @@ pub(crate) fn chat(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -> Resp
         if let Some(p) = d.prompt_filter() {
             body["prompt_filter_results"] = p;
         }
-        return json_ok(kind, &answer_headers(ctx, d), &body);
+        return json_ok(ctx, kind, &answer_headers(ctx, d), &body);
     }
     let frames =
         stream_frames(&reply, &StreamMeta { id: &id, created, model: &model, n, include_usage: req.include_usage, seed: &seed }, d);
-    let err = Frame::data(&json!({"error": {
+    let mut err = json!({"error": {
         "message": "The server had an error while processing your request. Sorry about that!",
-        "type": "server_error", "param": null, "code": null}}));
+        "type": "server_error", "param": null, "code": null}});
+    echo_key_into(ctx, &mut err, "/error/message");
+    let err = Frame::data(&err);
     stream_response(ctx, Framing::Sse, frames, err, kind, answer_headers(ctx, d))
 }
 
@@ -942,7 +946,7 @@ pub(crate) fn embeddings(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -
             )
         }
     };
-    if kind == Some(FaultKind::StreamError) {
+    if matches!(kind, Some(FaultKind::StreamError | FaultKind::LateStreamError)) {
         return d.error(ctx, ApiError::Status(500));
     }
     let mut prompt = 0;
@@ -963,7 +967,7 @@ pub(crate) fn embeddings(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -
         .collect();
     let body = json!({"object": "list", "model": model, "data": data,
         "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});
-    json_ok(kind, &answer_headers(ctx, d), &body)
+    json_ok(ctx, kind, &answer_headers(ctx, d), &body)
 }
 
 fn model_json(id: &str, d: &impl Dialect) -> Value {
@@ -974,7 +978,7 @@ fn model_json(id: &str, d: &impl Dialect) -> Value {
 /// an inference call).
 pub(crate) fn models(ctx: &Ctx, d: &impl Dialect, kind: Option<FaultKind>) -> Response {
     let data: Vec<Value> = ctx.handle.config().models.iter().map(|m| model_json(m, d)).collect();
-    json_ok(kind, &d.headers(ctx), &json!({"object": "list", "data": data}))
+    json_ok(ctx, kind, &d.headers(ctx), &json!({"object": "list", "data": data}))
 }
 
 /// GET models/{id}.
@@ -982,7 +986,7 @@ pub(crate) fn model(ctx: &Ctx, id: &str, d: &impl Dialect, kind: Option<FaultKin
     if !ctx.handle.config().models.iter().any(|m| m == id) {
         return d.error(ctx, ApiError::ModelNotFound(id.to_string()));
     }
-    json_ok(kind, &d.headers(ctx), &model_json(id, d))
+    json_ok(ctx, kind, &d.headers(ctx), &model_json(id, d))
 }
 
 #[cfg(test)]

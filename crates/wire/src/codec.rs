@@ -40,6 +40,16 @@ impl StreamDecoder {
         }
     }
 
+    /// Bounds one line or event of the upstream stream: past it, [`StreamDecoder::feed`] fails with
+    /// [`WireError::TooLong`] instead of buffering on.
+    pub fn set_max_event_bytes(&mut self, max: usize) {
+        match self {
+            StreamDecoder::OpenAi(d) => d.set_max_event_bytes(max),
+            StreamDecoder::Anthropic(d) => d.set_max_event_bytes(max),
+            StreamDecoder::Ollama(d) => d.set_max_event_bytes(max),
+        }
+    }
+
     /// The body ended. Emits what was pending; an error if the stream ended before its end marker.
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
         match self {

@@ -17,6 +17,10 @@ pub enum WireError {
     /// The upstream answered 2xx but the body is an error object.
     #[error("upstream returned an error: {}", .0.message)]
     Upstream(UpstreamError),
+    /// A stream's line or event grew past the parser's bound without ending (a broken or hostile
+    /// upstream); the stream cannot be read on.
+    #[error("upstream sent {what} longer than {limit} bytes")]
+    TooLong { what: &'static str, limit: usize },
 }
 
 impl WireError {

@@ -30,6 +30,7 @@ pub struct Config {
     pub server: ServerSettings,
     pub routing: RoutingSettings,
     pub images: ImageSettings,
+    pub upstream: UpstreamSettings,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
 }
@@ -62,6 +63,35 @@ impl Default for RoutingSettings {
         }
     }
 }
+
+/// How much of the upstreams' answers the gateway holds in memory. Without these bounds one broken or
+/// hostile upstream (a line that never ends, a body that never stops) can take all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// Largest non-streaming answer buffered for one attempt; past it the attempt fails
+    /// (`too_large`) and the next target is tried.
+    pub max_response_bytes: usize,
+    /// Every buffered non-streaming answer of the gateway together; when it is used up, an attempt that
+    /// needs more fails at once as `overloaded` rather than waiting.
+    pub max_buffered_total_bytes: usize,
+    /// Longest SSE line, SSE event (its joined `data:`) or NDJSON line of an upstream stream.
+    pub max_stream_event_bytes: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            // The largest legitimate answers are embeddings: 2048 inputs of 3072 dimensions come to 32 MiB
+            // as base64, more as JSON floats. Chat answers are far smaller.
+            max_response_bytes: 64 << 20,
+            max_buffered_total_bytes: 512 << 20,
+            max_stream_event_bytes: switchyard_wire::sse::DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
+}
+
+/// Below this, `upstream.*` sizes would refuse ordinary answers.
+const MIN_UPSTREAM_SIZE: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct ImageSettings {
@@ -219,6 +249,17 @@ struct RawImages {
     max_size: Option<ByteSize>,
     #[serde(default)]
     allow_private_networks: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    max_response_size: Option<ByteSize>,
+    #[serde(default)]
+    max_buffered_total: Option<ByteSize>,
+    #[serde(default)]
+    max_stream_event_size: Option<ByteSize>,
 }
 
 #[derive(Deserialize)]
@@ -473,6 +514,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let mut server = RawServer::default();
     let mut routing = RawRouting::default();
     let mut images = RawImages::default();
+    let mut upstream = RawUpstream::default();
     let mut providers = Vec::new();
     let mut routes = Vec::new();
     for (k, v) in map {
@@ -485,6 +527,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             "server" => server = issues.decode("server", v).unwrap_or_default(),
             "routing" => routing = issues.decode("routing", v).unwrap_or_default(),
             "images" => images = issues.decode("images", v).unwrap_or_default(),
+            "upstream" => upstream = issues.decode("upstream", v).unwrap_or_default(),
             "providers" => match v {
                 Yaml::Mapping(m) => {
                     for (name, pv) in m {
@@ -514,7 +557,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                 Yaml::Null => {}
                 other => issues.push("routes", format!("expected a list of routes, got {}", yaml_brief(&other))),
             },
-            other => issues.push(other, "unknown top-level key; expected listen, server, routing, images, providers or routes"),
+            other => issues.push(other, "unknown top-level key; expected listen, server, routing, images, upstream, providers or routes"),
         }
     }
 
@@ -553,9 +596,40 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             max_bytes: images.max_size.map(|b| b.0).unwrap_or(20 << 20),
             allow_private,
         },
+        upstream: upstream_settings(upstream, issues),
         providers,
         routes,
     })
+}
+
+/// The `upstream:` section: each size at least [`MIN_UPSTREAM_SIZE`], and room in the gateway-wide budget
+/// for at least one answer of the largest size.
+fn upstream_settings(raw: RawUpstream, issues: &mut Issues) -> UpstreamSettings {
+    let d = UpstreamSettings::default();
+    let s = UpstreamSettings {
+        max_response_bytes: raw.max_response_size.map_or(d.max_response_bytes, |b| b.0),
+        max_buffered_total_bytes: raw.max_buffered_total.map_or(d.max_buffered_total_bytes, |b| b.0),
+        max_stream_event_bytes: raw.max_stream_event_size.map_or(d.max_stream_event_bytes, |b| b.0),
+    };
+    for (field, v) in [
+        ("max_response_size", s.max_response_bytes),
+        ("max_buffered_total", s.max_buffered_total_bytes),
+        ("max_stream_event_size", s.max_stream_event_bytes),
+    ] {
+        if v < MIN_UPSTREAM_SIZE {
+            issues.push(format!("upstream.{field}"), format!("must be at least 64KiB (got {v} bytes); ordinary answers are larger"));
+        }
+    }
+    if s.max_buffered_total_bytes < s.max_response_bytes {
+        issues.push(
+            "upstream.max_buffered_total",
+            format!(
+                "must be at least upstream.max_response_size ({} bytes), or no answer of that size could ever be read; raise it or lower max_response_size",
+                s.max_response_bytes
+            ),
+        );
+    }
+    s
 }
 
 fn route(i: usize, r: RawRoute, names: &HashSet<&str>, issues: &mut Issues) -> RouteConfig {
@@ -615,6 +689,69 @@ fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
+/// What is wrong with a `base_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BaseUrlProblem {
+    NotHttp,
+    Unparsable,
+    /// `https://user:pass@host`: the password would be logged and sent on every request.
+    Credentials,
+    /// `?key=…` or `#…`: the codecs append paths, so a query ends up inside the path (and in logs).
+    QueryOrFragment,
+}
+
+impl BaseUrlProblem {
+    fn what(self) -> &'static str {
+        match self {
+            BaseUrlProblem::NotHttp => "no http:// or https:// scheme",
+            BaseUrlProblem::Unparsable => "something that is not a URL",
+            BaseUrlProblem::Credentials => "a user name or password",
+            BaseUrlProblem::QueryOrFragment => "a query string or fragment",
+        }
+    }
+
+    /// The message for `providers.NAME.base_url`. It never repeats the URL: it may hold a secret.
+    fn message(self, path: &str, kind: ProviderKind) -> String {
+        let keys = kind.key_env_var().map_or_else(
+            || format!("{path}.keys (value: env.NAME keeps it out of the file)"),
+            |v| format!("{path}.keys (for example value: env.{v})"),
+        );
+        match self {
+            BaseUrlProblem::NotHttp => "must start with http:// or https://".into(),
+            BaseUrlProblem::Unparsable => "is not a valid URL".into(),
+            BaseUrlProblem::Credentials => format!(
+                "must not hold a user name or password (user:pass@host): it would be logged and sent with every request; put the credential in {keys}, and any other header in {path}.headers"
+            ),
+            BaseUrlProblem::QueryOrFragment => format!(
+                "must not hold a query string or fragment (?key=… or #…): the gateway appends the API path, so it would break the URL and show in logs; a key passed as ?key= belongs in {keys}, which the gateway sends in the provider's own key header"
+            ),
+        }
+    }
+}
+
+/// Refuses base URLs that carry credentials or that the codecs cannot extend with a path.
+fn check_base_url(u: &str) -> Result<(), BaseUrlProblem> {
+    let lower = u.trim_start().to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(BaseUrlProblem::NotHttp);
+    }
+    // The authority is checked by hand first so that even a URL the parser refuses is never echoed
+    // with its password.
+    let after_scheme = &u[u.find("://").map_or(0, |i| i + 3)..];
+    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(BaseUrlProblem::Credentials);
+    }
+    if u.contains(['?', '#']) {
+        return Err(BaseUrlProblem::QueryOrFragment);
+    }
+    let parsed = reqwest::Url::parse(u.trim()).map_err(|_| BaseUrlProblem::Unparsable)?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(BaseUrlProblem::Credentials);
+    }
+    Ok(())
+}
+
 fn valid_provider_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
@@ -651,11 +788,13 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
     let kind = kind?;
 
     let base_url = match raw.base_url.as_deref().or(kind.default_base_url()) {
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => normalize_base_url(kind, u),
-        Some(u) => {
-            issues.push(format!("{path}.base_url"), format!("\"{u}\" must start with http:// or https://"));
-            String::new()
-        }
+        Some(u) => match check_base_url(u) {
+            Ok(()) => normalize_base_url(kind, u),
+            Err(problem) => {
+                issues.push(format!("{path}.base_url"), problem.message(&path, kind));
+                String::new()
+            }
+        },
         None => {
             issues
                 .push(format!("{path}.base_url"), format!("required for type {}; e.g. base_url: \"http://127.0.0.1:8000\"", kind.as_str()));
@@ -809,6 +948,21 @@ pub fn from_env(env: &dyn Env) -> Config {
             }
             _ => kind.default_base_url().unwrap_or_default().to_string(),
         };
+        if let Err(problem) = check_base_url(&base) {
+            // Never the URL itself: it may hold the very credential this refuses.
+            let var = match kind {
+                ProviderKind::Azure => "AZURE_OPENAI_ENDPOINT",
+                ProviderKind::OpenAi => "OPENAI_BASE_URL",
+                _ => "ANTHROPIC_BASE_URL",
+            };
+            tracing::warn!(
+                "{var} is refused: it holds {}, which would be logged and sent with every request; put the key in {} alone; {} is not enabled",
+                problem.what(),
+                kind.key_env_var().unwrap_or("the key variable"),
+                kind.as_str()
+            );
+            continue;
+        }
         let mut options = ProviderOptions::default();
         if kind == ProviderKind::Azure {
             options.api_version = env.var("OPENAI_API_VERSION");
@@ -833,6 +987,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         server: ServerSettings { max_body_bytes: 32 << 20 },
         routing: RoutingSettings::default(),
         images: ImageSettings { fetch_timeout: Duration::from_secs(10), max_bytes: 20 << 20, allow_private: vec![] },
+        upstream: UpstreamSettings::default(),
         providers,
         routes: vec![],
     }
@@ -977,6 +1132,76 @@ extra: 1
         assert_eq!(names, vec!["openai", "azure", "groq"]);
         assert_eq!(c.providers[1].base_url, "https://r.openai.azure.com");
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn base_urls_with_credentials_are_refused_without_being_echoed() {
+        let yaml = r#"
+providers:
+  openai:
+    base_url: "https://user:hunter2@api.openai.com/v1"
+    keys: [{value: k}]
+  gemini:
+    type: openai-compatible
+    base_url: "https://generativelanguage.googleapis.com/v1beta/openai?key=AIzaSecret"
+  frag:
+    type: vllm
+    base_url: "http://127.0.0.1:8000/v1#token"
+  nouser:
+    type: vllm
+    base_url: "http://:hunter3@127.0.0.1:8000"
+"#;
+        let text = parse_str(yaml, &env()).unwrap_err().to_string();
+        for needle in [
+            "providers.openai.base_url: must not hold a user name or password",
+            "put the credential in providers.openai.keys (for example value: env.OPENAI_API_KEY)",
+            "providers.gemini.base_url: must not hold a query string or fragment",
+            "a key passed as ?key= belongs in providers.gemini.keys",
+            "providers.frag.base_url: must not hold a query string",
+            "providers.nouser.base_url: must not hold a user name or password",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        for secret in ["hunter2", "hunter3", "AIzaSecret", "#token"] {
+            assert!(!text.contains(secret), "{secret} echoed in:\n{text}");
+        }
+        assert!(parse_str("providers:\n  vllm:\n    base_url: \"ftp://x\"\n", &env())
+            .unwrap_err()
+            .to_string()
+            .contains("must start with http"));
+    }
+
+    #[test]
+    fn env_base_urls_with_credentials_disable_the_provider() {
+        let env = BTreeMap::from([
+            ("OPENAI_API_KEY".to_string(), "sk-o".to_string()),
+            ("OPENAI_BASE_URL".to_string(), "https://u:p@proxy.example/v1".to_string()),
+            ("ANTHROPIC_API_KEY".to_string(), "sk-a".to_string()),
+        ]);
+        let names: Vec<String> = from_env(&env).providers.into_iter().map(|p| p.name).collect();
+        assert_eq!(names, vec!["anthropic"]);
+    }
+
+    #[test]
+    fn upstream_section() {
+        let c = parse_str("", &env()).unwrap();
+        assert_eq!(c.upstream, UpstreamSettings::default());
+        assert_eq!(c.upstream.max_response_bytes, 64 << 20);
+        let c = parse_str("upstream:\n  max_response_size: 2MiB\n  max_buffered_total: 3MiB\n  max_stream_event_size: 128KiB\n", &env())
+            .unwrap();
+        assert_eq!(
+            c.upstream,
+            UpstreamSettings { max_response_bytes: 2 << 20, max_buffered_total_bytes: 3 << 20, max_stream_event_bytes: 128 << 10 }
+        );
+        let e = parse_str("upstream:\n  max_response_size: 1GiB\n  max_stream_event_size: 10\n  colour: red\n", &env()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("upstream.colour: unknown field"), "{text}");
+        let e = parse_str("upstream:\n  max_response_size: 1GiB\n  max_stream_event_size: 10\n", &env()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("upstream.max_stream_event_size: must be at least 64KiB"), "{text}");
+        assert!(text.contains("upstream.max_buffered_total: must be at least upstream.max_response_size"), "{text}");
+        let e = parse_str("upstream:\n  max_response_size: lots\n", &env()).unwrap_err();
+        assert!(e.to_string().contains("upstream.max_response_size: expected a size"), "{e}");
     }
 
     #[test]

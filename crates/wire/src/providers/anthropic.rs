@@ -754,14 +754,19 @@ impl StreamDecoder {
     }
 
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        self.sse.feed(bytes, &mut self.events);
+        self.sse.feed(bytes, &mut self.events)?;
         self.drain(out)
+    }
+
+    /// Bounds one SSE line or event (see [`crate::sse::DEFAULT_MAX_EVENT_BYTES`]).
+    pub fn set_max_event_bytes(&mut self, max: usize) {
+        self.sse.set_limit(max);
     }
 
     /// A stream that ended after an `error` event is complete (the error was reported); one that ended
     /// before `message_stop` was cut off.
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        self.sse.finish(&mut self.events);
+        self.sse.finish(&mut self.events)?;
         self.drain(out)?;
         match self.state {
             StreamState::Open => Err(WireError::malformed("stream", "the anthropic stream ended before message_stop")),

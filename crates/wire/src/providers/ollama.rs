@@ -588,12 +588,17 @@ impl StreamDecoder {
     }
 
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        self.ndjson.feed(bytes, &mut self.lines);
+        self.ndjson.feed(bytes, &mut self.lines)?;
         self.drain(out)
     }
 
+    /// Bounds one NDJSON line (see [`crate::sse::DEFAULT_MAX_EVENT_BYTES`]).
+    pub fn set_max_event_bytes(&mut self, max: usize) {
+        self.ndjson.set_limit(max);
+    }
+
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        self.ndjson.finish(&mut self.lines);
+        self.ndjson.finish(&mut self.lines)?;
         self.drain(out)?;
         if !self.done && !self.failed {
             return Err(WireError::malformed("stream", "the stream ended before its done:true line"));

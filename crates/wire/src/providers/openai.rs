@@ -313,12 +313,17 @@ impl StreamDecoder {
     }
 
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        self.sse.feed(bytes, &mut self.events);
+        self.sse.feed(bytes, &mut self.events)?;
         self.drain(out)
     }
 
+    /// Bounds one SSE line or event (see [`crate::sse::DEFAULT_MAX_EVENT_BYTES`]).
+    pub fn set_max_event_bytes(&mut self, max: usize) {
+        self.sse.set_limit(max);
+    }
+
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        self.sse.finish(&mut self.events);
+        self.sse.finish(&mut self.events)?;
         self.drain(out)?;
         if !self.done {
             if self.saw_finish {
