@@ -429,3 +429,17 @@ impl ChatStream {
 fn stream_wire_error(e: WireError) -> GatewayError {
     GatewayError::StreamInterrupted { message: e.to_string(), class: FailureClass::Malformed }
 }
+
+// Read by the server, which must not let a client that stops reading hold the stream (and its in-flight
+// slot) past the limits the provider was given.
+impl ChatStream {
+    /// The provider's `stream_idle_timeout`: the longest this stream may stand still.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
+    /// When the attempt's total `timeout` runs out.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
