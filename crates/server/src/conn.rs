@@ -29,6 +29,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::Router;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -146,7 +147,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
                         reserve = reserve_fd();
                         told
                     }
-                    None => false,
+                    None => {
+                        reserve = reserve_fd();
+                        false
+                    }
                 };
                 if let Some(n) = ACCEPT_FAILED.hit() {
                     let told = if shed { "; answered a waiting client 503" } else { "" };
@@ -199,23 +203,32 @@ async fn accept_now(listener: &TcpListener) -> Option<TcpStream> {
     .await
 }
 
-/// Answers 503 on a connection over the cap and closes it. The socket is kept a moment to drain what the
-/// client sends, since closing with unread data makes the kernel send a reset that can destroy the answer.
+/// Answers 503 on a connection over the cap and closes it. The request's head is read first (HTTP
+/// clients take an answer that arrives before their request for a broken connection), and the socket is
+/// kept a moment after the answer to drain what the client still sends, since closing with unread data
+/// makes the kernel send a reset that can destroy the answer.
 fn refuse(mut tcp: TcpStream, refusing: &Arc<Semaphore>, refusal: &Bytes) {
     let Ok(slot) = refusing.clone().try_acquire_owned() else {
-        let _ = tcp.try_write(refusal);
+        // Too many refusals in progress: close at once rather than hold more sockets.
         return;
     };
     let refusal = refusal.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            let mut buf = [0u8; 4096];
+            let mut seen: Vec<u8> = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16 << 10 {
+                match tcp.read(&mut buf).await? {
+                    0 => break,
+                    n => seen.extend_from_slice(&buf[..n]),
+                }
+            }
             tcp.write_all(&refusal).await?;
             tcp.shutdown().await?;
-            let mut sink = [0u8; 4096];
             let mut drained = 0usize;
             while drained < 64 << 10 {
-                match tcp.read(&mut sink).await? {
+                match tcp.read(&mut buf).await? {
                     0 => break,
                     n => drained += n,
                 }
@@ -271,12 +284,16 @@ struct ConnState {
     phase: AtomicU8,
     /// Microseconds after `origin` at which the phase began.
     since_us: AtomicU64,
+    /// The task of the last read that found nothing. A response ending makes the connection idle without
+    /// any read being polled, so hyper would not look at the socket (and the idle clock would not be
+    /// armed) until the client sent something; waking it arms the clock.
+    reader: AtomicWaker,
 }
 
 impl ConnState {
     fn new() -> Self {
         // A new connection is waiting for its first request's headers, timed from its accept.
-        ConnState { origin: Instant::now(), phase: AtomicU8::new(HEAD), since_us: AtomicU64::new(0) }
+        ConnState { origin: Instant::now(), phase: AtomicU8::new(HEAD), since_us: AtomicU64::new(0), reader: AtomicWaker::new() }
     }
 
     fn enter(&self, phase: u8) {
@@ -309,6 +326,7 @@ impl BusyGuard {
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.0.enter(IDLE);
+        self.0.reader.wake();
     }
 }
 
@@ -441,7 +459,10 @@ impl AsyncRead for Clocked {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.poll_read_clock(cx).map(Err),
+            Poll::Pending => {
+                self.state.reader.register(cx.waker());
+                self.poll_read_clock(cx).map(Err)
+            }
         }
     }
 }
