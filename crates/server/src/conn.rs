@@ -239,7 +239,13 @@ fn refuse(mut tcp: TcpStream, refusing: &Arc<Semaphore>, refusal: &Bytes) {
     });
 }
 
-async fn connection(tcp: TcpStream, app: Router, limits: Arc<ConnectionLimits>, _permit: OwnedSemaphorePermit, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    tcp: TcpStream,
+    app: Router,
+    limits: Arc<ConnectionLimits>,
+    _permit: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
+) {
     // With Nagle on, the last small write of a response waits for the client's delayed ACK (about 40 ms
     // on Linux) on every keep-alive request.
     if let Err(e) = tcp.set_nodelay(true) {

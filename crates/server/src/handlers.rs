@@ -235,4 +235,3 @@ fn with_served(mut resp: Response, s: &Served) -> Response {
     }
     resp
 }
-

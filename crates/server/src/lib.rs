@@ -24,8 +24,8 @@ use switchyard_engine::config::ServerSettings;
 use switchyard_engine::Gateway;
 use tokio::net::TcpListener;
 
-pub use conn::{ConnectionLimits, DEFAULT_MAX_CONNECTIONS, FD_RESERVE};
-pub use errors::{error_response, Refusal};
+pub use conn::ConnectionLimits;
+pub use errors::error_response;
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -41,9 +41,15 @@ pub(crate) struct HostPolicy {
 
 #[derive(Debug, PartialEq)]
 enum Pattern {
-    Exact { host: String, port: Option<u16> },
+    Exact {
+        host: String,
+        port: Option<u16>,
+    },
     /// `*.example.com` is stored as `.example.com`.
-    Suffix { suffix: String, port: Option<u16> },
+    Suffix {
+        suffix: String,
+        port: Option<u16>,
+    },
 }
 
 impl HostPolicy {
@@ -145,7 +151,8 @@ pub(crate) fn is_json(content_type: &str) -> bool {
 /// carries a body to an API route.
 pub(crate) async fn guard(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
-    let authorities = req.uri().authority().map(|a| a.as_str()).into_iter().chain(headers.get_all(header::HOST).iter().filter_map(|v| v.to_str().ok()));
+    let authorities =
+        req.uri().authority().map(|a| a.as_str()).into_iter().chain(headers.get_all(header::HOST).iter().filter_map(|v| v.to_str().ok()));
     let mut refused_host = None;
     for a in authorities {
         if !policy.allows(a) {
@@ -193,10 +200,25 @@ mod tests {
 
     #[test]
     fn json_content_types() {
-        for ok in ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/vnd.api+json", " application/json ;x=y"] {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/vnd.api+json",
+            " application/json ;x=y",
+        ] {
             assert!(is_json(ok), "{ok}");
         }
-        for bad in ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "json", "application/jsonp", "text/json+json"] {
+        for bad in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "",
+            "json",
+            "application/jsonp",
+            "text/json+json",
+        ] {
             assert!(!is_json(bad), "{bad}");
         }
     }
@@ -204,10 +226,22 @@ mod tests {
     #[test]
     fn loopback_answers_only_loopback_names_on_its_port() {
         let p = policy("127.0.0.1:8080", &[]);
-        for ok in ["localhost:8080", "LOCALHOST:8080", "127.0.0.1:8080", "[::1]:8080", "127.0.0.2:8080", "app.localhost:8080", "localhost.:8080"] {
+        for ok in
+            ["localhost:8080", "LOCALHOST:8080", "127.0.0.1:8080", "[::1]:8080", "127.0.0.2:8080", "app.localhost:8080", "localhost.:8080"]
+        {
             assert!(p.allows(ok), "{ok}");
         }
-        for bad in ["evil.example:8080", "localhost:9090", "localhost", "127.0.0.1", "evil-localhost:8080", "10.0.0.1:8080", "[::1]", "localhost:x", ""] {
+        for bad in [
+            "evil.example:8080",
+            "localhost:9090",
+            "localhost",
+            "127.0.0.1",
+            "evil-localhost:8080",
+            "10.0.0.1:8080",
+            "[::1]",
+            "localhost:x",
+            "",
+        ] {
             assert!(!p.allows(bad), "{bad}");
         }
         let p80 = policy("127.0.0.1:80", &[]);
@@ -217,7 +251,15 @@ mod tests {
     #[test]
     fn allow_list_entries() {
         let p = policy("[::1]:8080", &["gateway.internal", "*.corp.example", "api.example:443"]);
-        for ok in ["gateway.internal:8080", "gateway.internal", "Gateway.Internal:1", "a.corp.example:8080", "a.b.corp.example", "api.example:443", "[::1]:8080"] {
+        for ok in [
+            "gateway.internal:8080",
+            "gateway.internal",
+            "Gateway.Internal:1",
+            "a.corp.example:8080",
+            "a.b.corp.example",
+            "api.example:443",
+            "[::1]:8080",
+        ] {
             assert!(p.allows(ok), "{ok}");
         }
         for bad in ["corp.example", "xcorp.example:8080", "api.example:8443", "api.example", "evil.example"] {

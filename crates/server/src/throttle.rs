@@ -35,8 +35,7 @@ impl Throttled {
         // +1 so that a hit in the process's first millisecond is not mistaken for "never logged".
         let now = origin().elapsed().as_millis() as u64 + 1;
         let next = self.next_ms.load(Ordering::Relaxed);
-        if now >= next
-            && self.next_ms.compare_exchange(next, now + WINDOW.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        if now >= next && self.next_ms.compare_exchange(next, now + WINDOW.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             return Some(self.suppressed.swap(0, Ordering::Relaxed));
         }

@@ -655,7 +655,8 @@ fn server_settings(raw: RawServer, issues: &mut Issues) -> ServerSettings {
 /// (any subdomain, not the bare suffix), an IPv4 address or a bracketed IPv6 one, each with an optional port.
 fn host_pattern(raw: &str) -> Result<String, String> {
     let h = raw.trim().to_ascii_lowercase();
-    let fix = "write a host as it appears in the Host header: gateway.example.com, gateway.example.com:8443, *.example.com, [::1]:8080 or *";
+    let fix =
+        "write a host as it appears in the Host header: gateway.example.com, gateway.example.com:8443, *.example.com, [::1]:8080 or *";
     if h == "*" {
         return Ok(h);
     }
