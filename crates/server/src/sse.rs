@@ -159,9 +159,12 @@ async fn drive(
                 }
             }
             Phase::Streaming(stream) => {
+                // The stream first: a chunk already at hand never pays for watching the client, and a
+                // client that left is also seen by the send below.
                 let item = tokio::select! {
-                    _ = tx.closed() => return,
+                    biased;
                     item = stream.next() => item,
+                    _ = tx.closed() => return,
                 };
                 match item {
                     Some(StreamItem::Chunk(c)) => {

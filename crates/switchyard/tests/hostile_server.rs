@@ -38,10 +38,21 @@ struct Gateway {
 
 impl Gateway {
     fn start(yaml: &str) -> Gateway {
+        Gateway::start_in(yaml, Command::new(env!("CARGO_BIN_EXE_switchyard")))
+    }
+
+    /// Starts the gateway with its open-file limit (soft and hard) set to `n` by the shell.
+    fn start_with_fd_limit(yaml: &str, n: u32) -> Gateway {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_switchyard"));
+        Gateway::start_in(yaml, cmd)
+    }
+
+    fn start_in(yaml: &str, mut cmd: Command) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switchyard.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&path)
             .args(["--listen", "127.0.0.1:0"])
@@ -438,4 +449,82 @@ async fn an_sdk_like_json_request_is_served() {
     assert_eq!(r.status(), 200);
     let raw = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
     assert!(raw.contains("\"content\":\"hello \"") && raw.ends_with("data: [DONE]\n\n"), "{raw}");
+}
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_logged_and_survived() {
+    let up = mock(Flavor::OpenAi).await;
+    // A limit of 64 descriptors for the gateway, and a cap above what that allows, so that accepting
+    // fails for want of descriptors before the cap refuses anything (the situation of the report: the
+    // default cap is fitted to the limit, which is why the cap is pinned here).
+    let gw = Gateway::start_with_fd_limit(&config(&up, "  max_connections: 1000\n  header_read_timeout: 5m\n  idle_timeout: 5m\n", ""), 64);
+    gw.wait_log("server.max_connections is 1000, but the open-file limit (64)").await;
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(format!("GET /health HTTP/1.1\r\nhost: {}\r\n\r\n", gw.host()).as_bytes()).await.unwrap();
+        clients.push(tcp);
+    }
+    // Each client is served, refused with a 503, or closed; none is left hanging in the backlog.
+    let (mut served, mut refused) = (0, 0);
+    for tcp in &mut clients {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let answered = tokio::time::timeout(PATIENCE, async {
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(answered.is_ok(), "a client was left hanging");
+        let text = String::from_utf8_lossy(&got);
+        if text.starts_with("HTTP/1.1 200 ") {
+            served += 1;
+        } else if text.starts_with("HTTP/1.1 503 ") {
+            refused += 1;
+        }
+    }
+    assert!(served > 0 && refused > 0, "served {served}, refused {refused}");
+    gw.wait_log("cannot accept connections").await;
+
+    drop(clients);
+    let c = client();
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(r) = c.get(gw.url("/health")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < give_up, "the gateway did not recover after the connections closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_takes_no_response_data_is_disconnected() {
+    let up = mock(Flavor::OpenAi).await;
+    // The default is 60 s; pinned to 1 s.
+    let gw = Gateway::start(&config(&up, "  write_timeout: 1s\n", ""));
+    // An answer of about 8 MB, far more than the socket buffers hold while the client reads nothing.
+    let word = "w".repeat(1000);
+    let body = chat(&vec![word.as_str(); 8000].join(" ")).to_string();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        gw.host(),
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body.as_bytes()).await.unwrap();
+    gw.wait_log("server.write_timeout").await;
+    // What the socket still holds, then the end: the answer was cut, not delivered.
+    let got = closed_by_peer(&mut tcp).await;
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{:?}", String::from_utf8_lossy(&got[..got.len().min(200)]));
+    assert!(got.len() < body.len(), "the whole answer arrived ({} bytes)", got.len());
 }
