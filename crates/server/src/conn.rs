@@ -54,10 +54,10 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Pause after an accept failure that no reserved descriptor could relieve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-static CAP_HIT: Throttled = Throttled::new();
-static ACCEPT_FAILED: Throttled = Throttled::new();
-static HEADER_TIMEOUTS: Throttled = Throttled::new();
-static WRITE_TIMEOUTS: Throttled = Throttled::new();
+static CAP_HIT: Throttled = Throttled::new("max_connections");
+static ACCEPT_FAILED: Throttled = Throttled::new("accept_failed");
+static HEADER_TIMEOUTS: Throttled = Throttled::new("header_read_timeout");
+static WRITE_TIMEOUTS: Throttled = Throttled::new("write_timeout");
 
 /// The connection limits in force, fixed at start.
 #[derive(Debug, Clone, PartialEq, Eq)]

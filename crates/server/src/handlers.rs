@@ -17,7 +17,7 @@ use crate::sse::{sse_response, Phase};
 use crate::throttle::{more, Throttled};
 use crate::AppState;
 
-static BODY_TIMEOUTS: Throttled = Throttled::new();
+static BODY_TIMEOUTS: Throttled = Throttled::new("body_read_timeout");
 
 pub async fn health() -> Response {
     json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())

@@ -26,8 +26,8 @@ use axum::response::Response;
 use crate::errors::{refusal_response, Refusal};
 use crate::throttle::{more, Throttled};
 
-static HOST_REFUSED: Throttled = Throttled::new();
-static MEDIA_REFUSED: Throttled = Throttled::new();
+static HOST_REFUSED: Throttled = Throttled::new("allowed_hosts");
+static MEDIA_REFUSED: Throttled = Throttled::new("json_content_type");
 
 /// The host rule, fixed at start from the listen address and `server.allowed_hosts`.
 #[derive(Debug)]

@@ -40,7 +40,7 @@ const BUFFERED_FRAMES: usize = 32;
 /// comments, an error before the first chunk): only this task is at stake then, not a provider's slot.
 const UNCOMMITTED_SEND_WAIT: Duration = Duration::from_secs(60);
 
-static STALLED: Throttled = Throttled::new();
+static STALLED: Throttled = Throttled::new("stream_client_stalled");
 
 /// Where a streaming response is.
 // One per stream, moved once into the driving task.

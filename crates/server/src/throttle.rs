@@ -3,7 +3,8 @@
 //! An operator must learn that a limit is being hit, but a flood of slow or refused connections must not
 //! become a flood of log lines (that would be a second way to hurt the host). Each kind of event gets one
 //! [`Throttled`]: the first hit logs at once, later ones at most once per [`WINDOW`], with the count of
-//! the hits that were not logged in between.
+//! the hits that were not logged in between. Every hit also counts in
+//! `switchyard_server_limit_hits_total{limit}`, so the rate is visible even while the log is quiet.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
 pub(crate) struct Throttled {
+    /// The metric label: which limit (a fixed name, never caller input).
+    limit: &'static str,
     /// Milliseconds since [`origin`] before which nothing is logged; 0 before the first hit.
     next_ms: AtomicU64,
     /// Hits since the last logged one.
@@ -25,13 +28,14 @@ fn origin() -> Instant {
 }
 
 impl Throttled {
-    pub(crate) const fn new() -> Self {
-        Throttled { next_ms: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    pub(crate) const fn new(limit: &'static str) -> Self {
+        Throttled { limit, next_ms: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }
 
     /// Records a hit. `Some(n)` when this one should be logged, `n` being the hits not logged since the
     /// previous line.
     pub(crate) fn hit(&self) -> Option<u64> {
+        metrics::counter!("switchyard_server_limit_hits_total", "limit" => self.limit).increment(1);
         // +1 so that a hit in the process's first millisecond is not mistaken for "never logged".
         let now = origin().elapsed().as_millis() as u64 + 1;
         let next = self.next_ms.load(Ordering::Relaxed);
@@ -60,7 +64,7 @@ mod tests {
 
     #[test]
     fn first_hit_logs_then_the_window_counts() {
-        let t = Throttled::new();
+        let t = Throttled::new("test");
         assert_eq!(t.hit(), Some(0));
         assert_eq!(t.hit(), None);
         assert_eq!(t.hit(), None);

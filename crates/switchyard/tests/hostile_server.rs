@@ -378,6 +378,8 @@ async fn bodies_not_labelled_json_are_refused_with_415() {
     }
     assert_eq!(calls(&up), 0, "nothing went upstream");
     gw.wait_log("not labelled JSON").await;
+    let metrics = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_server_limit_hits_total{limit=\"json_content_type\"} 15"), "{metrics}");
     for ct in ["application/json; charset=utf-8", "application/vnd.switchyard+json"] {
         let r = c.post(gw.url("/v1/chat/completions")).header("content-type", ct).body(valid.clone()).send().await.unwrap();
         assert_eq!(r.status(), 200, "{ct}");
