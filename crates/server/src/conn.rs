@@ -38,7 +38,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::errors::over_capacity_bytes;
+use crate::errors::{out_of_descriptors_bytes, over_capacity_bytes};
 use crate::throttle::{more, Throttled};
 
 /// Connections a process may hold besides its clients' (listener, logs, DNS, image fetches, connections
@@ -104,6 +104,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
     let permits = Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS)));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let refusal: Bytes = over_capacity_bytes(limits.max_connections).into();
+    let no_fd = out_of_descriptors_bytes();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut reserve = reserve_fd();
     tokio::pin!(shutdown);
@@ -139,7 +140,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
                         drop(fd);
                         let told = match accept_now(&listener).await {
                             Some(tcp) => {
-                                let _ = tcp.try_write(&refusal);
+                                // No time to read its request: this descriptor must be given back at once.
+                                let _ = tcp.try_write(&no_fd);
                                 true
                             }
                             None => false,

@@ -102,9 +102,17 @@ pub fn refusal_response(r: &Refusal) -> Response {
 
 /// The 503 written straight to a socket that is over `server.max_connections`, before any HTTP parsing.
 pub fn over_capacity_bytes(max_connections: usize) -> Vec<u8> {
-    let message = format!(
+    raw_503(format!(
         "the gateway is at its limit of {max_connections} open connections (server.max_connections); retry shortly, or reuse connections"
-    );
+    ))
+}
+
+/// The 503 written to a waiting client when the process has no file descriptor left to serve it.
+pub fn out_of_descriptors_bytes() -> Vec<u8> {
+    raw_503("the gateway has no file descriptor left for another connection (its open-file limit); retry shortly".into())
+}
+
+fn raw_503(message: String) -> Vec<u8> {
     let body = Body { error: Inner { message, kind: "overloaded_error", param: None, code: "too_many_connections".into(), attempts: &[] } };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let mut out = format!(
