@@ -670,6 +670,20 @@ impl ChatStream {
     }
 }
 
+// Read by the server, which must not let a client that stops reading hold the stream (and its in-flight
+// slot) past the limits the provider was given.
+impl ChatStream {
+    /// The provider's `stream_idle_timeout`: the longest this stream may stand still.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
+    /// When the attempt's total `timeout` runs out.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

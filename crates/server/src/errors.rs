@@ -1,5 +1,7 @@
 //! Rendering gateway errors in OpenAI's error shape, with the status and headers each one calls for.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -37,4 +39,87 @@ pub fn error_response(e: &GatewayError) -> Response {
         resp.headers_mut().insert("x-switchyard-attempts", HeaderValue::from(e.sent_attempts()));
     }
     resp
+}
+
+/// What the server itself refuses, before a request reaches the engine: a limit of the `server:` section
+/// or a request a browser page could have forged.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the request body did not arrive within {0:?} (server.body_read_timeout); send the whole body at once, or raise the limit")]
+    BodyTimeout(Duration),
+    #[error("{}", media_type_message(.0.as_deref()))]
+    NotJson(Option<String>),
+    #[error("this gateway does not answer for host \"{0}\"; use the address it listens on, or add the name to server.allowed_hosts")]
+    HostNotAllowed(String),
+}
+
+fn media_type_message(got: Option<&str>) -> String {
+    let fix = "send the body as JSON with `Content-Type: application/json`";
+    match got {
+        None => format!("the request has no Content-Type; {fix}"),
+        Some(t) if t.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") => format!(
+            "Content-Type {t} is not accepted (curl -d sends it unless told otherwise); {fix}, e.g. curl -H 'Content-Type: application/json' -d ..."
+        ),
+        Some(t) => format!("Content-Type {t} is not accepted; {fix}"),
+    }
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Refusal::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::HostNotAllowed(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BodyTimeout(_) => "request_timeout",
+            Refusal::NotJson(_) => "unsupported_media_type",
+            Refusal::HostNotAllowed(_) => "host_not_allowed",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Refusal::BodyTimeout(_) | Refusal::NotJson(_) => "invalid_request_error",
+            Refusal::HostNotAllowed(_) => "permission_error",
+        }
+    }
+}
+
+pub fn refusal_response(r: &Refusal) -> Response {
+    let body = Body { error: Inner { message: r.to_string(), kind: r.kind(), param: None, code: r.code().to_string(), attempts: &[] } };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let mut resp = (r.status(), [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
+    if matches!(r, Refusal::BodyTimeout(_)) {
+        // The rest of the body may still be on its way: the connection cannot carry another request.
+        resp.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// The 503 written straight to a socket that is over `server.max_connections`, before any HTTP parsing.
+pub fn over_capacity_bytes(max_connections: usize) -> Vec<u8> {
+    raw_503(format!(
+        "the gateway is at its limit of {max_connections} open connections (server.max_connections); retry shortly, or reuse connections"
+    ))
+}
+
+/// The 503 written to a waiting client when the process has no file descriptor left to serve it.
+pub fn out_of_descriptors_bytes() -> Vec<u8> {
+    raw_503("the gateway has no file descriptor left for another connection (its open-file limit); retry shortly".into())
+}
+
+fn raw_503(message: String) -> Vec<u8> {
+    let body = Body { error: Inner { message, kind: "overloaded_error", param: None, code: "too_many_connections".into(), attempts: &[] } };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        json.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&json);
+    out
 }

@@ -1,6 +1,5 @@
 //! Request handlers: read, decode, call the engine, render.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -9,14 +8,16 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, RequestCtx, Served, StreamItem};
-use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
+use switchyard_engine::{ChatOutcome, GatewayError, RequestCtx, Served};
 use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
 
-use crate::errors::error_response;
+use crate::errors::{error_response, refusal_response, Refusal};
+use crate::sse::{sse_response, Phase};
+use crate::throttle::{more, Throttled};
 use crate::AppState;
+
+static BODY_TIMEOUTS: Throttled = Throttled::new("body_read_timeout");
 
 pub async fn health() -> Response {
     json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
@@ -52,9 +53,9 @@ impl WithStatus for Response {
 }
 
 pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Response {
-    let req: ChatRequest = match read_json(body, state.max_body_bytes).await {
+    let req: ChatRequest = match read_json(body, &state).await {
         Ok(r) => r,
-        Err(e) => return count_request("chat", error_response(&e)),
+        Err(resp) => return count_request("chat", resp),
     };
     let include_usage = req.include_usage();
     let is_stream = req.is_stream();
@@ -66,13 +67,13 @@ pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Resp
         let keepalive = state.gateway.stream_keepalive();
         tokio::select! {
             r = &mut answer => return chat_response(r, include_usage),
-            _ = tokio::time::sleep(keepalive) => return count_request("chat", sse_response(Phase::Waiting(answer), include_usage, keepalive)),
+            _ = tokio::time::sleep(keepalive) => return count_request("chat", sse_response(Phase::Waiting(answer), include_usage, keepalive, String::new())),
         }
     }
     chat_response(answer.await, include_usage)
 }
 
-type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, GatewayError>> + Send>>;
+pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, GatewayError>> + Send>>;
 
 /// `switchyard_requests_total{endpoint, status}`.
 fn count_request(endpoint: &'static str, resp: Response) -> Response {
@@ -91,16 +92,17 @@ fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool
             Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
         },
         Ok(ChatOutcome::Stream(stream, served)) => {
-            with_served(sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15)), &served)
+            let label = format!("{}/{}", served.provider, served.model);
+            with_served(sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15), label), &served)
         }
         Err(e) => error_response(&e),
     }
 }
 
 pub async fn embeddings(State(state): State<AppState>, body: Body) -> Response {
-    let req: EmbeddingsRequest = match read_json(body, state.max_body_bytes).await {
+    let req: EmbeddingsRequest = match read_json(body, &state).await {
         Ok(r) => r,
-        Err(e) => return count_request("embeddings", error_response(&e)),
+        Err(resp) => return count_request("embeddings", resp),
     };
     let resp = match state.gateway.embeddings(req, &RequestCtx::new()).await {
         Ok((resp, served)) => match serde_json::to_vec(&resp) {
@@ -141,21 +143,29 @@ pub async fn models(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Reads the whole body under the size limit and decodes it, naming the offending field on failure.
-/// The content type is not checked: `curl -d` sends JSON labelled as a form, and the JSON decides.
-async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, GatewayError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            GatewayError::BadRequest {
+/// Reads the whole body under the size limit and within the body timeout, and decodes it, naming the
+/// offending field on failure. The content type was checked before (see `policy`).
+async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState) -> Result<T, Response> {
+    let limit = state.server.max_body_bytes;
+    let within = state.server.body_read_timeout;
+    let bytes = match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if is_length_limit(&e) => {
+            return Err(error_response(&GatewayError::BadRequest {
                 message: format!("request body is larger than the {limit} byte limit (server.max_body_size)"),
                 param: None,
                 code: "payload_too_large",
-            }
-        } else {
-            GatewayError::bad_request(format!("could not read the request body: {e}"), None)
+            }))
         }
-    })?;
-    decode_json(&bytes)
+        Ok(Err(e)) => return Err(error_response(&GatewayError::bad_request(format!("could not read the request body: {e}"), None))),
+        Err(_) => {
+            if let Some(n) = BODY_TIMEOUTS.hit() {
+                tracing::warn!("answered 408: a request body did not arrive within {within:?} (server.body_read_timeout){}", more(n));
+            }
+            return Err(refusal_response(&Refusal::BodyTimeout(within)));
+        }
+    };
+    decode_json(&bytes).map_err(|e| error_response(&e))
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -224,88 +234,4 @@ fn with_served(mut resp: Response, s: &Served) -> Response {
         h.insert("x-switchyard-hedged", HeaderValue::from_static("true"));
     }
     resp
-}
-
-/// Where a streaming response is.
-// One per stream, moved once into the body.
-#[allow(clippy::large_enum_variant)]
-enum Phase {
-    /// The gateway has not committed to an upstream yet (still trying targets); keep-alives go out.
-    Waiting(Pending),
-    Streaming(ChatStream),
-}
-
-/// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
-/// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
-fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration) -> Response {
-    struct S {
-        phase: Phase,
-        enc: OpenAiStreamEncoder,
-    }
-    let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
-        let code = e.code();
-        let msg = e.to_string();
-        enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);
-    };
-    let state = S { phase, enc: OpenAiStreamEncoder::new(include_usage) };
-    let body = futures_util::stream::unfold(Some(state), move |state| async move {
-        let mut s = state?;
-        loop {
-            let mut out = Vec::new();
-            let finished = match &mut s.phase {
-                Phase::Waiting(answer) => {
-                    tokio::select! {
-                        r = answer => match r {
-                            Ok(ChatOutcome::Stream(stream, served)) => {
-                                out.extend_from_slice(format!(": served by {}/{}\n\n", served.provider, served.model).as_bytes());
-                                s.phase = Phase::Streaming(stream);
-                                false
-                            }
-                            Ok(ChatOutcome::Complete(..)) => {
-                                fail(&mut s.enc, &GatewayError::Internal("a stream request got a complete answer".into()), &mut out);
-                                true
-                            }
-                            Err(e) => {
-                                tracing::warn!("stream failed before its first chunk, after keep-alives: {e}");
-                                fail(&mut s.enc, &e, &mut out);
-                                true
-                            }
-                        },
-                        _ = tokio::time::sleep(keepalive) => {
-                            out.extend_from_slice(b": keep-alive\n\n");
-                            false
-                        }
-                    }
-                }
-                Phase::Streaming(stream) => match stream.next().await {
-                    Some(StreamItem::Chunk(c)) => {
-                        s.enc.encode(c, &mut out);
-                        false
-                    }
-                    Some(StreamItem::End) | None => {
-                        s.enc.finish(&mut out);
-                        true
-                    }
-                    Some(StreamItem::Failed(e)) => {
-                        tracing::warn!("stream failed after it started: {e}");
-                        fail(&mut s.enc, &e, &mut out);
-                        true
-                    }
-                },
-            };
-            if finished {
-                return Some((Ok::<_, Infallible>(Bytes::from(out)), None));
-            }
-            if !out.is_empty() {
-                return Some((Ok(Bytes::from(out)), Some(s)));
-            }
-        }
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| error_response(&GatewayError::Internal("cannot build the stream response".into())))
 }

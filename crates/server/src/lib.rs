@@ -1,28 +1,38 @@
-//! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), error rendering and
-//! streaming responses.
+//! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), error rendering,
+//! streaming responses, and the guards every client connection and request passes.
 //!
 //! Handlers stay thin: read the body, decode it (stage 1 of the request path, see `switchyard_engine`),
-//! call the engine, render. Everything about routing, keys and upstreams lives in the engine.
+//! call the engine, render. Everything about routing, keys and upstreams lives in the engine. What lives
+//! here besides is what only the HTTP side can bound: how many connections, for how long (`conn`), which
+//! requests a browser page could have forged (`policy`), and how long a stream client that stops reading
+//! may hold an upstream (`sse`).
 
+mod conn;
 mod errors;
 mod handlers;
+mod policy;
+mod sse;
+mod throttle;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use switchyard_engine::config::ServerSettings;
 use switchyard_engine::Gateway;
 use tokio::net::TcpListener;
 
+pub use conn::ConnectionLimits;
 pub use errors::error_response;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
-    /// Request bodies above this get a 413.
-    pub max_body_bytes: usize,
+    /// The `server:` section: body size and body time limits are the handlers' to apply.
+    pub server: ServerSettings,
     /// Renders `/metrics`; `None` when no recorder was installed (then the route answers 404).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -39,7 +49,10 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
 }
 
 /// All routes. The OpenAI routes exist at `/v1/...` and, for SDKs that need a prefix, at `/openai/v1/...`.
-pub fn router(state: AppState) -> Router {
+/// `listen` is the address actually bound (its port, when 0 was asked for): requests are answered only
+/// for the hosts it and `server.allowed_hosts` allow (see `policy`).
+pub fn router(state: AppState, listen: SocketAddr) -> Router {
+    let hosts = Arc::new(policy::HostPolicy::new(listen, &state.server.allowed_hosts));
     let mut r = Router::new()
         .route("/health", get(handlers::health))
         .route("/api/health/providers", get(handlers::provider_health))
@@ -52,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(hosts, policy::guard))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
@@ -62,16 +76,8 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
     error_response(&switchyard_engine::GatewayError::Internal("internal error; the gateway logged it".into()))
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
-///
-/// Accepted sockets get `TCP_NODELAY`: with Nagle on, the last small write of a response waits for the
-/// client's delayed ACK (about 40 ms on Linux) on every keep-alive request.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("could not set TCP_NODELAY: {e}");
-        }
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+/// Serves until `shutdown` resolves, then finishes in-flight requests; see `conn` for the limits every
+/// connection runs under.
+pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()> + Send + 'static) {
+    conn::serve(listener, app, limits, shutdown).await
 }

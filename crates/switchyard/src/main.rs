@@ -190,12 +190,49 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     for p in &cfg.providers {
         tracing::info!(provider = %p.name, kind = p.kind.as_str(), base_url = %p.base_url, keys = p.keys.len(), "provider ready");
     }
+    let fd_limit = raise_fd_limit();
+    let (limits, warning) = switchyard_server::ConnectionLimits::new(&cfg.server, fd_limit);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        write_timeout = ?limits.write_timeout,
+        body_read_timeout = ?cfg.server.body_read_timeout,
+        "connection limits"
+    );
+    if addr.ip().is_loopback() && cfg.server.allowed_hosts.is_empty() {
+        tracing::info!("listening on a loopback address: requests for other host names are refused (server.allowed_hosts adds some)");
+    }
     println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
-    let state =
-        switchyard_server::AppState { gateway, max_body_bytes: cfg.server.max_body_bytes, metrics: switchyard_server::install_metrics() };
-    switchyard_server::serve(listener, switchyard_server::router(state), shutdown_signal())
-        .await
-        .map_err(|e| format!("error: server failed: {e}"))
+    let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics: switchyard_server::install_metrics() };
+    switchyard_server::serve(listener, switchyard_server::router(state, addr), limits, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: every client and upstream connection is a file
+/// descriptor, and the usual soft default (1024) would cap the gateway long before its own limits do.
+/// Returns the limit now in force, which sizes the default connection cap.
+#[cfg(unix)]
+fn raise_fd_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => {
+            tracing::info!(open_file_limit = n, "open-file limit");
+            Some(n)
+        }
+        Err(e) => {
+            let current = rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft);
+            tracing::warn!(open_file_limit = ?current, "cannot raise the open-file limit: {e}");
+            current
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> Option<u64> {
+    None
 }
 
 async fn shutdown_signal() {

@@ -288,6 +288,8 @@ async fn a_429_rotates_keys_at_once_and_a_short_reset_is_waited_for_once() {
 
     // One key only, rate-limited with a 1 s reset (within routing.max_key_wait): the request waits once.
     let (lone_up, gw) = lone(Flavor::OpenAi, "").await;
+    // The gateway's start-up model-list request must not take the fault meant for the chat request.
+    until(&lone_up, |s| s.by_path.contains_key("/v1/models")).await;
     lone_up.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![429], retry_after_secs: Some(1), ..Behavior::default() });
     let url = gw.url("/v1/chat/completions");
     let task = tokio::spawn({

@@ -35,11 +35,48 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone)]
+/// How the gateway treats its own clients' connections and requests (the `server:` section). Every limit
+/// here exists so that no client, however slow or hostile, can pin the gateway; the defaults are meant to
+/// be safe for a user who never sets them (docs/configuration.md explains each choice).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     /// Largest request body accepted; larger bodies get a 413.
     pub max_body_bytes: usize,
+    /// A connection must deliver a request's complete headers within this long: from its accept for the
+    /// first request, from the request's first byte for later ones. Otherwise it is closed.
+    pub header_read_timeout: Duration,
+    /// The whole request body must arrive within this long of the handler starting to read it; otherwise
+    /// the answer is 408 `request_timeout`.
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// A response write that the client has not taken any of for this long closes the connection.
+    pub write_timeout: Duration,
+    /// Open client connections at most; above it new ones are answered 503 and closed. `None`: 10 000,
+    /// lowered at start so that the open-file limit leaves room for an upstream connection per client.
+    pub max_connections: Option<usize>,
+    /// Extra `Host` values accepted (lowercase; `name`, `name:port`, `*.suffix`, or `*` for any). When
+    /// the gateway listens on a loopback address only loopback names are accepted without this; on other
+    /// addresses any `Host` is, unless this is set.
+    pub allowed_hosts: Vec<String>,
 }
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_body_bytes: 32 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_connections: None,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Beyond this a cap is no cap: no process holds ten million sockets.
+const MAX_CONNECTIONS_CEILING: usize = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoutingSettings {
@@ -238,6 +275,18 @@ impl Env for BTreeMap<String, String> {
 struct RawServer {
     #[serde(default)]
     max_body_size: Option<ByteSize>,
+    #[serde(default)]
+    header_read_timeout: Option<DurationStr>,
+    #[serde(default)]
+    body_read_timeout: Option<DurationStr>,
+    #[serde(default)]
+    idle_timeout: Option<DurationStr>,
+    #[serde(default)]
+    write_timeout: Option<DurationStr>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -585,7 +634,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let rd = RoutingSettings::default();
     Some(Config {
         listen,
-        server: ServerSettings { max_body_bytes: server.max_body_size.map(|b| b.0).unwrap_or(32 << 20) },
+        server: server_settings(server, issues),
         routing: RoutingSettings {
             deadline: routing.deadline.map(|d| d.0).unwrap_or(rd.deadline),
             stream_keepalive: routing.stream_keepalive.map(|d| d.0).unwrap_or(rd.stream_keepalive),
@@ -630,6 +679,90 @@ fn upstream_settings(raw: RawUpstream, issues: &mut Issues) -> UpstreamSettings 
         );
     }
     s
+}
+
+/// Decodes `server:`; every mistake is reported at its path and the default stands in for it.
+fn server_settings(raw: RawServer, issues: &mut Issues) -> ServerSettings {
+    let d = ServerSettings::default();
+    let mut timeout = |field: &str, v: Option<DurationStr>, default: Duration| match v {
+        Some(t) if t.0.is_zero() => {
+            issues.push(format!("server.{field}"), "must be greater than zero (there is no \"off\"; write a long duration instead)");
+            default
+        }
+        Some(t) => t.0,
+        None => default,
+    };
+    let header_read_timeout = timeout("header_read_timeout", raw.header_read_timeout, d.header_read_timeout);
+    let body_read_timeout = timeout("body_read_timeout", raw.body_read_timeout, d.body_read_timeout);
+    let idle_timeout = timeout("idle_timeout", raw.idle_timeout, d.idle_timeout);
+    let write_timeout = timeout("write_timeout", raw.write_timeout, d.write_timeout);
+    let max_connections = match raw.max_connections {
+        Some(0) => {
+            issues.push("server.max_connections", "must be at least 1; remove it for the default (10000, fitted to the open-file limit)");
+            None
+        }
+        Some(n) if n > MAX_CONNECTIONS_CEILING => {
+            issues.push("server.max_connections", format!("must be at most {MAX_CONNECTIONS_CEILING}, got {n}"));
+            None
+        }
+        other => other,
+    };
+    let max_body_bytes = match raw.max_body_size {
+        Some(b) if b.0 == 0 => {
+            issues.push("server.max_body_size", "must be greater than zero");
+            d.max_body_bytes
+        }
+        Some(b) => b.0,
+        None => d.max_body_bytes,
+    };
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in raw.allowed_hosts.iter().enumerate() {
+        match host_pattern(h) {
+            Ok(p) => allowed_hosts.push(p),
+            Err(why) => issues.push(format!("server.allowed_hosts[{i}]"), why),
+        }
+    }
+    ServerSettings { max_body_bytes, header_read_timeout, body_read_timeout, idle_timeout, write_timeout, max_connections, allowed_hosts }
+}
+
+/// Checks one `server.allowed_hosts` entry and returns it lowercased: `*`, `name`, `name:port`, `*.suffix`
+/// (any subdomain, not the bare suffix), an IPv4 address or a bracketed IPv6 one, each with an optional port.
+fn host_pattern(raw: &str) -> Result<String, String> {
+    let h = raw.trim().to_ascii_lowercase();
+    let fix =
+        "write a host as it appears in the Host header: gateway.example.com, gateway.example.com:8443, *.example.com, [::1]:8080 or *";
+    if h == "*" {
+        return Ok(h);
+    }
+    if h.is_empty() || h.contains("://") || h.contains('/') || h.contains(char::is_whitespace) {
+        return Err(format!("\"{raw}\" is not a host; {fix}"));
+    }
+    let (host, port) = match h.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, tail)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => match tail {
+                "" => (&h[..v6.len() + 2], None),
+                t => (&h[..v6.len() + 2], Some(t.strip_prefix(':').unwrap_or(t))),
+            },
+            _ => return Err(format!("\"{raw}\" is not a bracketed IPv6 address; {fix}")),
+        },
+        None => match h.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h.as_str(), None),
+        },
+    };
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("\"{raw}\": the port must be a number from 1 to 65535; {fix}"));
+        }
+    }
+    if !host.starts_with('[') {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        let label_ok = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if name.contains('*') || !name.trim_end_matches('.').split('.').all(label_ok) {
+            return Err(format!("\"{raw}\" is not a host name; {fix}"));
+        }
+    }
+    Ok(h)
 }
 
 fn route(i: usize, r: RawRoute, names: &HashSet<&str>, issues: &mut Issues) -> RouteConfig {
@@ -984,7 +1117,7 @@ pub fn from_env(env: &dyn Env) -> Config {
     }
     Config {
         listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        server: ServerSettings { max_body_bytes: 32 << 20 },
+        server: ServerSettings::default(),
         routing: RoutingSettings::default(),
         images: ImageSettings { fetch_timeout: Duration::from_secs(10), max_bytes: 20 << 20, allow_private: vec![] },
         upstream: UpstreamSettings::default(),
@@ -1202,6 +1335,46 @@ providers:
         assert!(text.contains("upstream.max_buffered_total: must be at least upstream.max_response_size"), "{text}");
         let e = parse_str("upstream:\n  max_response_size: lots\n", &env()).unwrap_err();
         assert!(e.to_string().contains("upstream.max_response_size: expected a size"), "{e}");
+    }
+
+    #[test]
+    fn server_section_defaults_and_overrides() {
+        let c = parse_str("", &env()).unwrap();
+        assert_eq!(c.server, ServerSettings::default());
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_connections, None);
+        let c = parse_str(
+            "server:\n  header_read_timeout: 2s\n  body_read_timeout: 5s\n  idle_timeout: 90s\n  write_timeout: 1m\n  max_connections: 500\n  allowed_hosts: [Gateway.Example.com, \"*.corp.example\", \"[::1]:9000\", \"10.0.0.5:8080\"]\n",
+            &env(),
+        )
+        .unwrap();
+        let s = &c.server;
+        assert_eq!((s.header_read_timeout, s.body_read_timeout), (Duration::from_secs(2), Duration::from_secs(5)));
+        assert_eq!((s.idle_timeout, s.write_timeout), (Duration::from_secs(90), Duration::from_secs(60)));
+        assert_eq!(s.max_connections, Some(500));
+        assert_eq!(s.allowed_hosts, vec!["gateway.example.com", "*.corp.example", "[::1]:9000", "10.0.0.5:8080"]);
+    }
+
+    #[test]
+    fn server_section_mistakes_name_their_path() {
+        let bad = "server:\n  header_read_timeout: 0s\n  idle_timeout: soon\n  max_connections: 0\n  allowed_hosts: [\"https://x.example\", \"x.example:99999\", \"a*b.example\", \"[nope]\"]\n";
+        let text = parse_str(bad, &env()).unwrap_err().to_string();
+        assert!(text.contains("server.idle_timeout: expected a duration"), "{text}");
+        // A section that does not decode is reported once; the rest is checked when it decodes.
+        let bad = "server:\n  header_read_timeout: 0s\n  max_connections: 0\n  allowed_hosts: [\"https://x.example\", \"x.example:99999\", \"a*b.example\", \"[nope]\"]\n";
+        let text = parse_str(bad, &env()).unwrap_err().to_string();
+        for needle in [
+            "server.header_read_timeout: must be greater than zero",
+            "server.max_connections: must be at least 1",
+            "server.allowed_hosts[0]: \"https://x.example\" is not a host",
+            "server.allowed_hosts[1]: \"x.example:99999\": the port must be a number",
+            "server.allowed_hosts[2]: \"a*b.example\" is not a host name",
+            "server.allowed_hosts[3]: \"[nope]\" is not a bracketed IPv6 address",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        let text = parse_str("server:\n  read_timeout: 5s\n", &env()).unwrap_err().to_string();
+        assert!(text.contains("server.read_timeout: unknown field `read_timeout`"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! Streaming chat answers as server-sent events, without letting a client that stops reading hold an
+//! upstream.
+//!
+//! hyper polls a response body only when the socket can take more, so a body that read the upstream
+//! itself would simply stop while its client does not read: the upstream stream (and the provider's
+//! in-flight slot with it) would be held for as long as the client cares to sit there, and the
+//! provider's `stream_idle_timeout` and `timeout`, which only run while the stream is polled, would never
+//! fire. Instead a task drives the upstream and hands encoded frames to the body through a small bounded
+//! channel. When the channel stays full (the client has taken nothing) for the stream's idle timeout, or
+//! past the attempt's deadline, the task drops the upstream, which closes that connection and frees the
+//! slot, and the client's body ends in an error, so the client sees a broken stream, never a complete one.
+//!
+//! The hot path stays one `try_send` per chunk; a timer exists only while the channel is full.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
+use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+
+use crate::errors::error_response;
+use crate::handlers::Pending;
+use crate::throttle::{more, Throttled};
+
+/// Frames (one upstream chunk each) buffered between the upstream and the client's socket. Small: the
+/// socket and hyper buffer more than this already; this only keeps the upstream reader from blocking on
+/// every chunk.
+const BUFFERED_FRAMES: usize = 32;
+
+/// How long a frame may wait for a client that reads nothing while no upstream is held yet (keep-alive
+/// comments, an error before the first chunk): only this task is at stake then, not a provider's slot.
+const UNCOMMITTED_SEND_WAIT: Duration = Duration::from_secs(60);
+
+static STALLED: Throttled = Throttled::new("stream_client_stalled");
+
+/// Where a streaming response is.
+// One per stream, moved once into the driving task.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Phase {
+    /// The gateway has not committed to an upstream yet (still trying targets); keep-alives go out.
+    Waiting(Pending),
+    Streaming(ChatStream),
+}
+
+/// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
+/// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
+/// `served` names the target (`provider/model`) once one is known, for the log.
+pub(crate) fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration, served: String) -> Response {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
+    let abandoned = Arc::new(AtomicBool::new(false));
+    tokio::spawn(drive(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, tx, abandoned.clone()));
+    let frames = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
+        Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(b))),
+        // An error instead of a clean end: hyper then drops the connection without the final chunk, so the
+        // client cannot take a stream we gave up on for a complete one.
+        Poll::Ready(None) if abandoned.load(Ordering::Acquire) => {
+            Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client stopped reading the stream"))))
+        }
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(frames))
+        .unwrap_or_else(|_| error_response(&GatewayError::Internal("cannot build the stream response".into())))
+}
+
+enum Sent {
+    Yes,
+    /// The client went away (the body was dropped).
+    Closed,
+    /// The client took nothing until the limit.
+    Stalled,
+}
+
+/// Hands one frame to the body, waiting at most until `until` for room.
+async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes, until: Instant) -> Sent {
+    match tx.try_send(frame) {
+        Ok(()) => Sent::Yes,
+        Err(TrySendError::Closed(_)) => Sent::Closed,
+        Err(TrySendError::Full(frame)) => match tokio::time::timeout_at(until, tx.send(frame)).await {
+            Ok(Ok(())) => Sent::Yes,
+            Ok(Err(_)) => Sent::Closed,
+            Err(_) => Sent::Stalled,
+        },
+    }
+}
+
+/// How long the next frame may wait for room: a held upstream only as long as the provider lets the stream
+/// stand still, and never past the attempt's deadline.
+fn send_limit(phase: &Phase) -> (Instant, Option<Duration>) {
+    let now = Instant::now();
+    match phase {
+        Phase::Streaming(s) => {
+            let deadline = Instant::from_std(s.deadline());
+            let idle = now + s.idle_timeout();
+            (idle.min(deadline), Some(s.idle_timeout()))
+        }
+        Phase::Waiting(_) => (now + UNCOMMITTED_SEND_WAIT, None),
+    }
+}
+
+async fn drive(
+    mut phase: Phase,
+    mut enc: OpenAiStreamEncoder,
+    keepalive: Duration,
+    mut served: String,
+    tx: mpsc::Sender<Bytes>,
+    abandoned: Arc<AtomicBool>,
+) {
+    let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
+        let code = e.code();
+        let msg = e.to_string();
+        enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);
+    };
+    loop {
+        let mut out = Vec::new();
+        let finished = match &mut phase {
+            Phase::Waiting(answer) => {
+                tokio::select! {
+                    // A client that left cancels the attempts still running for it.
+                    _ = tx.closed() => return,
+                    r = answer => match r {
+                        Ok(ChatOutcome::Stream(stream, s)) => {
+                            served = format!("{}/{}", s.provider, s.model);
+                            out.extend_from_slice(format!(": served by {served}\n\n").as_bytes());
+                            phase = Phase::Streaming(stream);
+                            false
+                        }
+                        Ok(ChatOutcome::Complete(..)) => {
+                            fail(&mut enc, &GatewayError::Internal("a stream request got a complete answer".into()), &mut out);
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!("stream failed before its first chunk, after keep-alives: {e}");
+                            fail(&mut enc, &e, &mut out);
+                            true
+                        }
+                    },
+                    _ = tokio::time::sleep(keepalive) => {
+                        // A client with keep-alives still unread does not need another.
+                        if let Err(TrySendError::Closed(_)) = tx.try_send(Bytes::from_static(b": keep-alive\n\n")) {
+                            return;
+                        }
+                        false
+                    }
+                }
+            }
+            Phase::Streaming(stream) => {
+                // The stream first: a chunk already at hand never pays for watching the client, and a
+                // client that left is also seen by the send below.
+                let item = tokio::select! {
+                    biased;
+                    item = stream.next() => item,
+                    _ = tx.closed() => return,
+                };
+                match item {
+                    Some(StreamItem::Chunk(c)) => {
+                        enc.encode(c, &mut out);
+                        false
+                    }
+                    Some(StreamItem::End) | None => {
+                        enc.finish(&mut out);
+                        true
+                    }
+                    Some(StreamItem::Failed(e)) => {
+                        tracing::warn!("stream failed after it started: {e}");
+                        fail(&mut enc, &e, &mut out);
+                        true
+                    }
+                }
+            }
+        };
+        if !out.is_empty() {
+            let (until, idle) = send_limit(&phase);
+            match send(&tx, Bytes::from(out), until).await {
+                Sent::Yes => {}
+                Sent::Closed => return,
+                Sent::Stalled => {
+                    abandoned.store(true, Ordering::Release);
+                    if let Some(n) = STALLED.hit() {
+                        let why = match idle {
+                            Some(d) => format!("for {d:?} (the provider's stream_idle_timeout) or past the attempt's timeout"),
+                            None => format!("for {UNCOMMITTED_SEND_WAIT:?}"),
+                        };
+                        let target = if served.is_empty() { String::new() } else { format!(" from {served}") };
+                        tracing::warn!("a stream client took no data {why}; ended its stream{target} and freed the upstream{}", more(n));
+                    }
+                    // Dropping the phase drops the upstream stream: its connection closes and its slot is freed.
+                    return;
+                }
+            }
+        }
+        if finished {
+            return;
+        }
+    }
+}
