@@ -712,6 +712,7 @@ impl<'a> Run<'a> {
                     let decoder = StreamDecoder::new(p.cfg.kind, rctx);
                     let mut s = upstream::open_stream(&p.client, p.cfg.kind, &timeouts, label, wire, decoder).await.map_err(Ok)?;
                     s.hold(slot);
+                    s.report_to(Arc::clone(&p.health), self.up.clock);
                     Ok(Output::Stream(s))
                 } else {
                     let timeouts = Timeouts { total: p.cfg.timeouts.total.min(remaining), ..p.cfg.timeouts };

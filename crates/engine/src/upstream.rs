@@ -27,6 +27,7 @@ use switchyard_wire::{ProviderKind, UpstreamError, WireError};
 
 use crate::config::{Config, Timeouts, UpstreamSettings};
 use crate::error::{Attempt, FailureClass, GatewayError};
+use crate::health::{Clock, Health};
 use crate::images::error_chain;
 use crate::scrub;
 
@@ -516,6 +517,7 @@ pub async fn open_stream(
         deadline,
         done: false,
         target: label.target.to_string(),
+        health: None,
     };
     let mut events = Vec::new();
     loop {
@@ -600,6 +602,8 @@ pub struct ChatStream {
     done: bool,
     /// `provider/model`, for log lines.
     target: String,
+    /// Where a failure after the first chunk is reported (see [`ChatStream::report_to`]).
+    health: Option<(Arc<Health>, Clock)>,
 }
 
 impl ChatStream {
@@ -608,9 +612,20 @@ impl ChatStream {
         self.slot = Some(slot);
     }
 
+    /// A failure after the first chunk can no longer move to another target, but it still says something
+    /// about the provider: it goes to the provider's health like a failed attempt.
+    pub fn report_to(&mut self, health: Arc<Health>, clock: Clock) {
+        self.health = Some((health, clock));
+    }
+
     /// Ends the stream with `e`: the connection and everything buffered are let go now, not when the
     /// client finishes reading.
     fn fail(&mut self, e: GatewayError) -> StreamItem {
+        if let (Some((health, clock)), GatewayError::StreamInterrupted { class, .. }) = (&self.health, &e) {
+            if class.is_provider_health() {
+                health.failure(clock.now_ms(), false);
+            }
+        }
         self.done = true;
         self.pending.clear();
         self.resp = None;

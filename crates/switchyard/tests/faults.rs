@@ -433,6 +433,28 @@ async fn a_hung_primary_under_default_timeouts_leaves_the_fallback_room() {
     until(&bad, |s| s.cancelled >= 2).await;
 }
 
+/// A stream that fails after its first chunk cannot move to the fallback any more, but the failure still
+/// counts against the provider: streams that keep breaking move later requests to the fallback.
+#[tokio::test]
+async fn streams_that_break_after_their_first_chunk_count_against_the_provider() {
+    let (bad, good, gw) = primary_and_fallback().await;
+    bad.set_behavior(Behavior { fault_rate: 1.0, fault_kind: Some(FaultKind::LateStreamError), ..Behavior::default() });
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let body = json!({"model": "bad/gpt-4o-mini", "stream": true, "messages": user("hello")});
+    for i in 0..3 {
+        let r = stream(&c, &url, &body).await;
+        assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("bad")), "stream {i}");
+        let last = r.chunks.last().cloned().unwrap_or_default();
+        assert_eq!(last["error"]["code"], "stream_interrupted", "stream {i} ends in an error event: {:?}", r.chunks);
+    }
+    wait_health(&c, &gw, |p| p["health"]["state"] == "degraded").await;
+    let r = stream(&c, &url, &body).await;
+    assert_eq!((r.status, r.header("x-switchyard-provider")), (200, Some("good")), "{:?}", r.chunks);
+    assert!(r.done, "the fallback's stream ends with [DONE]");
+    assert_eq!(calls(&good), 1);
+}
+
 /// While a healthy fallback exists, a degraded provider is probed with a copy of a request: the caller is
 /// served by the fallback in one attempt whether the probe fails or not, and the probe still reaches the
 /// degraded provider (seen on its mock) and still brings it back once it recovers.

@@ -125,6 +125,10 @@ pub struct StreamReply {
 }
 
 impl StreamReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// The body as JSON (an error answered before the stream began), or `Null`.
     pub fn body_json(&self) -> Value {
         serde_json::from_str(&self.raw).unwrap_or(Value::Null)
