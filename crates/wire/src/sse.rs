@@ -29,6 +29,10 @@ impl SseParser {
     }
 
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) {
+        // An empty piece (HTTP/2 upstreams send empty DATA frames) must not forget a `\r` waiting for its `\n`.
+        if bytes.is_empty() {
+            return;
+        }
         let mut bytes = bytes;
         if self.skip_lf {
             if let Some(b'\n') = bytes.first() {
