@@ -175,8 +175,13 @@ fn check(kind: ProviderKind, bytes: &[u8], want: &Content, ends_in_error: bool) 
 // ---------------------------------------------------------------------------------------------------------
 
 /// OpenAI's finish reasons, plus vLLM's `model_length` (which must arrive as `length`).
-const OPENAI_FINISH: [(&str, &str); 5] =
-    [("stop", "stop"), ("length", "length"), ("tool_calls", "tool_calls"), ("content_filter", "content_filter"), ("model_length", "length")];
+const OPENAI_FINISH: [(&str, &str); 5] = [
+    ("stop", "stop"),
+    ("length", "length"),
+    ("tool_calls", "tool_calls"),
+    ("content_filter", "content_filter"),
+    ("model_length", "length"),
+];
 
 fn openai_chunk(u: &mut Unstructured<'_>, delta: Value, finish: Option<&str>) -> Result<Value> {
     let mut chunk = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
@@ -314,7 +319,12 @@ fn build_anthropic(u: &mut Unstructured<'_>) -> Result<(Vec<u8>, Content, bool)>
             0 => {
                 let first = if u.ratio(1, 4)? { text(u)? } else { String::new() };
                 want.text.push_str(&first);
-                named(&mut w, u, json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": first}}), false)?;
+                named(
+                    &mut w,
+                    u,
+                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": first}}),
+                    false,
+                )?;
                 for _ in 0..u.int_in_range(0..=4)? {
                     let t = text(u)?;
                     want.text.push_str(&t);
@@ -343,7 +353,8 @@ fn build_anthropic(u: &mut Unstructured<'_>) -> Result<(Vec<u8>, Content, bool)>
                 for _ in 0..u.int_in_range(0..=4)? {
                     let frag = text(u)?;
                     args.push_str(&frag);
-                    let d = json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": frag}});
+                    let d =
+                        json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": frag}});
                     named(&mut w, u, d, false)?;
                 }
                 // A call whose arguments never came is closed with `{}`: "" is not JSON.
@@ -366,7 +377,8 @@ fn build_anthropic(u: &mut Unstructured<'_>) -> Result<(Vec<u8>, Content, bool)>
     want.finish = Some(mapped.to_string());
     let output_tokens = u.int_in_range(1..=100_000u64)?;
     want.usage = Some((input_tokens, output_tokens));
-    let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}});
+    let delta =
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}});
     named(&mut w, u, delta, false)?;
     named(&mut w, u, json!({"type": "message_stop"}), true)?;
     Ok((w.out, want, false))
@@ -431,7 +443,16 @@ fn build_ollama(u: &mut Unstructured<'_>) -> Result<(Vec<u8>, Content)> {
         ndjson_line(&mut out, u, &v, false)?;
     }
     let length = u.ratio(1, 4)?;
-    want.finish = Some(if length { "length" } else if want.tools.is_empty() { "stop" } else { "tool_calls" }.to_string());
+    want.finish = Some(
+        if length {
+            "length"
+        } else if want.tools.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        }
+        .to_string(),
+    );
     let (p, e) = (u.int_in_range(0..=100_000u64)?, u.int_in_range(0..=100_000u64)?);
     want.usage = Some((p, e));
     let done = json!({"model": "llama3.2", "created_at": "2025-01-01T00:00:01Z", "message": {"role": "assistant", "content": ""},

@@ -126,8 +126,13 @@ fn assert_error(kind: ProviderKind, status: u16, e: &UpstreamError, body: &[u8])
         // Plain text (a proxy's HTML page) is cut to an excerpt, never returned whole.
         assert!(e.message.chars().count() <= 513, "{name} error parser: a plain-text excerpt of {} bytes", e.message.len());
     }
-    let rendered = ErrorBody { message: &e.message, kind: e.kind.as_deref().unwrap_or("upstream_error"), param: e.param.as_deref(), code: e.code.as_deref() }
-        .to_json();
+    let rendered = ErrorBody {
+        message: &e.message,
+        kind: e.kind.as_deref().unwrap_or("upstream_error"),
+        param: e.param.as_deref(),
+        code: e.code.as_deref(),
+    }
+    .to_json();
     assert_clean_json(&rendered, &format!("{name} error as rendered for the client"));
 }
 

@@ -20,7 +20,7 @@ impl Cuts {
         Cuts { state: h | 1 }
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.state;
         x ^= x >> 12;
         x ^= x << 25;
@@ -31,7 +31,7 @@ impl Cuts {
 
     /// A number in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -52,10 +52,5 @@ pub fn random_pieces(bytes: &[u8], salt: u64, max: usize) -> Vec<&[u8]> {
 /// The cuts every stream check compares: whole, one byte at a time, and two pseudo-random patterns (one
 /// of small pieces that land inside line ends and UTF-8 sequences, one of larger ones).
 pub fn patterns(bytes: &[u8]) -> Vec<Vec<&[u8]>> {
-    vec![
-        vec![bytes],
-        bytes.chunks(1).collect(),
-        random_pieces(bytes, 1, 7),
-        random_pieces(bytes, 2, 300),
-    ]
+    vec![vec![bytes], bytes.chunks(1).collect(), random_pieces(bytes, 1, 7), random_pieces(bytes, 2, 300)]
 }
