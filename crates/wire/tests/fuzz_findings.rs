@@ -40,3 +40,25 @@ fn an_empty_piece_inside_a_crlf_does_not_end_the_event() {
     assert_eq!(events, decode(ProviderKind::OpenAi, &[stream.as_bytes()]).0);
     assert_eq!(events.last(), Some(&StreamEvent::Done));
 }
+
+/// request_chat: a request with both `seed` and Mistral's own `random_seed` produced a Mistral body with
+/// `random_seed` twice (the mapped `seed`, and the caller's field passed through), which parsers read
+/// differently. The caller's `random_seed` is the more specific and wins.
+#[test]
+fn a_mistral_body_never_carries_random_seed_twice() {
+    use switchyard_wire::codec::build_chat;
+    use switchyard_wire::types::ChatRequest;
+    use switchyard_wire::{Endpoint, ProviderOptions};
+
+    let opts = ProviderOptions::default();
+    let ep = Endpoint { kind: ProviderKind::Mistral, base_url: "https://api.mistral.ai/v1", api_key: None, options: &opts };
+    let body_of = |json: &str| {
+        let req: ChatRequest = serde_json::from_str(json).unwrap();
+        String::from_utf8(build_chat(&ep, &req, "mistral-small").unwrap().body).unwrap()
+    };
+    let both = body_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":42,"random_seed":64}"#);
+    assert_eq!(both.matches("\"random_seed\"").count(), 1, "{both}");
+    assert!(both.contains("\"random_seed\":64") && !both.contains("\"seed\""), "{both}");
+    let seed_only = body_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":42}"#);
+    assert!(seed_only.contains("\"random_seed\":42") && !seed_only.contains("\"seed\""), "{seed_only}");
+}
