@@ -65,6 +65,11 @@ impl<'de> Visitor<'de> for UniqueVisitor {
     }
 }
 
+/// Whether `text` is JSON with an object that repeats a key.
+pub fn has_duplicate_keys(text: &str) -> bool {
+    matches!(serde_json::from_str::<Unique>(text), Err(e) if e.to_string().starts_with("duplicate key"))
+}
+
 /// Panics unless `bytes` is one JSON value whose objects never repeat a key; `what` names the document.
 pub fn assert_clean_json(bytes: &[u8], what: &str) {
     if let Err(e) = serde_json::from_slice::<Unique>(bytes) {
