@@ -6,11 +6,13 @@
 #   1. cargo fmt --all -- --check
 #   2. cargo clippy --workspace --all-targets -- -D warnings
 #   3. cargo nextest run --workspace   (cargo test --workspace when cargo-nextest is not installed)
+#   3b. the fuzz targets in fuzz/, formatted and run briefly: bash scripts/fuzz.sh (FUZZ_SECONDS, default 10 here)
 #   4. cargo build -p switchyard
 #   5. a Python venv at .venv with tests/sdk/requirements.txt (reused while the requirements are unchanged)
 #   6. pytest -q tests/sdk             (SWITCHYARD_BIN points at the binary built in step 4)
 #
-# Environment: SWITCHYARD_SKIP_RUST=1 skips steps 1-3 (for iterating on the SDK tests);
+# Environment: SWITCHYARD_SKIP_RUST=1 skips steps 1-3b (for iterating on the SDK tests); SWITCHYARD_SKIP_FUZZ=1
+# skips step 3b;
 # PYTEST_ADDOPTS passes extra options to pytest (e.g. "-k fallback -x").
 set -euo pipefail
 
@@ -60,6 +62,13 @@ if [ "${SWITCHYARD_SKIP_RUST:-0}" != 1 ]; then
         cargo test --workspace --no-fail-fast
     fi
     done_step
+
+    if [ "${SWITCHYARD_SKIP_FUZZ:-0}" != 1 ]; then
+        step "fuzz targets (bash scripts/fuzz.sh, ${FUZZ_SECONDS:-10}s each)"
+        cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+        FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
+        done_step
+    fi
 fi
 
 step "cargo build -p switchyard"

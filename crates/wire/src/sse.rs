@@ -75,6 +75,10 @@ impl SseParser {
     }
 
     fn feed_inner(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), WireError> {
+        // An empty piece (HTTP/2 upstreams send empty DATA frames) must not forget a `\r` waiting for its `\n`.
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let mut bytes = bytes;
         if self.skip_lf {
             if let Some(b'\n') = bytes.first() {

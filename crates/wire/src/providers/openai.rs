@@ -100,7 +100,13 @@ impl<'a> ChatBody<'a> {
         };
         let (max_tokens, max_completion_tokens) =
             if q.mistral_params { (req.max_output_tokens(), None) } else { (req.max_tokens, req.max_completion_tokens) };
-        let (seed, random_seed) = if q.mistral_params { (None, req.seed) } else { (req.seed, None) };
+        // A caller speaking Mistral's dialect may send `random_seed` itself; it passes through with the other
+        // unknown fields and wins, or the body would carry the key twice.
+        let (seed, random_seed) = match (q.mistral_params, req.extra.contains_key("random_seed")) {
+            (false, _) => (req.seed, None),
+            (true, false) => (None, req.seed),
+            (true, true) => (None, None),
+        };
         ChatBody {
             model,
             messages,

@@ -1,0 +1,4 @@
+#![no_main]
+//! A valid Ollama stream built from the input, framed every allowed way: decoded exactly.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard_fuzz::gen::ollama(data));

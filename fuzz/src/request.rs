@@ -1,0 +1,129 @@
+//! Inbound request checks: what the server does with a `/v1/chat/completions` or `/v1/embeddings` body.
+//!
+//! The server (`crates/server/src/handlers.rs`, `decode_json`) decodes with a fast `serde_json::from_slice`
+//! and, only when that fails, decodes again through `serde_path_to_error` to name the bad field; the engine
+//! then checks a few values and each provider codec builds the upstream body. Both decoders and the codecs
+//! are fuzzed here; the server's error wording (HTTP-side) is not.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use switchyard_wire::codec;
+use switchyard_wire::spec::normalize_base_url;
+use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
+use switchyard_wire::{Endpoint, Family, Method, ProviderKind, ProviderOptions, WireError, WireRequest};
+
+use crate::json::{assert_clean_json, has_duplicate_keys};
+use crate::must;
+
+const MODEL: &str = "fuzz-model";
+const KEY: &str = "sk-fuzz-0123456789abcdef";
+
+/// Decodes `bytes` both ways the server does and asserts they agree; `None` when the body is refused.
+fn decode_both_ways<T: DeserializeOwned + PartialEq + std::fmt::Debug>(bytes: &[u8], what: &str) -> Option<T> {
+    let fast = serde_json::from_slice::<T>(bytes);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let slow = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| e.to_string()).and_then(|v| match de.end() {
+        Ok(()) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    });
+    match (fast, slow) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "{what}: the two decoders read the body differently");
+            Some(a)
+        }
+        (Err(_), Err(_)) => None,
+        (Ok(_), Err(e)) => panic!("{what}: accepted by the fast decoder, refused by the path-tracking one: {e}"),
+        (Err(e), Ok(_)) => panic!("{what}: refused by the fast decoder ({e}) but accepted by the path-tracking one"),
+    }
+}
+
+/// A decoded value encodes and decodes back to itself (what reaches OpenAI-shaped upstreams is what the
+/// caller sent). Through `serde_json::Value`, so float text round trips cannot blur the comparison.
+fn assert_round_trips<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T, expected: &T, what: &str) {
+    let v = must(serde_json::to_value(value), &format!("{what}: encoding"));
+    let back: T = must(serde_json::from_value(v.clone()), &format!("{what}: decoding its own encoding {v}"));
+    assert_eq!(&back, expected, "{what}: does not survive an encode/decode round trip");
+}
+
+fn endpoints(options: &ProviderOptions) -> Vec<(ProviderKind, String, &ProviderOptions)> {
+    ProviderKind::ALL
+        .into_iter()
+        .map(|k| (k, normalize_base_url(k, k.default_base_url().unwrap_or("http://127.0.0.1:8000")), options))
+        .collect()
+}
+
+/// Anthropic and Ollama embed a tool call's `arguments` text verbatim (key order kept, no re-encoding), so
+/// a caller whose own arguments repeat a key gets exactly that in the body; that is theirs, not ours.
+fn caller_repeats_keys(req: &ChatRequest) -> bool {
+    req.messages.iter().flat_map(|m| m.tool_calls.iter().flatten()).any(|c| has_duplicate_keys(&c.function.arguments))
+}
+
+/// What every built upstream request must be, whatever the caller sent.
+fn assert_upstream_request(
+    kind: ProviderKind,
+    r: Result<WireRequest, WireError>,
+    what: &str,
+    verbatim_dups: bool,
+) -> Option<serde_json::Value> {
+    let w = match r {
+        Ok(w) => w,
+        Err(WireError::Unsupported { message, .. }) => {
+            assert!(!message.is_empty(), "{what} for {}: a refusal without a message", kind.as_str());
+            return None;
+        }
+        Err(e) => panic!("{what} for {}: building a request can only refuse it as unsupported, got {e:?}", kind.as_str()),
+    };
+    assert_eq!(w.method, Method::Post, "{what} for {}", kind.as_str());
+    if !verbatim_dups {
+        assert_clean_json(&w.body, &format!("{what} body for {}", kind.as_str()));
+    }
+    let body: serde_json::Value = must(serde_json::from_slice(&w.body), "a clean body parses");
+    assert!(body.is_object(), "{what} for {}: the body is not an object", kind.as_str());
+    assert_eq!(body.get("model").and_then(|m| m.as_str()), Some(MODEL), "{what} for {}: the body names another model", kind.as_str());
+    assert!(!w.body.windows(KEY.len()).any(|win| win == KEY.as_bytes()), "{what} for {}: the provider key is in the body", kind.as_str());
+    Some(body)
+}
+
+/// `POST /v1/chat/completions`.
+pub fn chat(bytes: &[u8]) {
+    let Some(req) = decode_both_ways::<ChatRequest>(bytes, "chat request") else { return };
+    let mut expected = req.clone();
+    expected.fallbacks = None; // a gateway extension, never sent on
+    assert_round_trips(&req, &expected, "chat request");
+    let verbatim_dups = caller_repeats_keys(&req);
+    let options = ProviderOptions::default();
+    for (kind, base, options) in endpoints(&options) {
+        let ep = Endpoint { kind, base_url: &base, api_key: Some(KEY), options };
+        let Some(body) = assert_upstream_request(kind, codec::build_chat(&ep, &req, MODEL), "chat request", verbatim_dups) else {
+            continue;
+        };
+        let sent = body.get("messages").and_then(|m| m.as_array()).map(Vec::len);
+        if kind.family() != Family::Anthropic {
+            // Anthropic merges turns and hoists the system prompt; every other codec keeps each message.
+            assert_eq!(sent, Some(req.messages.len()), "chat request for {}: messages were lost or added", kind.as_str());
+        }
+        if kind.family() == Family::Ollama || kind.family() == Family::Anthropic {
+            let stream = body.get("stream").and_then(|s| s.as_bool());
+            assert_eq!(stream, Some(req.is_stream()), "chat request for {}: the stream flag changed", kind.as_str());
+        }
+    }
+}
+
+/// `POST /v1/embeddings`.
+pub fn embeddings(bytes: &[u8]) {
+    let Some(req) = decode_both_ways::<EmbeddingsRequest>(bytes, "embeddings request") else { return };
+    let mut expected = req.clone();
+    expected.fallbacks = None;
+    assert_round_trips(&req, &expected, "embeddings request");
+    let options = ProviderOptions::default();
+    for (kind, base, options) in endpoints(&options) {
+        let ep = Endpoint { kind, base_url: &base, api_key: Some(KEY), options };
+        match codec::build_embeddings(&ep, &req, MODEL) {
+            Err(WireError::Unsupported { .. }) if !kind.has_embeddings() => {}
+            r => {
+                assert!(kind.has_embeddings(), "embeddings for {}: built for a provider without embeddings", kind.as_str());
+                assert_upstream_request(kind, r, "embeddings request", false);
+            }
+        }
+    }
+}
