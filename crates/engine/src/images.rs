@@ -519,10 +519,13 @@ impl ImageFetcher {
         let total = jobs.len();
         let mut done: Vec<Option<Fetched>> = (0..total).map(|_| None).collect();
         {
-            let request = &request;
-            let mut fetches = futures_util::stream::iter(jobs.iter().enumerate())
-                .map(|(k, job)| async move { (k, self.fetch(job.url, &job.param(), request).await) })
-                .buffer_unordered(self.concurrency);
+            // At most `concurrency` fetches run; each one that ends makes room for the next.
+            let mut running = futures_util::stream::FuturesUnordered::new();
+            let mut started = 0;
+            while started < total.min(self.concurrency) {
+                running.push(self.fetch_at(started, &jobs[started], &request));
+                started += 1;
+            }
             let expiry = tokio::time::sleep_until(deadline);
             tokio::pin!(expiry);
             loop {
@@ -533,9 +536,15 @@ impl ImageFetcher {
                         let first = unfinished.first().map_or_else(String::new, |&k| jobs[k].param());
                         return Err(ImageError::Deadline { first, pending: unfinished.len(), total });
                     }
-                    next = fetches.next() => match next {
-                        Some((k, Ok(f))) => done[k] = Some(f),
-                        // Dropping the stream cancels the other fetches and gives their bytes back.
+                    next = running.next() => match next {
+                        Some((k, Ok(f))) => {
+                            done[k] = Some(f);
+                            if started < total {
+                                running.push(self.fetch_at(started, &jobs[started], &request));
+                                started += 1;
+                            }
+                        }
+                        // Dropping the set cancels the other fetches and gives their bytes back.
                         Some((_, Err(e))) => return Err(e),
                         None => break,
                     },
@@ -554,6 +563,11 @@ impl ImageFetcher {
             held.push(f.held);
         }
         Ok(Inlined { request: out, _held: held })
+    }
+
+    /// [`Self::fetch`] for the `k`-th image URL of the request, returning `k` with the result.
+    async fn fetch_at(&self, k: usize, job: &Job<'_>, request: &RequestBytes) -> (usize, Result<Fetched, ImageError>) {
+        (k, self.fetch(job.url, &job.param(), request).await)
     }
 
     /// Downloads one image within `images.fetch_timeout` and returns it as a `data:` URL.
