@@ -139,6 +139,9 @@ pub enum GatewayError {
     /// A stream failed after its first byte had gone to the client.
     #[error("{message}")]
     StreamInterrupted { message: String, class: FailureClass },
+    /// An image URL the gateway had to fetch was refused, or fetching it failed (`crate::images`).
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     #[error("{0}")]
     Internal(String),
 }
@@ -184,6 +187,7 @@ impl GatewayError {
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::AllFailed { status, .. } => *status,
             GatewayError::StreamInterrupted { .. } => 502,
+            GatewayError::Image(e) => e.status(),
             GatewayError::Internal(_) => 500,
         }
     }
@@ -199,6 +203,7 @@ impl GatewayError {
             GatewayError::Upstream { .. } => "invalid_request_error",
             GatewayError::AllFailed { kind, .. } => kind,
             GatewayError::StreamInterrupted { .. } => "upstream_error",
+            GatewayError::Image(e) => e.kind(),
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -212,6 +217,7 @@ impl GatewayError {
             GatewayError::Upstream { status, error, class, .. } => upstream_code(*status, error, *class),
             GatewayError::AllFailed { code, .. } => (*code).to_string(),
             GatewayError::StreamInterrupted { .. } => "stream_interrupted".into(),
+            GatewayError::Image(e) => e.code().into(),
             GatewayError::Internal(_) => "internal_error".into(),
         }
     }
@@ -220,6 +226,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest { param, .. } => param.as_deref(),
             GatewayError::Upstream { error, .. } => error.param.as_deref(),
+            GatewayError::Image(e) => e.param(),
             _ => None,
         }
     }
@@ -240,6 +247,7 @@ impl GatewayError {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             GatewayError::AllFailed { retry_after_ms, .. } => *retry_after_ms,
+            GatewayError::Image(e) => e.retry_after_ms(),
             _ => None,
         }
     }

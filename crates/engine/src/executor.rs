@@ -27,6 +27,7 @@ use crate::config::{HedgeDelay, HedgePolicy, KeyConfig, RetryPolicy, RouteConfig
 use crate::ctx::{RequestCtx, Served};
 use crate::error::{Attempt, FailureClass, GatewayError};
 use crate::health::{CooldownReason, LimitError, Pace, Standing, Token};
+use crate::images::Inlined;
 use crate::keys;
 use crate::pool::{endpoint, Plan, Provider, Target, Upstreams};
 use crate::retry::{self, AfterFailure, AfterRound, RoundEnd};
@@ -44,8 +45,9 @@ pub(crate) enum Op<'r> {
     Chat {
         req: &'r ChatRequest,
         /// The request with image URLs replaced by their bytes, made once for the first target that needs it
-        /// (and shared by both branches of a hedge).
-        inlined: tokio::sync::OnceCell<Option<ChatRequest>>,
+        /// (and shared by both branches of a hedge). It holds the images' share of the gateway-wide image
+        /// budget until the request is done with it.
+        inlined: tokio::sync::OnceCell<Option<Inlined>>,
     },
     Embeddings(&'r EmbeddingsRequest),
 }
@@ -488,6 +490,8 @@ impl<'a> Run<'a> {
             }
             let key = self.choose_key(p, t, index, &refused, last_resort)?;
             let key_cfg = key.map(|(_, k)| k);
+            // Before the slot: a slow image host must not hold the provider's capacity.
+            self.inlined(p).await.map_err(End::Stop)?;
             let slot = self.slot(p, t, index, key_cfg).await?;
             let started = std::time::Instant::now();
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
@@ -605,6 +609,19 @@ impl<'a> Run<'a> {
         Err(End::Exhausted)
     }
 
+    /// The chat request with its image URLs replaced by the images, for a provider that only takes bytes:
+    /// fetched by the first target that needs it, within the request's deadline. `None`: send the request
+    /// as it is.
+    async fn inlined(&self, p: &Provider) -> Result<Option<&ChatRequest>, GatewayError> {
+        match self.op {
+            Op::Chat { req, inlined } if !p.cfg.kind.accepts_image_urls() => {
+                let copy = inlined.get_or_try_init(|| self.up.images.inline_images(req, self.deadline)).await?;
+                Ok(copy.as_ref().map(Inlined::request))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The upstream's own error, with every attempt so far.
     fn caller_error(&self, p: &Provider, f: Failure) -> GatewayError {
         let status = f.attempt.status.unwrap_or(400);
@@ -694,11 +711,11 @@ impl<'a> Run<'a> {
         let ep = endpoint(p, key);
         let rctx = ResponseCtx { id: &self.ctx.id, created: self.ctx.created, model: &t.model };
         match self.op {
-            Op::Chat { req, inlined } => {
+            Op::Chat { req, .. } => {
                 let mut body: &ChatRequest = req;
-                if !p.cfg.kind.accepts_image_urls() {
-                    let copy = inlined.get_or_try_init(|| self.up.images.inline_images(req)).await.map_err(Err)?;
-                    body = copy.as_ref().unwrap_or(req);
+                // Fetched in `target` before the slot was taken; here it is only looked up.
+                if let Some(copy) = self.inlined(p).await.map_err(Err)? {
+                    body = copy;
                 }
                 let replaced;
                 if let Some(params) = &t.params {

@@ -66,8 +66,9 @@ impl Gateway {
     ///    fallbacks, hedging, retry policy and deadline.
     /// 3. **Execute** (`executor`): order the targets by health (degraded providers after healthy ones,
     ///    but never dropped unless the route fails fast); per target choose a key by weight among keys that
-    ///    are not cooling down; wait for a slot under the provider's in-flight limit; inline image URLs if
-    ///    the provider needs bytes; build the provider request (pure codec); send it with connect /
+    ///    are not cooling down; fetch image URLs if the provider needs bytes (bounded, concurrent, inside
+    ///    the deadline, and before any slot is held); wait for a slot under the provider's in-flight limit;
+    ///    build the provider request (pure codec); send it with connect /
     ///    first-byte / idle / total timeouts bounded by the request's deadline; classify the outcome and let
     ///    `retry` decide: 429/401/quota rotate to another key at once and cool the key down; transient
     ///    failures move to the next target, and the plan is retried in rounds with backoff; caller faults

@@ -27,9 +27,9 @@ fn an_empty_piece_inside_a_crlf_does_not_end_the_event() {
     let mut p = SseParser::new();
     let mut out = Vec::new();
     for piece in [&b"data: a\r"[..], b"", b"\ndata: b\r\n\r\n"] {
-        p.feed(piece, &mut out);
+        p.feed(piece, &mut out).unwrap();
     }
-    p.finish(&mut out);
+    p.finish(&mut out).unwrap();
     assert_eq!(out, vec![SseEvent { event: None, data: "a\nb".into() }]);
 
     let stream = "data: {\"choices\":[{\"index\":0,\r\ndata: \"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\r\n\r\n";

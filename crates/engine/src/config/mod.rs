@@ -130,12 +130,41 @@ impl Default for UpstreamSettings {
 /// Below this, `upstream.*` sizes would refuse ordinary answers.
 const MIN_UPSTREAM_SIZE: usize = 64 << 10;
 
+/// Image URLs the gateway fetches for providers that only take bytes (see `crate::images`).
 #[derive(Debug, Clone)]
 pub struct ImageSettings {
+    /// One image, redirects included.
     pub fetch_timeout: Duration,
+    /// Largest single image.
     pub max_bytes: usize,
+    /// Image URLs fetched for one request; more is a 400.
+    pub max_images: usize,
+    /// One request's images together (decoded), inline `data:` images included; more is a 413.
+    pub max_request_bytes: usize,
+    /// Fetched image bytes the whole gateway holds at once; a request that does not fit gets a 503.
+    pub max_total_bytes: usize,
+    /// Images of one request fetched at the same time.
+    pub max_concurrent_fetches: usize,
+    /// The only proxy image fetches use (the environment's `HTTP_PROXY` and friends never are). A secret,
+    /// since a proxy URL may carry credentials.
+    pub proxy: Option<SecretString>,
     /// Networks that image fetches may reach although they are private, loopback or link-local.
     pub allow_private: Vec<ipnet::IpNet>,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        ImageSettings {
+            fetch_timeout: Duration::from_secs(10),
+            max_bytes: 20 << 20,
+            max_images: 20,
+            max_request_bytes: 32 << 20,
+            max_total_bytes: 256 << 20,
+            max_concurrent_fetches: 4,
+            proxy: None,
+            allow_private: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +327,16 @@ struct RawImages {
     max_size: Option<ByteSize>,
     #[serde(default)]
     allow_private_networks: Vec<String>,
+    #[serde(default)]
+    max_images: Option<usize>,
+    #[serde(default)]
+    max_request_size: Option<ByteSize>,
+    #[serde(default)]
+    max_total_size: Option<ByteSize>,
+    #[serde(default)]
+    max_concurrent_fetches: Option<usize>,
+    #[serde(default)]
+    proxy: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -617,16 +656,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             SocketAddr::from(([127, 0, 0, 1], 8080))
         }
     };
-    let mut allow_private = Vec::new();
-    for (i, n) in images.allow_private_networks.iter().enumerate() {
-        match parse_net(n) {
-            Some(net) => allow_private.push(net),
-            None => issues.push(
-                format!("images.allow_private_networks[{i}]"),
-                format!("\"{n}\" is not an IP address or CIDR network such as 127.0.0.1/32"),
-            ),
-        }
-    }
+    let images = image_settings(images, env, issues);
 
     let names: HashSet<&str> = providers.iter().map(|p: &ProviderConfig| p.name.as_str()).collect();
     let routes = routes.into_iter().map(|(i, r)| route(i, r, &names, issues)).collect();
@@ -640,11 +670,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             stream_keepalive: routing.stream_keepalive.map(|d| d.0).unwrap_or(rd.stream_keepalive),
             max_key_wait: routing.max_key_wait.map(|d| d.0).unwrap_or(rd.max_key_wait),
         },
-        images: ImageSettings {
-            fetch_timeout: images.fetch_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
-            max_bytes: images.max_size.map(|b| b.0).unwrap_or(20 << 20),
-            allow_private,
-        },
+        images,
         upstream: upstream_settings(upstream, issues),
         providers,
         routes,
@@ -763,6 +789,81 @@ fn host_pattern(raw: &str) -> Result<String, String> {
         }
     }
     Ok(h)
+}
+
+/// Decodes `images:`; every mistake is reported at its path and the default stands in for it.
+fn image_settings(raw: RawImages, env: &dyn Env, issues: &mut Issues) -> ImageSettings {
+    let d = ImageSettings::default();
+    let fetch_timeout = match raw.fetch_timeout {
+        Some(t) if t.0.is_zero() => {
+            issues.push("images.fetch_timeout", "must be greater than zero");
+            d.fetch_timeout
+        }
+        Some(t) => t.0,
+        None => d.fetch_timeout,
+    };
+    let mut size = |field: &str, v: Option<ByteSize>, default: usize| match v {
+        Some(b) if b.0 == 0 => {
+            issues.push(format!("images.{field}"), "must be greater than zero");
+            default
+        }
+        Some(b) => b.0,
+        None => default,
+    };
+    let max_bytes = size("max_size", raw.max_size, d.max_bytes);
+    let max_request_bytes = size("max_request_size", raw.max_request_size, d.max_request_bytes);
+    let max_total_bytes = size("max_total_size", raw.max_total_size, d.max_total_bytes);
+    let mut count = |field: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => {
+            issues.push(format!("images.{field}"), format!("must be at least 1; remove it for the default ({default})"));
+            default
+        }
+        Some(n) => n,
+        None => default,
+    };
+    let max_images = count("max_images", raw.max_images, d.max_images);
+    let max_concurrent_fetches = count("max_concurrent_fetches", raw.max_concurrent_fetches, d.max_concurrent_fetches);
+    if max_total_bytes < max_request_bytes {
+        issues.push(
+            "images.max_total_size",
+            format!(
+                "is smaller than images.max_request_size ({max_request_bytes} bytes), so a request within its own limit could never be served; raise max_total_size or lower max_request_size"
+            ),
+        );
+    }
+    let proxy = raw.proxy.and_then(|p| {
+        let url = match p.strip_prefix("env.") {
+            Some(var) => match env.var(var) {
+                Some(v) => v,
+                None => {
+                    issues.push(
+                        "images.proxy",
+                        format!("environment variable {var} is not set (or empty); export it or remove images.proxy"),
+                    );
+                    return None;
+                }
+            },
+            None => p,
+        };
+        // The URL may hold the proxy's password: it is never repeated in the message.
+        let usable = (url.starts_with("http://") || url.starts_with("https://")) && reqwest::Proxy::all(url.as_str()).is_ok();
+        if !usable {
+            issues.push("images.proxy", "expected a proxy URL such as http://proxy.internal:3128 (http:// or https://)");
+            return None;
+        }
+        Some(SecretString::from(url))
+    });
+    let mut allow_private = Vec::new();
+    for (i, n) in raw.allow_private_networks.iter().enumerate() {
+        match parse_net(n) {
+            Some(net) => allow_private.push(net),
+            None => issues.push(
+                format!("images.allow_private_networks[{i}]"),
+                format!("\"{n}\" is not an IP address or CIDR network such as 127.0.0.1/32"),
+            ),
+        }
+    }
+    ImageSettings { fetch_timeout, max_bytes, max_images, max_request_bytes, max_total_bytes, max_concurrent_fetches, proxy, allow_private }
 }
 
 fn route(i: usize, r: RawRoute, names: &HashSet<&str>, issues: &mut Issues) -> RouteConfig {
@@ -1119,7 +1220,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
         server: ServerSettings::default(),
         routing: RoutingSettings::default(),
-        images: ImageSettings { fetch_timeout: Duration::from_secs(10), max_bytes: 20 << 20, allow_private: vec![] },
+        images: ImageSettings::default(),
         upstream: UpstreamSettings::default(),
         providers,
         routes: vec![],
@@ -1375,6 +1476,42 @@ providers:
         }
         let text = parse_str("server:\n  read_timeout: 5s\n", &env()).unwrap_err().to_string();
         assert!(text.contains("server.read_timeout: unknown field `read_timeout`"), "{text}");
+    }
+
+    #[test]
+    fn images_section_defaults_overrides_and_mistakes() {
+        let c = parse_str("", &env()).unwrap();
+        let d = &c.images;
+        assert_eq!((d.max_images, d.max_request_bytes, d.max_total_bytes, d.max_concurrent_fetches), (20, 32 << 20, 256 << 20, 4));
+        assert!(d.proxy.is_none());
+
+        let e = BTreeMap::from([("IMG_PROXY".to_string(), "http://user:pw@proxy.example:3128".to_string())]);
+        let c = parse_str(
+            "images:\n  max_images: 3\n  max_request_size: 8MiB\n  max_total_size: 64MiB\n  max_concurrent_fetches: 2\n  proxy: env.IMG_PROXY\n",
+            &e,
+        )
+        .unwrap();
+        let i = &c.images;
+        assert_eq!((i.max_images, i.max_request_bytes, i.max_total_bytes, i.max_concurrent_fetches), (3, 8 << 20, 64 << 20, 2));
+        assert_eq!(i.proxy.as_ref().map(|p| p.expose_secret().to_string()).as_deref(), Some("http://user:pw@proxy.example:3128"));
+        assert!(!format!("{i:?}").contains("pw@"), "the proxy URL may hold a password and is never printed");
+
+        let bad = "images:\n  max_images: 0\n  max_size: 0\n  fetch_timeout: 0s\n  max_total_size: 1MiB\n  max_concurrent_fetches: 0\n  proxy: \"socks5://x:1\"\n";
+        let text = parse_str(bad, &env()).unwrap_err().to_string();
+        for needle in [
+            "images.max_images: must be at least 1",
+            "images.max_size: must be greater than zero",
+            "images.fetch_timeout: must be greater than zero",
+            "images.max_total_size: is smaller than images.max_request_size",
+            "images.max_concurrent_fetches: must be at least 1",
+            "images.proxy: expected a proxy URL",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        let text = parse_str("images:\n  proxy: env.NOT_SET\n  max_imgs: 3\n", &env()).unwrap_err().to_string();
+        assert!(text.contains("images.max_imgs: unknown field"), "{text}");
+        let text = parse_str("images:\n  proxy: env.NOT_SET\n", &env()).unwrap_err().to_string();
+        assert!(text.contains("images.proxy: environment variable NOT_SET is not set"), "{text}");
     }
 
     #[test]

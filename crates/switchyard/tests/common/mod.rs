@@ -236,3 +236,166 @@ pub async fn image_server() -> String {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}/cat.png")
 }
+
+/// What [`ImageHost`] has seen so far: requests per path, and the requests parked at `/barrier` now and at
+/// most at once.
+#[derive(Debug, Clone, Default)]
+pub struct HostSeen {
+    pub hits: std::collections::BTreeMap<String, u64>,
+    pub at_barrier: u64,
+    pub most_at_barrier: u64,
+}
+
+/// A hostile image host for the image-fetch suites, with what it saw observable for event-driven waits.
+///
+/// Paths: `/cat.png` (the PNG); `/sized?bytes=N` (a PNG-looking body of N bytes, `&chunked=1` without a
+/// length); `/hold?bytes=N` (declares N bytes, sends 64 KiB, then the rest once [`ImageHost::release`] is
+/// called); `/gate` (the PNG once released); `/stall` (nothing until released); `/barrier?n=N` (the PNG
+/// once N requests wait there at the same time, so only concurrent fetches get through; 503 after 30 s);
+/// `/svg` (an SVG image); `/png-as-html` (the PNG labelled `text/html`); `/html-as-png` (a web page
+/// labelled `image/png`); `/to?url=U` (302 to U).
+pub struct ImageHost {
+    pub base: String,
+    seen: std::sync::Arc<tokio::sync::watch::Sender<HostSeen>>,
+    released: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Bytes every sized body is cut from: the PNG, then zeros.
+const HOST_MAX_BODY: usize = 32 << 20;
+
+impl ImageHost {
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn seen(&self) -> HostSeen {
+        self.seen.borrow().clone()
+    }
+
+    pub fn hits(&self, path: &str) -> u64 {
+        self.seen.borrow().hits.get(path).copied().unwrap_or(0)
+    }
+
+    /// Waits (woken by each request) until `path` has had at least `n` requests.
+    pub async fn wait_hits(&self, path: &str, n: u64) {
+        let mut rx = self.seen.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|s| s.hits.get(path).copied().unwrap_or(0) >= n)).await;
+        assert!(waited.is_ok(), "{path} never had {n} requests; seen {:?}", self.seen());
+    }
+
+    /// Lets every parked `/hold`, `/gate` and `/stall` request (and later ones) finish.
+    pub fn release(&self) {
+        self.released.send_replace(true);
+    }
+}
+
+pub async fn image_host() -> ImageHost {
+    use axum::body::{Body, Bytes};
+    use axum::http::{header, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use futures_util::StreamExt as _;
+    use std::sync::Arc;
+
+    let seen = Arc::new(tokio::sync::watch::Sender::new(HostSeen::default()));
+    let released = Arc::new(tokio::sync::watch::Sender::new(false));
+    let mut big = png_bytes();
+    big.resize(HOST_MAX_BODY, 0);
+    let big = Bytes::from(big);
+
+    let handler = {
+        let (seen, released) = (seen.clone(), released.clone());
+        move |uri: Uri| {
+            let (seen, released, big) = (seen.clone(), released.clone(), big.clone());
+            async move {
+                let path = uri.path().to_string();
+                let query = uri.query().unwrap_or("").to_string();
+                let arg = |name: &str| {
+                    query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
+                };
+                let size = || arg("bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1024).min(HOST_MAX_BODY);
+                seen.send_modify(|s| *s.hits.entry(path.clone()).or_default() += 1);
+                let open = || {
+                    let mut rx = released.subscribe();
+                    async move {
+                        let _ = rx.wait_for(|r| *r).await;
+                    }
+                };
+                let png = || ([(header::CONTENT_TYPE, "image/png")], png_bytes()).into_response();
+                match path.as_str() {
+                    "/cat.png" => png(),
+                    "/sized" if arg("chunked").is_some() => {
+                        let body = big.slice(..size());
+                        let chunks = futures_util::stream::iter(
+                            (0..body.len())
+                                .step_by(64 << 10)
+                                .map(move |at| Ok::<_, std::io::Error>(body.slice(at..(at + (64 << 10)).min(body.len())))),
+                        );
+                        ([(header::CONTENT_TYPE, "image/png")], Body::from_stream(chunks)).into_response()
+                    }
+                    "/sized" => ([(header::CONTENT_TYPE, "image/png")], big.slice(..size())).into_response(),
+                    "/hold" => {
+                        let n = size();
+                        let first = big.slice(..n.min(64 << 10));
+                        let rest = big.slice(first.len()..n);
+                        let wait = open();
+                        let parts = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+                            futures_util::stream::once(async move {
+                                wait.await;
+                                Ok(rest)
+                            }),
+                        );
+                        let mut r = ([(header::CONTENT_TYPE, "image/png")], Body::from_stream(parts)).into_response();
+                        r.headers_mut().insert(header::CONTENT_LENGTH, n.into());
+                        r
+                    }
+                    "/gate" => {
+                        open().await;
+                        png()
+                    }
+                    "/stall" => {
+                        open().await;
+                        png()
+                    }
+                    "/barrier" => {
+                        let n: u64 = arg("n").and_then(|v| v.parse().ok()).unwrap_or(1);
+                        seen.send_modify(|s| {
+                            s.at_barrier += 1;
+                            s.most_at_barrier = s.most_at_barrier.max(s.at_barrier);
+                        });
+                        let mut rx = seen.subscribe();
+                        let passed = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.most_at_barrier >= n)).await.is_ok();
+                        seen.send_modify(|s| s.at_barrier -= 1);
+                        if passed {
+                            png()
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE.into_response()
+                        }
+                    }
+                    "/svg" => (
+                        [(header::CONTENT_TYPE, "image/svg+xml")],
+                        r#"<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"><image href="http://169.254.169.254/"/></svg>"#,
+                    )
+                        .into_response(),
+                    "/png-as-html" => ([(header::CONTENT_TYPE, "text/html")], png_bytes()).into_response(),
+                    "/html-as-png" => {
+                        ([(header::CONTENT_TYPE, "image/png")], "<!doctype html><html><body>not an image</body></html>").into_response()
+                    }
+                    "/to" => {
+                        let to = arg("url").unwrap_or_default();
+                        Response::builder().status(StatusCode::FOUND).header(header::LOCATION, to).body(Body::empty()).unwrap()
+                    }
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    ImageHost { base: format!("http://{addr}"), seen, released }
+}
