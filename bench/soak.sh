@@ -34,13 +34,14 @@ SWITCHYARD_LOG=error "$BIN" serve --config "$OUT/switchyard.yaml" --listen "127.
 GW_PID=$!; PIDS+=("$GW_PID")
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
 
-python3 bench/soak.py "http://127.0.0.1:$GW_PORT" "$GW_PID" "$DURATION" "$CONNECTIONS" | tee "$OUT/soak.json" | python3 -c '
+python3 bench/soak.py "http://127.0.0.1:$GW_PORT" "$GW_PID" "$DURATION" "$CONNECTIONS" >"$OUT/soak.json"
+python3 - "$OUT/soak.json" <<'PY'
 import json, sys
-r = json.load(sys.stdin)
-print(f"{r[\"requests\"]} requests in {r[\"seconds\"]:.0f} s over {r[\"connections\"]} connections ({r[\"requests_per_s\"]}/s)")
-print(f"RSS MiB: start {r[\"rss_mib_start\"]}, after 1 min {r[\"rss_mib_after_1min\"]}, end {r[\"rss_mib_end\"]}, peak {r[\"rss_mib_peak\"]}")
+r = json.load(open(sys.argv[1]))
+print(f"{r['requests']} requests in {r['seconds']:.0f} s over {r['connections']} connections ({r['requests_per_s']}/s)")
+print(f"RSS MiB: start {r['rss_mib_start']}, after 1 min {r['rss_mib_after_1min']}, end {r['rss_mib_end']}, peak {r['rss_mib_peak']}")
 for k, v in sorted(r["by_kind"].items()):
     print(f"  {k}: {v}")
-'
+PY
 kill -0 "$GW_PID" 2>/dev/null || { echo "soak: the gateway died" >&2; exit 1; }
 echo "results in $OUT"
