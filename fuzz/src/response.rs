@@ -20,6 +20,8 @@ fn assert_refusal(kind: ProviderKind, e: &WireError, what: &str) {
         WireError::Malformed { detail, .. } => assert!(!detail.is_empty(), "{what} from {}: malformed without detail", kind.as_str()),
         WireError::Upstream(u) => assert!(!u.message.is_empty(), "{what} from {}: an upstream error without a message", kind.as_str()),
         WireError::Unsupported { .. } => panic!("{what} from {}: a response cannot be 'unsupported': {e:?}", kind.as_str()),
+        // The line limit belongs to stream decoders; a complete body is bounded where it is read.
+        WireError::TooLong { .. } => panic!("{what} from {}: a complete answer cannot be 'too long': {e:?}", kind.as_str()),
     }
 }
 

@@ -104,8 +104,8 @@ fn assert_encodes(name: &str, d: &Decoded) {
     enc.finish(&mut out);
     let mut frames: Vec<SseEvent> = Vec::new();
     let mut p = SseParser::new();
-    p.feed(&out, &mut frames);
-    p.finish(&mut frames);
+    crate::must(p.feed(&out, &mut frames), &format!("{name}: the client stream parses as SSE"));
+    crate::must(p.finish(&mut frames), &format!("{name}: the client stream ends cleanly"));
     let last = frames.pop();
     assert_eq!(last.map(|f| f.data), Some("[DONE]".to_string()), "{name}: the client stream does not end with [DONE]");
     for f in &frames {
