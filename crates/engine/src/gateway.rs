@@ -3,7 +3,7 @@
 //! the attempt machinery it calls (health ordering, retries, key rotation, hedging) is in `executor`, the
 //! providers and their live state in `pool`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::ctx::{RequestCtx, Served};
 use crate::error::GatewayError;
 use crate::executor::{Op, Output, Run};
-use crate::pool::{endpoint, Plan, ProviderHealthView, Target, Upstreams};
+use crate::pool::{endpoint, Plan, ProviderHealthView, Target, Upstreams, Via};
 use crate::upstream::{self, ChatStream, Label};
 
 /// How long a provider's upstream model list is trusted before `/v1/models` asks again.
@@ -38,6 +38,8 @@ pub enum ChatOutcome {
 pub struct Gateway {
     up: Upstreams,
     by_name: HashMap<String, usize>,
+    /// Per provider (index-aligned), the model names the file ties to it.
+    declared: Vec<HashSet<String>>,
     /// Upstream model lists per provider (index-aligned with the providers), refreshed off the hot path.
     discovered: RwLock<(Option<Instant>, Vec<Vec<String>>)>,
 }
@@ -46,7 +48,8 @@ impl Gateway {
     pub fn new(cfg: &Config) -> Result<Self, GatewayError> {
         let by_name = cfg.providers.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
         let n = cfg.providers.len();
-        Ok(Gateway { up: Upstreams::new(cfg)?, by_name, discovered: RwLock::new((None, vec![Vec::new(); n])) })
+        let declared = cfg.providers.iter().map(|p| p.declared_models().map(str::to_string).collect()).collect();
+        Ok(Gateway { up: Upstreams::new(cfg)?, by_name, declared, discovered: RwLock::new((None, vec![Vec::new(); n])) })
     }
 
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
@@ -111,21 +114,23 @@ impl Gateway {
 
     /// Turns the requested model and fallbacks into the ordered targets to try.
     ///
-    /// Order: the primary, then the request body's `fallbacks`, then the matching route's `fallbacks`, each
-    /// target once. The route (if one matches) also brings its context fallbacks, hedging and deadline.
+    /// Order: the requested model's targets (one, or a named chain's), then the request body's
+    /// `fallbacks`, then the matching route's `fallbacks`, each target once. The route (if one matches)
+    /// also brings its context fallbacks, hedging and deadline.
     pub fn plan(&self, model: &str, request_fallbacks: &[String]) -> Result<Plan, GatewayError> {
-        let primary = self.resolve(model)?;
-        let mut targets = vec![primary];
+        let (mut targets, via) = self.resolve_requested(model)?;
         for (i, f) in request_fallbacks.iter().enumerate() {
-            let t = self.resolve(f).map_err(|e| GatewayError::BadRequest {
+            let (ts, _) = self.resolve_requested(f).map_err(|e| GatewayError::BadRequest {
                 message: format!("fallbacks[{i}]: {e}"),
                 param: Some(format!("fallbacks[{i}]")),
                 code: "invalid_fallback",
             })?;
-            push_new(&mut targets, t);
+            for t in ts {
+                push_new(&mut targets, t);
+            }
         }
-        let primary_label = targets[0].label.clone();
-        let route = self.up.routes.iter().position(|r| r.models.iter().any(|m| m == model || *m == primary_label));
+        let primary_label = targets.first().map(|t| t.label.clone()).unwrap_or_default();
+        let route = self.route_of(model).or_else(|| self.route_of(&primary_label));
         let mut context = Vec::new();
         if let Some(r) = route.map(|i| &self.up.routes[i]) {
             for f in &r.fallbacks {
@@ -140,12 +145,49 @@ impl Gateway {
                 }
             }
         }
-        Ok(Plan { targets, context, route })
+        if targets.is_empty() {
+            return Err(GatewayError::ModelNotFound { message: format!("model \"{model}\": its route has no target left to try") });
+        }
+        Ok(Plan { targets, context, route, via })
+    }
+
+    /// The route that names `model` (load-time checks make it at most one).
+    fn route_of(&self, model: &str) -> Option<usize> {
+        self.up.routes.iter().position(|r| r.models.iter().any(|m| m == model))
+    }
+
+    /// The targets a requested model name stands for: a named chain's (`routes[].targets`), or the one
+    /// provider that serves it; a bare name no provider serves is served by its route's fallbacks, if it
+    /// has a route with any.
+    fn resolve_requested(&self, model: &str) -> Result<(Vec<Target>, Via), GatewayError> {
+        let model = model.trim();
+        if let Some(r) = self.route_of(model).map(|i| &self.up.routes[i]) {
+            if !r.targets.is_empty() {
+                let ts = r.targets.iter().filter_map(|f| self.resolve(&f.target).ok().map(|t| t.with_params(&f.params))).collect();
+                return Ok((ts, Via::Chain));
+            }
+        }
+        match self.resolve_one(model) {
+            Ok(x) => Ok(x),
+            Err(e @ GatewayError::ModelNotFound { .. }) => match self.route_of(model).map(|i| &self.up.routes[i]) {
+                Some(r) if !r.fallbacks.is_empty() => {
+                    let ts = r.fallbacks.iter().filter_map(|f| self.resolve(&f.target).ok().map(|t| t.with_params(&f.params))).collect();
+                    Ok((ts, Via::RouteFallbacks))
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn resolve(&self, model: &str) -> Result<Target, GatewayError> {
+        self.resolve_one(model).map(|(mut ts, _)| ts.remove(0))
     }
 
     /// `provider/model` when the prefix is a configured provider; otherwise a bare model name served by
-    /// exactly one provider (or any name when only one provider is configured).
-    fn resolve(&self, model: &str) -> Result<Target, GatewayError> {
+    /// exactly one provider (or any name when only one provider is configured). A provider's `models`
+    /// allow-list is respected either way. Always one target.
+    fn resolve_one(&self, model: &str) -> Result<(Vec<Target>, Via), GatewayError> {
         let model = model.trim();
         if model.is_empty() {
             return Err(GatewayError::bad_request("model is required", Some("model")));
@@ -158,19 +200,33 @@ impl Gateway {
                         Some("model"),
                     ));
                 }
-                return Ok(self.target(i, rest));
+                let p = &self.up.providers[i].cfg;
+                if !p.allows_model(rest) {
+                    return Err(GatewayError::ModelNotFound {
+                        message: format!(
+                            "model \"{model}\": provider {prefix} serves only {} (providers.{prefix}.models)",
+                            p.models.join(", ")
+                        ),
+                    });
+                }
+                return Ok((vec![self.target(i, rest)], Via::Provider));
             }
-        }
-        if self.up.providers.len() == 1 {
-            return Ok(self.target(0, model));
         }
         let candidates: Vec<usize> = {
             let discovered = self.discovered.read();
             let listed = |i: usize| discovered.as_ref().is_ok_and(|d| d.1.get(i).is_some_and(|l| l.iter().any(|m| m == model)));
-            (0..self.up.providers.len()).filter(|&i| self.up.providers[i].cfg.models.iter().any(|m| m == model) || listed(i)).collect()
+            (0..self.up.providers.len())
+                .filter(|&i| {
+                    let p = &self.up.providers[i].cfg;
+                    p.allows_model(model) && (self.declared[i].contains(model) || listed(i))
+                })
+                .collect()
         };
         match candidates.as_slice() {
-            [i] => Ok(self.target(*i, model)),
+            [i] => Ok((vec![self.target(*i, model)], Via::Listed)),
+            [] if self.up.providers.len() == 1 && self.up.providers[0].cfg.allows_model(model) => {
+                Ok((vec![self.target(0, model)], Via::OnlyProvider))
+            }
             [] => {
                 let names: Vec<&str> = self.provider_names().collect();
                 let message = if names.is_empty() {
@@ -236,9 +292,10 @@ impl Gateway {
         let discovered = self.discovered.read().map(|d| d.1.clone()).unwrap_or_default();
         let mut data = Vec::new();
         for (i, p) in self.up.providers.iter().enumerate() {
-            let mut seen = std::collections::HashSet::new();
-            for m in p.cfg.models.iter().chain(discovered.get(i).into_iter().flatten()) {
-                if seen.insert(m.as_str()) {
+            let mut seen = HashSet::new();
+            let declared = p.cfg.declared_models();
+            for m in declared.chain(discovered.get(i).into_iter().flatten().map(String::as_str)) {
+                if p.cfg.allows_model(m) && seen.insert(m) {
                     data.push(ModelInfo {
                         id: format!("{}/{m}", p.cfg.name),
                         object: "model".into(),
@@ -246,6 +303,12 @@ impl Gateway {
                         owned_by: p.cfg.name.clone(),
                     });
                 }
+            }
+        }
+        // Named chains are models callers may ask for.
+        for r in self.up.routes.iter().filter(|r| !r.targets.is_empty()) {
+            for m in &r.models {
+                data.push(ModelInfo { id: m.clone(), object: "model".into(), created: 0, owned_by: "switchyard".into() });
             }
         }
         ModelList { object: "list".into(), data }
@@ -305,6 +368,9 @@ providers:
   local:
     type: ollama
     models: [llava, shared]
+  router:
+    type: openrouter
+    keys: [{value: k}]
 routes:
   - models: ["openai/gpt-4o-mini"]
     fallbacks: ["local/llava", "openrouter/gpt-4o-mini"]
@@ -313,8 +379,8 @@ routes:
     #[test]
     fn provider_prefix_splits_on_the_first_slash_only() {
         let g = gw(TWO);
-        let p = g.plan("openrouter/openai/gpt-4o", &[]).unwrap().targets;
-        assert_eq!((p[0].label.as_str(), p[0].model.as_str()), ("openrouter/openai/gpt-4o", "openai/gpt-4o"));
+        let p = g.plan("router/openai/gpt-4o", &[]).unwrap().targets;
+        assert_eq!((p[0].label.as_str(), p[0].model.as_str()), ("router/openai/gpt-4o", "openai/gpt-4o"));
     }
 
     #[test]
@@ -344,5 +410,75 @@ routes:
     fn single_provider_takes_any_bare_name() {
         let g = gw("providers:\n  vllm:\n    base_url: http://127.0.0.1:1\n");
         assert_eq!(g.plan("meta-llama/Llama-3-8B", &[]).unwrap().targets[0].label, "vllm/meta-llama/Llama-3-8B");
+    }
+
+    fn labels(p: &Plan) -> Vec<&str> {
+        p.targets.iter().map(|t| t.label.as_str()).collect()
+    }
+
+    #[test]
+    fn a_providers_models_list_is_an_allow_list() {
+        let g = gw(TWO);
+        let e = g.plan("openrouter/gpt-4o", &[]).unwrap_err();
+        assert!(
+            matches!(e, GatewayError::ModelNotFound { ref message } if message.contains("serves only gpt-4o-mini, shared") && message.contains("providers.openrouter.models")),
+            "{e:?}"
+        );
+        // A key's list restricts that key only; the provider serves anything.
+        assert_eq!(labels(&g.plan("openai/gpt-4o", &[]).unwrap()), vec!["openai/gpt-4o"]);
+        let one = gw("providers:\n  vllm:\n    base_url: http://127.0.0.1:1\n    models: [llama]\n");
+        assert!(matches!(one.plan("mistral", &[]).unwrap_err(), GatewayError::ModelNotFound { .. }));
+        assert_eq!(one.plan("llama", &[]).unwrap().via, Via::Listed);
+    }
+
+    const CHAINS: &str = r#"
+providers:
+  ollama:
+    base_url: http://127.0.0.1:1
+  anthropic:
+    base_url: http://127.0.0.1:1
+    keys: [{value: k}]
+  openai:
+    base_url: http://127.0.0.1:1
+    keys: [{value: k}]
+fallbacks:
+  synthetic-captions:
+    - provider: ollama
+      model: "qwen2.5-vl:7b"
+    - provider: anthropic
+      model: "claude-sonnet-4-6"
+routes:
+  - models: [real-captions]
+    fallbacks: [ollama/qwen2.5-vl:7b]
+  - models: [anthropic/claude-sonnet-4-6]
+    fallbacks: [openai/gpt-4o]
+"#;
+
+    #[test]
+    fn named_chains_and_unserved_route_names_resolve_to_their_targets() {
+        let g = gw(CHAINS);
+        let p = g.plan("synthetic-captions", &[]).unwrap();
+        // The chain's second target has a route of its own; its fallbacks are not added to the chain's.
+        assert_eq!((labels(&p), p.via), (vec!["ollama/qwen2.5-vl:7b", "anthropic/claude-sonnet-4-6"], Via::Chain));
+        let p = g.plan("real-captions", &[]).unwrap();
+        assert_eq!((labels(&p), p.via), (vec!["ollama/qwen2.5-vl:7b"], Via::RouteFallbacks));
+        let p = g.plan("anthropic/claude-sonnet-4-6", &["synthetic-captions".into()]).unwrap();
+        assert_eq!(labels(&p), vec!["anthropic/claude-sonnet-4-6", "ollama/qwen2.5-vl:7b", "openai/gpt-4o"]);
+        assert!(matches!(g.plan("nothing-here", &[]).unwrap_err(), GatewayError::ModelNotFound { .. }));
+    }
+
+    #[test]
+    fn top_level_from_to_entries_are_routes() {
+        let g = gw("providers:\n  anthropic:\n    keys: [{value: k}]\n  openai:\n    keys: [{value: k}]\nfallbacks:\n  - from: anthropic/claude-sonnet-4-6\n    to: openai/gpt-4o\n  - from: anthropic/claude-sonnet-4-6\n    to: [openai/gpt-4o-mini]\n");
+        let p = g.plan("anthropic/claude-sonnet-4-6", &[]).unwrap();
+        assert_eq!((labels(&p), p.via), (vec!["anthropic/claude-sonnet-4-6", "openai/gpt-4o", "openai/gpt-4o-mini"], Via::Provider));
+    }
+
+    #[tokio::test]
+    async fn models_lists_chains_and_respects_allow_lists() {
+        let g = gw(CHAINS);
+        let ids: Vec<String> = g.models().await.data.into_iter().map(|m| m.id).collect();
+        assert!(ids.contains(&"synthetic-captions".to_string()), "{ids:?}");
+        assert!(!ids.contains(&"real-captions".to_string()), "{ids:?}");
     }
 }

@@ -34,5 +34,5 @@ pub use config::Config;
 pub use ctx::{RequestCtx, Served};
 pub use error::{Attempt, FailureClass, GatewayError};
 pub use gateway::{ChatOutcome, Gateway};
-pub use pool::ProviderHealthView;
+pub use pool::{ProviderHealthView, Via};
 pub use upstream::{ChatStream, StreamItem};

@@ -148,4 +148,33 @@ pub struct Plan {
     pub context: Vec<Target>,
     /// Index of the matching route, whose hedging, retries, deadline and fail-fast apply.
     pub(crate) route: Option<usize>,
+    /// How the requested model became the first targets.
+    pub via: Via,
+}
+
+/// How a requested model name was resolved; `switchyard check` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `provider/model`.
+    Provider,
+    /// A bare name that exactly one provider lists (in the file or in its own model list).
+    Listed,
+    /// A bare name, sent to the only configured provider.
+    OnlyProvider,
+    /// A named chain (`routes[].targets`, or a named top-level `fallbacks:` chain).
+    Chain,
+    /// A bare name no provider serves, served by its route's fallbacks in order.
+    RouteFallbacks,
+}
+
+impl Via {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Via::Provider => "provider/model",
+            Via::Listed => "a bare name one provider lists",
+            Via::OnlyProvider => "a bare name, sent to the only provider",
+            Via::Chain => "a named chain",
+            Via::RouteFallbacks => "a name no provider lists, served by the route's fallbacks in order",
+        }
+    }
 }

@@ -15,7 +15,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
+mod decode;
 pub mod policy;
+use decode::Issues;
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 use switchyard_wire::codec::normalize_base_url;
@@ -176,7 +178,8 @@ pub struct ProviderConfig {
     pub keys: Vec<KeyConfig>,
     pub timeouts: Timeouts,
     pub tags: Vec<String>,
-    /// Models this provider is known to serve, from the file (upstream lists are added at run time).
+    /// The only models this provider serves (`providers.NAME.models`, an allow-list); empty: any model.
+    /// See [`ProviderConfig::declared_models`] for every name the file ties to the provider.
     pub models: Vec<String>,
     pub options: ProviderOptions,
     pub retry: RetryPolicy,
@@ -220,7 +223,11 @@ impl Default for Timeouts {
 pub struct RouteConfig {
     /// Model strings this route applies to, as callers write them (`openai/gpt-4o-mini` or a bare name).
     pub models: Vec<String>,
-    /// Targets tried in order after the primary.
+    /// A named chain: when not empty, a request for one of `models` is served by these targets in order
+    /// (then by `fallbacks`), and the name itself is never sent to a provider.
+    pub targets: Vec<Fallback>,
+    /// Targets tried in order after the primary. For a bare name that no provider serves, they serve it
+    /// (the route then acts as a named chain).
     pub fallbacks: Vec<Fallback>,
     /// Targets tried when a target says the prompt is longer than its context (a bigger model).
     pub context_fallbacks: Vec<Fallback>,
@@ -357,8 +364,9 @@ struct RawProvider {
     kind: Option<String>,
     #[serde(default)]
     base_url: Option<String>,
+    /// Decoded one by one, so that each key's mistakes are reported at its own index.
     #[serde(default)]
-    keys: Vec<RawKey>,
+    keys: Vec<Yaml>,
     #[serde(default)]
     timeout: Option<DurationStr>,
     #[serde(default)]
@@ -410,7 +418,12 @@ struct RawRouting {
 struct RawKey {
     #[serde(default)]
     name: Option<String>,
-    value: String,
+    /// The key itself, or `env.NAME`.
+    #[serde(default)]
+    value: Option<String>,
+    /// `env: NAME`, the same as `value: env.NAME` (a shape published field reports use).
+    #[serde(default)]
+    env: Option<String>,
     #[serde(default)]
     weight: Option<f64>,
     #[serde(default)]
@@ -420,11 +433,15 @@ struct RawKey {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
+    #[serde(default)]
     models: Vec<String>,
+    /// Targets (each decoded on its own, so that every bad one is reported at its index).
     #[serde(default)]
-    fallbacks: Vec<RawFallback>,
+    targets: Vec<Yaml>,
     #[serde(default)]
-    context_fallbacks: Vec<RawFallback>,
+    fallbacks: Vec<Yaml>,
+    #[serde(default)]
+    context_fallbacks: Vec<Yaml>,
     #[serde(default)]
     fallback_on_caller_fault: Option<bool>,
     #[serde(default)]
@@ -523,45 +540,6 @@ fn yaml_brief(v: &Yaml) -> String {
 // Loading
 // ---------------------------------------------------------------------------------------------------------
 
-/// Collects issues while the sections are decoded one by one.
-struct Issues(Vec<ConfigIssue>);
-
-impl Issues {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue { path: path.into(), message: message.into() });
-    }
-
-    /// Decodes `v` as `T`, reporting a failure at `base` + the path inside `v`.
-    fn decode<T: for<'de> Deserialize<'de>>(&mut self, base: &str, v: Yaml) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let path = if inner == "." || inner.is_empty() {
-                    base.to_string()
-                } else if inner.starts_with('[') {
-                    format!("{base}{inner}")
-                } else {
-                    format!("{base}.{inner}")
-                };
-                let msg = e.into_inner().to_string();
-                self.push(path, humanize_serde(&msg));
-                None
-            }
-        }
-    }
-}
-
-/// serde's messages are precise but terse; say what to do where we can.
-fn humanize_serde(msg: &str) -> String {
-    // serde_yaml appends " at line N column M" for positions inside the tree we built, which are meaningless.
-    let msg = msg.split(" at line ").next().unwrap_or(msg);
-    if let Some(rest) = msg.strip_prefix("unknown field ") {
-        return format!("unknown field {rest}; remove it or fix its spelling");
-    }
-    msg.to_string()
-}
-
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -604,7 +582,10 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let mut images = RawImages::default();
     let mut upstream = RawUpstream::default();
     let mut providers = Vec::new();
-    let mut routes = Vec::new();
+    // Every name under `providers:`, also those whose settings are wrong: a route naming one of them is
+    // not a second mistake.
+    let mut declared = HashSet::new();
+    let mut pending = Vec::new();
     for (k, v) in map {
         let Some(key) = k.as_str().map(str::to_string) else {
             issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
@@ -623,7 +604,11 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                             issues.push("providers", format!("provider names must be strings, got {}", yaml_brief(&name)));
                             continue;
                         };
+                        declared.insert(name.clone());
                         let path = format!("providers.{name}");
+                        if planned_provider(&name, &pv, &path, issues) {
+                            continue;
+                        }
                         if let Some(raw) = issues.decode::<RawProvider>(&path, pv) {
                             if let Some(p) = provider(&name, raw, env, issues) {
                                 providers.push(p);
@@ -637,15 +622,29 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             "routes" => match v {
                 Yaml::Sequence(s) => {
                     for (i, rv) in s.into_iter().enumerate() {
-                        if let Some(r) = issues.decode::<RawRoute>(&format!("routes[{i}]"), rv) {
-                            routes.push((i, r));
+                        let path = format!("routes[{i}]");
+                        if let Some(r) = issues.decode::<RawRoute>(&path, rv) {
+                            pending.push(PendingRoute::from_raw(path, r, issues));
                         }
                     }
                 }
                 Yaml::Null => {}
                 other => issues.push("routes", format!("expected a list of routes, got {}", yaml_brief(&other))),
             },
-            other => issues.push(other, "unknown top-level key; expected listen, server, routing, images, upstream, providers or routes"),
+            "fallbacks" => top_level_fallbacks(v, &mut pending, issues),
+            other => {
+                let msg = match decode::top_level_hint(other) {
+                    Some(hint) => format!("unknown top-level key; {hint}"),
+                    None => {
+                        const KEYS: [&str; 8] = ["listen", "server", "routing", "images", "upstream", "providers", "routes", "fallbacks"];
+                        match decode::closest(other, KEYS) {
+                            Some(k) => format!("unknown top-level key; did you mean `{k}`?"),
+                            None => format!("unknown top-level key; expected {}", KEYS.join(", ")),
+                        }
+                    }
+                };
+                issues.push(other, msg)
+            }
         }
     }
 
@@ -657,9 +656,8 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         }
     };
     let images = image_settings(images, env, issues);
-
-    let names: HashSet<&str> = providers.iter().map(|p: &ProviderConfig| p.name.as_str()).collect();
-    let routes = routes.into_iter().map(|(i, r)| route(i, r, &names, issues)).collect();
+    let known = Known { configured: providers.iter().map(|p| (p.name.as_str(), p)).collect(), declared: &declared };
+    let routes = routes(pending, &known, issues);
 
     let rd = RoutingSettings::default();
     Some(Config {
@@ -675,6 +673,92 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         providers,
         routes,
     })
+}
+
+/// A provider whose type is planned but not built yet is reported once, plainly, and not decoded further:
+/// its fields (a Bedrock key's `region`) would otherwise each be "unknown".
+fn planned_provider(name: &str, v: &Yaml, path: &str, issues: &mut Issues) -> bool {
+    let declared_type = match v {
+        Yaml::Mapping(m) => m.get("type").and_then(Yaml::as_str),
+        _ => None,
+    };
+    let t = declared_type.unwrap_or(name);
+    if ProviderKind::parse(t).is_some() {
+        return false;
+    }
+    let Some((what, todo)) = decode::planned_kind(t) else { return false };
+    let at = if declared_type.is_some() { format!("{path}.type") } else { path.to_string() };
+    issues.push(at, format!("provider type {t} ({what}) is not supported yet (it is planned); {todo}"));
+    true
+}
+
+/// The top-level `fallbacks:` of published field reports, in either of their shapes: a list of
+/// `{from, to}` (a route with fallbacks), or a mapping of chain name to targets (a named chain).
+fn top_level_fallbacks(v: Yaml, pending: &mut Vec<PendingRoute>, issues: &mut Issues) {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawFromTo {
+        from: String,
+        to: Yaml,
+    }
+    match v {
+        Yaml::Sequence(list) => {
+            for (i, e) in list.into_iter().enumerate() {
+                let path = format!("fallbacks[{i}]");
+                if e.is_string() {
+                    issues.push(
+                        &path,
+                        "a top-level fallbacks list holds {from: provider/model, to: provider/model} entries; the fallbacks of one model are written routes: [{models: [provider/model], fallbacks: [...]}]",
+                    );
+                    continue;
+                }
+                let Some(ft) = issues.decode::<RawFromTo>(&path, e) else { continue };
+                let to = match ft.to {
+                    Yaml::Sequence(s) => decode_targets(&format!("{path}.to"), s, issues),
+                    one => {
+                        let at = format!("{path}.to");
+                        issues.decode::<RawFallback>(&at, one).map(|f| TargetAt { at, target: f.0 }).into_iter().collect()
+                    }
+                };
+                // Several entries from one model make one chain, in the file's order.
+                if let Some(r) =
+                    pending.iter_mut().find(|r| r.path.starts_with("fallbacks[") && r.models.iter().any(|(_, m)| *m == ft.from))
+                {
+                    r.fallbacks.extend(to);
+                } else {
+                    pending.push(PendingRoute {
+                        models: vec![(format!("{path}.from"), ft.from)],
+                        fallbacks: to,
+                        ..PendingRoute::new(path)
+                    });
+                }
+            }
+        }
+        Yaml::Mapping(chains) => {
+            for (name, list) in chains {
+                let Some(name) = name.as_str().map(str::to_string) else {
+                    issues.push("fallbacks", format!("chain names must be strings, got {}", yaml_brief(&name)));
+                    continue;
+                };
+                let path = format!("fallbacks.{name}");
+                let Yaml::Sequence(list) = list else {
+                    issues.push(&path, format!("expected the chain's targets in order, such as [{{provider: ollama, model: \"qwen2.5-vl:7b\"}}, anthropic/claude-sonnet-4-6], got {}", yaml_brief(&list)));
+                    continue;
+                };
+                if list.is_empty() {
+                    issues.push(&path, "a chain needs at least one target");
+                    continue;
+                }
+                let targets = decode_targets(&path, list, issues);
+                pending.push(PendingRoute { models: vec![(path.clone(), name)], targets, ..PendingRoute::new(path) });
+            }
+        }
+        Yaml::Null => {}
+        other => issues.push(
+            "fallbacks",
+            format!("expected a list of {{from, to}} or a mapping of chain name to targets, got {}", yaml_brief(&other)),
+        ),
+    }
 }
 
 /// The `upstream:` section: each size at least [`MIN_UPSTREAM_SIZE`], and room in the gateway-wide budget
@@ -866,57 +950,168 @@ fn image_settings(raw: RawImages, env: &dyn Env, issues: &mut Issues) -> ImageSe
     ImageSettings { fetch_timeout, max_bytes, max_images, max_request_bytes, max_total_bytes, max_concurrent_fetches, proxy, allow_private }
 }
 
-fn route(i: usize, r: RawRoute, names: &HashSet<&str>, issues: &mut Issues) -> RouteConfig {
-    let path = format!("routes[{i}]");
-    for (j, m) in r.models.iter().enumerate() {
-        if m.trim().is_empty() {
-            issues.push(format!("{path}.models[{j}]"), "must not be empty");
+/// A target with the path it was written at.
+struct TargetAt {
+    at: String,
+    target: Fallback,
+}
+
+fn decode_targets(base: &str, list: Vec<Yaml>, issues: &mut Issues) -> Vec<TargetAt> {
+    list.into_iter()
+        .enumerate()
+        .filter_map(|(j, v)| {
+            let at = format!("{base}[{j}]");
+            issues.decode::<RawFallback>(&at, v).map(|f| TargetAt { at, target: f.0 })
+        })
+        .collect()
+}
+
+/// A route as written (in `routes:` or the top-level `fallbacks:`), before it is checked against the
+/// providers.
+struct PendingRoute {
+    /// `routes[2]`, `fallbacks[0]` or `fallbacks.NAME`.
+    path: String,
+    models: Vec<(String, String)>,
+    targets: Vec<TargetAt>,
+    fallbacks: Vec<TargetAt>,
+    context_fallbacks: Vec<TargetAt>,
+    settings: RouteConfig,
+}
+
+impl PendingRoute {
+    fn new(path: String) -> Self {
+        PendingRoute {
+            path,
+            models: vec![],
+            targets: vec![],
+            fallbacks: vec![],
+            context_fallbacks: vec![],
+            settings: RouteConfig::default(),
         }
     }
-    if r.models.is_empty() {
-        issues.push(format!("{path}.models"), "list at least one model the route applies to");
-    }
-    for (field, list) in [("fallbacks", &r.fallbacks), ("context_fallbacks", &r.context_fallbacks)] {
-        for (j, f) in list.iter().enumerate() {
-            let f = &f.0.target;
-            let at = format!("{path}.{field}[{j}]");
-            match f.split_once('/') {
-                Some((p, m)) if names.contains(p) && !m.is_empty() => {}
-                Some((p, _)) if !names.contains(p) => {
-                    issues.push(at, format!("\"{f}\" names provider \"{p}\", which is not configured; configured: {}", sorted_names(names)))
-                }
-                _ => issues.push(at, format!("\"{f}\" must be written provider/model")),
+
+    fn from_raw(path: String, r: RawRoute, issues: &mut Issues) -> Self {
+        if r.models.is_empty() {
+            issues.push(format!("{path}.models"), "list at least one model the route applies to");
+        }
+        let models = r.models.into_iter().enumerate().map(|(j, m)| (format!("{path}.models[{j}]"), m)).collect();
+        let hedge = match r.hedge.map(RawHedge::resolve) {
+            Some(Ok(h)) => Some(h),
+            Some(Err((field, msg))) => {
+                issues.push(format!("{path}.hedge.{field}"), msg);
+                None
             }
+            None => None,
+        };
+        PendingRoute {
+            models,
+            targets: decode_targets(&format!("{path}.targets"), r.targets, issues),
+            fallbacks: decode_targets(&format!("{path}.fallbacks"), r.fallbacks, issues),
+            context_fallbacks: decode_targets(&format!("{path}.context_fallbacks"), r.context_fallbacks, issues),
+            settings: RouteConfig {
+                fallback_on_caller_fault: r.fallback_on_caller_fault.unwrap_or(false),
+                hedge,
+                deadline: r.deadline.map(|d| d.0),
+                retry: r.retry.map(|x| x.resolve(RetryPolicy::default())),
+                fail_fast: r.fail_fast.unwrap_or(false),
+                ..RouteConfig::default()
+            },
+            path,
         }
-    }
-    let hedge = match r.hedge.map(RawHedge::resolve) {
-        Some(Ok(h)) => Some(h),
-        Some(Err((field, msg))) => {
-            issues.push(format!("{path}.hedge.{field}"), msg);
-            None
-        }
-        None => None,
-    };
-    RouteConfig {
-        models: r.models,
-        fallbacks: r.fallbacks.into_iter().map(|f| f.0).collect(),
-        context_fallbacks: r.context_fallbacks.into_iter().map(|f| f.0).collect(),
-        fallback_on_caller_fault: r.fallback_on_caller_fault.unwrap_or(false),
-        hedge,
-        deadline: r.deadline.map(|d| d.0),
-        retry: r.retry.map(|x| x.resolve(RetryPolicy::default())),
-        fail_fast: r.fail_fast.unwrap_or(false),
     }
 }
 
-fn sorted_names(names: &HashSet<&str>) -> String {
-    let mut v: Vec<&str> = names.iter().copied().collect();
-    v.sort_unstable();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
+/// The providers as the routes see them.
+struct Known<'a> {
+    configured: std::collections::HashMap<&'a str, &'a ProviderConfig>,
+    declared: &'a HashSet<String>,
+}
+
+impl Known<'_> {
+    /// Checks a `provider/model` target: the provider exists and its allow-list (if any) has the model. A
+    /// provider that is in the file but has mistakes of its own is not reported again here.
+    fn check_target(&self, at: &str, t: &str, issues: &mut Issues) {
+        match t.split_once('/') {
+            Some((p, m)) if !p.is_empty() && !m.is_empty() => match self.configured.get(p) {
+                Some(pc) => {
+                    if !pc.allows_model(m) {
+                        issues.push(at, not_allowed(pc, m));
+                    }
+                }
+                None if self.declared.contains(p) => {}
+                None => {
+                    let planned = decode::planned_kind(p).map(|(what, _)| format!(" ({what} is not supported yet)")).unwrap_or_default();
+                    issues.push(
+                        at,
+                        format!("\"{t}\" names provider \"{p}\", which is not configured{planned}; configured: {}", self.names()),
+                    );
+                }
+            },
+            _ => issues.push(at, format!("\"{t}\" must be written provider/model")),
+        }
     }
+
+    fn names(&self) -> String {
+        let mut v: Vec<&str> = self.declared.iter().map(String::as_str).collect();
+        v.sort_unstable();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+}
+
+/// Why `provider/model` is refused by the provider's `models` allow-list, and how to allow it.
+fn not_allowed(p: &ProviderConfig, model: &str) -> String {
+    format!(
+        "providers.{}.models does not list \"{model}\"; that list is an allow-list (only {} are served), so add the model there or remove the list to allow any",
+        p.name,
+        p.models.join(", ")
+    )
+}
+
+/// Checks every route against the providers and against each other.
+fn routes(pending: Vec<PendingRoute>, known: &Known, issues: &mut Issues) -> Vec<RouteConfig> {
+    let mut owner: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for r in pending {
+        for (at, m) in &r.models {
+            if m.trim().is_empty() {
+                issues.push(at, "must not be empty");
+                continue;
+            }
+            if let Some(first) = owner.get(m) {
+                issues.push(
+                    at,
+                    format!(
+                        "\"{m}\" is also routed by {first}; a request uses only the first route that names its model, so merge the two"
+                    ),
+                );
+                continue;
+            }
+            owner.insert(m.clone(), r.path.clone());
+            // A route for provider/model is checked like a target; a bare name is a name callers use.
+            if let Some((p, rest)) = m.split_once('/') {
+                if let Some(pc) = known.configured.get(p) {
+                    if !rest.is_empty() && !pc.allows_model(rest) && r.targets.is_empty() {
+                        issues.push(at, not_allowed(pc, rest));
+                    }
+                }
+            }
+        }
+        for t in r.targets.iter().chain(&r.fallbacks).chain(&r.context_fallbacks) {
+            known.check_target(&t.at, &t.target.target, issues);
+        }
+        out.push(RouteConfig {
+            models: r.models.into_iter().map(|(_, m)| m).collect(),
+            targets: r.targets.into_iter().map(|t| t.target).collect(),
+            fallbacks: r.fallbacks.into_iter().map(|t| t.target).collect(),
+            context_fallbacks: r.context_fallbacks.into_iter().map(|t| t.target).collect(),
+            ..r.settings
+        });
+    }
+    out
 }
 
 fn parse_net(s: &str) -> Option<ipnet::IpNet> {
@@ -986,6 +1181,80 @@ fn check_base_url(u: &str) -> Result<(), BaseUrlProblem> {
     Ok(())
 }
 
+/// A key's secret from `value` (a literal or `env.NAME`) or `env: NAME`. Forms other tools use for an
+/// environment variable are refused with the right form: sent literally they would be a wrong key.
+fn key_secret(kpath: &str, value: Option<String>, env_name: Option<String>, env: &dyn Env, issues: &mut Issues) -> Option<String> {
+    let (field, var) = match (value, env_name) {
+        (Some(_), Some(_)) => {
+            issues.push(kpath, "write either value: (a literal or env.NAME) or env: NAME, not both");
+            return None;
+        }
+        (None, None) => {
+            issues.push(kpath, "each key needs `value:` (the key, or env.NAME to read it from the environment) or `env: NAME`");
+            return None;
+        }
+        (None, Some(var)) => {
+            let var = var.strip_prefix("env.").unwrap_or(&var).to_string();
+            ("env", var)
+        }
+        (Some(v), None) => match v.strip_prefix("env.") {
+            Some(var) => ("value", var.to_string()),
+            None => {
+                let foreign = v
+                    .strip_prefix("os.environ/")
+                    .or_else(|| v.strip_prefix("${").and_then(|r| r.strip_suffix('}')))
+                    .or_else(|| v.strip_prefix('$').filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')));
+                if let Some(var) = foreign {
+                    issues.push(
+                        format!("{kpath}.value"),
+                        format!("\"{v}\" would be sent as the key itself; to read the variable write value: env.{var} (or env: {var})"),
+                    );
+                    return None;
+                }
+                if v.is_empty() {
+                    issues.push(format!("{kpath}.value"), "must not be empty");
+                    return None;
+                }
+                return Some(v);
+            }
+        },
+    };
+    if var.is_empty() {
+        issues.push(format!("{kpath}.{field}"), "names no environment variable");
+        return None;
+    }
+    match env.var(&var) {
+        Some(v) => Some(v),
+        None => {
+            issues.push(
+                format!("{kpath}.{field}"),
+                format!("environment variable {var} is not set (or empty); export it or write the key literally"),
+            );
+            None
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// Whether the provider's `models` allow-list admits `model` (an empty list admits any).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+
+    /// Model names the file says this provider serves: its allow-list, its keys' lists and its Azure
+    /// deployments. Used to resolve bare model names and to list models; the upstream's own list is
+    /// added at run time.
+    pub fn declared_models(&self) -> impl Iterator<Item = &str> {
+        let mut seen = HashSet::new();
+        self.models
+            .iter()
+            .chain(self.keys.iter().flat_map(|k| &k.models))
+            .chain(self.options.deployments.keys())
+            .map(String::as_str)
+            .filter(move |m| seen.insert(*m))
+    }
+}
+
 fn valid_provider_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
@@ -996,7 +1265,7 @@ fn kind_list() -> String {
 
 fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) -> Option<ProviderConfig> {
     let path = format!("providers.{name}");
-    let before = issues.0.len();
+    let before = issues.len();
     if !valid_provider_name(name) {
         issues.push(&path, "provider names may hold letters, digits, '-', '_' and '.' only (the name is the prefix in \"name/model\")");
     }
@@ -1004,17 +1273,22 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
         Some(t) => match ProviderKind::parse(t) {
             Some(k) => Some(k),
             None => {
-                issues.push(format!("{path}.type"), format!("unknown provider type \"{t}\"; expected one of {}", kind_list()));
+                let hint = match decode::kind_suggestion(t) {
+                    Some(k) => format!("did you mean \"{}\"? (types: {})", k.as_str(), kind_list()),
+                    None => format!("expected one of {}", kind_list()),
+                };
+                issues.push(format!("{path}.type"), format!("unknown provider type \"{t}\"; {hint}"));
                 None
             }
         },
         None => match ProviderKind::parse(name) {
             Some(k) => Some(k),
             None => {
-                issues.push(
-                    format!("{path}.type"),
-                    format!("missing, and \"{name}\" is not a provider type; add `type:` with one of {}", kind_list()),
-                );
+                let hint = match decode::kind_suggestion(name) {
+                    Some(k) => format!("add `type: {}` if that is what it is (types: {})", k.as_str(), kind_list()),
+                    None => format!("add `type:` with one of {}", kind_list()),
+                };
+                issues.push(format!("{path}.type"), format!("missing, and \"{name}\" is not a provider type; {hint}"));
                 None
             }
         },
@@ -1040,6 +1314,7 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
     let mut key_names = HashSet::new();
     for (i, k) in raw.keys.into_iter().enumerate() {
         let kpath = format!("{path}.keys[{i}]");
+        let Some(k) = issues.decode::<RawKey>(&kpath, k) else { continue };
         let key_name = k.name.unwrap_or_else(|| format!("key-{}", i + 1));
         if !key_names.insert(key_name.clone()) {
             issues.push(format!("{kpath}.name"), format!("duplicate key name \"{key_name}\"; key names must be unique per provider"));
@@ -1048,26 +1323,10 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
         if !(weight.is_finite() && weight > 0.0) {
             issues.push(format!("{kpath}.weight"), format!("must be a number greater than 0, got {weight}"));
         }
-        let secret = match k.value.strip_prefix("env.") {
-            Some(var) => match env.var(var) {
-                Some(v) => v,
-                None => {
-                    issues.push(
-                        format!("{kpath}.value"),
-                        format!("environment variable {var} is not set (or empty); export it or write the key literally"),
-                    );
-                    continue;
-                }
-            },
-            None if k.value.is_empty() => {
-                issues.push(format!("{kpath}.value"), "must not be empty");
-                continue;
-            }
-            None => k.value,
-        };
+        let Some(secret) = key_secret(&kpath, k.value, k.env, env, issues) else { continue };
         keys.push(KeyConfig { name: key_name, secret: SecretString::from(secret), weight, models: k.models });
     }
-    if keys.is_empty() && kind.requires_key() && issues.0.len() == before {
+    if keys.is_empty() && kind.requires_key() && issues.len() == before {
         let hint = kind.key_env_var().map(|v| format!(" (for example value: env.{v})")).unwrap_or_default();
         issues.push(format!("{path}.keys"), format!("type {} needs at least one key{hint}", kind.as_str()));
     }
@@ -1104,17 +1363,21 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
     if raw.default_max_tokens.is_some() && kind != ProviderKind::Anthropic {
         issues.push(format!("{path}.default_max_tokens"), "only anthropic providers take default_max_tokens");
     }
-    let mut models = raw.models;
-    for k in &keys {
-        for m in &k.models {
-            if !models.contains(m) {
-                models.push(m.clone());
+    let models = raw.models;
+    if !models.is_empty() {
+        for (i, k) in keys.iter().enumerate() {
+            for m in k.models.iter().filter(|m| !models.contains(m)) {
+                issues.push(
+                    format!("{path}.keys[{i}].models"),
+                    format!("lists \"{m}\", which {path}.models (an allow-list) does not; add it there or take it off the key"),
+                );
             }
         }
-    }
-    for m in raw.deployments.keys() {
-        if !models.contains(m) {
-            models.push(m.clone());
+        for m in raw.deployments.keys().filter(|m| !models.contains(m)) {
+            issues.push(
+                format!("{path}.deployments.{m}"),
+                format!("\"{m}\" is not in {path}.models (an allow-list); add it there or remove the deployment"),
+            );
         }
     }
     if raw.circuit_breaker.is_some() {
@@ -1136,7 +1399,7 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) ->
     if overload.max_in_flight == 0 {
         issues.push(format!("{path}.max_in_flight"), "must be at least 1");
     }
-    if issues.0.len() > before {
+    if issues.len() > before {
         return None;
     }
     Some(ProviderConfig {
@@ -1295,7 +1558,9 @@ routes:
         assert_eq!(o.keys[0].secret.expose_secret(), "sk-primary");
         assert_eq!(o.keys[1].name, "failover");
         assert_eq!(o.timeouts.total, Duration::from_secs(30));
-        assert_eq!(o.models, vec!["gpt-4o-mini".to_string()]);
+        // Key allow-lists are declared models, not the provider's allow-list.
+        assert!(o.models.is_empty());
+        assert_eq!(o.declared_models().collect::<Vec<_>>(), vec!["gpt-4o-mini"]);
         assert_eq!(c.providers[1].keys[0].name, "key-1");
         assert_eq!(c.providers[2].kind, ProviderKind::Ollama);
         assert_eq!(c.providers[3].base_url, "http://127.0.0.1:8000/v1");
@@ -1518,5 +1783,127 @@ providers:
     fn json_is_accepted() {
         let c = parse_str(r#"{"providers":{"vllm":{"base_url":"http://127.0.0.1:8000/v1"}}}"#, &env()).unwrap();
         assert_eq!(c.providers[0].base_url, "http://127.0.0.1:8000/v1");
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        parse_str(yaml, &env()).unwrap_err().issues.into_iter().map(|i| format!("{}: {}", i.path, i.message)).collect()
+    }
+
+    #[test]
+    fn pasted_keys_with_env_are_keys() {
+        let c = parse_str("providers:\n  openai:\n    keys:\n      - env: OPENAI_KEY_PRIMARY\n        weight: 0.7\n      - value: env.ANTHROPIC_KEY\n        weight: 0.3\n", &env()).unwrap();
+        let k = &c.providers[0].keys;
+        assert_eq!((k[0].secret.expose_secret(), k[0].weight), ("sk-primary", 0.7));
+        assert_eq!((k[1].secret.expose_secret(), k[1].weight), ("sk-ant", 0.3));
+        let e = errors("providers:\n  openai:\n    keys:\n      - env: NOPE\n      - {env: OPENAI_KEY_PRIMARY, value: x}\n      - {weight: 1}\n      - value: os.environ/OPENAI_KEY_PRIMARY\n      - value: ${OPENAI_KEY_PRIMARY}\n");
+        for needle in [
+            "providers.openai.keys[0].env: environment variable NOPE is not set",
+            "providers.openai.keys[1]: write either value: (a literal or env.NAME) or env: NAME, not both",
+            "providers.openai.keys[2]: each key needs `value:`",
+            "providers.openai.keys[3].value: \"os.environ/OPENAI_KEY_PRIMARY\" would be sent as the key itself; to read the variable write value: env.OPENAI_KEY_PRIMARY",
+            "providers.openai.keys[4].value: \"${OPENAI_KEY_PRIMARY}\" would be sent as the key itself",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(needle)), "missing {needle:?} in {e:#?}");
+        }
+        assert_eq!(e.len(), 5, "{e:#?}");
+    }
+
+    #[test]
+    fn a_bedrock_provider_is_one_plain_error_not_unknown_fields() {
+        let e = errors("providers:\n  openai:\n    keys:\n      - env: OPENAI_KEY_PRIMARY\n        weight: 0.7\n  bedrock:\n    keys:\n      - env: BEDROCK_KEY\n        region: eu-central-1\nroutes:\n  - models: [openai/gpt-4o]\n    fallbacks: [bedrock/anthropic.claude-3-5-haiku]\n");
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("providers.bedrock: provider type bedrock (AWS Bedrock) is not supported yet"), "{e:#?}");
+        // Elsewhere a region is explained, not just unknown.
+        let e = errors("providers:\n  openai:\n    keys:\n      - env: OPENAI_KEY_PRIMARY\n        region: eu-central-1\n");
+        assert!(
+            e[0].starts_with("providers.openai.keys[0].region: unknown field `region`; `region` is a setting of AWS Bedrock"),
+            "{e:#?}"
+        );
+        // A route naming a provider that is not configured says which are.
+        let e = errors("providers:\n  openai:\n    keys: [{env: OPENAI_KEY_PRIMARY}]\nroutes:\n  - models: [openai/gpt-4o]\n    fallbacks: [bedrock/anthropic.claude-3-5-haiku]\n");
+        assert_eq!(e, vec!["routes[0].fallbacks[0]: \"bedrock/anthropic.claude-3-5-haiku\" names provider \"bedrock\", which is not configured (AWS Bedrock is not supported yet); configured: openai".to_string()]);
+    }
+
+    #[test]
+    fn top_level_fallbacks_in_both_published_shapes() {
+        let c = parse_str("providers:\n  anthropic: {keys: [{env: ANTHROPIC_KEY}]}\n  openai: {keys: [{env: OPENAI_KEY_PRIMARY}]}\nfallbacks:\n  - from: anthropic/claude-sonnet-4-6\n    to: openai/gpt-4o\n", &env()).unwrap();
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].models, vec!["anthropic/claude-sonnet-4-6"]);
+        assert_eq!(c.routes[0].fallbacks, vec![Fallback::plain("openai/gpt-4o")]);
+        assert!(c.routes[0].targets.is_empty());
+
+        let chain = "providers:\n  ollama: {base_url: \"http://127.0.0.1:11434\"}\n  anthropic: {keys: [{env: ANTHROPIC_KEY}]}\nfallbacks:\n  synthetic-captions:\n    - provider: ollama\n      model: \"qwen2.5-vl:7b\"\n    - provider: anthropic\n      model: \"claude-sonnet-4-6\"\n";
+        let c = parse_str(chain, &env()).unwrap();
+        assert_eq!(c.routes[0].models, vec!["synthetic-captions"]);
+        assert_eq!(c.routes[0].targets, vec![Fallback::plain("ollama/qwen2.5-vl:7b"), Fallback::plain("anthropic/claude-sonnet-4-6")]);
+
+        let e = errors("providers:\n  openai: {keys: [{env: OPENAI_KEY_PRIMARY}]}\nfallbacks:\n  - openai/gpt-4o\n  - from: openai/gpt-4o\n    to: nobody/x\n  - {from: openai/a, too: openai/b}\n");
+        assert!(e.iter().any(|x| x.starts_with("fallbacks[0]: a top-level fallbacks list holds {from")), "{e:#?}");
+        assert!(e.iter().any(|x| x.starts_with("fallbacks[1].to: \"nobody/x\" names provider \"nobody\"")), "{e:#?}");
+        assert!(e.iter().any(|x| x.starts_with("fallbacks[2]") && x.contains("too")), "{e:#?}");
+        let e = errors("fallbacks:\n  chain:\n    - {provider: ollama}\n    - {model: x}\n  empty: []\n");
+        assert!(e.iter().any(|x| x.starts_with("fallbacks.chain[0]: provider \"ollama\" needs a model")), "{e:#?}");
+        assert!(e.iter().any(|x| x.starts_with("fallbacks.chain[1]: model \"x\" needs its provider")), "{e:#?}");
+        assert!(e.iter().any(|x| x.starts_with("fallbacks.empty: a chain needs at least one target")), "{e:#?}");
+    }
+
+    #[test]
+    fn every_independent_mistake_in_one_pass_and_no_consequences() {
+        let bad = r#"
+providers:
+  openai:
+    api_base: https://api.openai.com
+    keys:
+      - env: OPENAI_KEY_PRIMARY
+        wieght: 0.7
+  anthropic:
+    type: claude
+    keys: [{env: ANTHROPIC_KEY}]
+  local:
+    type: ollama
+    timeout: soon
+    tags: [on-prem, 5]
+routes:
+  - models: [anthropic/claude-sonnet-4-6]
+    fallbacks: [openai/gpt-4o, local/llava]
+  - model: gpt-4o
+  - models: [anthropic/claude-sonnet-4-6]
+model_list: []
+"#;
+        let e = errors(bad);
+        let expected = [
+            "providers.openai.api_base: unknown field `api_base`; the provider's address is `base_url`",
+            "providers.openai.keys[0].wieght: unknown field `wieght`; did you mean `weight`?",
+            "providers.anthropic.type: unknown provider type \"claude\"; did you mean \"anthropic\"?",
+            "providers.local.timeout: expected a duration",
+            "providers.local.tags[1]: invalid type",
+            "routes[1].model: unknown field `model`; write `models: [...]`",
+            "routes[1].models: list at least one model",
+            "routes[2].models[0]: \"anthropic/claude-sonnet-4-6\" is also routed by routes[0]",
+            "model_list: unknown top-level key; this is LiteLLM's model_list",
+        ];
+        for needle in expected {
+            assert_eq!(e.iter().filter(|x| x.starts_with(needle)).count(), 1, "{needle:?} not reported exactly once in {e:#?}");
+        }
+        // Nothing else: in particular no "not configured" for the providers whose own settings are wrong.
+        assert_eq!(e.len(), expected.len(), "{e:#?}");
+    }
+
+    #[test]
+    fn allow_lists_are_checked_against_routes_keys_and_deployments() {
+        let e = errors("providers:\n  openai:\n    models: [gpt-4o]\n    keys: [{value: k, models: [gpt-4o-mini]}]\n");
+        assert!(
+            e[0].starts_with(
+                "providers.openai.keys[0].models: lists \"gpt-4o-mini\", which providers.openai.models (an allow-list) does not"
+            ),
+            "{e:#?}"
+        );
+        let e = errors("providers:\n  openai:\n    models: [gpt-4o]\n    keys: [{value: k}]\nroutes:\n  - models: [openai/gpt-4o-mini]\n  - models: [x]\n    fallbacks: [openai/o3]\n");
+        for needle in [
+            "routes[0].models[0]: providers.openai.models does not list \"gpt-4o-mini\"; that list is an allow-list",
+            "routes[1].fallbacks[0]: providers.openai.models does not list \"o3\"",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(needle)), "missing {needle:?} in {e:#?}");
+        }
     }
 }

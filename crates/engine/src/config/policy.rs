@@ -276,7 +276,8 @@ impl Fallback {
     }
 }
 
-/// `"provider/model"` or `{target: "provider/model", params: {max_tokens: 512}}`.
+/// `"provider/model"`, `{target: "provider/model", params: {max_tokens: 512}}`, or the shape published
+/// field reports use, `{provider: ollama, model: "qwen2.5-vl:7b"}` (with optional `params`).
 pub(super) struct RawFallback(pub(super) Fallback);
 
 impl<'de> Deserialize<'de> for RawFallback {
@@ -284,7 +285,12 @@ impl<'de> Deserialize<'de> for RawFallback {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Obj {
-            target: String,
+            #[serde(default)]
+            target: Option<String>,
+            #[serde(default)]
+            provider: Option<String>,
+            #[serde(default)]
+            model: Option<String>,
             #[serde(default)]
             params: Map<String, Value>,
         }
@@ -292,14 +298,35 @@ impl<'de> Deserialize<'de> for RawFallback {
         match v {
             Yaml::String(s) => Ok(RawFallback(Fallback::plain(s))),
             Yaml::Mapping(_) => {
-                let o: Obj = serde_yaml_ng::from_value(v).map_err(serde::de::Error::custom)?;
+                let o: Obj = serde_yaml_ng::from_value(v).map_err(|e| {
+                    let msg = e.to_string();
+                    serde::de::Error::custom(msg.split(" at line ").next().unwrap_or(&msg).to_string())
+                })?;
+                let target = match (o.target, o.provider, o.model) {
+                    (Some(t), None, None) => t,
+                    (None, Some(p), Some(m)) => format!("{p}/{m}"),
+                    (None, Some(p), None) => {
+                        return Err(serde::de::Error::custom(format!("provider \"{p}\" needs a model: {{provider: {p}, model: NAME}}")))
+                    }
+                    (None, None, Some(m)) => {
+                        return Err(serde::de::Error::custom(format!(
+                            "model \"{m}\" needs its provider: {{provider: NAME, model: {m}}} or \"NAME/{m}\""
+                        )))
+                    }
+                    (None, None, None) => {
+                        return Err(serde::de::Error::custom("name the target: \"provider/model\" or {provider: NAME, model: MODEL}"))
+                    }
+                    (Some(_), _, _) => {
+                        return Err(serde::de::Error::custom("write either target: provider/model or provider + model, not both"))
+                    }
+                };
                 if o.params.contains_key("model") || o.params.contains_key("messages") {
                     return Err(serde::de::Error::custom("params may not replace model or messages"));
                 }
-                Ok(RawFallback(Fallback { target: o.target, params: o.params }))
+                Ok(RawFallback(Fallback { target, params: o.params }))
             }
             other => Err(serde::de::Error::custom(format!(
-                "expected \"provider/model\" or {{target: provider/model, params: {{...}}}}, got {}",
+                "expected \"provider/model\", {{provider: NAME, model: MODEL}} or {{target: provider/model, params: {{...}}}}, got {}",
                 yaml_brief(&other)
             ))),
         }
