@@ -137,28 +137,81 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// `switchyard check`: the same loading and the same gateway construction as `serve`, so a file that
+/// passes here starts there, and each route is shown as the targets `serve` would try.
 fn check(path: &std::path::Path) -> Result<(), String> {
     let cfg = config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?;
+    let gateway = Gateway::new(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("{}: ok", path.display());
-    print_summary(&cfg);
+    print_summary(&cfg, &gateway);
     Ok(())
 }
 
-fn print_summary(cfg: &Config) {
-    println!("  listen: {}", cfg.listen);
+fn print_summary(cfg: &Config, gateway: &Gateway) {
+    let scope = if cfg.listen.ip().is_loopback() { "this machine only" } else { "reachable from the network" };
+    println!("  listen: {} ({scope})", cfg.listen);
     println!("  providers: {}", cfg.providers.len());
     for p in &cfg.providers {
-        let keys = if p.keys.is_empty() { "keyless".to_string() } else { format!("{} key(s)", p.keys.len()) };
+        let keys = if p.keys.is_empty() {
+            "keyless".to_string()
+        } else {
+            let names: Vec<String> = p.keys.iter().map(|k| format!("{} weight {}", k.name, k.weight)).collect();
+            format!("keys: {}", names.join(", "))
+        };
         let tags = if p.tags.is_empty() { String::new() } else { format!(" [{}]", p.tags.join(", ")) };
-        println!("    {} ({}) {} {}{}", p.name, p.kind.as_str(), p.base_url, keys, tags);
+        let models = if p.models.is_empty() {
+            "models: any (none listed)".to_string()
+        } else {
+            format!("models: only {} (an allow-list)", p.models.join(", "))
+        };
+        println!("    {} ({}) {} {keys}{tags}; {models}", p.name, p.kind.as_str(), p.base_url);
     }
-    println!("  routes: {}", cfg.routes.len());
+    let lines = route_lines(cfg, gateway);
+    println!("  routes: {}", lines.len());
+    for l in lines {
+        println!("    {l}");
+    }
+}
+
+/// One line per routed model name: how the name resolves and the targets tried in order, computed by the
+/// gateway's own planner (without the upstreams' model lists, which `serve` fetches at start).
+fn route_lines(cfg: &Config, gateway: &Gateway) -> Vec<String> {
+    let mut out = Vec::new();
     for r in &cfg.routes {
-        let fallbacks: Vec<&str> = r.fallbacks.iter().map(|f| f.target.as_str()).collect();
-        let fallbacks = if fallbacks.is_empty() { "(no fallbacks)".to_string() } else { fallbacks.join(" -> ") };
-        let hedge = if r.hedge.is_some() { " (hedged)" } else { "" };
-        println!("    {} -> {fallbacks}{hedge}", r.models.join(", "));
+        let mut extras = Vec::new();
+        if r.hedge.is_some() {
+            extras.push("hedged".to_string());
+        }
+        if let Some(d) = r.deadline {
+            extras.push(format!("deadline {}s", d.as_secs_f64()));
+        }
+        if r.fail_fast {
+            extras.push("fail-fast".to_string());
+        }
+        if !r.context_fallbacks.is_empty() {
+            let c: Vec<&str> = r.context_fallbacks.iter().map(|f| f.target.as_str()).collect();
+            extras.push(format!("prompt too long: {}", c.join(" -> ")));
+        }
+        let extras = if extras.is_empty() { String::new() } else { format!(" ({})", extras.join("; ")) };
+        for m in &r.models {
+            match gateway.plan(m, &[]) {
+                Ok(plan) => {
+                    let labels: Vec<&str> = plan.targets.iter().map(|t| t.label.as_str()).collect();
+                    let mut line = format!("{m} [{}]: {}{extras}", plan.via.describe(), labels.join(" -> "));
+                    if plan.via == switchyard_engine::Via::OnlyProvider && !r.fallbacks.is_empty() {
+                        line.push_str(&format!(
+                            "\n      note: no provider lists \"{m}\", so it is sent to the only provider first; if it names the chain rather than a model, write targets: instead of fallbacks:"
+                        ));
+                    }
+                    out.push(line);
+                }
+                Err(e) => out.push(format!(
+                    "{m}: no provider lists it in the file; served only if a provider's own model list has it at start ({e})"
+                )),
+            }
+        }
     }
+    out
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {

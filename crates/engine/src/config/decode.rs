@@ -36,6 +36,9 @@ impl Issues {
     /// field at fault is removed and decoding starts again, so independent mistakes are all reported; the
     /// value returned (if any) lacks the fields that were wrong, which then take their defaults.
     pub(super) fn decode<T: for<'de> Deserialize<'de>>(&mut self, base: &str, mut v: Yaml) -> Option<T> {
+        // Where unknown fields were taken out: a required field then missing there is most likely the one
+        // the unknown field misspelt, and the unknown field's message already lists the expected ones.
+        let mut misspelt_in: Vec<String> = Vec::new();
         for _ in 0..MAX_ROUNDS {
             match serde_path_to_error::deserialize::<_, T>(v.clone()) {
                 Ok(t) => return Some(t),
@@ -43,6 +46,15 @@ impl Issues {
                     let segments: Vec<Segment> = e.path().iter().cloned().collect();
                     let path = join(base, &e.path().to_string());
                     let msg = e.into_inner().to_string();
+                    if msg.starts_with("unknown field") {
+                        misspelt_in.push(segments.iter().take(segments.len().saturating_sub(1)).map(|s| s.to_string()).collect());
+                    } else if msg.starts_with("missing field") && misspelt_in.contains(&segments.iter().map(|s| s.to_string()).collect()) {
+                        // Said already; the section cannot be decoded without the field.
+                        if !remove_at(&mut v, &segments) {
+                            return None;
+                        }
+                        continue;
+                    }
                     self.push(path.clone(), humanize(&path, &msg));
                     if !remove_at(&mut v, &segments) {
                         return None;
@@ -180,6 +192,7 @@ fn field_hint(path: &str, field: &str) -> Option<String> {
         "target" | "chain" | "aliases" if in_route => "a route's chain is `targets: [provider/model, ...]`",
         "from" | "to" if in_route => "from/to belong to the top-level `fallbacks:` list; in a route write `models: [FROM]` and `fallbacks: [TO]`",
         "timeout" if in_route => "a route's time limit is `deadline: 30s`",
+        "delay" | "wait" if path.contains(".hedge.") => "the hedge's wait is `after: 2s` (or after: p95)",
         _ => return None,
     };
     Some(hint.to_string())

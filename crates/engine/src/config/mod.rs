@@ -609,8 +609,9 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                         if planned_provider(&name, &pv, &path, issues) {
                             continue;
                         }
+                        let before = issues.len();
                         if let Some(raw) = issues.decode::<RawProvider>(&path, pv) {
-                            if let Some(p) = provider(&name, raw, env, issues) {
+                            if let Some(p) = provider(&name, raw, env, issues, before) {
                                 providers.push(p);
                             }
                         }
@@ -1043,7 +1044,10 @@ impl Known<'_> {
                     let planned = decode::planned_kind(p).map(|(what, _)| format!(" ({what} is not supported yet)")).unwrap_or_default();
                     issues.push(
                         at,
-                        format!("\"{t}\" names provider \"{p}\", which is not configured{planned}; configured: {}", self.names()),
+                        format!(
+                            "\"{t}\" names provider \"{p}\", which is not configured{planned}; providers in the file: {}",
+                            self.names()
+                        ),
                     );
                 }
             },
@@ -1263,9 +1267,11 @@ fn kind_list() -> String {
     ProviderKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues) -> Option<ProviderConfig> {
+/// Checks one decoded provider. `before` is the issue count before its section was decoded: a provider
+/// with any mistake is not configured (its other checks still run and report), so that nothing downstream
+/// reports its absence as a second mistake.
+fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, before: usize) -> Option<ProviderConfig> {
     let path = format!("providers.{name}");
-    let before = issues.len();
     if !valid_provider_name(name) {
         issues.push(&path, "provider names may hold letters, digits, '-', '_' and '.' only (the name is the prefix in \"name/model\")");
     }
@@ -1821,7 +1827,7 @@ providers:
         );
         // A route naming a provider that is not configured says which are.
         let e = errors("providers:\n  openai:\n    keys: [{env: OPENAI_KEY_PRIMARY}]\nroutes:\n  - models: [openai/gpt-4o]\n    fallbacks: [bedrock/anthropic.claude-3-5-haiku]\n");
-        assert_eq!(e, vec!["routes[0].fallbacks[0]: \"bedrock/anthropic.claude-3-5-haiku\" names provider \"bedrock\", which is not configured (AWS Bedrock is not supported yet); configured: openai".to_string()]);
+        assert_eq!(e, vec!["routes[0].fallbacks[0]: \"bedrock/anthropic.claude-3-5-haiku\" names provider \"bedrock\", which is not configured (AWS Bedrock is not supported yet); providers in the file: openai".to_string()]);
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `switchyard serve` with this YAML config on 127.0.0.1:0 and waits until it listens.
     pub fn start(yaml: &str) -> Gateway {
+        Gateway::start_with_env(yaml, &[])
+    }
+
+    /// [`Gateway::start`] with these variables added to the gateway's environment.
+    pub fn start_with_env(yaml: &str, vars: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switchyard.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -29,6 +34,7 @@ impl Gateway {
             .arg(&path)
             .args(["--listen", "127.0.0.1:0"])
             .env("SWITCHYARD_LOG", "error")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -398,4 +404,14 @@ pub async fn image_host() -> ImageHost {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     ImageHost { base: format!("http://{addr}"), seen, released }
+}
+
+/// `switchyard check --config FILE` on this YAML: (exit code 0?, stdout, stderr).
+pub fn check(yaml: &str, vars: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["check", "--config"]).arg(&path).envs(vars.iter().copied()).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
