@@ -1055,6 +1055,18 @@ impl Known<'_> {
         }
     }
 
+    /// Whether a bare model name can reach a provider without a route's help: one provider lists it, or
+    /// the only provider takes any name. With several providers that list nothing, a name is known only
+    /// from their model lists at run time, which a file check cannot rely on.
+    fn may_serve_bare(&self, model: &str) -> bool {
+        if self.declared.len() > self.configured.len() {
+            // A provider with mistakes of its own might be the one; it is reported already.
+            return true;
+        }
+        let serving: Vec<&&ProviderConfig> = self.configured.values().filter(|p| p.allows_model(model)).collect();
+        serving.iter().any(|p| p.declared_models().any(|d| d == model)) || (self.configured.len() == 1 && serving.len() == 1)
+    }
+
     fn names(&self) -> String {
         let mut v: Vec<&str> = self.declared.iter().map(String::as_str).collect();
         v.sort_unstable();
@@ -1096,12 +1108,19 @@ fn routes(pending: Vec<PendingRoute>, known: &Known, issues: &mut Issues) -> Vec
             }
             owner.insert(m.clone(), r.path.clone());
             // A route for provider/model is checked like a target; a bare name is a name callers use.
-            if let Some((p, rest)) = m.split_once('/') {
-                if let Some(pc) = known.configured.get(p) {
-                    if !rest.is_empty() && !pc.allows_model(rest) && r.targets.is_empty() {
-                        issues.push(at, not_allowed(pc, rest));
-                    }
+            let prefixed = m.split_once('/').and_then(|(p, rest)| known.configured.get(p).map(|pc| (pc, rest)));
+            if let Some((pc, rest)) = prefixed {
+                if !rest.is_empty() && !pc.allows_model(rest) && r.targets.is_empty() {
+                    issues.push(at, not_allowed(pc, rest));
                 }
+            } else if r.targets.is_empty() && r.fallbacks.is_empty() && !known.may_serve_bare(m) {
+                // Accepted, it would answer every request with a 404: say so now.
+                issues.push(
+                    at,
+                    format!(
+                        "no provider serves \"{m}\", and the route has no targets to serve it; write it as provider/model, list it under providers.NAME.models, or give the route `targets:` (a named chain)"
+                    ),
+                );
             }
         }
         for t in r.targets.iter().chain(&r.fallbacks).chain(&r.context_fallbacks) {
@@ -1911,5 +1930,16 @@ model_list: []
         ] {
             assert!(e.iter().any(|x| x.starts_with(needle)), "missing {needle:?} in {e:#?}");
         }
+    }
+
+    #[test]
+    fn a_route_whose_name_nothing_can_serve_is_refused_not_accepted_and_dead() {
+        let two = "providers:\n  openai: {keys: [{value: k}]}\n  anthropic: {keys: [{value: k}]}\n";
+        let e = errors(&format!("{two}routes:\n  - models: [synthetic-captions]\n    hedge: {{after: 1s}}\n"));
+        assert!(e[0].starts_with("routes[0].models[0]: no provider serves \"synthetic-captions\""), "{e:#?}");
+        // With fallbacks the name is served by them; listed by a provider, or with one provider, it resolves.
+        parse_str(&format!("{two}routes:\n  - models: [synthetic-captions]\n    fallbacks: [openai/gpt-4o]\n"), &env()).unwrap();
+        parse_str("providers:\n  openai: {keys: [{value: k}], models: [gpt-4o]}\n  anthropic: {keys: [{value: k}]}\nroutes:\n  - models: [gpt-4o]\n    hedge: {after: 1s}\n", &env()).unwrap();
+        parse_str("providers:\n  openai: {keys: [{value: k}]}\nroutes:\n  - models: [gpt-4o]\n    deadline: 5s\n", &env()).unwrap();
     }
 }
