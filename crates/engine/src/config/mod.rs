@@ -1942,4 +1942,41 @@ model_list: []
         parse_str("providers:\n  openai: {keys: [{value: k}], models: [gpt-4o]}\n  anthropic: {keys: [{value: k}]}\nroutes:\n  - models: [gpt-4o]\n    hedge: {after: 1s}\n", &env()).unwrap();
         parse_str("providers:\n  openai: {keys: [{value: k}]}\nroutes:\n  - models: [gpt-4o]\n    deadline: 5s\n", &env()).unwrap();
     }
+
+    /// Mutated files (lines dropped, repeated, re-indented, or cut; bytes flipped) never panic the loader
+    /// nor make it loop: each is a config or a list of issues, every issue with a message.
+    #[test]
+    fn mutated_files_are_refused_cleanly() {
+        let seeds = [GOOD, "providers:\n  openai:\n    api_base: x\n    keys:\n      - {env: OPENAI_KEY_PRIMARY, wieght: 2, models: [a, [b]]}\nfallbacks:\n  chain:\n    - {provider: openai, model: a}\n  - from: x\nroutes:\n  - models: [chain]\n    targets: [openai/a, {target: openai/b, params: {max_tokens: 3}}]\n    hedge: {after: p95, delay: 1}\n"];
+        let mut rng = fastrand::Rng::with_seed(8);
+        for i in 0..3000 {
+            let seed = seeds[i % seeds.len()];
+            let mut lines: Vec<String> = seed.lines().map(str::to_string).collect();
+            for _ in 0..rng.usize(1..4) {
+                let n = rng.usize(0..lines.len());
+                match rng.u8(0..5) {
+                    0 => {
+                        lines.remove(n);
+                    }
+                    1 => lines.insert(n, lines[n].clone()),
+                    2 => lines[n] = format!("  {}", lines[n]),
+                    3 => lines[n] = lines[n].trim_start().to_string(),
+                    _ => {
+                        let mut b = lines[n].clone().into_bytes();
+                        if !b.is_empty() {
+                            let at = rng.usize(0..b.len());
+                            b[at] = b"-:[]{}, \"x0"[rng.usize(0..11)];
+                        }
+                        lines[n] = String::from_utf8_lossy(&b).into_owned();
+                    }
+                }
+                if lines.is_empty() {
+                    break;
+                }
+            }
+            if let Err(e) = parse_str(&lines.join("\n"), &env()) {
+                assert!(e.issues.iter().all(|i| !i.message.is_empty()), "{e}");
+            }
+        }
+    }
 }
