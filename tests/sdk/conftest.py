@@ -382,9 +382,9 @@ def stack_config(mocks: dict[str, Mock], pins: dict[str, Any]) -> dict[str, Any]
             "type": "azure",
             "base_url": mocks["azure"].url,
             "keys": [{"value": "azure-test-key"}],
-            "deployments": {"my-mini": "gpt-4o-mini"},
-            # Azure has no model list to read: the file names what it serves.
-            "models": ["gpt-4o-mini", "text-embedding-3-small"],
+            # Azure has no model list to read: its deployments name what it serves (for bare names and
+            # /v1/models). No `models` allow-list, so the fault-injecting `model+kind=...` names still pass.
+            "deployments": {"my-mini": "gpt-4o-mini", "gpt-4o-mini": "gpt-4o-mini", "text-embedding-3-small": "text-embedding-3-small"},
         },
         "local": {"type": "ollama", "base_url": mocks["local"].url},
         # The healthy OpenAI mock again, with short timeouts, for timeout tests (driven by model-name

@@ -1259,9 +1259,10 @@ fn key_secret(kpath: &str, value: Option<String>, env_name: Option<String>, env:
 }
 
 impl ProviderConfig {
-    /// Whether the provider's `models` allow-list admits `model` (an empty list admits any).
+    /// Whether the provider's `models` allow-list admits `model` (an empty list admits any). An Azure
+    /// deployment's model name is allowed too: mapping it is saying it is served.
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| m == model)
+        self.models.is_empty() || self.models.iter().any(|m| m == model) || self.options.deployments.contains_key(model)
     }
 
     /// Model names the file says this provider serves: its allow-list, its keys' lists and its Azure
@@ -1397,12 +1398,6 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
                     format!("lists \"{m}\", which {path}.models (an allow-list) does not; add it there or take it off the key"),
                 );
             }
-        }
-        for m in raw.deployments.keys().filter(|m| !models.contains(m)) {
-            issues.push(
-                format!("{path}.deployments.{m}"),
-                format!("\"{m}\" is not in {path}.models (an allow-list); add it there or remove the deployment"),
-            );
         }
     }
     if raw.circuit_breaker.is_some() {
@@ -1915,7 +1910,7 @@ model_list: []
     }
 
     #[test]
-    fn allow_lists_are_checked_against_routes_keys_and_deployments() {
+    fn allow_lists_are_checked_against_routes_and_keys() {
         let e = errors("providers:\n  openai:\n    models: [gpt-4o]\n    keys: [{value: k, models: [gpt-4o-mini]}]\n");
         assert!(
             e[0].starts_with(
