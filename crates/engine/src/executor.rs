@@ -29,7 +29,8 @@ use crate::error::{Attempt, FailureClass, GatewayError};
 use crate::health::{CooldownReason, LimitError, Pace, Standing, Token};
 use crate::images::Inlined;
 use crate::keys;
-use crate::pool::{endpoint, Plan, Provider, Target, Upstreams};
+use crate::plan::{Plan, Target};
+use crate::pool::{endpoint, Provider, Upstreams};
 use crate::retry::{self, AfterFailure, AfterRound, RoundEnd};
 use crate::upstream::{self, ChatStream, Failure, Label};
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::config::{Config, KeyConfig, ProviderConfig, RouteConfig, RoutingSettings};
 use crate::error::GatewayError;
@@ -116,65 +115,5 @@ pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a KeyConfig>) -> switc
         base_url: &p.cfg.base_url,
         api_key: key.map(|k| k.secret.expose_secret()),
         options: &p.cfg.options,
-    }
-}
-
-/// One entry of a routing plan.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub(crate) provider: usize,
-    /// The upstream model name (the provider prefix removed).
-    pub model: String,
-    /// `provider/model`, for headers and logs.
-    pub label: String,
-    /// Parameters that replace the caller's for this target (from a route's fallback entry).
-    pub(crate) params: Option<Arc<Map<String, Value>>>,
-}
-
-impl Target {
-    pub(crate) fn with_params(mut self, params: &Map<String, Value>) -> Self {
-        if !params.is_empty() {
-            self.params = Some(Arc::new(params.clone()));
-        }
-        self
-    }
-}
-
-/// What the gateway will try for one request.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub targets: Vec<Target>,
-    /// Tried instead of the remaining targets when one says the prompt is too long for its context.
-    pub context: Vec<Target>,
-    /// Index of the matching route, whose hedging, retries, deadline and fail-fast apply.
-    pub(crate) route: Option<usize>,
-    /// How the requested model became the first targets.
-    pub via: Via,
-}
-
-/// How a requested model name was resolved; `switchyard check` prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// `provider/model`.
-    Provider,
-    /// A bare name that exactly one provider lists (in the file or in its own model list).
-    Listed,
-    /// A bare name, sent to the only configured provider.
-    OnlyProvider,
-    /// A named chain (`routes[].targets`, or a named top-level `fallbacks:` chain).
-    Chain,
-    /// A bare name no provider serves, served by its route's fallbacks in order.
-    RouteFallbacks,
-}
-
-impl Via {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Via::Provider => "provider/model",
-            Via::Listed => "a bare name one provider lists",
-            Via::OnlyProvider => "a bare name, sent to the only provider",
-            Via::Chain => "a named chain",
-            Via::RouteFallbacks => "a name no provider lists, served by the route's fallbacks in order",
-        }
     }
 }
