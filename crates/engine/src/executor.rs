@@ -391,7 +391,7 @@ impl<'a> Run<'a> {
                     health.failure(now, true);
                 }
                 // A key's trouble says nothing about the provider's health; the next probe asks again.
-                Err(a) => tracing::debug!(upstream = %target, class = a.class.as_str(), "probe copy not answered: {}", a.message),
+                Err(a) => tracing::debug!(upstream = %target, class = %a.class.as_str(), "probe copy not answered: {}", a.message),
             }
         });
         true
@@ -528,7 +528,7 @@ impl<'a> Run<'a> {
                     p.keys[i].cool_down(self.up.clock.now_ms(), cooldown, reason);
                     metrics::counter!("switchyard_key_cooldowns_total", "provider" => p.cfg.name.clone(), "key" => p.cfg.keys[i].name.clone(), "reason" => class.as_str())
                         .increment(1);
-                    tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, cooldown = %crate::human::duration(cooldown), reason = class.as_str(), "key taken out of rotation");
+                    tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, cooldown = %crate::human::duration(cooldown), reason = %class.as_str(), "key taken out of rotation");
                     refused.push(i);
                     self.fail(index, f.attempt);
                 }
@@ -788,7 +788,7 @@ fn log_failed_attempt(a: &Attempt) {
     let key = a.key.as_deref().map(tracing::field::display);
     macro_rules! line {
         ($level:ident) => {
-            tracing::$level!(upstream = %a.target, key, status = a.status, class = a.class.as_str(), latency_ms = a.latency_ms,
+            tracing::$level!(upstream = %a.target, key, status = a.status, class = %a.class.as_str(), latency_ms = a.latency_ms,
                 "upstream attempt failed: {}", a.message)
         };
     }

@@ -292,7 +292,8 @@ impl Label<'_> {
             ReadError::Transport(e) => transport_failure(self, started, &e),
             ReadError::TooLarge { limit, declared } => {
                 let size = declared.map(|n| format!(" ({n} bytes declared)")).unwrap_or_default();
-                tracing::warn!(upstream = %self.target, limit = "upstream.max_response_size", bytes = limit, "upstream answer too large{size}; the attempt is abandoned");
+                // Usually the request asked for too much at once (see `FailureClass::TooLarge`): INFO.
+                tracing::info!(upstream = %self.target, limit = %"upstream.max_response_size", bytes = limit, "upstream answer too large{size}; the attempt is abandoned");
                 self.fail(
                     started,
                     Some(status),
@@ -301,7 +302,7 @@ impl Label<'_> {
                 )
             }
             ReadError::Budget(BudgetExhausted { cap }) => {
-                tracing::warn!(upstream = %self.target, limit = "upstream.max_buffered_total", bytes = cap, "the gateway-wide buffer for upstream answers is full; the attempt is refused");
+                tracing::warn!(upstream = %self.target, limit = %"upstream.max_buffered_total", bytes = cap, "the gateway-wide buffer for upstream answers is full; the attempt is refused");
                 let mut f = self.fail(
                     started,
                     Some(status),
@@ -460,7 +461,7 @@ pub fn wire_failure(label: &Label<'_>, started: Instant, e: WireError) -> Failur
         WireError::Malformed { .. } => label.fail(started, None, FailureClass::Malformed, e.to_string()),
         WireError::Unsupported { .. } => label.fail(started, None, FailureClass::Unsupported, e.to_string()),
         WireError::TooLong { what, limit } => {
-            tracing::warn!(upstream = %label.target, limit = "upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
+            tracing::warn!(upstream = %label.target, limit = %"upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
             label.fail(started, Some(200), FailureClass::Malformed, too_long_message(what, limit))
         }
     }
@@ -678,7 +679,7 @@ impl ChatStream {
 
     fn wire_error(&self, e: WireError) -> GatewayError {
         if let WireError::TooLong { what, limit } = e {
-            tracing::warn!(upstream = %self.target, limit = "upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
+            tracing::warn!(upstream = %self.target, limit = %"upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
             return interrupted(&too_long_message(what, limit), FailureClass::Malformed);
         }
         interrupted(&e.to_string(), FailureClass::Malformed)
