@@ -198,6 +198,9 @@ fn print_summary(cfg: &Config) {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    // Every HTTP client of the process (upstreams, image fetches, the Ollama probe) needs it, and reqwest
+    // is built without a bundled one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = match &args.config {
         Some(path) => config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?,
         None => {
