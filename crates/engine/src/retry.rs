@@ -50,9 +50,15 @@ pub fn after_failure(
         C::QuotaExhausted => AfterFailure::RotateKey { cooldown: cooldown.quota_exhausted, reason: CooldownReason::QuotaExhausted },
         C::ContextTooLong => AfterFailure::ContextFallback,
         C::CallerFault if !fallback_on_caller_fault => AfterFailure::Stop,
-        C::CallerFault | C::ModelNotFound | C::Transient | C::Timeout | C::Malformed | C::TooLarge | C::Unsupported | C::Degraded | C::Overloaded => {
-            AfterFailure::NextTarget
-        }
+        C::CallerFault
+        | C::ModelNotFound
+        | C::Transient
+        | C::Timeout
+        | C::Malformed
+        | C::TooLarge
+        | C::Unsupported
+        | C::Degraded
+        | C::Overloaded => AfterFailure::NextTarget,
     }
 }
 

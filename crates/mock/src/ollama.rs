@@ -79,7 +79,7 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
         ApiError::Invalid { message, .. } => message.clone(),
         ApiError::MissingKey | ApiError::BadKey | ApiError::Status(401) => "unauthorized".into(),
         ApiError::ModelNotFound(m) => model_not_found(&ctx.path, m),
-        ApiError::Status(404) => model_not_found(&ctx.path, &model),
+        ApiError::Status(404) => model_not_found(&ctx.path, model),
         ApiError::ContextLength { prompt_tokens, window } => {
             let (window, tokens) = context_numbers(*prompt_tokens, *window, 4_096);
             format!("the input length ({tokens} tokens) exceeds the context length ({window} tokens)")

@@ -33,7 +33,8 @@ pub(crate) struct Record {
     error: Option<String>,
     /// Upstream calls made, when the request failed after some.
     failed_attempts: Option<usize>,
-    /// How a stream ended: `completed`, `failed`, `client_closed`, `client_stalled`.
+    /// How a stream ended: `completed`, `failed`, `client_closed`, `client_stalled` (also `client_closed`
+    /// for a request whose client left before any answer).
     ended: Option<&'static str>,
 }
 
@@ -106,6 +107,10 @@ impl Drop for Record {
     fn drop(&mut self) {
         let s = self.served.as_ref();
         let attempts = s.map(|s| s.attempts).or(self.failed_attempts);
+        // No status: the handler was dropped before it answered, because the client went away.
+        let status = (self.status != 0).then_some(self.status);
+        let ended = self.ended.or(status.is_none().then_some("client_closed"));
+        let shown_status = status.map_or_else(|| "(client went away first)".to_string(), |s| s.to_string());
         tracing::info!(
             target: "switchyard::request",
             request_id = %self.id,
@@ -115,7 +120,7 @@ impl Drop for Record {
             provider = s.map(|s| tracing::field::display(s.provider.as_str())),
             served_model = s.map(|s| tracing::field::display(s.model.as_str())),
             key = s.and_then(|s| s.key.as_deref()).map(tracing::field::display),
-            status = self.status,
+            status,
             latency_ms = self.started.elapsed().as_millis() as u64,
             attempts,
             fallback_index = s.map(|s| s.fallback_index),
@@ -123,12 +128,11 @@ impl Drop for Record {
             tokens_in = self.tokens.map(|t| t.0),
             tokens_out = self.tokens.map(|t| t.1),
             stream = self.stream.then_some(true),
-            ended = self.ended.map(tracing::field::display),
+            ended = ended.map(tracing::field::display),
             error = self.error.as_deref().map(tracing::field::display),
-            "{} {} {}",
+            "{} {} {shown_status}",
             self.method,
             self.path,
-            self.status
         );
     }
 }

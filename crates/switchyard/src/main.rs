@@ -163,10 +163,9 @@ fn main() -> ExitCode {
 fn init_logging(command: &Command) -> Result<(), logging::LogSetupError> {
     let env = std::env::var("SWITCHYARD_REQUEST_LOG").ok();
     let settings = match command {
-        Command::Serve(a) => LogSettings {
-            format: a.log.log_format,
-            request_log: !a.no_request_log && logging::request_log_from_env(env.as_deref())?,
-        },
+        Command::Serve(a) => {
+            LogSettings { format: a.log.log_format, request_log: !a.no_request_log && logging::request_log_from_env(env.as_deref())? }
+        }
         Command::Mock(a) => LogSettings { format: a.log.log_format, request_log: true },
         Command::Check { .. } => LogSettings { format: LogFormat::Auto, request_log: true },
     };

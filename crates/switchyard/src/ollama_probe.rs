@@ -86,7 +86,10 @@ pub async fn probe() -> Option<String> {
     let base = match base_url(var.as_deref()) {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!("no local Ollama: OLLAMA_HOST is not a valid address ({e}); it holds \"{}\"", var.unwrap_or_default().escape_debug());
+            tracing::warn!(
+                "no local Ollama: OLLAMA_HOST is not a valid address ({e}); it holds \"{}\"",
+                var.unwrap_or_default().escape_debug()
+            );
             return None;
         }
     };

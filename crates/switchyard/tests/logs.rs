@@ -21,6 +21,10 @@ fn user(text: &str) -> Value {
 
 const REQUEST_TARGET: &str = "switchyard::request";
 
+/// Command-line arguments and environment of one gateway run.
+type Args = &'static [&'static str];
+type Env = &'static [(&'static str, &'static str)];
+
 /// `bad` always answers 500; `cloud` has a key the provider refuses (heavily weighted, so it is chosen
 /// first) and a good one; the route goes from `bad` to `cloud`.
 async fn busy_stack() -> (MockServer, MockServer, String) {
@@ -42,7 +46,12 @@ async fn traffic(gw: &Gateway) -> usize {
     let c = client();
     let url = gw.url("/v1/chat/completions");
     let r = post(&c, &url, &json!({"model": "bad/gpt-4o-mini", "messages": user("hello")})).await;
-    assert_eq!((r.status, r.header("x-switchyard-provider"), r.header("x-switchyard-key")), (200, Some("cloud"), Some("good")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.header("x-switchyard-provider"), r.header("x-switchyard-key")),
+        (200, Some("cloud"), Some("good")),
+        "{}",
+        r.body
+    );
     assert_eq!(r.header("x-switchyard-attempts"), Some("3"), "bad's 500, cloud's refused key, cloud's good key");
     let r = post(&c, &url, &json!({"model": "cloud/gpt-4o-mini", "messages": user("again")})).await;
     assert_eq!(r.status, 200);
@@ -119,9 +128,15 @@ async fn json_lines_parse_and_the_request_line_says_who_served_it() {
     assert!(fallback["latency_ms"].is_u64(), "{fallback}");
 
     let plain = requests[1];
-    assert_eq!((plain["provider"].as_str(), plain["attempts"].as_u64(), plain["fallback_index"].as_u64()), (Some("cloud"), Some(1), Some(0)));
+    assert_eq!(
+        (plain["provider"].as_str(), plain["attempts"].as_u64(), plain["fallback_index"].as_u64()),
+        (Some("cloud"), Some(1), Some(0))
+    );
     let streamed = requests[2];
-    assert_eq!((streamed["stream"].as_bool(), streamed["ended"].as_str(), streamed["status"].as_u64()), (Some(true), Some("completed"), Some(200)));
+    assert_eq!(
+        (streamed["stream"].as_bool(), streamed["ended"].as_str(), streamed["status"].as_u64()),
+        (Some(true), Some("completed"), Some(200))
+    );
     assert!(streamed["tokens_in"].as_u64() >= Some(1) && streamed["tokens_out"].as_u64() >= Some(1), "the stream's usage: {streamed}");
     let bad_json = requests[3];
     assert_eq!(bad_json["status"], 400);
@@ -153,7 +168,7 @@ async fn json_lines_parse_and_the_request_line_says_who_served_it() {
 #[tokio::test]
 async fn the_request_line_can_be_switched_off_three_ways() {
     let (_bad, _cloud, yaml) = busy_stack().await;
-    let ways: [(&[&str], &[(&str, &str)]); 3] = [
+    let ways: [(Args, Env); 3] = [
         (&["--no-request-log"], &[]),
         (&[], &[("SWITCHYARD_REQUEST_LOG", "off")]),
         (&[], &[("SWITCHYARD_LOG", "info,switchyard::request=off")]),

@@ -54,8 +54,8 @@ async fn a_model_ollama_has_not_pulled_falls_back_to_the_next_target() {
     assert_eq!((calls(&local), calls(&cloud)), (1, 1), "the Ollama was asked once and not again");
 
     // A stream moves on the same way: the 404 comes before anything reached the client.
-    let s = stream(&c, &gw.url("/v1/chat/completions"), &json!({"model": "local/not-pulled", "messages": user("hi"), "stream": true}))
-        .await;
+    let s =
+        stream(&c, &gw.url("/v1/chat/completions"), &json!({"model": "local/not-pulled", "messages": user("hi"), "stream": true})).await;
     assert_eq!((s.status, s.header("x-switchyard-provider"), s.header("x-switchyard-attempts")), (200, Some("cloud"), Some("2")));
     assert!(s.done && !s.text().is_empty(), "{}", s.raw);
 
@@ -67,7 +67,12 @@ async fn a_model_ollama_has_not_pulled_falls_back_to_the_next_target() {
         &json!({"model": "local/nomic-embed-text", "input": "x", "fallbacks": ["cloud/text-embedding-3-small"]}),
     )
     .await;
-    assert_eq!((r.status, r.header("x-switchyard-provider"), r.header("x-switchyard-attempts")), (200, Some("cloud"), Some("2")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.header("x-switchyard-provider"), r.header("x-switchyard-attempts")),
+        (200, Some("cloud"), Some("2")),
+        "{}",
+        r.body
+    );
     assert_eq!(calls(&local), 3);
 }
 

@@ -42,11 +42,8 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_demo_mocks_listen_where_they_are_told() {
     let (cloud, local) = (free_port(), free_port());
-    let (gw, logs) = Gateway::start_logged(
-        None,
-        &["--demo", "--demo-cloud-port", &cloud.to_string(), "--demo-local-port", &local.to_string()],
-        &[],
-    );
+    let (gw, logs) =
+        Gateway::start_logged(None, &["--demo", "--demo-cloud-port", &cloud.to_string(), "--demo-local-port", &local.to_string()], &[]);
     let text = logs.wait_until("both demo providers", |t| t.matches("demo provider started").count() == 2).await;
     assert!(text.contains(&format!("provider=cloud base_url=http://127.0.0.1:{cloud}")), "{text}");
     assert!(text.contains(&format!("provider=local base_url=http://127.0.0.1:{local}")), "{text}");
