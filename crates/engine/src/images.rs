@@ -584,7 +584,7 @@ impl ImageFetcher {
             Err(_) => Err(fetch_error(
                 param,
                 "images.fetch_timeout",
-                format!("fetching the image took longer than {:?} (images.fetch_timeout)", self.timeout),
+                format!("fetching the image took longer than {} (images.fetch_timeout)", crate::human::duration(self.timeout)),
             )),
         }
     }

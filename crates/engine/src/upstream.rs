@@ -28,6 +28,7 @@ use switchyard_wire::{ProviderKind, UpstreamError, WireError};
 use crate::config::{Config, Timeouts, UpstreamSettings};
 use crate::error::{Attempt, FailureClass, GatewayError};
 use crate::health::{Clock, Health};
+use crate::human;
 use crate::images::error_chain;
 use crate::scrub;
 
@@ -447,7 +448,9 @@ pub async fn send_complete(
     };
     match tokio::time::timeout(timeouts.total, work).await {
         Ok(r) => r,
-        Err(_) => Err(label.fail(started, None, FailureClass::Timeout, format!("no complete answer within {:?}", timeouts.total))),
+        Err(_) => {
+            Err(label.fail(started, None, FailureClass::Timeout, format!("no complete answer within {}", human::duration(timeouts.total))))
+        }
     }
 }
 
@@ -501,7 +504,12 @@ pub async fn open_stream(
 
     let resp = match tokio::time::timeout(remaining(first_byte_deadline), to_request(&client.http, w).send()).await {
         Err(_) => {
-            return Err(label.fail(started, None, FailureClass::Timeout, format!("no response headers within {:?}", timeouts.first_byte)))
+            return Err(label.fail(
+                started,
+                None,
+                FailureClass::Timeout,
+                format!("no response headers within {}", human::duration(timeouts.first_byte)),
+            ))
         }
         Ok(Err(e)) => return Err(transport_failure(label, started, &e)),
         Ok(Ok(r)) => r,
@@ -531,7 +539,7 @@ pub async fn open_stream(
                     started,
                     Some(200),
                     FailureClass::Timeout,
-                    format!("no first chunk within {:?}", timeouts.first_byte),
+                    format!("no first chunk within {}", human::duration(timeouts.first_byte)),
                 ))
             }
             Ok(Err(e)) => return Err(transport_failure(label, started, &e)),
@@ -660,7 +668,7 @@ impl ChatStream {
             };
             let wait = self.idle.min(self.deadline.saturating_duration_since(Instant::now()));
             let fed = match tokio::time::timeout(wait, resp.chunk()).await {
-                Err(_) => Err(interrupted(&format!("the upstream sent nothing for {wait:?}"), FailureClass::Timeout)),
+                Err(_) => Err(interrupted(&format!("the upstream sent nothing for {}", human::duration(wait)), FailureClass::Timeout)),
                 Ok(Err(e)) => {
                     Err(interrupted(&format!("the upstream connection failed mid-stream: {}", error_chain(&e)), FailureClass::Transient))
                 }
