@@ -14,9 +14,10 @@ use std::time::Duration;
 /// Ollama's own default.
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 11434;
-/// A local server answers its version in milliseconds; a newcomer's `serve` must not wait on one that is not
-/// there.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+/// A local server answers its version in milliseconds, and a port nobody listens on is refused at once; only
+/// an address that swallows packets makes `serve` wait, and then not for long. Generous enough for a busy
+/// machine, whose Ollama may take a moment.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Why `OLLAMA_HOST` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,8 +111,10 @@ pub async fn probe() -> Option<String> {
             tracing::info!("no local Ollama: {base} ({from}) answered {} to GET /api/version, not like Ollama", r.status().as_u16());
             None
         }
-        Err(_) => {
-            tracing::info!("no local Ollama: nothing answered at {base} ({from})");
+        Err(e) => {
+            let within =
+                if e.is_timeout() { format!(" within {}", switchyard_engine::human::duration(PROBE_TIMEOUT)) } else { String::new() };
+            tracing::info!("no local Ollama: nothing answered at {base}{within} ({from})");
             None
         }
     }
