@@ -7,7 +7,7 @@
 //! per line for log shippers, with every field at the top level.
 //!
 //! The one INFO line per finished request has its own target, `switchyard::request`, so that it can be
-//! switched off like any other target (`SWITCHYARD_LOG=info,switchyard::request=off`); `--no-request-log`
+//! switched off like any other target (`SWITCHYARD_LOG=switchyard::request=off`); `--no-request-log`
 //! and `SWITCHYARD_REQUEST_LOG=off` say the same more plainly.
 
 use std::io::IsTerminal as _;
@@ -65,13 +65,25 @@ fn colour(format: LogFormat, stderr_is_terminal: bool, no_color: Option<&str>) -
     format == LogFormat::Auto && stderr_is_terminal && no_color.is_none_or(str::is_empty)
 }
 
+/// A filter that names only targets (`switchyard::request=off`, `switchyard_engine=debug`) leaves every other
+/// target at `info`: without this, the first would silence the whole log, which nobody who writes it means.
+fn with_default_level(spec: &str) -> String {
+    let has_level = spec.split(',').map(str::trim).any(|d| d.parse::<tracing_subscriber::filter::LevelFilter>().is_ok());
+    if has_level {
+        spec.to_string()
+    } else {
+        format!("info,{spec}")
+    }
+}
+
 /// The filter: `SWITCHYARD_LOG`, else `RUST_LOG`, else `info`; then the request line off if asked.
 fn filter(request_log: bool) -> Result<EnvFilter, LogSetupError> {
     let from = |var: &'static str| -> Result<Option<EnvFilter>, LogSetupError> {
         match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => {
-                EnvFilter::builder().parse(&v).map(Some).map_err(|e| LogSetupError::Filter { var, reason: e.to_string() })
-            }
+            Ok(v) if !v.trim().is_empty() => EnvFilter::builder()
+                .parse(with_default_level(v.trim()))
+                .map(Some)
+                .map_err(|e| LogSetupError::Filter { var, reason: e.to_string() }),
             _ => Ok(None),
         }
     };
@@ -112,6 +124,15 @@ mod tests {
         assert!(!colour(LogFormat::Auto, false, None), "a pipe or a file never gets escape codes");
         assert!(!colour(LogFormat::Text, true, None), "text is plain");
         assert!(!colour(LogFormat::Json, true, None));
+    }
+
+    #[test]
+    fn a_filter_of_targets_only_keeps_the_rest_at_info() {
+        assert_eq!(with_default_level("switchyard::request=off"), "info,switchyard::request=off");
+        assert_eq!(with_default_level("switchyard_engine=debug"), "info,switchyard_engine=debug");
+        assert_eq!(with_default_level("warn,switchyard::request=off"), "warn,switchyard::request=off");
+        assert_eq!(with_default_level("debug"), "debug");
+        assert_eq!(with_default_level("off"), "off");
     }
 
     #[test]

@@ -72,7 +72,7 @@ struct ServeArgs {
     #[command(flatten)]
     log: LogArgs,
     /// No per-request log line (also SWITCHYARD_REQUEST_LOG=off, or the filter
-    /// SWITCHYARD_LOG=info,switchyard::request=off).
+    /// SWITCHYARD_LOG=switchyard::request=off).
     #[arg(long)]
     no_request_log: bool,
 }

@@ -171,7 +171,8 @@ async fn the_request_line_can_be_switched_off_three_ways() {
     let ways: [(Args, Env); 3] = [
         (&["--no-request-log"], &[]),
         (&[], &[("SWITCHYARD_REQUEST_LOG", "off")]),
-        (&[], &[("SWITCHYARD_LOG", "info,switchyard::request=off")]),
+        // Naming only the target leaves the rest of the log at info.
+        (&[], &[("SWITCHYARD_LOG", "switchyard::request=off")]),
     ];
     for (args, env) in ways {
         let (gw, logs) = Gateway::start_logged(Some(&yaml), args, env);
