@@ -68,3 +68,30 @@ fn a_demo_port_in_use_is_a_clear_error_naming_the_flag() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--demo"), "{err}");
 }
+
+#[test]
+fn the_mock_takes_the_log_format_too() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["mock", "--provider", "ollama", "--print-addr", "--log-format", "json"])
+        .env_clear()
+        .env("SWITCHYARD_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("listening on http://127.0.0.1:"), "{first}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let lines: Vec<serde_json::Value> = err.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["message"] == "mock server listening"), "{err}");
+
+    let (code, _, err) = run_to_exit(&["mock", "--log-format", "fancy"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("auto") && err.contains("text") && err.contains("json"), "the choices are named: {err}");
+}
