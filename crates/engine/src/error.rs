@@ -5,7 +5,7 @@
 //! attempt so an operator can see what happened without reading logs.
 
 use serde::Serialize;
-use switchyard_wire::UpstreamError;
+use switchyard_wire::{ProviderKind, UpstreamError};
 
 /// How one upstream attempt ended, for logs, headers and the final error.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -43,6 +43,12 @@ pub enum FailureClass {
     QuotaExhausted,
     /// 400/404/413/422: the same request would fail anywhere.
     CallerFault,
+    /// A self-hosted provider (Ollama, vLLM, an OpenAI-compatible server) does not have the model: not
+    /// pulled, or the server was started with another one. The operator's to fix, not the caller's, and it
+    /// says nothing about the server's health or the key: the next target is tried, this one is not again.
+    /// (A cloud's 404 for an unknown model stays a [`FailureClass::CallerFault`]: there the caller named a
+    /// model that does not exist.)
+    ModelNotFound,
     /// The provider says the prompt is longer than the model's context.
     ContextTooLong,
     /// The upstream answered something we could not read.
@@ -68,6 +74,7 @@ impl FailureClass {
             FailureClass::KeyInvalid => "key_invalid",
             FailureClass::QuotaExhausted => "quota_exhausted",
             FailureClass::CallerFault => "caller_fault",
+            FailureClass::ModelNotFound => "model_not_found",
             FailureClass::ContextTooLong => "context_too_long",
             FailureClass::Malformed => "malformed",
             FailureClass::TooLarge => "too_large",
@@ -80,6 +87,15 @@ impl FailureClass {
     /// Failures that say something about the provider's health (the others are the request's or a key's).
     pub fn is_provider_health(self) -> bool {
         matches!(self, FailureClass::Transient | FailureClass::Timeout | FailureClass::Malformed)
+    }
+
+    /// Classifies an upstream HTTP error from a provider of `kind`: like [`FailureClass::of_status`], except
+    /// that a self-hosted server's "model not found" is [`FailureClass::ModelNotFound`].
+    pub fn of_response(kind: ProviderKind, status: u16, err: &UpstreamError) -> Self {
+        if kind.is_self_hosted() && says_model_not_found(status, err) {
+            return FailureClass::ModelNotFound;
+        }
+        Self::of_status(status, err)
     }
 
     /// Classifies an upstream HTTP error.
@@ -108,6 +124,31 @@ impl FailureClass {
             400..=499 => FailureClass::CallerFault,
             _ => FailureClass::Transient,
         }
+    }
+}
+
+/// A 404 that says the model is missing, in the words of the servers we know:
+/// Ollama's `/api/chat` `model 'x' not found` and `/api/embed` `model "x" not found, try pulling it first`,
+/// vLLM's `The model `x` does not exist.`, and OpenAI's (and OpenAI-compatible servers') `model_not_found`
+/// code. A 404 that does not name a model (Ollama's `404 page not found` for a wrong base URL path) is not
+/// one: that is a route the server does not have.
+fn says_model_not_found(status: u16, err: &UpstreamError) -> bool {
+    if status != 404 {
+        return false;
+    }
+    if err.code.as_deref() == Some("model_not_found") {
+        return true;
+    }
+    let msg = err.message.to_ascii_lowercase();
+    msg.contains("model") && (msg.contains("not found") || msg.contains("does not exist"))
+}
+
+/// How the operator makes a self-hosted provider serve `model`: said in the error, so that nobody has to
+/// read the gateway's logs to learn it.
+pub fn missing_model_fix(kind: ProviderKind, base_url: &str, model: &str) -> String {
+    match kind {
+        ProviderKind::Ollama => format!("run \"ollama pull {model}\" on the Ollama host ({base_url})"),
+        _ => format!("the server at {base_url} does not serve {model}; start it with that model or fix the route"),
     }
 }
 
@@ -257,6 +298,7 @@ impl GatewayError {
     /// | every attempt was | status | code |
     /// |---|---|---|
     /// | `unsupported` | 400 | `unsupported_by_provider` |
+    /// | `model_not_found` (a self-hosted provider lacks the model) | 502 | `upstream_model_not_found` |
     /// | `rate_limited` | 429 | `rate_limit_exceeded` (with the soonest reset) |
     /// | `key_invalid` or `quota_exhausted` | 502 | `provider_auth_failed` / `provider_quota_exhausted` |
     /// | `timeout` | 504 | `upstream_timeout` |
@@ -268,6 +310,10 @@ impl GatewayError {
         let all = |f: &dyn Fn(&Attempt) -> bool| !attempts.is_empty() && attempts.iter().all(f);
         let (status, code, kind) = if all(&|a| a.class == C::Unsupported) {
             (400, "unsupported_by_provider", "invalid_request_error")
+        } else if all(&|a| a.class == C::ModelNotFound) {
+            // The operator's configuration routes to a model its own server does not have: a gateway-side
+            // fault (502), never a 404 that would tell the caller its model name is wrong.
+            (502, "upstream_model_not_found", "upstream_error")
         } else if all(&|a| a.class == C::RateLimited) {
             (429, "rate_limit_exceeded", "rate_limit_error")
         } else if all(&|a| a.class == C::QuotaExhausted) {
@@ -297,6 +343,7 @@ impl GatewayError {
             "provider_auth_failed" => "the upstream provider rejected the gateway's own provider credentials (not your API key; the gateway's operator must fix the provider key in the configuration)",
             "provider_quota_exhausted" => "the gateway's provider account is out of quota or credit (not your API key; the gateway's operator must fix the provider's billing or key)",
             "rate_limit_exceeded" => "the upstream provider is rate-limiting the gateway; retry after the time in retry-after",
+            "upstream_model_not_found" => "the gateway routes this model to a self-hosted provider that does not have it (not your request's fault; the gateway's operator must fix it)",
             _ if n == 1 => "the upstream failed",
             _ => "every attempt failed",
         };
@@ -310,5 +357,70 @@ impl GatewayError {
             _ => None,
         };
         GatewayError::AllFailed { status, code, kind, message, attempts, retry_after_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(status: u16, message: &str, code: Option<&str>) -> UpstreamError {
+        UpstreamError { status, message: message.into(), code: code.map(str::to_string), ..Default::default() }
+    }
+
+    #[test]
+    fn a_self_hosted_servers_missing_model_is_its_own_class() {
+        let missing = [
+            // Ollama's /api/chat and /api/embed (server/routes.go).
+            upstream(404, "model 'llava' not found", None),
+            upstream(404, "model \"nomic-embed-text\" not found, try pulling it first", None),
+            // vLLM's OpenAI server.
+            upstream(404, "The model `Qwen/Qwen2.5-7B` does not exist.", None),
+            // OpenAI's shape, which OpenAI-compatible servers copy.
+            upstream(404, "The model `x` does not exist or you do not have access to it.", Some("model_not_found")),
+        ];
+        for e in &missing {
+            for kind in [ProviderKind::Ollama, ProviderKind::Vllm, ProviderKind::OpenAiCompatible] {
+                assert_eq!(FailureClass::of_response(kind, 404, e), FailureClass::ModelNotFound, "{kind:?}: {}", e.message);
+            }
+            // A cloud's unknown model is the caller's: the model name does not exist anywhere.
+            assert_eq!(FailureClass::of_response(ProviderKind::OpenAi, 404, e), FailureClass::CallerFault, "{}", e.message);
+        }
+        // A 404 that names no model is a wrong path, not a missing model; other statuses keep their class.
+        let page = upstream(404, "404 page not found", None);
+        assert_eq!(FailureClass::of_response(ProviderKind::Ollama, 404, &page), FailureClass::CallerFault);
+        let bad = upstream(400, "model 'x' not found", None);
+        assert_eq!(FailureClass::of_response(ProviderKind::Ollama, 400, &bad), FailureClass::CallerFault);
+        assert!(!FailureClass::ModelNotFound.is_provider_health(), "a missing model says nothing about the server");
+    }
+
+    #[test]
+    fn the_fix_names_the_command_or_the_server() {
+        assert_eq!(
+            missing_model_fix(ProviderKind::Ollama, "http://10.0.0.5:11434", "llava:13b"),
+            "run \"ollama pull llava:13b\" on the Ollama host (http://10.0.0.5:11434)"
+        );
+        assert_eq!(
+            missing_model_fix(ProviderKind::Vllm, "http://gpu:8000/v1", "Qwen/Qwen2.5-7B"),
+            "the server at http://gpu:8000/v1 does not serve Qwen/Qwen2.5-7B; start it with that model or fix the route"
+        );
+    }
+
+    fn attempt(target: &str, class: FailureClass, status: Option<u16>) -> Attempt {
+        Attempt { target: target.into(), key: None, status, class, message: "m".into(), latency_ms: 1, skipped: false }
+    }
+
+    #[test]
+    fn a_missing_model_everywhere_is_the_operators_502() {
+        let e = GatewayError::all_failed(vec![attempt("local/x", FailureClass::ModelNotFound, Some(404))], None);
+        assert_eq!((e.status(), e.code().as_str(), e.kind()), (502, "upstream_model_not_found", "upstream_error"));
+        assert!(e.to_string().contains("operator"), "{e}");
+        // Mixed with an outage, the summary is the usual one; each attempt keeps its own class.
+        let mixed = GatewayError::all_failed(
+            vec![attempt("local/x", FailureClass::ModelNotFound, Some(404)), attempt("cloud/y", FailureClass::Transient, Some(500))],
+            None,
+        );
+        assert_eq!((mixed.status(), mixed.code().as_str()), (502, "all_attempts_failed"));
+        assert_eq!(mixed.attempts()[0].class, FailureClass::ModelNotFound);
     }
 }

@@ -269,7 +269,7 @@ impl<'a> Run<'a> {
                     order = retryable;
                 }
                 AfterRound::WaitForKey(wait) => {
-                    tracing::info!(?wait, "every target is rate-limited; waiting for the soonest key reset");
+                    tracing::info!(wait = %crate::human::duration(wait), "every target is rate-limited; waiting for the soonest key reset");
                     tokio::time::sleep(wait).await;
                     waited = true;
                     self.state().reset_at_ms = None;
@@ -360,7 +360,7 @@ impl<'a> Run<'a> {
         let (client, provider_kind, health, clock) = (p.client.clone(), p.cfg.kind, Arc::clone(&p.health), self.up.clock);
         let (target, key_name, id, created, model) =
             (t.label.clone(), key.map(|k| k.name.clone()), self.ctx.id.clone(), self.ctx.created, t.model.clone());
-        tracing::debug!(%target, "probing a degraded provider with a copy of the request");
+        tracing::debug!(upstream = %target, "probing a degraded provider with a copy of the request");
         tokio::spawn(async move {
             let label = Label { target: &target, key: key_name.as_deref() };
             let rctx = ResponseCtx { id: &id, created, model: &model };
@@ -392,7 +392,7 @@ impl<'a> Run<'a> {
                     health.failure(now, true);
                 }
                 // A key's trouble says nothing about the provider's health; the next probe asks again.
-                Err(a) => tracing::debug!(%target, class = a.class.as_str(), "probe copy not answered: {}", a.message),
+                Err(a) => tracing::debug!(upstream = %target, class = %a.class.as_str(), "probe copy not answered: {}", a.message),
             }
         });
         true
@@ -451,7 +451,7 @@ impl<'a> Run<'a> {
                 other => other,
             };
         }
-        tracing::debug!(after = ?delay, target = %targets[rest_order[0]].label, "hedging: the first target is slow");
+        tracing::debug!(after = %crate::human::duration(delay), upstream = %targets[rest_order[0]].label, "hedging: the first target is slow");
         metrics::counter!("switchyard_hedges_total", "provider" => first_provider.cfg.name.clone()).increment(1);
         let mut rest = pin!(self.sequence(targets, offset, rest_order, probes, true));
         let (mut first_done, mut rest_done) = (false, false);
@@ -496,15 +496,18 @@ impl<'a> Run<'a> {
             let slot = self.slot(p, t, index, key_cfg).await?;
             let started = std::time::Instant::now();
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
-            let f = match self.send(p, t, key_cfg, &label, slot, last_resort).await {
+            let mut f = match self.send(p, t, key_cfg, &label, slot, last_resort).await {
                 Ok(out) => return Ok(self.answered(p, t, index, key, hedged, probe, started.elapsed(), out)),
                 Err(Ok(f)) => f,
                 Err(Err(stop)) => return Err(End::Stop(stop)),
             };
             let class = f.attempt.class;
             count_attempt(&p.cfg.name, class.as_str());
-            tracing::warn!(target = %t.label, key = ?f.attempt.key, status = ?f.attempt.status, class = class.as_str(),
-                latency_ms = f.attempt.latency_ms, "upstream attempt failed: {}", f.attempt.message);
+            if class == FailureClass::ModelNotFound {
+                let fix = crate::error::missing_model_fix(p.cfg.kind, &p.cfg.base_url, &t.model);
+                f.attempt.message = format!("{}; {fix}", f.attempt.message);
+            }
+            log_failed_attempt(&f.attempt);
             if class.is_provider_health() {
                 let mut st = self.state();
                 let m = &mut st.marks[index];
@@ -526,7 +529,7 @@ impl<'a> Run<'a> {
                     p.keys[i].cool_down(self.up.clock.now_ms(), cooldown, reason);
                     metrics::counter!("switchyard_key_cooldowns_total", "provider" => p.cfg.name.clone(), "key" => p.cfg.keys[i].name.clone(), "reason" => class.as_str())
                         .increment(1);
-                    tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, ?cooldown, reason = class.as_str(), "key taken out of rotation");
+                    tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, cooldown = %crate::human::duration(cooldown), reason = %class.as_str(), "key taken out of rotation");
                     refused.push(i);
                     self.fail(index, f.attempt);
                 }
@@ -574,7 +577,7 @@ impl<'a> Run<'a> {
         let attempts = st.attempts.iter().filter(|a| !a.skipped).count() + 1;
         drop(st);
         if attempts > 1 {
-            tracing::info!(target = %t.label, attempts, hedged, "served after earlier attempts failed");
+            tracing::info!(upstream = %t.label, attempts, hedged, "served after earlier attempts failed");
         }
         let served = Served {
             provider: p.cfg.name.clone(),
@@ -777,6 +780,23 @@ enum Mirrored {
     Chat,
     /// With the caller's `encoding_format`.
     Embeddings(Option<String>),
+}
+
+/// One line per failed attempt. WARN only for what the operator must act on (a provider failing, a key
+/// refused, a model missing from a self-hosted server); a failure the request caused (a 400 from the
+/// upstream, a prompt too long, a parameter the target cannot take) is the caller's, and only INFO.
+fn log_failed_attempt(a: &Attempt) {
+    let key = a.key.as_deref().map(tracing::field::display);
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(upstream = %a.target, key, status = a.status, class = %a.class.as_str(), latency_ms = a.latency_ms,
+                "upstream attempt failed: {}", a.message)
+        };
+    }
+    match a.class {
+        FailureClass::CallerFault | FailureClass::ContextTooLong | FailureClass::Unsupported | FailureClass::TooLarge => line!(info),
+        _ => line!(warn),
+    }
 }
 
 /// `switchyard_upstream_attempts_total{provider, outcome}`: `success` or the failure class.

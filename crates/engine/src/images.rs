@@ -484,7 +484,13 @@ impl ImageFetcher {
             Err(e) => {
                 let reason = e.reason();
                 metrics::counter!("switchyard_image_refusals_total", "reason" => reason).increment(1);
-                tracing::warn!(limit = reason, status = e.status(), code = e.code(), "image fetch refused: {e}");
+                // A refused or unreachable image URL is the caller's (4xx); only the gateway's own limits running
+                // out (5xx: the image budget, the deadline) are the operator's to look at.
+                if e.status() < 500 {
+                    tracing::info!(limit = %reason, status = e.status(), code = %e.code(), "image fetch refused: {e}");
+                } else {
+                    tracing::warn!(limit = %reason, status = e.status(), code = %e.code(), "image fetch refused: {e}");
+                }
                 Err(e)
             }
         }
@@ -578,7 +584,7 @@ impl ImageFetcher {
             Err(_) => Err(fetch_error(
                 param,
                 "images.fetch_timeout",
-                format!("fetching the image took longer than {:?} (images.fetch_timeout)", self.timeout),
+                format!("fetching the image took longer than {} (images.fetch_timeout)", crate::human::duration(self.timeout)),
             )),
         }
     }

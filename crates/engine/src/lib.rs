@@ -23,6 +23,7 @@ pub mod error;
 mod executor;
 pub mod gateway;
 pub mod health;
+pub mod human;
 pub mod images;
 pub mod keys;
 pub mod plan;

@@ -10,6 +10,8 @@
 //!   and a backoff, while its retry policy allows.
 //! - A caller fault is returned at once (or falls back, if the route says so); a context-length error goes
 //!   to the context fallbacks.
+//! - A self-hosted server that lacks the model (not pulled, started with another) moves to the next target
+//!   at once and is not tried again: asking again will not pull it. It touches neither health nor keys.
 //! - When a round ends with every target rate-limited, the request waits once for the soonest reset, if
 //!   that is short (`routing.max_key_wait`) and inside the deadline; otherwise it answers 429 at once. A
 //!   rejected key or an exhausted quota is never waited on.
@@ -48,9 +50,15 @@ pub fn after_failure(
         C::QuotaExhausted => AfterFailure::RotateKey { cooldown: cooldown.quota_exhausted, reason: CooldownReason::QuotaExhausted },
         C::ContextTooLong => AfterFailure::ContextFallback,
         C::CallerFault if !fallback_on_caller_fault => AfterFailure::Stop,
-        C::CallerFault | C::Transient | C::Timeout | C::Malformed | C::TooLarge | C::Unsupported | C::Degraded | C::Overloaded => {
-            AfterFailure::NextTarget
-        }
+        C::CallerFault
+        | C::ModelNotFound
+        | C::Transient
+        | C::Timeout
+        | C::Malformed
+        | C::TooLarge
+        | C::Unsupported
+        | C::Degraded
+        | C::Overloaded => AfterFailure::NextTarget,
     }
 }
 
@@ -155,7 +163,9 @@ mod tests {
         assert_eq!(after_failure(FailureClass::CallerFault, None, &c, false), AfterFailure::Stop);
         assert_eq!(after_failure(FailureClass::CallerFault, None, &c, true), AfterFailure::NextTarget);
         assert_eq!(after_failure(FailureClass::ContextTooLong, None, &c, true), AfterFailure::ContextFallback);
-        for class in [FailureClass::Transient, FailureClass::Timeout, FailureClass::Malformed, FailureClass::Overloaded] {
+        for class in
+            [FailureClass::Transient, FailureClass::Timeout, FailureClass::Malformed, FailureClass::Overloaded, FailureClass::ModelNotFound]
+        {
             assert_eq!(after_failure(class, None, &c, false), AfterFailure::NextTarget, "{class:?}");
         }
     }
@@ -165,7 +175,13 @@ mod tests {
         let p = RetryPolicy::default();
         assert!(may_retry(FailureClass::Transient, 0, &p));
         assert!(!may_retry(FailureClass::Transient, 1, &p), "default: one retry");
-        for class in [FailureClass::RateLimited, FailureClass::KeyInvalid, FailureClass::QuotaExhausted, FailureClass::CallerFault] {
+        for class in [
+            FailureClass::RateLimited,
+            FailureClass::KeyInvalid,
+            FailureClass::QuotaExhausted,
+            FailureClass::CallerFault,
+            FailureClass::ModelNotFound,
+        ] {
             assert!(!may_retry(class, 0, &p), "{class:?}");
         }
     }

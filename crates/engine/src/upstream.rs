@@ -28,6 +28,7 @@ use switchyard_wire::{ProviderKind, UpstreamError, WireError};
 use crate::config::{Config, Timeouts, UpstreamSettings};
 use crate::error::{Attempt, FailureClass, GatewayError};
 use crate::health::{Clock, Health};
+use crate::human;
 use crate::images::error_chain;
 use crate::scrub;
 
@@ -292,7 +293,8 @@ impl Label<'_> {
             ReadError::Transport(e) => transport_failure(self, started, &e),
             ReadError::TooLarge { limit, declared } => {
                 let size = declared.map(|n| format!(" ({n} bytes declared)")).unwrap_or_default();
-                tracing::warn!(target = %self.target, limit = "upstream.max_response_size", bytes = limit, "upstream answer too large{size}; the attempt is abandoned");
+                // Usually the request asked for too much at once (see `FailureClass::TooLarge`): INFO.
+                tracing::info!(upstream = %self.target, limit = %"upstream.max_response_size", bytes = limit, "upstream answer too large{size}; the attempt is abandoned");
                 self.fail(
                     started,
                     Some(status),
@@ -301,7 +303,7 @@ impl Label<'_> {
                 )
             }
             ReadError::Budget(BudgetExhausted { cap }) => {
-                tracing::warn!(target = %self.target, limit = "upstream.max_buffered_total", bytes = cap, "the gateway-wide buffer for upstream answers is full; the attempt is refused");
+                tracing::warn!(upstream = %self.target, limit = %"upstream.max_buffered_total", bytes = cap, "the gateway-wide buffer for upstream answers is full; the attempt is refused");
                 let mut f = self.fail(
                     started,
                     Some(status),
@@ -418,7 +420,7 @@ async fn http_failure(
     let ra = retry_after(&resp);
     let (body, _held) = read_error_body(&mut resp, &client.shared.budget, until).await;
     let err = switchyard_wire::codec::parse_error(kind, status, &body);
-    let class = FailureClass::of_status(status, &err);
+    let class = FailureClass::of_response(kind, status, &err);
     let mut f = label.fail(started, Some(status), class, err.message.clone()).with_upstream(err);
     f.retry_after = ra;
     f
@@ -446,7 +448,9 @@ pub async fn send_complete(
     };
     match tokio::time::timeout(timeouts.total, work).await {
         Ok(r) => r,
-        Err(_) => Err(label.fail(started, None, FailureClass::Timeout, format!("no complete answer within {:?}", timeouts.total))),
+        Err(_) => {
+            Err(label.fail(started, None, FailureClass::Timeout, format!("no complete answer within {}", human::duration(timeouts.total))))
+        }
     }
 }
 
@@ -460,7 +464,7 @@ pub fn wire_failure(label: &Label<'_>, started: Instant, e: WireError) -> Failur
         WireError::Malformed { .. } => label.fail(started, None, FailureClass::Malformed, e.to_string()),
         WireError::Unsupported { .. } => label.fail(started, None, FailureClass::Unsupported, e.to_string()),
         WireError::TooLong { what, limit } => {
-            tracing::warn!(target = %label.target, limit = "upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
+            tracing::warn!(upstream = %label.target, limit = %"upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
             label.fail(started, Some(200), FailureClass::Malformed, too_long_message(what, limit))
         }
     }
@@ -471,8 +475,8 @@ fn too_long_message(what: &str, limit: usize) -> String {
 }
 
 /// An error event inside a 200 stream, before anything reached the client: classified like its status.
-fn stream_error_failure(label: &Label<'_>, started: Instant, e: UpstreamError) -> Failure {
-    let class = if e.status == 0 { FailureClass::Transient } else { FailureClass::of_status(e.status, &e) };
+fn stream_error_failure(kind: ProviderKind, label: &Label<'_>, started: Instant, e: UpstreamError) -> Failure {
+    let class = if e.status == 0 { FailureClass::Transient } else { FailureClass::of_response(kind, e.status, &e) };
     let status = if e.status == 0 { None } else { Some(e.status) };
     label.fail(started, status, class, format!("error event in the stream: {}", e.message)).with_upstream(e)
 }
@@ -500,7 +504,12 @@ pub async fn open_stream(
 
     let resp = match tokio::time::timeout(remaining(first_byte_deadline), to_request(&client.http, w).send()).await {
         Err(_) => {
-            return Err(label.fail(started, None, FailureClass::Timeout, format!("no response headers within {:?}", timeouts.first_byte)))
+            return Err(label.fail(
+                started,
+                None,
+                FailureClass::Timeout,
+                format!("no response headers within {}", human::duration(timeouts.first_byte)),
+            ))
         }
         Ok(Err(e)) => return Err(transport_failure(label, started, &e)),
         Ok(Ok(r)) => r,
@@ -530,7 +539,7 @@ pub async fn open_stream(
                     started,
                     Some(200),
                     FailureClass::Timeout,
-                    format!("no first chunk within {:?}", timeouts.first_byte),
+                    format!("no first chunk within {}", human::duration(timeouts.first_byte)),
                 ))
             }
             Ok(Err(e)) => return Err(transport_failure(label, started, &e)),
@@ -548,7 +557,7 @@ pub async fn open_stream(
         let mut committed = false;
         for ev in events.drain(..) {
             match &ev {
-                StreamEvent::Error(e) if !committed => return Err(stream_error_failure(label, started, e.clone())),
+                StreamEvent::Error(e) if !committed => return Err(stream_error_failure(kind, label, started, e.clone())),
                 StreamEvent::Chunk(c) if carries_content(c) => committed = true,
                 _ => {}
             }
@@ -659,7 +668,7 @@ impl ChatStream {
             };
             let wait = self.idle.min(self.deadline.saturating_duration_since(Instant::now()));
             let fed = match tokio::time::timeout(wait, resp.chunk()).await {
-                Err(_) => Err(interrupted(&format!("the upstream sent nothing for {wait:?}"), FailureClass::Timeout)),
+                Err(_) => Err(interrupted(&format!("the upstream sent nothing for {}", human::duration(wait)), FailureClass::Timeout)),
                 Ok(Err(e)) => {
                     Err(interrupted(&format!("the upstream connection failed mid-stream: {}", error_chain(&e)), FailureClass::Transient))
                 }
@@ -678,7 +687,7 @@ impl ChatStream {
 
     fn wire_error(&self, e: WireError) -> GatewayError {
         if let WireError::TooLong { what, limit } = e {
-            tracing::warn!(target = %self.target, limit = "upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
+            tracing::warn!(upstream = %self.target, limit = %"upstream.max_stream_event_size", bytes = limit, "upstream stream sent {what} past the limit; the connection is dropped");
             return interrupted(&too_long_message(what, limit), FailureClass::Malformed);
         }
         interrupted(&e.to_string(), FailureClass::Malformed)

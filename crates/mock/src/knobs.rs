@@ -134,7 +134,7 @@ impl Knobs {
                 "huge_body" => k.huge_body = v.trim().parse().ok().or(k.huge_body),
                 "stall_after" => k.stall_after = v.trim().parse().ok().or(k.stall_after),
                 "trickle" | "trickle_ms" => k.trickle = ms(v).filter(|d| !d.is_zero()).or(k.trickle),
-                other => tracing::debug!(key = other, "unknown mock override ignored"),
+                other => tracing::debug!(key = %other, "unknown mock override ignored"),
             }
         }
         if codes.is_some() || kind.is_some() {

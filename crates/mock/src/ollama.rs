@@ -78,8 +78,8 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
         ApiError::MethodNotAllowed => return bytes_response(405, "text/plain", &[], Body::from("405 method not allowed")),
         ApiError::Invalid { message, .. } => message.clone(),
         ApiError::MissingKey | ApiError::BadKey | ApiError::Status(401) => "unauthorized".into(),
-        ApiError::ModelNotFound(m) => format!("model \"{m}\" not found, try pulling it first"),
-        ApiError::Status(404) => format!("model \"{model}\" not found, try pulling it first"),
+        ApiError::ModelNotFound(m) => model_not_found(&ctx.path, m),
+        ApiError::Status(404) => model_not_found(&ctx.path, model),
         ApiError::ContextLength { prompt_tokens, window } => {
             let (window, tokens) = context_numbers(*prompt_tokens, *window, 4_096);
             format!("the input length ({tokens} tokens) exceeds the context length ({window} tokens)")
@@ -101,6 +101,19 @@ pub(crate) fn error(ctx: &Ctx, err: ApiError) -> Response {
     let mut body = json!({ "error": message });
     echo_key_into(ctx, &mut body, "/error");
     json_response(status, &h, &body)
+}
+
+/// Ollama's words for a model it has not pulled, which differ by route (server/routes.go): `/api/chat`
+/// looks the model up itself and answers `model 'x' not found`; `/api/embed` (and the legacy
+/// `/api/embeddings`) finds out when scheduling a runner and answers with Go's `%q` quoting and a hint,
+/// `model "x" not found, try pulling it first`. Both are 404s, both echo the name as the request gave it.
+fn model_not_found(path: &str, model: &str) -> String {
+    if path.trim_end_matches('/') == "/api/chat" {
+        format!("model '{model}' not found")
+    } else {
+        // Go's %q and a JSON string agree on the quoting of every name a model can have.
+        format!("model {} not found, try pulling it first", serde_json::Value::from(model))
+    }
 }
 
 fn with_tag(m: &str) -> String {

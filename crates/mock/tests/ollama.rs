@@ -85,7 +85,11 @@ async fn strict_shapes_and_errors() {
         {"role": "tool", "content": "r", "tool_name": "f"}]});
     assert_eq!(post(a, "/api/chat", &[], &b).await.status, 400);
 
+    // Real Ollama's words for a model it has not pulled differ by route (server/routes.go).
     let r = post(a, "/api/chat", &[], &json!({"model": "mistral", "messages": []})).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"error": "model 'mistral' not found"}));
+    let r = post(a, "/api/embed", &[], &json!({"model": "mistral", "input": "x"})).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json(), json!({"error": "model \"mistral\" not found, try pulling it first"}));
 

@@ -403,17 +403,21 @@ impl Clocked {
         let limits = &self.limits;
         let msg = match clock {
             ReadClock::Header => {
+                // A slow or idle client, which the limit is there for: nothing for the operator to do.
                 if let Some(n) = HEADER_TIMEOUTS.hit() {
-                    tracing::warn!(
-                        "closed a connection that sent no complete request headers within {:?} (server.header_read_timeout){}",
-                        limits.header_read_timeout,
+                    tracing::info!(
+                        "closed a connection that sent no complete request headers within {} (server.header_read_timeout){}",
+                        switchyard_engine::human::duration(limits.header_read_timeout),
                         more(n)
                     );
                 }
                 "no complete request headers within server.header_read_timeout"
             }
             ReadClock::Idle => {
-                tracing::debug!("closed a keep-alive connection idle for {:?} (server.idle_timeout)", limits.idle_timeout);
+                tracing::debug!(
+                    "closed a keep-alive connection idle for {} (server.idle_timeout)",
+                    switchyard_engine::human::duration(limits.idle_timeout)
+                );
                 "idle for server.idle_timeout"
             }
         };
@@ -427,10 +431,11 @@ impl Clocked {
         if !poll_timer(&mut self.write_timer, &mut self.write_at, deadline, cx) {
             return Poll::Pending;
         }
+        // The client stopped reading; the limit protected the gateway. INFO, like every client's doing.
         if let Some(n) = WRITE_TIMEOUTS.hit() {
-            tracing::warn!(
-                "closed a connection whose client took no response data for {:?} (server.write_timeout){}",
-                self.limits.write_timeout,
+            tracing::info!(
+                "closed a connection whose client took no response data for {} (server.write_timeout){}",
+                switchyard_engine::human::duration(self.limits.write_timeout),
                 more(n)
             );
         }

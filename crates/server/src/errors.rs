@@ -45,7 +45,7 @@ pub fn error_response(e: &GatewayError) -> Response {
 /// or a request a browser page could have forged.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("the request body did not arrive within {0:?} (server.body_read_timeout); send the whole body at once, or raise the limit")]
+    #[error("the request body did not arrive within {} (server.body_read_timeout); send the whole body at once, or raise the limit", switchyard_engine::human::duration(*.0))]
     BodyTimeout(Duration),
     #[error("{}", media_type_message(.0.as_deref()))]
     NotJson(Option<String>),

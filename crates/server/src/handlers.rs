@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use switchyard_engine::{ChatOutcome, GatewayError, RequestCtx, Served};
 use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
 
 use crate::errors::{error_response, refusal_response, Refusal};
+use crate::reqlog::Record;
 use crate::sse::{sse_response, Phase};
 use crate::throttle::{more, Throttled};
 use crate::AppState;
@@ -52,25 +53,52 @@ impl WithStatus for Response {
     }
 }
 
-pub async fn chat_completions(State(state): State<AppState>, body: Body) -> Response {
+pub async fn chat_completions(State(state): State<AppState>, method: Method, uri: Uri, body: Body) -> Response {
+    let ctx = RequestCtx::new();
+    let mut rec = Record::new(&ctx.id, method, uri.path());
     let req: ChatRequest = match read_json(body, &state).await {
         Ok(r) => r,
-        Err(resp) => return count_request("chat", resp),
+        Err(resp) => return count_request("chat", logged(resp, rec)),
     };
+    rec.model(&req.model);
     let include_usage = req.include_usage();
     let is_stream = req.is_stream();
     let gateway = state.gateway.clone();
-    let mut answer: Pending = Box::pin(async move { gateway.chat(req, &RequestCtx::new()).await });
+    let mut answer: Pending = Box::pin(async move { gateway.chat(req, &ctx).await });
     if is_stream {
         // A stream still waiting for its first chunk after the keep-alive interval is committed now (200
         // and headers) so that proxies do not cut it; from then on failures arrive as an error event.
         let keepalive = state.gateway.stream_keepalive();
         tokio::select! {
-            r = &mut answer => return chat_response(r, include_usage),
-            _ = tokio::time::sleep(keepalive) => return count_request("chat", sse_response(Phase::Waiting(answer), include_usage, keepalive, String::new())),
+            r = &mut answer => return chat_response(r, include_usage, rec),
+            _ = tokio::time::sleep(keepalive) => {
+                let id = rec.id().to_string();
+                let resp = sse_response(Phase::Waiting(answer), include_usage, keepalive, String::new(), rec);
+                return count_request("chat", with_id_header(resp, &id));
+            }
         }
     }
-    chat_response(answer.await, include_usage)
+    chat_response(answer.await, include_usage, rec)
+}
+
+/// Puts the answer's status on the request's record, which logs it when dropped (here, for every answer
+/// but a stream's, whose record goes on with the stream).
+fn logged(resp: Response, mut rec: Record) -> Response {
+    rec.status(resp.status().as_u16());
+    with_request_id(resp, &rec)
+}
+
+/// `x-switchyard-request-id`: the id of the request's log line, so that a caller's report can be found in
+/// the gateway's log.
+fn with_request_id(resp: Response, rec: &Record) -> Response {
+    with_id_header(resp, rec.id())
+}
+
+fn with_id_header(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-switchyard-request-id", v);
+    }
+    resp
 }
 
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, GatewayError>> + Send>>;
@@ -81,37 +109,58 @@ fn count_request(endpoint: &'static str, resp: Response) -> Response {
     resp
 }
 
-fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool) -> Response {
-    count_request("chat", chat_response_inner(r, include_usage))
+fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, rec: Record) -> Response {
+    count_request("chat", chat_response_inner(r, include_usage, rec))
 }
 
-fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool) -> Response {
+fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut rec: Record) -> Response {
     match r {
-        Ok(ChatOutcome::Complete(resp, served)) => match serde_json::to_vec(&resp) {
-            Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
-            Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
-        },
+        Ok(ChatOutcome::Complete(resp, served)) => {
+            rec.served(&served);
+            rec.usage(resp.usage.as_ref());
+            let out = match serde_json::to_vec(&resp) {
+                Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
+                Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
+            };
+            logged(out, rec)
+        }
         Ok(ChatOutcome::Stream(stream, served)) => {
             let label = format!("{}/{}", served.provider, served.model);
-            with_served(sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15), label), &served)
+            rec.served(&served);
+            let id = rec.id().to_string();
+            let resp = sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15), label, rec);
+            with_id_header(with_served(resp, &served), &id)
         }
-        Err(e) => error_response(&e),
+        Err(e) => {
+            rec.failed(&e);
+            logged(error_response(&e), rec)
+        }
     }
 }
 
-pub async fn embeddings(State(state): State<AppState>, body: Body) -> Response {
+pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri, body: Body) -> Response {
+    let ctx = RequestCtx::new();
+    let mut rec = Record::new(&ctx.id, method, uri.path());
     let req: EmbeddingsRequest = match read_json(body, &state).await {
         Ok(r) => r,
-        Err(resp) => return count_request("embeddings", resp),
+        Err(resp) => return count_request("embeddings", logged(resp, rec)),
     };
-    let resp = match state.gateway.embeddings(req, &RequestCtx::new()).await {
-        Ok((resp, served)) => match serde_json::to_vec(&resp) {
-            Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
-            Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
-        },
-        Err(e) => error_response(&e),
+    rec.model(&req.model);
+    let resp = match state.gateway.embeddings(req, &ctx).await {
+        Ok((resp, served)) => {
+            rec.served(&served);
+            rec.embedding_tokens(resp.usage.prompt_tokens);
+            match serde_json::to_vec(&resp) {
+                Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
+                Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
+            }
+        }
+        Err(e) => {
+            rec.failed(&e);
+            error_response(&e)
+        }
     };
-    count_request("embeddings", resp)
+    count_request("embeddings", logged(resp, rec))
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -160,7 +209,12 @@ async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState) -> Result<
         Ok(Err(e)) => return Err(error_response(&GatewayError::bad_request(format!("could not read the request body: {e}"), None))),
         Err(_) => {
             if let Some(n) = BODY_TIMEOUTS.hit() {
-                tracing::warn!("answered 408: a request body did not arrive within {within:?} (server.body_read_timeout){}", more(n));
+                // The client's slowness, not the operator's problem: INFO.
+                tracing::info!(
+                    "answered 408: a request body did not arrive within {} (server.body_read_timeout){}",
+                    switchyard_engine::human::duration(within),
+                    more(n)
+                );
             }
             return Err(refusal_response(&Refusal::BodyTimeout(within)));
         }

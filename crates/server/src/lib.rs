@@ -11,6 +11,7 @@ mod conn;
 mod errors;
 mod handlers;
 mod policy;
+mod reqlog;
 mod sse;
 mod throttle;
 

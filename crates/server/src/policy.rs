@@ -167,7 +167,8 @@ pub(crate) async fn guard(State(policy): State<Arc<HostPolicy>>, req: Request, n
     if let Some(host) = refused_host {
         let shown: String = host.chars().take(100).collect();
         if let Some(n) = HOST_REFUSED.hit() {
-            tracing::warn!(host = %shown.escape_debug(), "refused a request for a host this gateway does not serve (server.allowed_hosts){}", more(n));
+            // A caller's 403 (a wrong name, or a page trying DNS rebinding): INFO, never the operator's WARN.
+            tracing::info!(host = %shown.escape_debug(), "refused a request for a host this gateway does not serve (server.allowed_hosts){}", more(n));
         }
         return refusal_response(&Refusal::HostNotAllowed(shown));
     }
@@ -176,7 +177,8 @@ pub(crate) async fn guard(State(policy): State<Arc<HostPolicy>>, req: Request, n
         if !ct.is_some_and(is_json) {
             let shown = ct.map(|t| t.chars().take(100).collect::<String>());
             if let Some(n) = MEDIA_REFUSED.hit() {
-                tracing::warn!(
+                // The caller's 415: INFO.
+                tracing::info!(
                     content_type = %shown.as_deref().unwrap_or("(none)").escape_debug(),
                     path = %req.uri().path().chars().take(100).collect::<String>().escape_debug(),
                     "refused a request body that is not labelled JSON (415){}",

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::errors::error_response;
 use crate::handlers::Pending;
+use crate::reqlog::Record;
 use crate::throttle::{more, Throttled};
 
 /// Frames (one upstream chunk each) buffered between the upstream and the client's socket. Small: the
@@ -53,11 +54,14 @@ pub(crate) enum Phase {
 
 /// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
 /// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
-/// `served` names the target (`provider/model`) once one is known, for the log.
-pub(crate) fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration, served: String) -> Response {
+/// `served` names the target (`provider/model`) once one is known, for the log; `rec` is the request's
+/// log record, written when the stream ends.
+pub(crate) fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration, served: String, mut rec: Record) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
     let abandoned = Arc::new(AtomicBool::new(false));
-    tokio::spawn(drive(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, tx, abandoned.clone()));
+    rec.status(200);
+    rec.streaming();
+    tokio::spawn(drive(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, tx, abandoned.clone(), rec));
     let frames = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
         Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(b))),
         // An error instead of a clean end: hyper then drops the connection without the final chunk, so the
@@ -119,6 +123,8 @@ async fn drive(
     mut served: String,
     tx: mpsc::Sender<Bytes>,
     abandoned: Arc<AtomicBool>,
+    // Logged when this task ends, whichever way (a client that left ends it too).
+    mut rec: Record,
 ) {
     let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
         let code = e.code();
@@ -135,16 +141,27 @@ async fn drive(
                     r = answer => match r {
                         Ok(ChatOutcome::Stream(stream, s)) => {
                             served = format!("{}/{}", s.provider, s.model);
+                            rec.served(&s);
                             out.extend_from_slice(format!(": served by {served}\n\n").as_bytes());
                             phase = Phase::Streaming(stream);
                             false
                         }
                         Ok(ChatOutcome::Complete(..)) => {
-                            fail(&mut enc, &GatewayError::Internal("a stream request got a complete answer".into()), &mut out);
+                            let e = GatewayError::Internal("a stream request got a complete answer".into());
+                            rec.failed(&e);
+                            rec.ended("failed");
+                            fail(&mut enc, &e, &mut out);
                             true
                         }
                         Err(e) => {
-                            tracing::warn!("stream failed before its first chunk, after keep-alives: {e}");
+                            // The caller's own fault (a 4xx had the headers not gone yet) is only INFO.
+                            if e.status() < 500 {
+                                tracing::info!("stream failed before its first chunk, after keep-alives: {e}");
+                            } else {
+                                tracing::warn!("stream failed before its first chunk, after keep-alives: {e}");
+                            }
+                            rec.failed(&e);
+                            rec.ended("failed");
                             fail(&mut enc, &e, &mut out);
                             true
                         }
@@ -168,15 +185,19 @@ async fn drive(
                 };
                 match item {
                     Some(StreamItem::Chunk(c)) => {
+                        rec.usage(c.usage.as_ref());
                         enc.encode(c, &mut out);
                         false
                     }
                     Some(StreamItem::End) | None => {
+                        rec.ended("completed");
                         enc.finish(&mut out);
                         true
                     }
                     Some(StreamItem::Failed(e)) => {
                         tracing::warn!("stream failed after it started: {e}");
+                        rec.failed(&e);
+                        rec.ended("failed");
                         fail(&mut enc, &e, &mut out);
                         true
                     }
@@ -187,16 +208,22 @@ async fn drive(
             let (until, idle) = send_limit(&phase);
             match send(&tx, Bytes::from(out), until).await {
                 Sent::Yes => {}
-                Sent::Closed => return,
+                Sent::Closed => {
+                    rec.ended("client_closed");
+                    return;
+                }
                 Sent::Stalled => {
                     abandoned.store(true, Ordering::Release);
+                    rec.ended("client_stalled");
                     if let Some(n) = STALLED.hit() {
+                        let human = switchyard_engine::human::duration;
                         let why = match idle {
-                            Some(d) => format!("for {d:?} (the provider's stream_idle_timeout) or past the attempt's timeout"),
-                            None => format!("for {UNCOMMITTED_SEND_WAIT:?}"),
+                            Some(d) => format!("for {} (the provider's stream_idle_timeout) or past the attempt's timeout", human(d)),
+                            None => format!("for {}", human(UNCOMMITTED_SEND_WAIT)),
                         };
                         let target = if served.is_empty() { String::new() } else { format!(" from {served}") };
-                        tracing::warn!("a stream client took no data {why}; ended its stream{target} and freed the upstream{}", more(n));
+                        // The client's doing; the gateway protected itself. INFO.
+                        tracing::info!("a stream client took no data {why}; ended its stream{target} and freed the upstream{}", more(n));
                     }
                     // Dropping the phase drops the upstream stream: its connection closes and its slot is freed.
                     return;

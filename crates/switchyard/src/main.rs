@@ -1,12 +1,15 @@
 //! The `switchyard` command: `serve` the gateway, `check` a configuration file, or run a `mock` provider.
 //!
 //! This file only wires things together; behaviour lives in the engine, the server and the mock crates.
+//! How the process logs is in `logging`; finding a local Ollama without a configuration in `ollama_probe`.
+
+mod logging;
+mod ollama_probe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
@@ -14,6 +17,8 @@ use switchyard_engine::config::{self, Config, KeyConfig, ProcessEnv, RouteConfig
 use switchyard_engine::Gateway;
 use switchyard_mock::{Behavior, FaultKind, Flavor, MockConfig, MockServer};
 use switchyard_wire::ProviderKind;
+
+use crate::logging::{LogFormat, LogSettings};
 
 // Many small, short-lived allocations per request (JSON trees, header maps): mimalloc spends less CPU on
 // them than the system allocator, measured in docs/benchmarks.md.
@@ -58,6 +63,26 @@ struct ServeArgs {
     /// gateway answers without any key or network.
     #[arg(long)]
     demo: bool,
+    /// Loopback port of the demo's "cloud" mock (default 0: a free port).
+    #[arg(long, default_value_t = 0, requires = "demo")]
+    demo_cloud_port: u16,
+    /// Loopback port of the demo's "local" mock (default 0: a free port).
+    #[arg(long, default_value_t = 0, requires = "demo")]
+    demo_local_port: u16,
+    #[command(flatten)]
+    log: LogArgs,
+    /// No per-request log line (also SWITCHYARD_REQUEST_LOG=off, or the filter
+    /// SWITCHYARD_LOG=switchyard::request=off).
+    #[arg(long)]
+    no_request_log: bool,
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// Log format on standard error: auto (text, coloured only on a terminal and never when NO_COLOR is
+    /// set), text (never coloured) or json (one JSON object per line).
+    #[arg(long, value_enum, env = "SWITCHYARD_LOG_FORMAT", default_value = "auto")]
+    log_format: LogFormat,
 }
 
 #[derive(Args)]
@@ -100,11 +125,16 @@ struct MockArgs {
     /// Require this API key; any other gets a 401.
     #[arg(long)]
     require_key: Option<String>,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_logging(&cli.command) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Serve(ServeArgs { workers: Some(n), .. }) = &cli.command {
         builder.worker_threads((*n).max(1));
@@ -130,11 +160,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+fn init_logging(command: &Command) -> Result<(), logging::LogSetupError> {
+    let env = std::env::var("SWITCHYARD_REQUEST_LOG").ok();
+    let settings = match command {
+        Command::Serve(a) => {
+            LogSettings { format: a.log.log_format, request_log: !a.no_request_log && logging::request_log_from_env(env.as_deref())? }
+        }
+        Command::Mock(a) => LogSettings { format: a.log.log_format, request_log: true },
+        Command::Check { .. } => LogSettings { format: LogFormat::Auto, request_log: true },
+    };
+    logging::init(settings)
 }
 
 /// `switchyard check`: the same loading and the same gateway construction as `serve`, so a file that
@@ -215,12 +250,15 @@ fn route_lines(cfg: &Config, gateway: &Gateway) -> Vec<String> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    // Every HTTP client of the process (upstreams, image fetches, the Ollama probe) needs it, and reqwest
+    // is built without a bundled one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = match &args.config {
         Some(path) => config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?,
         None => {
             let mut cfg = config::from_env(&ProcessEnv);
-            if let Some(p) = probe_ollama().await {
-                cfg.providers.push(p);
+            if let Some(base) = ollama_probe::probe().await {
+                cfg.providers.push(config::keyless_provider("ollama", ProviderKind::Ollama, &base, &["on-prem"]));
             }
             cfg
         }
@@ -229,7 +267,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         cfg.listen = listen;
     }
     // Kept alive for as long as the gateway serves.
-    let _mocks = if args.demo { Some(add_demo_providers(&mut cfg).await?) } else { None };
+    let _mocks = if args.demo {
+        Some(add_demo_providers(&mut cfg, DemoPorts { cloud: args.demo_cloud_port, local: args.demo_local_port }).await?)
+    } else {
+        None
+    };
     if cfg.providers.is_empty() {
         tracing::warn!("no providers configured: set OPENAI_API_KEY (or another provider's key), pass --config, or try --demo");
     }
@@ -241,21 +283,29 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("error: cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("error: {e}"))?;
     for p in &cfg.providers {
-        tracing::info!(provider = %p.name, kind = p.kind.as_str(), base_url = %p.base_url, keys = p.keys.len(), "provider ready");
+        log_provider(p);
     }
     let fd_limit = raise_fd_limit();
     let (limits, warning) = switchyard_server::ConnectionLimits::new(&cfg.server, fd_limit);
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
+    let human = switchyard_engine::human::duration;
     tracing::info!(
         max_connections = limits.max_connections,
-        header_read_timeout = ?limits.header_read_timeout,
-        idle_timeout = ?limits.idle_timeout,
-        write_timeout = ?limits.write_timeout,
-        body_read_timeout = ?cfg.server.body_read_timeout,
+        header_read_timeout = %human(limits.header_read_timeout),
+        idle_timeout = %human(limits.idle_timeout),
+        write_timeout = %human(limits.write_timeout),
+        body_read_timeout = %human(cfg.server.body_read_timeout),
         "connection limits"
     );
+    if !addr.ip().is_loopback() {
+        // There is no caller authentication yet (virtual keys are a coming feature): on a reachable
+        // address, whoever can connect spends the configured providers' keys.
+        tracing::warn!(
+            "listening on {addr}, which is not a loopback address, and the gateway does not authenticate callers yet: anyone who can reach this port can use every configured provider and its keys; listen on 127.0.0.1 (--listen 127.0.0.1:8080) or put the gateway behind a proxy that authenticates callers"
+        );
+    }
     if addr.ip().is_loopback() && cfg.server.allowed_hosts.is_empty() {
         tracing::info!("listening on a loopback address: requests for other host names are refused (server.allowed_hosts adds some)");
     }
@@ -277,7 +327,7 @@ fn raise_fd_limit() -> Option<u64> {
         }
         Err(e) => {
             let current = rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft);
-            tracing::warn!(open_file_limit = ?current, "cannot raise the open-file limit: {e}");
+            tracing::warn!(open_file_limit = current, "cannot raise the open-file limit: {e}");
             current
         }
     }
@@ -310,41 +360,56 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// A local Ollama, if one answers quickly on its standard address (or `OLLAMA_HOST`).
-async fn probe_ollama() -> Option<config::ProviderConfig> {
-    let host = std::env::var("OLLAMA_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1:11434".into());
-    let base = if host.starts_with("http://") || host.starts_with("https://") { host } else { format!("http://{host}") };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(400)).build().ok()?;
-    let resp = client.get(format!("{}/api/version", base.trim_end_matches('/'))).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    tracing::info!(%base, "found a local Ollama");
-    Some(config::keyless_provider("ollama", ProviderKind::Ollama, &base, &["on-prem"]))
+/// One line per provider at start: what it is, where, and with which keys (names only) and tags.
+fn log_provider(p: &config::ProviderConfig) {
+    let key_names: Vec<&str> = p.keys.iter().map(|k| k.name.as_str()).collect();
+    let keys = if key_names.is_empty() { "no keys".to_string() } else { format!("{} key(s): {}", key_names.len(), key_names.join(", ")) };
+    let tags = (!p.tags.is_empty()).then(|| p.tags.join(","));
+    tracing::info!(
+        provider = %p.name,
+        kind = %p.kind.as_str(),
+        base_url = %p.base_url,
+        keys = key_names.len(),
+        key_names = (!key_names.is_empty()).then(|| key_names.join(",")).map(tracing::field::display),
+        tags = tags.as_deref().map(tracing::field::display),
+        "provider {} ({}) at {}, {keys}",
+        p.name,
+        p.kind.as_str(),
+        p.base_url
+    );
 }
 
-/// Starts the demo's built-in providers on free loopback ports and adds them to the configuration.
-async fn add_demo_providers(cfg: &mut Config) -> Result<Vec<MockServer>, String> {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+/// `--demo-cloud-port`, `--demo-local-port` (0: a free port).
+struct DemoPorts {
+    cloud: u16,
+    local: u16,
+}
+
+/// Starts the demo's built-in providers on loopback ports and adds them to the configuration.
+async fn add_demo_providers(cfg: &mut Config, ports: DemoPorts) -> Result<Vec<MockServer>, String> {
     let mut servers = Vec::new();
-    for (name, flavor, kind, tags) in
-        [("cloud", Flavor::OpenAi, ProviderKind::OpenAi, ["cloud"]), ("local", Flavor::Ollama, ProviderKind::Ollama, ["on-prem"])]
-    {
+    for (name, flavor, kind, tags, port, flag) in [
+        ("cloud", Flavor::OpenAi, ProviderKind::OpenAi, ["cloud"], ports.cloud, "--demo-cloud-port"),
+        ("local", Flavor::Ollama, ProviderKind::Ollama, ["on-prem"], ports.local, "--demo-local-port"),
+    ] {
         if cfg.providers.iter().any(|p| p.name == name) {
-            tracing::warn!(provider = name, "--demo: a provider with this name is configured already; the demo one is not added");
+            tracing::warn!(provider = %name, "--demo: a provider with this name is configured already; the demo one is not added");
             continue;
         }
         let mut mcfg = MockConfig::new(flavor);
         mcfg.name = format!("demo-{name}");
         let models = mcfg.models.clone();
-        let server = MockServer::start(mcfg, loopback).await.map_err(|e| format!("error: cannot start the demo {name} provider: {e}"))?;
+        let at = SocketAddr::from(([127, 0, 0, 1], port));
+        let server = MockServer::start(mcfg, at).await.map_err(|e| {
+            let fix = if port == 0 { String::new() } else { format!("; choose another port with {flag}, or 0 for a free one") };
+            format!("error: cannot start the demo {name} provider on {at} ({flag} {port}): {e}{fix}")
+        })?;
         let mut p = config::keyless_provider(name, kind, &server.base_url(), &tags);
         if kind.requires_key() {
             p.keys.push(KeyConfig { name: "demo".into(), secret: SecretString::from("sk-demo"), weight: 1.0, models: vec![] });
         }
         p.models = models;
-        tracing::info!(provider = name, base_url = %server.base_url(), "demo provider started");
+        tracing::info!(provider = %name, base_url = %server.base_url(), "demo provider started");
         cfg.providers.push(p);
         servers.push(server);
     }

@@ -136,6 +136,13 @@ impl ProviderKind {
         !matches!(self, ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible)
     }
 
+    /// A server the gateway's operator runs (Ollama, vLLM, any OpenAI-compatible base URL), as opposed to a
+    /// cloud. Which models it serves is the operator's choice: a model it lacks is the operator's to fix
+    /// (pull it, start the server with it, or fix the route), not the caller's.
+    pub fn is_self_hosted(self) -> bool {
+        matches!(self, ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible)
+    }
+
     /// Whether the provider can take an image by http(s) URL; if not, the engine fetches it and inlines it.
     pub fn accepts_image_urls(self) -> bool {
         !matches!(self, ProviderKind::Ollama)

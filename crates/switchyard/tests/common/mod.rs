@@ -53,6 +53,112 @@ impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// Starts `switchyard serve` (with this YAML config, if any) on 127.0.0.1:0 (unless `args` has its own
+    /// `--listen`) plus `args`, in an
+    /// environment holding only `env` (no provider keys or log settings leak in from the test's own), with
+    /// its standard error captured as it would be by a log file or a pipe.
+    pub fn start_logged(yaml: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> (Gateway, Logs) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.arg("serve");
+        if let Some(yaml) = yaml {
+            let path = dir.path().join("switchyard.yaml");
+            std::fs::write(&path, yaml).unwrap();
+            cmd.arg("--config").arg(&path);
+        }
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args).env_clear().envs(env.iter().copied());
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let logs = Logs::capture(child.stderr.take().unwrap());
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("gateway did not print its address: {line:?}; its log: {}", logs.text()))
+            .to_string();
+        (Gateway { child, base, _dir: dir }, logs)
+    }
+}
+
+/// What a process wrote to standard error so far, read by a thread as it arrives.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Logs {
+    pub fn capture(from: impl std::io::Read + Send + 'static) -> Logs {
+        Self::capture_joinable(from).0
+    }
+
+    /// Like [`Logs::capture`]; joining the thread waits for the end of the stream.
+    pub fn capture_joinable(from: impl std::io::Read + Send + 'static) -> (Logs, std::thread::JoinHandle<()>) {
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(from);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                sink.0.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        (logs, reader)
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.text().lines().map(str::to_string).collect()
+    }
+
+    /// Waits until `done` holds for the log so far (a bound on a hang, not a speed target); returns the log.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text();
+            if done(&text) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "the log never showed {what}; it holds:\n{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Runs `switchyard ARGS` in an environment holding only `env` until it exits by itself (at most 20 s):
+/// its exit code, standard output and standard error.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, out_reader) = Logs::capture_joinable(child.stdout.take().unwrap());
+    let (err, err_reader) = Logs::capture_joinable(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("switchyard {args:?} did not exit; stderr:\n{}", err.text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The pipes close with the process: the readers have everything once they end.
+    out_reader.join().unwrap();
+    err_reader.join().unwrap();
+    (status.code(), out.text(), err.text())
 }
 
 impl Drop for Gateway {
