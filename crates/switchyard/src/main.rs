@@ -202,7 +202,7 @@ fn print_summary(cfg: &Config, gateway: &Gateway) {
         println!("    {} ({}) {} {keys}{tags}; {models}", p.name, p.kind.as_str(), p.base_url);
     }
     let lines = route_lines(cfg, gateway);
-    println!("  routes: {}", lines.len());
+    println!("  routed models: {}", lines.len());
     for l in lines {
         println!("    {l}");
     }
@@ -284,6 +284,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| format!("error: {e}"))?;
     for p in &cfg.providers {
         log_provider(p);
+    }
+    // The same lines `check` prints, so what the operator reviewed is what runs.
+    for l in route_lines(&cfg, &gateway) {
+        tracing::info!("route {}", l.replace("\n      ", "; "));
     }
     let fd_limit = raise_fd_limit();
     let (limits, warning) = switchyard_server::ConnectionLimits::new(&cfg.server, fd_limit);
