@@ -21,20 +21,24 @@ fn failing(code: u16) -> Behavior {
 
 const ANTHROPIC_ENV: [(&str, &str); 1] = [("ANTHROPIC_KEY", "sk-ant-test")];
 
-#[tokio::test]
-async fn a_named_chain_from_a_field_report_is_a_model_callers_can_ask_for() {
+/// A local Ollama mock with the caption model, an Anthropic mock, and a file naming both (the key as
+/// field reports write it) followed by `rest`.
+async fn captions(rest: &str) -> (MockServer, MockServer, String) {
     let local = mock_serving(Flavor::Ollama, &["qwen2.5-vl:7b"]).await;
     let cloud = mock_serving(Flavor::Anthropic, &["claude-sonnet-4-6"]).await;
-    // The snippet as published, plus the mocks' addresses.
     let yaml = format!(
+        "providers:\n  ollama:\n    base_url: \"{}\"\n  anthropic:\n    base_url: \"{}\"\n    keys:\n      - env: ANTHROPIC_KEY\n{rest}",
+        local.base_url(),
+        cloud.base_url()
+    );
+    (local, cloud, yaml)
+}
+
+#[tokio::test]
+async fn a_named_chain_from_a_field_report_is_a_model_callers_can_ask_for() {
+    // The snippet as published, below the mocks' addresses.
+    let (local, cloud, yaml) = captions(
         r#"
-providers:
-  ollama:
-    base_url: "{}"
-  anthropic:
-    base_url: "{}"
-    keys:
-      - env: ANTHROPIC_KEY
 fallbacks:
   synthetic-captions:
     - provider: ollama
@@ -42,9 +46,8 @@ fallbacks:
     - provider: anthropic
       model: "claude-sonnet-4-6"
 "#,
-        local.base_url(),
-        cloud.base_url()
-    );
+    )
+    .await;
     let (ok, out, err) = check(&yaml, &ANTHROPIC_ENV);
     assert!(ok, "check refused the snippet: {err}");
     assert!(out.contains("synthetic-captions [a named chain]: ollama/qwen2.5-vl:7b -> anthropic/claude-sonnet-4-6"), "{out}");
@@ -78,23 +81,14 @@ fallbacks:
 #[tokio::test]
 async fn a_route_for_a_name_no_provider_serves_is_served_by_its_fallbacks() {
     // Issue 8, finding 2: this passed check and then answered every request with a 404.
-    let local = mock_serving(Flavor::Ollama, &["qwen2.5-vl:7b"]).await;
-    let cloud = mock_serving(Flavor::Anthropic, &["claude-sonnet-4-6"]).await;
-    let yaml = format!(
+    let (local, cloud, yaml) = captions(
         r#"
-providers:
-  ollama:
-    base_url: "{}"
-  anthropic:
-    base_url: "{}"
-    keys: [{{env: ANTHROPIC_KEY}}]
 routes:
   - models: [synthetic-captions]
     fallbacks: [ollama/qwen2.5-vl:7b, anthropic/claude-sonnet-4-6]
 "#,
-        local.base_url(),
-        cloud.base_url()
-    );
+    )
+    .await;
     let (ok, out, err) = check(&yaml, &ANTHROPIC_ENV);
     assert!(ok, "{err}");
     assert!(out.contains("synthetic-captions [a name no provider lists, served by the route's fallbacks in order]: ollama/qwen2.5-vl:7b -> anthropic/claude-sonnet-4-6"), "{out}");

@@ -29,25 +29,14 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switchyard.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["serve", "--config"])
             .arg(&path)
             .args(["--listen", "127.0.0.1:0"])
             .env("SWITCHYARD_LOG", "error")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("gateway did not print its address: {line:?}"))
-            .to_string();
-        Gateway { child, base, _dir: dir }
+            .envs(vars.iter().copied());
+        cmd.stderr(Stdio::inherit());
+        Gateway::listening(cmd, dir, None)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -55,9 +44,8 @@ impl Gateway {
     }
 
     /// Starts `switchyard serve` (with this YAML config, if any) on 127.0.0.1:0 (unless `args` has its own
-    /// `--listen`) plus `args`, in an
-    /// environment holding only `env` (no provider keys or log settings leak in from the test's own), with
-    /// its standard error captured as it would be by a log file or a pipe.
+    /// `--listen`) plus `args`, in an environment holding only `env` (no provider keys or log settings leak
+    /// in from the test's own), with its standard error captured as it would be by a log file or a pipe.
     pub fn start_logged(yaml: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> (Gateway, Logs) {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
@@ -70,18 +58,29 @@ impl Gateway {
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        cmd.args(args).env_clear().envs(env.iter().copied());
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let logs = Logs::capture(child.stderr.take().unwrap());
+        cmd.args(args).env_clear().envs(env.iter().copied()).stderr(Stdio::piped());
+        let logs = Logs::default();
+        let gw = Gateway::listening(cmd, dir, Some(logs.clone()));
+        (gw, logs)
+    }
+
+    /// Spawns the gateway command and waits for the line in which it prints its address; with `logs`, its
+    /// standard error (which the command must pipe) is captured into them.
+    fn listening(mut cmd: Command, dir: tempfile::TempDir, logs: Option<Logs>) -> Gateway {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        if let Some(logs) = &logs {
+            logs.follow(child.stderr.take().unwrap());
+        }
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
+        let log_text = logs.map(|l| l.text()).unwrap_or_default();
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("gateway did not print its address: {line:?}; its log: {}", logs.text()))
+            .unwrap_or_else(|| panic!("gateway did not print its address: {line:?}; its log: {log_text}"))
             .to_string();
-        (Gateway { child, base, _dir: dir }, logs)
+        Gateway { child, base, _dir: dir }
     }
 }
 
@@ -97,16 +96,21 @@ impl Logs {
     /// Like [`Logs::capture`]; joining the thread waits for the end of the stream.
     pub fn capture_joinable(from: impl std::io::Read + Send + 'static) -> (Logs, std::thread::JoinHandle<()>) {
         let logs = Logs::default();
-        let sink = logs.clone();
-        let reader = std::thread::spawn(move || {
+        let reader = logs.follow(from);
+        (logs, reader)
+    }
+
+    /// Appends what `from` writes to these logs, line by line, on a thread of its own.
+    fn follow(&self, from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<()> {
+        let sink = self.clone();
+        std::thread::spawn(move || {
             let mut r = BufReader::new(from);
             let mut line = String::new();
             while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
                 sink.0.lock().unwrap().push_str(&line);
                 line.clear();
             }
-        });
-        (logs, reader)
+        })
     }
 
     pub fn text(&self) -> String {
