@@ -81,7 +81,7 @@ fallbacks:
 #[tokio::test]
 async fn a_route_for_a_name_no_provider_serves_is_served_by_its_fallbacks() {
     // Issue 8, finding 2: this passed check and then answered every request with a 404.
-    let (local, cloud, yaml) = captions(
+    let (_local, cloud, yaml) = captions(
         r#"
 routes:
   - models: [synthetic-captions]
