@@ -209,7 +209,10 @@ async fn start_lines_name_each_provider_and_what_the_ollama_probe_found() {
     let ollama = mock(Flavor::Ollama).await;
     let hostport = ollama.base_url().trim_start_matches("http://").to_string();
     let (_gw, logs) = Gateway::start_logged(None, &[], &[("OLLAMA_HOST", &hostport)]);
-    let text = logs.wait_until("the probe's result", |t| t.contains("local Ollama")).await;
+    // The probe's line comes before the provider line; both are waited for (stderr is read by a thread).
+    let text = logs
+        .wait_until("the probe's result and the provider line", |t| t.contains("local Ollama") && t.contains("provider ollama (ollama)"))
+        .await;
     assert!(text.contains(&format!("found a local Ollama at http://{hostport} (OLLAMA_HOST)")), "{text}");
     assert!(text.contains(&format!("provider ollama (ollama) at http://{hostport}, no keys")), "{text}");
 
@@ -220,7 +223,9 @@ async fn start_lines_name_each_provider_and_what_the_ollama_probe_found() {
 
     // ...or something that is not an address.
     let (_gw, logs) = Gateway::start_logged(None, &[], &[("OLLAMA_HOST", "gpu-box:eleven")]);
-    let text = logs.wait_until("the probe's result", |t| t.contains("local Ollama")).await;
+    let text = logs
+        .wait_until("the probe's result and the warning after it", |t| t.contains("local Ollama") && t.contains("no providers configured"))
+        .await;
     assert!(
         text.contains("no local Ollama: OLLAMA_HOST is not a valid address (the port eleven is not a number from 1 to 65535)"),
         "{text}"
