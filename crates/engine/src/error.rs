@@ -63,6 +63,12 @@ pub enum FailureClass {
     Degraded,
     /// Skipped without sending: the provider's in-flight limit and wait queue are full.
     Overloaded,
+    /// Skipped without sending: a budget of the caller, its provider config, the provider or the model
+    /// has no room for the request.
+    BudgetExceeded,
+    /// Skipped without sending: one of the gateway's own rate limits (requests or tokens per window) has
+    /// no room for the request.
+    LimitReached,
 }
 
 impl FailureClass {
@@ -75,6 +81,8 @@ impl FailureClass {
             FailureClass::QuotaExhausted => "quota_exhausted",
             FailureClass::CallerFault => "caller_fault",
             FailureClass::ModelNotFound => "model_not_found",
+            FailureClass::BudgetExceeded => "budget_exceeded",
+            FailureClass::LimitReached => "limit_reached",
             FailureClass::ContextTooLong => "context_too_long",
             FailureClass::Malformed => "malformed",
             FailureClass::TooLarge => "too_large",
@@ -183,8 +191,79 @@ pub enum GatewayError {
     /// An image URL the gateway had to fetch was refused, or fetching it failed (`crate::images`).
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
+    /// Governance refused the caller: who it is (401), what it may do (403), what it may spend (402) or how
+    /// fast (429). See [`Denial`].
+    #[error("{message}")]
+    Denied { denial: Denial, message: String, retry_after_ms: Option<u64> },
     #[error("{0}")]
     Internal(String),
+}
+
+/// Why governance refused a request; each is one stable code with one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// 401: inference needs a virtual key and none was presented.
+    MissingKey,
+    /// 401: the presented key is not one of the gateway's.
+    UnknownKey,
+    /// 403: the key exists but is switched off.
+    InactiveKey,
+    /// 403: the key may not use this model or provider.
+    NotAllowed,
+    /// 403: every target left for the request is one the key's residency policy forbids.
+    Residency,
+    /// 402: a budget has no room for the request.
+    Budget,
+    /// 429: a rate limit (requests, tokens, concurrent requests) of the gateway's own.
+    RateLimit,
+}
+
+impl Denial {
+    pub fn status(self) -> u16 {
+        match self {
+            Denial::MissingKey | Denial::UnknownKey => 401,
+            Denial::InactiveKey | Denial::NotAllowed | Denial::Residency => 403,
+            Denial::Budget => 402,
+            Denial::RateLimit => 429,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Denial::MissingKey => "missing_virtual_key",
+            Denial::UnknownKey => "invalid_virtual_key",
+            Denial::InactiveKey => "virtual_key_inactive",
+            Denial::NotAllowed => "model_not_allowed",
+            Denial::Residency => "residency_violation",
+            Denial::Budget => "budget_exceeded",
+            Denial::RateLimit => "rate_limit_exceeded",
+        }
+    }
+
+    /// OpenAI's `type` for it (the SDKs pick their exception class by status; the type is for people).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Denial::MissingKey | Denial::UnknownKey => "authentication_error",
+            Denial::InactiveKey | Denial::NotAllowed | Denial::Residency => "permission_error",
+            Denial::Budget => "insufficient_quota",
+            Denial::RateLimit => "rate_limit_error",
+        }
+    }
+}
+
+/// The families errors fall into; each family's codes have their own statuses (docs/errors.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// The request itself: malformed, unknown model, unsupported parameter (4xx).
+    Request,
+    /// Who the caller is and what it may do (401/403).
+    AuthPolicy,
+    /// Budgets and rate limits (402/429 from the gateway's own limits).
+    BudgetLimit,
+    /// What the upstreams answered, or failed to (the provider's status for its refusals, 429/502/503/504).
+    Upstream,
+    /// The gateway's own fault (500).
+    Internal,
 }
 
 /// One stable code per kind of upstream refusal, whatever the provider calls it: providers' own codes are
@@ -229,8 +308,28 @@ impl GatewayError {
             GatewayError::AllFailed { status, .. } => *status,
             GatewayError::StreamInterrupted { .. } => 502,
             GatewayError::Image(e) => e.status(),
+            GatewayError::Denied { denial, .. } => denial.status(),
             GatewayError::Internal(_) => 500,
         }
+    }
+
+    pub fn family(&self) -> Family {
+        match self {
+            GatewayError::BadRequest { .. } | GatewayError::ModelNotFound { .. } | GatewayError::AmbiguousModel { .. } => Family::Request,
+            GatewayError::Image(e) if e.status() < 500 => Family::Request,
+            GatewayError::Denied { denial: Denial::Budget | Denial::RateLimit, .. } => Family::BudgetLimit,
+            GatewayError::Denied { .. } => Family::AuthPolicy,
+            GatewayError::AllFailed { code: "budget_exceeded", .. } => Family::BudgetLimit,
+            GatewayError::Upstream { .. }
+            | GatewayError::AllFailed { .. }
+            | GatewayError::StreamInterrupted { .. }
+            | GatewayError::Image(_) => Family::Upstream,
+            GatewayError::Internal(_) => Family::Internal,
+        }
+    }
+
+    pub fn denied(denial: Denial, message: impl Into<String>) -> Self {
+        GatewayError::Denied { denial, message: message.into(), retry_after_ms: None }
     }
 
     /// OpenAI's `type` field.
@@ -245,6 +344,7 @@ impl GatewayError {
             GatewayError::AllFailed { kind, .. } => kind,
             GatewayError::StreamInterrupted { .. } => "upstream_error",
             GatewayError::Image(e) => e.kind(),
+            GatewayError::Denied { denial, .. } => denial.kind(),
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -259,6 +359,7 @@ impl GatewayError {
             GatewayError::AllFailed { code, .. } => (*code).to_string(),
             GatewayError::StreamInterrupted { .. } => "stream_interrupted".into(),
             GatewayError::Image(e) => e.code().into(),
+            GatewayError::Denied { denial, .. } => denial.code().into(),
             GatewayError::Internal(_) => "internal_error".into(),
         }
     }
@@ -287,7 +388,7 @@ impl GatewayError {
     /// Milliseconds after which a retry may succeed (for `retry-after` and `retry-after-ms`).
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            GatewayError::AllFailed { retry_after_ms, .. } => *retry_after_ms,
+            GatewayError::AllFailed { retry_after_ms, .. } | GatewayError::Denied { retry_after_ms, .. } => *retry_after_ms,
             GatewayError::Image(e) => e.retry_after_ms(),
             _ => None,
         }
@@ -314,7 +415,10 @@ impl GatewayError {
             // The operator's configuration routes to a model its own server does not have: a gateway-side
             // fault (502), never a 404 that would tell the caller its model name is wrong.
             (502, "upstream_model_not_found", "upstream_error")
-        } else if all(&|a| a.class == C::RateLimited) {
+        } else if all(&|a| a.class == C::BudgetExceeded) {
+            // The caller's (or the operator's) money, not the upstream's fault: 402 as for a refused key.
+            (402, "budget_exceeded", "insufficient_quota")
+        } else if all(&|a| matches!(a.class, C::LimitReached | C::BudgetExceeded | C::RateLimited)) {
             (429, "rate_limit_exceeded", "rate_limit_error")
         } else if all(&|a| a.class == C::QuotaExhausted) {
             (502, "provider_quota_exhausted", "upstream_authentication_error")
@@ -342,7 +446,11 @@ impl GatewayError {
         let lead = match code {
             "provider_auth_failed" => "the upstream provider rejected the gateway's own provider credentials (not your API key; the gateway's operator must fix the provider key in the configuration)",
             "provider_quota_exhausted" => "the gateway's provider account is out of quota or credit (not your API key; the gateway's operator must fix the provider's billing or key)",
+            "rate_limit_exceeded" if attempts.iter().any(|a| a.class == C::LimitReached) => {
+                "a rate limit of the gateway's has no room for this request; retry after the time in retry-after"
+            }
             "rate_limit_exceeded" => "the upstream provider is rate-limiting the gateway; retry after the time in retry-after",
+            "budget_exceeded" => "a budget has no room for this request",
             "upstream_model_not_found" => "the gateway routes this model to a self-hosted provider that does not have it (not your request's fault; the gateway's operator must fix it)",
             _ if n == 1 => "the upstream failed",
             _ => "every attempt failed",
@@ -352,7 +460,7 @@ impl GatewayError {
         // better is known): a 503 without it invites an immediate retry storm.
         let overloaded = attempts.iter().any(|a| a.class == C::Overloaded);
         let retry_after_ms = match status {
-            429 => retry_after_ms,
+            402 | 429 => retry_after_ms,
             503 => retry_after_ms.or(overloaded.then_some(1000)),
             _ => None,
         };

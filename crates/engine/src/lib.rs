@@ -22,6 +22,7 @@ pub mod ctx;
 pub mod error;
 mod executor;
 pub mod gateway;
+pub mod governance;
 pub mod health;
 pub mod human;
 pub mod images;

@@ -58,7 +58,9 @@ pub fn after_failure(
         | C::TooLarge
         | C::Unsupported
         | C::Degraded
-        | C::Overloaded => AfterFailure::NextTarget,
+        | C::Overloaded
+        | C::BudgetExceeded
+        | C::LimitReached => AfterFailure::NextTarget,
     }
 }
 

@@ -16,8 +16,10 @@ use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
 mod decode;
+pub mod governance;
 pub mod policy;
 use decode::Issues;
+pub use governance::{GovernanceConfig, LevelLimits};
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 use switchyard_wire::codec::normalize_base_url;
@@ -35,6 +37,7 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
+    pub governance: GovernanceConfig,
 }
 
 /// How the gateway treats its own clients' connections and requests (the `server:` section). Every limit
@@ -586,6 +589,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     // not a second mistake.
     let mut declared = HashSet::new();
     let mut pending = Vec::new();
+    let mut raw_governance = None;
     for (k, v) in map {
         let Some(key) = k.as_str().map(str::to_string) else {
             issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
@@ -633,11 +637,13 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                 other => issues.push("routes", format!("expected a list of routes, got {}", yaml_brief(&other))),
             },
             "fallbacks" => top_level_fallbacks(v, &mut pending, issues),
+            "governance" => raw_governance = issues.decode::<governance::RawGovernance>("governance", v),
             other => {
                 let msg = match decode::top_level_hint(other) {
                     Some(hint) => format!("unknown top-level key; {hint}"),
                     None => {
-                        const KEYS: [&str; 8] = ["listen", "server", "routing", "images", "upstream", "providers", "routes", "fallbacks"];
+                        const KEYS: [&str; 9] =
+                            ["listen", "server", "routing", "images", "upstream", "providers", "routes", "fallbacks", "governance"];
                         match decode::closest(other, KEYS) {
                             Some(k) => format!("unknown top-level key; did you mean `{k}`?"),
                             None => format!("unknown top-level key; expected {}", KEYS.join(", ")),
@@ -659,9 +665,10 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let images = image_settings(images, env, issues);
     let known = Known { configured: providers.iter().map(|p| (p.name.as_str(), p)).collect(), declared: &declared };
     let routes = routes(pending, &known, issues);
+    let governance = governance::governance(raw_governance.unwrap_or_default(), &providers, &declared, env, issues);
 
     let rd = RoutingSettings::default();
-    Some(Config {
+    let cfg = Config {
         listen,
         server: server_settings(server, issues),
         routing: RoutingSettings {
@@ -673,7 +680,15 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         upstream: upstream_settings(upstream, issues),
         providers,
         routes,
-    })
+        governance,
+    };
+    // Only a configuration whose parts are sound can be proved about.
+    if issues.len() == 0 {
+        for (path, message) in crate::governance::residency::violations(&cfg) {
+            issues.push(path, message);
+        }
+    }
+    Some(cfg)
 }
 
 /// A provider whose type is planned but not built yet is reported once, plainly, and not decoded further:
@@ -1507,6 +1522,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         upstream: UpstreamSettings::default(),
         providers,
         routes: vec![],
+        governance: GovernanceConfig::default(),
     }
 }
 

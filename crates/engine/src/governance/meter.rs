@@ -1,0 +1,459 @@
+//! Exact counters for budgets, rate limits and concurrency: reserve, then settle.
+//!
+//! Peers count usage after the response, so concurrent requests all pass a limit that only one of them
+//! fits. Here a request first reserves an upper bound of what it may use on every meter that applies to it,
+//! all at once: either every meter has room and all are reserved, or none is. When it is done it settles
+//! the real amount (or releases the reservation when it failed). A request that would fit once the
+//! reservations in flight have settled waits for them, inside its deadline, instead of being refused on an
+//! estimate; and when nothing is in flight but the window has less room than the request's bound, the
+//! request gets what is left: so a budget that allows exactly ten requests serves exactly ten, however
+//! many arrive at once and however loose the estimate. The price of that: the one request admitted into
+//! the last of a window may cost more than what was left (at most its own bound); concurrent requests
+//! never overrun a limit together.
+//!
+//! Each meter has its own small lock; a reservation takes the locks of its meters in one global order (by
+//! meter id), so two reservations never deadlock and no lock is shared by unrelated keys.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::model::Period;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Float sums of prices drift by far less than this; a reservation that fits within it fits.
+const EPSILON: f64 = 1e-9;
+
+/// What a meter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// US dollars.
+    Usd,
+    Requests,
+    /// Input and output tokens.
+    Tokens,
+    /// Requests in flight; released when each ends, never used up.
+    Concurrent,
+}
+
+impl Measure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measure::Usd => "budget",
+            Measure::Requests => "requests",
+            Measure::Tokens => "tokens",
+            Measure::Concurrent => "concurrent requests",
+        }
+    }
+}
+
+/// One limit on one level (`virtual key sensitive`, `team vision`, `provider openai`, ...).
+pub struct Meter {
+    id: u64,
+    pub measure: Measure,
+    /// Who it limits, for messages: `virtual key "sensitive"`.
+    pub level: String,
+    pub limit: f64,
+    pub period: Option<Period>,
+    pub calendar_aligned: bool,
+    state: Mutex<State>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct State {
+    /// Unix ms; the current window is [start, end). No window: the meter never resets.
+    window: Option<(i64, i64)>,
+    used: f64,
+    reserved: f64,
+}
+
+/// What a meter shows: use in the current window and when it resets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub used: f64,
+    pub reserved: f64,
+    pub limit: f64,
+    /// Unix ms of the current window's start and end.
+    pub window: Option<(i64, i64)>,
+}
+
+impl Meter {
+    pub fn new(measure: Measure, level: impl Into<String>, limit: f64, period: Option<Period>, calendar_aligned: bool) -> Arc<Meter> {
+        Arc::new(Meter {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            measure,
+            level: level.into(),
+            limit,
+            period,
+            calendar_aligned,
+            state: Mutex::new(State::default()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn read(&self, now_ms: i64) -> Reading {
+        let mut st = self.lock();
+        self.roll(&mut st, now_ms);
+        Reading { used: st.used, reserved: st.reserved, limit: self.limit, window: st.window }
+    }
+
+    /// Starts a new window when the current one is over.
+    fn roll(&self, st: &mut State, now: i64) {
+        let Some(period) = self.period else { return };
+        match st.window {
+            Some((_, end)) if now < end => {}
+            previous => {
+                st.window = Some(window(period, self.calendar_aligned, previous.map(|w| w.0), now));
+                if measure_resets(self.measure) {
+                    st.used = 0.0;
+                }
+            }
+        }
+    }
+}
+
+fn measure_resets(m: Measure) -> bool {
+    m != Measure::Concurrent
+}
+
+/// Why a reservation was refused.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub meter: Arc<Meter>,
+    /// Milliseconds until the meter's window resets, when it has one.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Meter({} {} of {})", self.level, self.measure.as_str(), self.limit)
+    }
+}
+
+enum Try {
+    Held(Hold),
+    /// Would fit once reservations in flight settle.
+    Wait(Arc<Meter>),
+    Refused(Refused),
+}
+
+/// Reserved amounts on a set of meters. Dropping it releases them (nothing is used); [`Hold::settle`]
+/// turns them into use.
+#[derive(Debug, Default)]
+pub struct Hold {
+    parts: Vec<(Arc<Meter>, f64)>,
+}
+
+/// Amounts actually used, per measure, when a hold is settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Used {
+    pub usd: f64,
+    pub tokens: u64,
+    /// Counts one request on request meters.
+    pub request: bool,
+}
+
+impl Hold {
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Adds another hold's reservations to this one.
+    pub fn merge(&mut self, mut other: Hold) {
+        self.parts.append(&mut other.parts);
+    }
+
+    /// Turns the reservations into use: each meter's reservation is taken back and what was used added.
+    pub fn settle(mut self, used: Used) {
+        let now = now_ms();
+        for (m, reserved) in std::mem::take(&mut self.parts) {
+            let amount = match m.measure {
+                Measure::Usd => used.usd,
+                Measure::Tokens => used.tokens as f64,
+                Measure::Requests => f64::from(u8::from(used.request)),
+                Measure::Concurrent => 0.0,
+            };
+            let mut st = m.lock();
+            m.roll(&mut st, now);
+            st.reserved = less(st.reserved, reserved);
+            st.used += amount.max(0.0);
+            drop(st);
+            m.changed.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        for (m, reserved) in std::mem::take(&mut self.parts) {
+            let mut st = m.lock();
+            st.reserved = less(st.reserved, reserved);
+            drop(st);
+            m.changed.notify_waiters();
+        }
+    }
+}
+
+/// `a - b`, with float noise below [`EPSILON`] taken as nothing (so an idle meter reads 0 in flight).
+fn less(a: f64, b: f64) -> f64 {
+    let d = a - b;
+    if d < EPSILON {
+        0.0
+    } else {
+        d
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Reserves `amount` on every meter at once, or on none.
+fn try_reserve(wanted: &[(Arc<Meter>, f64)], now: i64) -> Try {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_by_key(|&i| wanted[i].0.id);
+    let mut guards: Vec<(usize, MutexGuard<'_, State>)> = Vec::with_capacity(wanted.len());
+    for &i in &order {
+        let (m, _) = &wanted[i];
+        // The same meter twice (a level reached two ways) is locked once.
+        if guards.iter().any(|(j, _)| wanted[*j].0.id == m.id) {
+            continue;
+        }
+        let mut g = m.lock();
+        m.roll(&mut g, now);
+        guards.push((i, g));
+    }
+    // What each meter grants: the amount asked for when it fits. When it does not, and nothing is in
+    // flight on that meter but some of the window is left, the request gets the rest of the window: a
+    // request is never refused while its budget has room, so a loose estimate cannot turn away the last
+    // request a budget allows. Concurrency is a count of places and never stretched.
+    let mut grants = Vec::with_capacity(guards.len());
+    for (i, g) in &guards {
+        let (m, _) = &wanted[*i];
+        let amount: f64 = wanted.iter().filter(|(x, _)| x.id == m.id).map(|(_, a)| *a).sum();
+        if g.used + g.reserved + amount <= m.limit + EPSILON {
+            grants.push(amount);
+            continue;
+        }
+        let room = m.limit - g.used;
+        if m.measure != Measure::Concurrent && room > EPSILON {
+            if g.reserved > EPSILON {
+                return Try::Wait(Arc::clone(m));
+            }
+            grants.push(room);
+            continue;
+        }
+        let retry_after_ms = g.window.map(|(_, end)| (end - now).max(1) as u64);
+        return Try::Refused(Refused { meter: Arc::clone(m), retry_after_ms });
+    }
+    let mut parts = Vec::with_capacity(guards.len());
+    for ((i, g), grant) in guards.iter_mut().zip(grants) {
+        g.reserved += grant;
+        parts.push((Arc::clone(&wanted[*i].0), grant));
+    }
+    drop(guards);
+    Try::Held(Hold { parts })
+}
+
+/// Reserves on every meter at once; waits (up to `within`) for reservations in flight to settle when only
+/// they stand in the way. A request that cannot fit is refused at once.
+pub async fn reserve(wanted: &[(Arc<Meter>, f64)], within: Duration) -> Result<Hold, Refused> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let m = match try_reserve(wanted, now_ms()) {
+            Try::Held(h) => return Ok(h),
+            Try::Refused(r) => return Err(r),
+            Try::Wait(m) => m,
+        };
+        // Registered before checking again, so a settlement in between is not missed.
+        let mut changed = pin!(m.changed.notified());
+        changed.as_mut().enable();
+        match try_reserve(wanted, now_ms()) {
+            Try::Held(h) => return Ok(h),
+            Try::Refused(r) => return Err(r),
+            Try::Wait(_) => {}
+        }
+        if tokio::time::timeout_at(until, changed).await.is_err() {
+            return Err(Refused { meter: Arc::clone(&m), retry_after_ms: Some(1000) });
+        }
+    }
+}
+
+/// The window [start, end) that holds `now`: calendar-aligned, or following on from the previous window's
+/// start (the first window starts now).
+fn window(period: Period, aligned: bool, previous_start: Option<i64>, now: i64) -> (i64, i64) {
+    const DAY: i64 = 86_400_000;
+    match (period, aligned) {
+        (Period::Fixed(d), true) => {
+            let len = (d.as_millis() as i64).max(1);
+            // Weeks start on Monday; the Unix epoch was a Thursday, three days after one.
+            let offset = if len % (7 * DAY) == 0 { 3 * DAY } else { 0 };
+            let start = (now + offset).div_euclid(len) * len - offset;
+            (start, start + len)
+        }
+        (Period::Fixed(d), false) => {
+            let len = (d.as_millis() as i64).max(1);
+            let base = previous_start.unwrap_or(now);
+            let start = base + (now - base).div_euclid(len) * len;
+            (start, start + len)
+        }
+        (Period::Months(n), true) => {
+            let (y, m, _) = civil_from_days(now.div_euclid(DAY));
+            let index = y * 12 + (m - 1);
+            let first = index - index.rem_euclid(i64::from(n));
+            let start = months_to_ms(first, 1);
+            (start, months_to_ms(first + i64::from(n), 1))
+        }
+        (Period::Months(n), false) => {
+            let base = previous_start.unwrap_or(now);
+            let (by, bm, bd) = civil_from_days(base.div_euclid(DAY));
+            let time_of_day = base.rem_euclid(DAY);
+            let at = |k: i64| {
+                let index = by * 12 + (bm - 1) + k * i64::from(n);
+                // The 31st of a short month is its last day.
+                let day = bd.min(days_in_month(index.div_euclid(12), index.rem_euclid(12) + 1));
+                months_to_ms(index, day) + time_of_day
+            };
+            let mut k = 0;
+            while at(k + 1) <= now {
+                k += 1;
+            }
+            (at(k), at(k + 1))
+        }
+    }
+}
+
+/// Unix ms of day `day` of the month `index` (years × 12 + zero-based month).
+fn months_to_ms(index: i64, day: i64) -> i64 {
+    days_from_civil(index.div_euclid(12), index.rem_euclid(12) + 1, day) * 86_400_000
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let next = if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) };
+    next - days_from_civil(y, m, 1)
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date, and back (H. Hinnant's algorithms): two dozen lines
+// instead of a calendar crate in the dependency tree.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(y: i64, m: i64, d: i64) -> i64 {
+        days_from_civil(y, m, d) * 86_400_000
+    }
+
+    #[test]
+    fn calendar_arithmetic_round_trips() {
+        for z in [-800_000, -1, 0, 1, 19_000, 20_454, 2_000_000] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(2026, 2), 28);
+    }
+
+    #[test]
+    fn windows_align_to_the_calendar_or_follow_on() {
+        let now = ms(2026, 12, 2) + 13 * 3_600_000 + 5 * 60_000;
+        // Wednesday 2026-12-02: the week began on Monday 2026-11-30.
+        assert_eq!(window(Period::Fixed(Duration::from_secs(7 * 86_400)), true, None, now), (ms(2026, 11, 30), ms(2026, 12, 7)));
+        assert_eq!(window(Period::Fixed(Duration::from_secs(86_400)), true, None, now), (ms(2026, 12, 2), ms(2026, 12, 3)));
+        assert_eq!(window(Period::Months(1), true, None, now), (ms(2026, 12, 1), ms(2027, 1, 1)));
+        assert_eq!(window(Period::Months(12), true, None, now), (ms(2026, 1, 1), ms(2027, 1, 1)));
+        // Not aligned: a month from the first window's start, the 31st becoming the month's last day.
+        let start = ms(2026, 1, 31);
+        assert_eq!(window(Period::Months(1), false, Some(start), ms(2026, 2, 15)), (start, ms(2026, 2, 28)));
+        let hour = Period::Fixed(Duration::from_secs(3600));
+        assert_eq!(window(hour, false, Some(1_000), 1_000 + 3_600_000 * 5 + 7), (1_000 + 3_600_000 * 5, 1_000 + 3_600_000 * 6));
+    }
+
+    #[tokio::test]
+    async fn a_reservation_takes_every_meter_or_none() {
+        let a = Meter::new(Measure::Usd, "virtual key a", 1.0, None, false);
+        let b = Meter::new(Measure::Usd, "team t", 0.5, None, false);
+        let h = reserve(&[(a.clone(), 0.4), (b.clone(), 0.4)], Duration::ZERO).await.unwrap();
+        h.settle(Used { usd: 0.5, ..Used::default() });
+        // b is spent and nothing in flight will change that: refused, and a is left untouched.
+        let r = reserve(&[(a.clone(), 0.4), (b.clone(), 0.4)], Duration::ZERO).await.unwrap_err();
+        assert_eq!(r.meter.level, "team t");
+        assert_eq!(a.read(now_ms()).reserved, 0.0);
+        assert_eq!((a.read(now_ms()).used, b.read(now_ms()).used), (0.5, 0.5));
+        // With room but less than the bound and nothing in flight, the request gets what is left.
+        let h = reserve(&[(a.clone(), 0.8)], Duration::ZERO).await.unwrap();
+        assert_eq!(a.read(now_ms()).reserved, 0.5);
+        // Dropping a hold releases it without use.
+        drop(h);
+        assert_eq!((a.read(now_ms()).used, a.read(now_ms()).reserved), (0.5, 0.0));
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_get_exactly_what_the_budget_allows() {
+        // Each request reserves twice what it will use: the bound is loose, the count still exact.
+        let budget = Meter::new(Measure::Usd, "virtual key k", 1.0, None, false);
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let budget = budget.clone();
+                tokio::spawn(async move {
+                    match reserve(&[(budget, 0.2)], Duration::from_secs(30)).await {
+                        Ok(h) => {
+                            tokio::task::yield_now().await;
+                            h.settle(Used { usd: 0.1, ..Used::default() });
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                })
+            })
+            .collect();
+        let mut served = 0;
+        for t in tasks {
+            served += usize::from(t.await.unwrap());
+        }
+        assert_eq!(served, 10);
+        let r = budget.read(now_ms());
+        assert!((r.used - 1.0).abs() < 1e-9 && r.reserved == 0.0, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn windows_reset_use_but_not_concurrency() {
+        let m = Meter::new(Measure::Requests, "virtual key k", 1.0, Some(Period::Fixed(Duration::from_secs(3600))), false);
+        reserve(&[(m.clone(), 1.0)], Duration::ZERO).await.unwrap().settle(Used { request: true, ..Used::default() });
+        let r = reserve(&[(m.clone(), 1.0)], Duration::ZERO).await.unwrap_err();
+        let after = r.retry_after_ms.unwrap();
+        assert!(after > 3_590_000 && after <= 3_600_000, "{after}");
+        // An hour later the window has moved on.
+        let later = now_ms() + 3_600_001;
+        assert_eq!(m.read(later).used, 0.0);
+    }
+}

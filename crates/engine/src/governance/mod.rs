@@ -1,0 +1,303 @@
+//! Governance: who is calling (virtual keys, their teams and customers), what they may use (provider
+//! configs and residency), and how much (budgets and rate limits, held exactly by [`meter`]).
+//!
+//! Three stages of the request path live here (see `gateway`):
+//! - **identify**: the key the caller presented becomes a [`Principal`], or the request is refused (401,
+//!   403). With no virtual key configured the gateway is open, as before; once any exists, inference needs
+//!   one (`governance.require_virtual_key`).
+//! - **plan** (with `plan`): the principal's provider configs choose among providers for a bare model name
+//!   and limit what `provider/model` it may name; residency drops every target the key may not reach
+//!   before anything is sent.
+//! - **admit**: the request's request and concurrency meters are reserved at once ([`Governance::admit`]);
+//!   each attempt then reserves the upper bound of its cost and tokens on every level that applies to its
+//!   target ([`Governance::reserve_attempt`]), settled from the real usage when it is known (streams: when
+//!   they end, however they end).
+
+pub mod meter;
+pub mod model;
+pub mod residency;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::config::{GovernanceConfig, LevelLimits, ProviderConfig};
+use crate::error::{Denial, FailureClass, GatewayError};
+use meter::{Hold, Measure, Meter, Refused};
+use model::{Budget, Customer, ProviderGrant, RateLimit, Residency, Team, VirtualKeySpec};
+
+/// The meters of one level; a level without a limit has no meter.
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub budget: Option<Arc<Meter>>,
+    pub requests: Option<Arc<Meter>>,
+    pub tokens: Option<Arc<Meter>>,
+}
+
+impl Limits {
+    fn new(level: &str, budget: Option<&Budget>, rate: Option<&RateLimit>) -> Arc<Limits> {
+        let budget = budget.map(|b| Meter::new(Measure::Usd, level, b.max_limit, b.reset_duration, b.calendar_aligned));
+        let rate = rate.cloned().unwrap_or_default();
+        let requests = rate.request_max_limit.map(|n| Meter::new(Measure::Requests, level, n as f64, rate.request_reset_duration, false));
+        let tokens = rate.token_max_limit.map(|n| Meter::new(Measure::Tokens, level, n as f64, rate.token_reset_duration, false));
+        Arc::new(Limits { budget, requests, tokens })
+    }
+
+    fn from_config(level: &str, l: &LevelLimits) -> Arc<Limits> {
+        Limits::new(level, l.budget.as_ref(), l.rate_limit.as_ref())
+    }
+}
+
+/// A caller identified by its virtual key, with everything the key's policy says.
+#[derive(Debug)]
+pub struct Principal {
+    /// The key as configured, without its value.
+    pub key: VirtualKeySpec,
+    pub team: Option<Team>,
+    pub customer: Option<Customer>,
+    /// The key's, its team's and its customer's limits, in that order.
+    levels: Vec<Arc<Limits>>,
+    concurrent: Option<Arc<Meter>>,
+    /// Per provider config, its limits.
+    grants: Vec<(ProviderGrant, Arc<Limits>)>,
+    /// The key's and its team's residency: a provider must satisfy each.
+    residency: Vec<Residency>,
+}
+
+impl Principal {
+    /// The key's name, the only way it is shown (its id may be its value).
+    pub fn name(&self) -> &str {
+        &self.key.name
+    }
+
+    pub fn grants(&self) -> impl Iterator<Item = &ProviderGrant> {
+        self.grants.iter().map(|(g, _)| g)
+    }
+
+    /// Whether the key's provider configs let it send `model` to `provider` (no configs: any).
+    pub fn may_use(&self, provider: &str, model: &str) -> bool {
+        self.grants.is_empty() || self.grants.iter().any(|(g, _)| g.provider == provider && g.allows(model))
+    }
+
+    /// Whether residency lets the key's requests reach a provider with these tags.
+    pub fn may_reach(&self, tags: &[String]) -> bool {
+        self.residency.iter().all(|r| r.allows(tags))
+    }
+
+    pub fn is_residency_restricted(&self) -> bool {
+        self.residency.iter().any(Residency::is_restrictive)
+    }
+
+    /// The residency rules in words, for errors and `check --explain`.
+    pub fn residency_text(&self) -> String {
+        let rules: Vec<String> = self.residency.iter().filter(|r| r.is_restrictive()).map(|r| r.to_string()).collect();
+        if rules.is_empty() {
+            "no residency restriction".into()
+        } else {
+            rules.join("; and ")
+        }
+    }
+}
+
+/// The governance state of one configuration.
+pub struct Governance {
+    /// Once any key exists, inference requires one (unless the configuration says otherwise).
+    require_key: bool,
+    by_hash: HashMap<[u8; 32], Arc<Principal>>,
+    providers: HashMap<String, Arc<Limits>>,
+    models: HashMap<String, Arc<Limits>>,
+    /// Output tokens reserved for a request that sets no `max_tokens`.
+    pub default_max_tokens: u32,
+}
+
+fn hash(value: &str) -> [u8; 32] {
+    Sha256::digest(value.as_bytes()).into()
+}
+
+/// What an attempt is expected to cost at most.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Estimate {
+    pub usd: f64,
+    pub tokens: u64,
+}
+
+impl Governance {
+    pub fn new(cfg: &GovernanceConfig) -> Governance {
+        let customers: HashMap<&str, (&Customer, Arc<Limits>)> = cfg
+            .customers
+            .iter()
+            .map(|c| {
+                (
+                    c.id.as_str(),
+                    (c, Limits::new(&format!("customer \"{}\"", display(&c.name, &c.id)), c.budget.as_ref(), c.rate_limit.as_ref())),
+                )
+            })
+            .collect();
+        let teams: HashMap<&str, (&Team, Arc<Limits>)> = cfg
+            .teams
+            .iter()
+            .map(|t| {
+                (
+                    t.id.as_str(),
+                    (t, Limits::new(&format!("team \"{}\"", display(&t.name, &t.id)), t.budget.as_ref(), t.rate_limit.as_ref())),
+                )
+            })
+            .collect();
+        let mut by_hash = HashMap::new();
+        for (spec, value) in &cfg.keys {
+            let level = format!("virtual key \"{}\"", spec.name);
+            let team = spec.team_id.as_deref().and_then(|id| teams.get(id));
+            let customer_id = spec.customer_id.as_deref().or_else(|| team.and_then(|t| t.0.customer_id.as_deref()));
+            let customer = customer_id.and_then(|id| customers.get(id));
+            let mut levels = vec![Limits::new(&level, spec.budget.as_ref(), spec.rate_limit.as_ref())];
+            levels.extend(team.map(|t| t.1.clone()));
+            levels.extend(customer.map(|c| c.1.clone()));
+            let grants = spec
+                .provider_configs
+                .iter()
+                .map(|g| {
+                    let l = Limits::new(&format!("{level}, provider {}", g.provider), g.budget.as_ref(), g.rate_limit.as_ref());
+                    (g.clone(), l)
+                })
+                .collect();
+            let residency = spec.residency.iter().chain(team.and_then(|t| t.0.residency.as_ref())).cloned().collect();
+            let principal = Principal {
+                key: VirtualKeySpec { value: None, ..spec.clone() },
+                team: team.map(|t| t.0.clone()),
+                customer: customer.map(|c| c.0.clone()),
+                levels,
+                concurrent: spec.max_concurrent.map(|n| Meter::new(Measure::Concurrent, &level, f64::from(n), None, false)),
+                grants,
+                residency,
+            };
+            by_hash.insert(hash(value.expose_secret()), Arc::new(principal));
+        }
+        Governance {
+            require_key: cfg.require_virtual_key.unwrap_or(!cfg.keys.is_empty()),
+            by_hash,
+            providers: cfg.providers.iter().map(|(p, l)| (p.clone(), Limits::from_config(&format!("provider {p}"), l))).collect(),
+            models: cfg.models.iter().map(|(m, l)| (m.clone(), Limits::from_config(&format!("model {m}"), l))).collect(),
+            default_max_tokens: cfg.default_max_tokens,
+        }
+    }
+
+    pub fn has_keys(&self) -> bool {
+        !self.by_hash.is_empty()
+    }
+
+    pub fn principals(&self) -> impl Iterator<Item = &Arc<Principal>> {
+        self.by_hash.values()
+    }
+
+    /// Stage 2: the caller behind `presented` (the value of its key header), `None` when keys are not
+    /// required and none of ours was presented.
+    pub fn identify(&self, presented: Option<&SecretString>) -> Result<Option<Arc<Principal>>, GatewayError> {
+        let Some(value) = presented.map(|v| v.expose_secret()).filter(|v| !v.is_empty()) else {
+            return if self.require_key {
+                Err(GatewayError::denied(
+                    Denial::MissingKey,
+                    "this gateway needs a virtual key: send it as Authorization: Bearer <key> (the SDK's api_key), x-api-key or x-switchyard-vk",
+                ))
+            } else {
+                Ok(None)
+            };
+        };
+        match self.by_hash.get(&hash(value)) {
+            Some(p) if !p.key.is_active => {
+                Err(GatewayError::denied(Denial::InactiveKey, format!("virtual key \"{}\" is switched off (is_active: false)", p.name())))
+            }
+            Some(p) => Ok(Some(Arc::clone(p))),
+            // Without keys configured, whatever an SDK sends as its api_key is not ours to judge.
+            None if !self.has_keys() && !self.require_key => Ok(None),
+            None => Err(GatewayError::denied(Denial::UnknownKey, "the virtual key presented is not one of this gateway's")),
+        }
+    }
+
+    /// Reserves the request itself: one request on the rate limits of the key, its team and its customer,
+    /// and a place under the key's concurrency limit. Held until the request is over (its stream included).
+    pub async fn admit(&self, who: &Principal, within: Duration) -> Result<Hold, GatewayError> {
+        let mut wanted: Vec<(Arc<Meter>, f64)> = who.levels.iter().filter_map(|l| l.requests.clone()).map(|m| (m, 1.0)).collect();
+        wanted.extend(who.concurrent.clone().map(|m| (m, 1.0)));
+        if wanted.is_empty() {
+            return Ok(Hold::default());
+        }
+        meter::reserve(&wanted, within).await.map_err(denial)
+    }
+
+    /// Reserves an attempt on `provider`/`model`: its estimated cost and tokens on every budget and token
+    /// limit of the caller's levels, its provider config, the provider and the model, and one request on
+    /// the per-provider and per-model request limits. `Err` is the class the attempt is skipped with.
+    pub async fn reserve_attempt(
+        &self,
+        who: Option<&Principal>,
+        provider: &str,
+        model: &str,
+        estimate: Estimate,
+        within: Duration,
+    ) -> Result<Hold, (FailureClass, String, Option<u64>)> {
+        let label = format!("{provider}/{model}");
+        let mut levels: Vec<&Arc<Limits>> = Vec::new();
+        if let Some(who) = who {
+            levels.extend(who.levels.iter());
+            levels.extend(who.grants.iter().filter(|(g, _)| g.provider == provider).map(|(_, l)| l));
+        }
+        levels.extend(self.providers.get(provider));
+        levels.extend(self.models.get(&label));
+        let caller_levels = who.map_or(0, |w| w.levels.len());
+        let mut wanted = Vec::new();
+        for (i, l) in levels.iter().enumerate() {
+            wanted.extend(l.budget.clone().map(|m| (m, estimate.usd)));
+            wanted.extend(l.tokens.clone().map(|m| (m, estimate.tokens as f64)));
+            // The caller's own request limits were taken by `admit`, once per request.
+            if i >= caller_levels {
+                wanted.extend(l.requests.clone().map(|m| (m, 1.0)));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Hold::default());
+        }
+        meter::reserve(&wanted, within).await.map_err(|r| {
+            let class = if r.meter.measure == Measure::Usd { FailureClass::BudgetExceeded } else { FailureClass::LimitReached };
+            (class, refusal_text(&r), r.retry_after_ms)
+        })
+    }
+}
+
+fn display<'a>(name: &'a str, id: &'a str) -> &'a str {
+    if name.is_empty() {
+        id
+    } else {
+        name
+    }
+}
+
+fn refusal_text(r: &Refused) -> String {
+    let m = &r.meter;
+    let reading = m.read(meter::now_ms());
+    let amount = |x: f64| match m.measure {
+        Measure::Usd => format!("${x:.4}"),
+        _ => format!("{x:.0}"),
+    };
+    let window = m.period.map(|p| format!(" per {p}")).unwrap_or_default();
+    format!(
+        "the {} of {} ({}{window}) has no room: {} used, {} reserved by requests in flight",
+        m.measure.as_str(),
+        m.level,
+        amount(m.limit),
+        amount(reading.used),
+        amount(reading.reserved)
+    )
+}
+
+fn denial(r: Refused) -> GatewayError {
+    let d = if r.meter.measure == Measure::Usd { Denial::Budget } else { Denial::RateLimit };
+    GatewayError::Denied { denial: d, message: refusal_text(&r), retry_after_ms: r.retry_after_ms.or(Some(1000)) }
+}
+
+/// A provider's tags by name, for residency.
+pub fn tags_of<'a>(providers: &'a [ProviderConfig], name: &str) -> &'a [String] {
+    providers.iter().find(|p| p.name == name).map_or(&[], |p| p.tags.as_slice())
+}
