@@ -17,9 +17,11 @@ use serde_yaml_ng::Value as Yaml;
 
 mod decode;
 pub mod policy;
+pub mod pricing;
 use decode::Issues;
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
+pub use pricing::{PriceOverride, PricingConfig};
 use switchyard_wire::codec::normalize_base_url;
 use switchyard_wire::{ProviderKind, ProviderOptions};
 
@@ -35,6 +37,8 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Price overrides on top of the built-in table (`crate::pricing`).
+    pub pricing: PricingConfig,
 }
 
 /// How the gateway treats its own clients' connections and requests (the `server:` section). Every limit
@@ -586,6 +590,8 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     // not a second mistake.
     let mut declared = HashSet::new();
     let mut pending = Vec::new();
+    // Checked against the providers once they are all known (the section may come first).
+    let mut prices = Vec::new();
     for (k, v) in map {
         let Some(key) = k.as_str().map(str::to_string) else {
             issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
@@ -633,11 +639,13 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                 other => issues.push("routes", format!("expected a list of routes, got {}", yaml_brief(&other))),
             },
             "fallbacks" => top_level_fallbacks(v, &mut pending, issues),
+            "pricing" => prices = pricing::decode(v, issues),
             other => {
                 let msg = match decode::top_level_hint(other) {
                     Some(hint) => format!("unknown top-level key; {hint}"),
                     None => {
-                        const KEYS: [&str; 8] = ["listen", "server", "routing", "images", "upstream", "providers", "routes", "fallbacks"];
+                        const KEYS: [&str; 9] =
+                            ["listen", "server", "routing", "images", "upstream", "providers", "routes", "fallbacks", "pricing"];
                         match decode::closest(other, KEYS) {
                             Some(k) => format!("unknown top-level key; did you mean `{k}`?"),
                             None => format!("unknown top-level key; expected {}", KEYS.join(", ")),
@@ -659,6 +667,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let images = image_settings(images, env, issues);
     let known = Known { configured: providers.iter().map(|p| (p.name.as_str(), p)).collect(), declared: &declared };
     let routes = routes(pending, &known, issues);
+    let pricing = pricing::resolve(prices, &declared, issues);
 
     let rd = RoutingSettings::default();
     Some(Config {
@@ -673,6 +682,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         upstream: upstream_settings(upstream, issues),
         providers,
         routes,
+        pricing,
     })
 }
 
@@ -1507,6 +1517,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         upstream: UpstreamSettings::default(),
         providers,
         routes: vec![],
+        pricing: PricingConfig::default(),
     }
 }
 
