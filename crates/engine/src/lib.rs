@@ -29,6 +29,7 @@ pub mod images;
 pub mod keys;
 pub mod plan;
 pub mod pool;
+pub mod pricing;
 pub mod retry;
 pub mod scrub;
 pub mod upstream;

@@ -18,10 +18,12 @@ use serde_yaml_ng::Value as Yaml;
 mod decode;
 pub mod governance;
 pub mod policy;
+pub mod pricing;
 use decode::Issues;
 pub use governance::{GovernanceConfig, LevelLimits};
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
+pub use pricing::{PriceOverride, PricingConfig};
 use switchyard_wire::codec::normalize_base_url;
 use switchyard_wire::{ProviderKind, ProviderOptions};
 
@@ -38,6 +40,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
     pub governance: GovernanceConfig,
+    /// Price overrides on top of the built-in table (`crate::pricing`).
+    pub pricing: PricingConfig,
 }
 
 /// How the gateway treats its own clients' connections and requests (the `server:` section). Every limit
@@ -590,6 +594,8 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let mut declared = HashSet::new();
     let mut pending = Vec::new();
     let mut raw_governance = None;
+    // Checked against the providers once they are all known (the section may come first).
+    let mut prices = Vec::new();
     for (k, v) in map {
         let Some(key) = k.as_str().map(str::to_string) else {
             issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
@@ -638,12 +644,23 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             },
             "fallbacks" => top_level_fallbacks(v, &mut pending, issues),
             "governance" => raw_governance = issues.decode::<governance::RawGovernance>("governance", v),
+            "pricing" => prices = pricing::decode(v, issues),
             other => {
                 let msg = match decode::top_level_hint(other) {
                     Some(hint) => format!("unknown top-level key; {hint}"),
                     None => {
-                        const KEYS: [&str; 9] =
-                            ["listen", "server", "routing", "images", "upstream", "providers", "routes", "fallbacks", "governance"];
+                        const KEYS: [&str; 10] = [
+                            "listen",
+                            "server",
+                            "routing",
+                            "images",
+                            "upstream",
+                            "providers",
+                            "routes",
+                            "fallbacks",
+                            "governance",
+                            "pricing",
+                        ];
                         match decode::closest(other, KEYS) {
                             Some(k) => format!("unknown top-level key; did you mean `{k}`?"),
                             None => format!("unknown top-level key; expected {}", KEYS.join(", ")),
@@ -666,6 +683,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let known = Known { configured: providers.iter().map(|p| (p.name.as_str(), p)).collect(), declared: &declared };
     let routes = routes(pending, &known, issues);
     let governance = governance::governance(raw_governance.unwrap_or_default(), &providers, &declared, env, issues);
+    let pricing = pricing::resolve(prices, &declared, issues);
 
     let rd = RoutingSettings::default();
     let cfg = Config {
@@ -681,6 +699,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         providers,
         routes,
         governance,
+        pricing,
     };
     // Only a configuration whose parts are sound can be proved about.
     if issues.len() == 0 {
@@ -1523,6 +1542,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         providers,
         routes: vec![],
         governance: GovernanceConfig::default(),
+        pricing: PricingConfig::default(),
     }
 }
 
