@@ -355,7 +355,7 @@ fn parse_builtin(text: &str) -> Result<Builtin, Vec<String>> {
             problems.push(format!("{at}.vendors: only openrouter maps vendors"));
         }
         for (vendor, target) in &p.vendors {
-            if !file.providers.get(target).is_some_and(|t| !t.models.is_empty()) {
+            if file.providers.get(target).is_none_or(|t| t.models.is_empty()) {
                 problems.push(format!("{at}.vendors.{vendor}: \"{target}\" is not a provider with models in this table"));
             }
             out.openrouter_vendors.insert(vendor.to_ascii_lowercase(), target.clone());
