@@ -26,11 +26,14 @@ use tokio::time::Instant;
 use crate::config::{HedgeDelay, HedgePolicy, KeyConfig, RetryPolicy, RouteConfig, Timeouts};
 use crate::ctx::{RequestCtx, Served};
 use crate::error::{Attempt, FailureClass, GatewayError};
+use crate::governance::meter::Hold;
+use crate::governance::{Estimate, Governance, Principal};
 use crate::health::{CooldownReason, LimitError, Pace, Standing, Token};
 use crate::images::Inlined;
 use crate::keys;
 use crate::plan::{Plan, Target};
 use crate::pool::{endpoint, Provider, Upstreams};
+use crate::pricing::{Price, PriceTable};
 use crate::retry::{self, AfterFailure, AfterRound, RoundEnd};
 use crate::upstream::{self, ChatStream, Failure, Label};
 
@@ -97,6 +100,19 @@ struct State {
     /// The plan's targets, then its context targets.
     marks: Vec<Mark>,
     served: bool,
+    /// The serving attempt's reservation and price, handed to the account when the run is over.
+    won: Option<(Hold, Option<Price>)>,
+}
+
+/// What the run needs to reserve each attempt on the governance meters and to price it.
+pub(crate) struct Metering<'a> {
+    /// `None` when no budget or limit is configured: nothing is reserved then.
+    pub governance: Option<&'a Governance>,
+    pub who: Option<&'a Principal>,
+    pub pricing: &'a PriceTable,
+    /// Upper bounds of the request's prompt and output tokens.
+    pub prompt_tokens: u64,
+    pub max_output_tokens: u64,
 }
 
 /// One request's walk through its plan.
@@ -107,21 +123,24 @@ pub(crate) struct Run<'a> {
     ctx: &'a RequestCtx,
     route: Option<&'a RouteConfig>,
     deadline: Instant,
+    metering: Metering<'a>,
     state: Mutex<State>,
 }
 
 impl<'a> Run<'a> {
-    pub(crate) fn new(up: &'a Upstreams, plan: &'a Plan, op: &'a Op<'a>, ctx: &'a RequestCtx) -> Self {
+    pub(crate) fn new(up: &'a Upstreams, plan: &'a Plan, op: &'a Op<'a>, ctx: &'a RequestCtx, metering: Metering<'a>) -> Self {
         let route = plan.route.map(|i| &up.routes[i]);
-        let deadline = Instant::now() + route.and_then(|r| r.deadline).unwrap_or(up.routing.deadline);
+        let budget = route.and_then(|r| r.deadline).unwrap_or(up.routing.deadline);
+        // From the request's arrival: time spent identifying and admitting it counts.
+        let deadline = Instant::from_std(ctx.arrived) + budget;
         let marks = plan
             .targets
             .iter()
             .chain(&plan.context)
             .map(|t| Mark { provider: t.provider, last: None, signal: None, signalled: false })
             .collect();
-        let state = State { attempts: Vec::new(), reset_at_ms: None, busy_retry_ms: None, marks, served: false };
-        Run { up, plan, op, ctx, route, deadline, state: Mutex::new(state) }
+        let state = State { attempts: Vec::new(), reset_at_ms: None, busy_retry_ms: None, marks, served: false, won: None };
+        Run { up, plan, op, ctx, route, deadline, metering, state: Mutex::new(state) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -161,7 +180,7 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the plan to an answer or a final error.
-    pub(crate) async fn execute(self) -> Result<(Output, Served), GatewayError> {
+    pub(crate) async fn execute(self) -> Result<(Output, Served, Option<(Hold, Option<Price>)>), GatewayError> {
         if let Some((i, h)) = self.hedge() {
             self.up.hedge_budgets[i].earn(h.max_share);
         }
@@ -171,9 +190,36 @@ impl<'a> Run<'a> {
         }
         self.settle();
         match result {
-            Ok(v) => Ok(v),
+            Ok((out, served)) => {
+                let won = self.state().won.take();
+                Ok((out, served, won))
+            }
             Err(End::Stop(e) | End::ContextTooLong(e)) => Err(e),
             Err(End::Exhausted) => Err(self.exhausted()),
+        }
+    }
+
+    /// Reserves an attempt on `t` on the governance meters: `None` when there is nothing to reserve on.
+    /// A target with no room is skipped on record (budget or limit), so the walk moves to the next one.
+    async fn reserve(&self, p: &Provider, t: &Target, index: usize) -> Result<(Hold, Option<Price>), End> {
+        let m = &self.metering;
+        let price = m.pricing.price(&p.cfg.name, p.cfg.kind, &t.model);
+        let Some(gov) = m.governance else {
+            return Ok((Hold::default(), price));
+        };
+        let estimate = Estimate {
+            usd: price.map_or(0.0, |pr| pr.estimate(m.prompt_tokens, m.max_output_tokens)),
+            tokens: m.prompt_tokens + m.max_output_tokens,
+        };
+        match gov.reserve_attempt(m.who, &p.cfg.name, &t.model, estimate, self.remaining()).await {
+            Ok(hold) => Ok((hold, price)),
+            Err((class, message, retry_after_ms)) => {
+                if let Some(ms) = retry_after_ms {
+                    self.note_reset(ms);
+                }
+                self.skip(t, index, None, class, message);
+                Err(End::Exhausted)
+            }
         }
     }
 
@@ -482,6 +528,7 @@ impl<'a> Run<'a> {
     /// One target: key choice, in-flight slot, send; rotates keys after key-specific failures.
     async fn target(&self, t: &Target, index: usize, hedged: bool, probe: bool, last_resort: bool) -> Result<(Output, Served), End> {
         let p = &self.up.providers[t.provider];
+        let mut held = Some(self.reserve(p, t, index).await?);
         // Keys this request already saw refused; not tried again by it.
         let mut refused: Vec<usize> = Vec::new();
         loop {
@@ -497,7 +544,10 @@ impl<'a> Run<'a> {
             let started = std::time::Instant::now();
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
             let mut f = match self.send(p, t, key_cfg, &label, slot, last_resort).await {
-                Ok(out) => return Ok(self.answered(p, t, index, key, hedged, probe, started.elapsed(), out)),
+                Ok(out) => {
+                    self.state().won = held.take();
+                    return Ok(self.answered(p, t, index, key, hedged, probe, started.elapsed(), out));
+                }
                 Err(Ok(f)) => f,
                 Err(Err(stop)) => return Err(End::Stop(stop)),
             };
@@ -586,6 +636,8 @@ impl<'a> Run<'a> {
             attempts,
             fallback_index: index,
             hedged,
+            virtual_key: self.metering.who.map(|w| w.name().to_string()),
+            cost_nano_usd: None,
         };
         (out, served)
     }

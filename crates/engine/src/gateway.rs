@@ -2,18 +2,22 @@
 //! the attempt machinery it calls (health ordering, retries, key rotation, hedging) is in `executor`, the
 //! providers and their live state in `pool`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use switchyard_wire::codec;
 use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ModelInfo, ModelList};
 
+use crate::account::{self, Account, StreamMeter};
 use crate::config::Config;
 use crate::ctx::{RequestCtx, Served};
 use crate::error::GatewayError;
-use crate::executor::{Op, Output, Run};
+use crate::executor::{Metering, Op, Output, Run};
+use crate::governance::meter::Hold;
+use crate::governance::{Governance, Principal};
 use crate::plan::{Plan, Planner};
 use crate::pool::{endpoint, ProviderHealthView, Upstreams};
+use crate::pricing::PriceTable;
 use crate::upstream::{self, ChatStream, Label};
 
 /// How long a provider's upstream model list is trusted before `/v1/models` asks again.
@@ -30,11 +34,18 @@ pub enum ChatOutcome {
 pub struct Gateway {
     up: Upstreams,
     planner: Planner,
+    governance: Governance,
+    pricing: PriceTable,
 }
 
 impl Gateway {
     pub fn new(cfg: &Config) -> Result<Self, GatewayError> {
-        Ok(Gateway { up: Upstreams::new(cfg)?, planner: Planner::new(cfg) })
+        Ok(Gateway {
+            up: Upstreams::new(cfg)?,
+            planner: Planner::new(cfg),
+            governance: Governance::new(&cfg.governance),
+            pricing: PriceTable::new(&cfg.pricing),
+        })
     }
 
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
@@ -46,36 +57,85 @@ impl Gateway {
         self.up.routing.stream_keepalive
     }
 
-    /// The request path for chat completions:
+    /// The request path for chat completions, in the order of its stages:
     ///
-    /// 1. **Accept** (server): the body was decoded into a [`ChatRequest`]; here it is checked.
-    /// 2. **Plan**: the model (`provider/model` or a bare name), the request's `fallbacks` and the config's
-    ///    `routes[].fallbacks` become an ordered list of targets; the matching route adds its context
-    ///    fallbacks, hedging, retry policy and deadline.
-    /// 3. **Execute** (`executor`): order the targets by health (degraded providers after healthy ones,
-    ///    but never dropped unless the route fails fast); per target choose a key by weight among keys that
-    ///    are not cooling down; fetch image URLs if the provider needs bytes (bounded, concurrent, inside
-    ///    the deadline, and before any slot is held); wait for a slot under the provider's in-flight limit;
-    ///    build the provider request (pure codec); send it with connect /
-    ///    first-byte / idle / total timeouts bounded by the request's deadline; classify the outcome and let
-    ///    `retry` decide: 429/401/quota rotate to another key at once and cool the key down; transient
-    ///    failures move to the next target, and the plan is retried in rounds with backoff; caller faults
-    ///    return at once; a context-length error moves to the context fallbacks; a short rate-limit reset
-    ///    is waited for once. A hedged route sends the next target too when the first is slow. A stream is
-    ///    committed to its target when its first content chunk arrives, never before.
-    /// 4. **Respond** (server): the caller's API shape, with headers saying who served it.
+    /// 1. **Accept** (server): the body was decoded into a [`ChatRequest`] and the caller's key and trace
+    ///    header put on the [`RequestCtx`]; here the request is checked.
+    /// 2. **Identify** (`governance`): the presented key becomes the caller's virtual key, or the request
+    ///    is refused (401 without one once keys exist, 403 for a key switched off).
+    /// 3. **Plan** (`plan`): the model (`provider/model`, a bare name, a named chain, or the key's provider
+    ///    configs choosing by weight), the request's `fallbacks` and the route's become an ordered list of
+    ///    targets; every target the key may not use or its residency may not reach is dropped before
+    ///    anything is sent (403 when none is left).
+    /// 4. **Admit** (`governance`): one request on the key's, team's and customer's rate limits and a place
+    ///    under the key's concurrency limit are reserved (429 when there is no room).
+    /// 5. **Execute** (`executor`): order the targets by health (degraded providers after healthy ones,
+    ///    but never dropped unless the route fails fast); per target reserve the attempt's estimated cost
+    ///    and tokens on every budget and limit that applies (a target without room is skipped: 402/429 when
+    ///    none has room); choose a key by weight among keys that are not cooling down; fetch image URLs if
+    ///    the provider needs bytes (bounded, concurrent, inside the deadline, and before any slot is
+    ///    held); wait for a slot under the provider's in-flight limit; build the provider request (pure
+    ///    codec); send it with connect / first-byte / idle / total timeouts bounded by the request's
+    ///    deadline; classify the outcome and let `retry` decide: 429/401/quota rotate to another key at once
+    ///    and cool the key down; transient failures move to the next target, and the plan is retried in
+    ///    rounds with backoff; caller faults return at once; a context-length error moves to the context
+    ///    fallbacks; a short rate-limit reset is waited for once. A hedged route sends the next target too
+    ///    when the first is slow. A stream is committed to its target when its first content chunk
+    ///    arrives, never before.
+    /// 6. **Account** (`account`): the reservations are settled from the real usage (a complete answer now,
+    ///    with its cost in `x-switchyard-cost`; a stream when it ends, fails or is dropped).
+    /// 7. **Respond** (server): the caller's API shape, with headers saying who served it.
     pub async fn chat(&self, req: ChatRequest, ctx: &RequestCtx) -> Result<ChatOutcome, GatewayError> {
         validate_chat(&req)?;
-        let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
+        let who = self.governance.identify(ctx.credential.as_ref())?;
+        let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
+        let admission = self.admit(who.as_deref(), ctx).await?;
+        let prompt = account::prompt_tokens(&req);
+        let max_output = req.max_completion_tokens.or(req.max_tokens).unwrap_or(self.governance.default_max_tokens);
         let op = Op::chat(&req);
-        match Run::new(&self.up, &plan, &op, ctx).execute().await? {
-            (Output::Complete(r), served) => Ok(ChatOutcome::Complete(r, served)),
-            (Output::Stream(s), served) => Ok(ChatOutcome::Stream(s, served)),
-            (Output::Embeddings(_), _) => Err(GatewayError::Internal("a chat request produced embeddings".into())),
+        let metering = self.metering(who.as_deref(), prompt, u64::from(max_output));
+        let (out, mut served, won) = match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
+            Ok(x) => x,
+            Err(e) => {
+                Account { admission, ..Account::default() }.failed();
+                return Err(e);
+            }
+        };
+        let (attempt, price) = won.unwrap_or_default();
+        let account = Account { admission, attempt, price, prompt_estimate: prompt };
+        match out {
+            Output::Complete(r) => {
+                let generated = r.choices.iter().map(|c| c.message.content.as_ref().map_or(0, |t| t.len() as u64)).sum();
+                served.cost_nano_usd = account.settle(r.usage.as_ref(), generated).map(account::nano_usd);
+                Ok(ChatOutcome::Complete(r, served))
+            }
+            Output::Stream(mut s) => {
+                s.meter(StreamMeter::new(account));
+                Ok(ChatOutcome::Stream(s, served))
+            }
+            Output::Embeddings(_) => Err(GatewayError::Internal("a chat request produced embeddings".into())),
         }
     }
 
-    /// `POST /v1/embeddings`: the same plan and fallback rules as chat, one body back.
+    /// Stage 4 for an identified caller; nothing to hold for an anonymous one.
+    async fn admit(&self, who: Option<&Principal>, ctx: &RequestCtx) -> Result<Hold, GatewayError> {
+        match who {
+            Some(w) => self.governance.admit(w, self.up.routing.deadline.saturating_sub(ctx.arrived.elapsed())).await,
+            None => Ok(Hold::default()),
+        }
+    }
+
+    fn metering<'a>(&'a self, who: Option<&'a Principal>, prompt_tokens: u64, max_output_tokens: u64) -> Metering<'a> {
+        Metering {
+            governance: self.governance.is_active().then_some(&self.governance),
+            who,
+            pricing: &self.pricing,
+            prompt_tokens,
+            max_output_tokens,
+        }
+    }
+
+    /// `POST /v1/embeddings`: the same stages as chat, one body back.
     pub async fn embeddings(&self, req: EmbeddingsRequest, ctx: &RequestCtx) -> Result<(EmbeddingsResponse, Served), GatewayError> {
         if req.model.trim().is_empty() {
             return Err(GatewayError::bad_request("model is required", Some("model")));
@@ -89,17 +149,31 @@ impl Gateway {
         if empty {
             return Err(GatewayError::bad_request("input must not be empty (nor hold empty strings)", Some("input")));
         }
-        let plan = self.plan(&req.model, req.fallbacks.as_deref().unwrap_or(&[]))?;
+        let who = self.governance.identify(ctx.credential.as_ref())?;
+        let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
+        let admission = self.admit(who.as_deref(), ctx).await?;
+        let prompt = account::embedding_tokens(&req);
         let op = Op::Embeddings(&req);
-        match Run::new(&self.up, &plan, &op, ctx).execute().await? {
-            (Output::Embeddings(r), served) => Ok((r, served)),
-            _ => Err(GatewayError::Internal("an embeddings request produced a chat answer".into())),
+        let metering = self.metering(who.as_deref(), prompt, 0);
+        match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
+            Ok((Output::Embeddings(r), mut served, won)) => {
+                let (attempt, price) = won.unwrap_or_default();
+                let account = Account { admission, attempt, price, prompt_estimate: prompt };
+                let usage = switchyard_wire::types::Usage::new(r.usage.prompt_tokens, 0);
+                served.cost_nano_usd = account.settle(Some(&usage), 0).map(account::nano_usd);
+                Ok((r, served))
+            }
+            Ok(_) => Err(GatewayError::Internal("an embeddings request produced a chat answer".into())),
+            Err(e) => {
+                Account { admission, ..Account::default() }.failed();
+                Err(e)
+            }
         }
     }
 
     /// The ordered targets for a model and the request body's fallbacks (see `plan`).
     pub fn plan(&self, model: &str, request_fallbacks: &[String]) -> Result<Plan, GatewayError> {
-        self.planner.plan(&self.up, model, request_fallbacks)
+        self.planner.plan(&self.up, model, request_fallbacks, None)
     }
 
     /// Asks every provider that lists models for its list and remembers them (used for bare model names and
@@ -121,6 +195,32 @@ impl Gateway {
         });
         let lists = futures_util::future::join_all(futures).await;
         self.planner.set_lists(lists);
+    }
+
+    /// `GET /v1/models` for a caller: with a virtual key, only what the key may use and reach (a named
+    /// chain when any of its targets is).
+    pub async fn models_for(&self, ctx: &RequestCtx) -> Result<ModelList, GatewayError> {
+        let who = self.governance.identify(ctx.credential.as_ref())?;
+        let mut list = self.models().await;
+        if let Some(w) = who {
+            let usable = |label: &str| {
+                label
+                    .split_once('/')
+                    .is_some_and(|(p, m)| w.may_use(p, m) && self.up.providers.iter().any(|x| x.cfg.name == p && w.may_reach(&x.cfg.tags)))
+            };
+            let chains: HashMap<&str, &Vec<crate::config::Fallback>> = self
+                .up
+                .routes
+                .iter()
+                .filter(|r| !r.targets.is_empty())
+                .flat_map(|r| r.models.iter().map(move |m| (m.as_str(), &r.targets)))
+                .collect();
+            list.data.retain(|m| match chains.get(m.id.as_str()) {
+                Some(targets) => targets.iter().any(|t| usable(&t.target)),
+                None => usable(&m.id),
+            });
+        }
+        Ok(list)
     }
 
     /// `GET /v1/models`: `provider/model` ids from configuration and from the upstreams' own lists.

@@ -17,6 +17,7 @@
 //! 7. **Respond** (server): translate to the caller's API shape; stream chunk by chunk.
 //! 8. **Account**: usage, logs and metrics (later issues).
 
+pub mod account;
 pub mod config;
 pub mod ctx;
 pub mod error;

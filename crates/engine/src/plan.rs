@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::error::GatewayError;
+use crate::error::{Denial, GatewayError};
+use crate::governance::Principal;
 use crate::pool::Upstreams;
 
 /// One entry of a routing plan.
@@ -60,6 +61,8 @@ pub enum Via {
     Chain,
     /// A bare name no provider serves, served by its route's fallbacks in order.
     RouteFallbacks,
+    /// A bare name, through the caller's virtual key's provider configs.
+    KeyConfigs,
 }
 
 impl Via {
@@ -70,6 +73,7 @@ impl Via {
             Via::OnlyProvider => "a bare name, sent to the only provider",
             Via::Chain => "a named chain",
             Via::RouteFallbacks => "a name no provider lists, served by the route's fallbacks in order",
+            Via::KeyConfigs => "a bare name, through the virtual key's provider configs",
         }
     }
 }
@@ -131,8 +135,106 @@ impl Planner {
     /// Order: the requested model's targets (one, or a named chain's), then the request body's
     /// `fallbacks`, then the matching route's `fallbacks`, each target once. The route (if one matches)
     /// also brings its context fallbacks, hedging and deadline.
-    pub(crate) fn plan(&self, up: &Upstreams, model: &str, request_fallbacks: &[String]) -> Result<Plan, GatewayError> {
-        let (mut targets, via) = self.resolve_requested(up, model)?;
+    /// The plan for a caller: `who`'s provider configs choose the provider of a bare model name (by
+    /// weight, the others following as fallbacks) and every target the key may not use, or its residency
+    /// may not reach, is dropped before anything is sent.
+    pub(crate) fn plan(
+        &self,
+        up: &Upstreams,
+        model: &str,
+        request_fallbacks: &[String],
+        who: Option<&Principal>,
+    ) -> Result<Plan, GatewayError> {
+        let mut plan = match who.and_then(|w| self.by_key_configs(up, w, model)) {
+            Some(targets) => self.extend(up, model, request_fallbacks, targets, Via::KeyConfigs)?,
+            None => {
+                let (targets, via) = match self.resolve_requested(up, model) {
+                    Ok(x) => x,
+                    // A name this key cannot use anywhere is the key's refusal, not a missing model.
+                    Err(GatewayError::ModelNotFound { .. } | GatewayError::AmbiguousModel { .. })
+                        if who.is_some_and(|w| w.grants().next().is_some()) =>
+                    {
+                        return Err(not_allowed(who, model));
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.extend(up, model, request_fallbacks, targets, via)?
+            }
+        };
+        if let Some(who) = who {
+            let allowed = |t: &Target| who.may_use(&up.providers[t.provider].cfg.name, &t.model);
+            let reachable = |t: &Target| who.may_reach(&up.providers[t.provider].cfg.tags);
+            let before = plan.targets.len();
+            let forbidden = plan.targets.iter().filter(|t| allowed(t) && !reachable(t)).count();
+            plan.targets.retain(|t| allowed(t) && reachable(t));
+            plan.context.retain(|t| allowed(t) && reachable(t));
+            if before > plan.targets.len() {
+                tracing::debug!(key = %who.name(), dropped = before - plan.targets.len(), "targets the virtual key may not use were dropped");
+            }
+            if plan.targets.is_empty() {
+                return Err(if forbidden > 0 {
+                    GatewayError::denied(
+                        Denial::Residency,
+                        format!(
+                            "virtual key \"{}\" may not send \"{model}\" anywhere: every target is a provider its residency policy forbids ({}); nothing was sent",
+                            who.name(),
+                            who.residency_text()
+                        ),
+                    )
+                } else {
+                    not_allowed(Some(who), model)
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    /// A bare model name through the key's provider configs that allow it: one chosen by weight first,
+    /// then the others in weight order (a weight of 0 is only ever a fallback). `None` when the name is a
+    /// named chain, names a provider, or no config of the key allows it.
+    fn by_key_configs(&self, up: &Upstreams, who: &Principal, model: &str) -> Option<Vec<Target>> {
+        let model = model.trim();
+        let is_chain = self.route_of(up, model).is_some_and(|i| !up.routes[i].targets.is_empty());
+        let prefixed = model.split_once('/').is_some_and(|(p, _)| self.by_name.contains_key(p));
+        if is_chain || prefixed {
+            return None;
+        }
+        let mut eligible: Vec<(usize, f64)> = who
+            .grants()
+            .filter(|g| g.allows(model))
+            .filter_map(|g| self.by_name.get(&g.provider).map(|&i| (i, g.weight)))
+            .filter(|&(i, _)| up.providers[i].cfg.allows_model(model))
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        eligible.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = eligible.iter().map(|e| e.1).sum();
+        let first = if total > 0.0 {
+            let mut x = fastrand::f64() * total;
+            eligible
+                .iter()
+                .position(|e| {
+                    x -= e.1;
+                    x < 0.0 && e.1 > 0.0
+                })
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let chosen = eligible.remove(first);
+        Some(std::iter::once(chosen).chain(eligible).map(|(i, _)| self.target(up, i, model)).collect())
+    }
+
+    /// The requested model's targets followed by the request body's fallbacks and the route's.
+    fn extend(
+        &self,
+        up: &Upstreams,
+        model: &str,
+        request_fallbacks: &[String],
+        mut targets: Vec<Target>,
+        via: Via,
+    ) -> Result<Plan, GatewayError> {
         for (i, f) in request_fallbacks.iter().enumerate() {
             let (ts, _) = self.resolve_requested(up, f).map_err(|e| GatewayError::BadRequest {
                 message: format!("fallbacks[{i}]: {e}"),
@@ -269,6 +371,31 @@ impl Planner {
     fn target(&self, up: &Upstreams, provider: usize, model: &str) -> Target {
         Target { provider, model: model.to_string(), label: format!("{}/{model}", up.providers[provider].cfg.name), params: None }
     }
+}
+
+/// The 403 for a model the caller's key may not use, saying what it may.
+fn not_allowed(who: Option<&Principal>, model: &str) -> GatewayError {
+    let Some(who) = who else {
+        return GatewayError::denied(Denial::NotAllowed, format!("model \"{model}\" is not allowed"));
+    };
+    let may: Vec<String> = who
+        .grants()
+        .map(|g| {
+            if g.allowed_models.is_empty() {
+                format!("{}/*", g.provider)
+            } else {
+                g.allowed_models.iter().map(|m| format!("{}/{m}", g.provider)).collect::<Vec<_>>().join(", ")
+            }
+        })
+        .collect();
+    GatewayError::denied(
+        Denial::NotAllowed,
+        format!(
+            "virtual key \"{}\" may not use \"{model}\"; it may use {}",
+            who.name(),
+            if may.is_empty() { "nothing".into() } else { may.join(", ") }
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -527,6 +527,7 @@ pub async fn open_stream(
         done: false,
         target: label.target.to_string(),
         health: None,
+        meter: None,
     };
     let mut events = Vec::new();
     loop {
@@ -613,9 +614,21 @@ pub struct ChatStream {
     target: String,
     /// Where a failure after the first chunk is reported (see [`ChatStream::report_to`]).
     health: Option<(Arc<Health>, Clock)>,
+    /// Settles the request's account when the stream is over (dropped with it).
+    meter: Option<crate::account::StreamMeter>,
 }
 
 impl ChatStream {
+    /// Lets `meter` see every chunk and settle the request's account when the stream is over.
+    pub fn meter(&mut self, meter: crate::account::StreamMeter) {
+        self.meter = Some(meter);
+    }
+
+    /// The stream's meter, to be told its cost once settled (for the request log).
+    pub fn meter_mut(&mut self) -> Option<&mut crate::account::StreamMeter> {
+        self.meter.as_mut()
+    }
+
     /// Keeps the provider's in-flight slot until the stream is dropped.
     pub fn hold(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
         self.slot = Some(slot);
@@ -647,7 +660,12 @@ impl ChatStream {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(match ev {
-                    StreamEvent::Chunk(c) => StreamItem::Chunk(c),
+                    StreamEvent::Chunk(c) => {
+                        if let Some(m) = &mut self.meter {
+                            m.observe(&c);
+                        }
+                        StreamItem::Chunk(c)
+                    }
                     StreamEvent::Done => {
                         self.pending.clear();
                         self.done = true;

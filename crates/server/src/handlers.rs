@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use switchyard_engine::{ChatOutcome, GatewayError, RequestCtx, Served};
@@ -53,8 +53,8 @@ impl WithStatus for Response {
     }
 }
 
-pub async fn chat_completions(State(state): State<AppState>, method: Method, uri: Uri, body: Body) -> Response {
-    let ctx = RequestCtx::new();
+pub async fn chat_completions(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let ctx = caller_ctx(&headers);
     let mut rec = Record::new(&ctx.id, method, uri.path());
     let req: ChatRequest = match read_json(body, &state).await {
         Ok(r) => r,
@@ -79,6 +79,22 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         }
     }
     chat_response(answer.await, include_usage, rec)
+}
+
+/// The request's context with what the caller presented: its key (ours are virtual keys, in the first of
+/// `x-switchyard-vk`, Bifrost's `x-bf-vk`, `Authorization: Bearer`, `x-api-key`) and its `traceparent`.
+fn caller_ctx(headers: &HeaderMap) -> RequestCtx {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let bearer = get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
+    let key = get("x-switchyard-vk").or_else(|| get("x-bf-vk")).or(bearer).or_else(|| get("x-api-key"));
+    RequestCtx::new().with_caller(key.map(|k| secrecy::SecretString::from(k.to_string())), get("traceparent"))
+}
+
+/// USD from billionths, as written in `x-switchyard-cost` and the request log: plain decimal, no
+/// exponent, trailing zeros dropped.
+pub(crate) fn usd(nano: u64) -> String {
+    let s = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Puts the answer's status on the request's record, which logs it when dropped (here, for every answer
@@ -138,8 +154,8 @@ fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool
     }
 }
 
-pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri, body: Body) -> Response {
-    let ctx = RequestCtx::new();
+pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let ctx = caller_ctx(&headers);
     let mut rec = Record::new(&ctx.id, method, uri.path());
     let req: EmbeddingsRequest = match read_json(body, &state).await {
         Ok(r) => r,
@@ -184,8 +200,11 @@ pub async fn provider_health(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn models(State(state): State<AppState>) -> Response {
-    let list = state.gateway.models().await;
+pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let list = match state.gateway.models_for(&caller_ctx(&headers)).await {
+        Ok(l) => l,
+        Err(e) => return error_response(&e),
+    };
     match serde_json::to_vec(&list) {
         Ok(json) => json_response(StatusCode::OK, json),
         Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the model list: {e}"))),
@@ -286,6 +305,9 @@ fn with_served(mut resp: Response, s: &Served) -> Response {
     h.insert("x-switchyard-fallback-index", HeaderValue::from(s.fallback_index));
     if s.hedged {
         h.insert("x-switchyard-hedged", HeaderValue::from_static("true"));
+    }
+    if let Some(c) = s.cost_nano_usd.and_then(|c| HeaderValue::from_str(&usd(c)).ok()) {
+        h.insert("x-switchyard-cost", c);
     }
     resp
 }

@@ -36,6 +36,8 @@ pub(crate) struct Record {
     /// How a stream ended: `completed`, `failed`, `client_closed`, `client_stalled` (also `client_closed`
     /// for a request whose client left before any answer).
     ended: Option<&'static str>,
+    /// The request's cost in billionths of a dollar, once settled (a stream's when it is over).
+    cost: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl Record {
@@ -53,7 +55,13 @@ impl Record {
             error: None,
             failed_attempts: None,
             ended: None,
+            cost: Default::default(),
         }
+    }
+
+    /// Where a stream's cost is put when it is settled, which may be after this record is handed on.
+    pub(crate) fn cost_cell(&self) -> std::sync::Arc<std::sync::Mutex<Option<u64>>> {
+        std::sync::Arc::clone(&self.cost)
     }
 
     /// The id the line is logged under, also sent back as `x-switchyard-request-id`.
@@ -71,6 +79,9 @@ impl Record {
 
     pub(crate) fn served(&mut self, served: &Served) {
         self.served = Some(served.clone());
+        if let Some(c) = served.cost_nano_usd {
+            *self.cost.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        }
     }
 
     pub(crate) fn usage(&mut self, u: Option<&Usage>) {
@@ -111,6 +122,7 @@ impl Drop for Record {
         let status = (self.status != 0).then_some(self.status);
         let ended = self.ended.or(status.is_none().then_some("client_closed"));
         let shown_status = status.map_or_else(|| "(client went away first)".to_string(), |s| s.to_string());
+        let cost = *self.cost.lock().unwrap_or_else(|e| e.into_inner());
         tracing::info!(
             target: "switchyard::request",
             request_id = %self.id,
@@ -120,6 +132,7 @@ impl Drop for Record {
             provider = s.map(|s| tracing::field::display(s.provider.as_str())),
             served_model = s.map(|s| tracing::field::display(s.model.as_str())),
             key = s.and_then(|s| s.key.as_deref()).map(tracing::field::display),
+            virtual_key = s.and_then(|s| s.virtual_key.as_deref()).map(tracing::field::display),
             status,
             latency_ms = self.started.elapsed().as_millis() as u64,
             attempts,
@@ -127,6 +140,7 @@ impl Drop for Record {
             hedged = s.is_some_and(|s| s.hedged).then_some(true),
             tokens_in = self.tokens.map(|t| t.0),
             tokens_out = self.tokens.map(|t| t.1),
+            cost_usd = cost.map(|c| tracing::field::display(crate::handlers::usd(c))),
             stream = self.stream.then_some(true),
             ended = ended.map(tracing::field::display),
             error = self.error.as_deref().map(tracing::field::display),

@@ -81,6 +81,16 @@ pub(crate) fn sse_response(phase: Phase, include_usage: bool, keepalive: Duratio
         .unwrap_or_else(|_| error_response(&GatewayError::Internal("cannot build the stream response".into())))
 }
 
+/// Has the stream's cost put on the record when its account is settled.
+fn settled_into(stream: &mut ChatStream, rec: &Record) {
+    let cell = rec.cost_cell();
+    if let Some(m) = stream.meter_mut() {
+        m.on_settled(move |cost| {
+            *cell.lock().unwrap_or_else(|e| e.into_inner()) = cost.map(switchyard_engine::account::nano_usd);
+        });
+    }
+}
+
 enum Sent {
     Yes,
     /// The client went away (the body was dropped).
@@ -117,15 +127,22 @@ fn send_limit(phase: &Phase) -> (Instant, Option<Duration>) {
 }
 
 async fn drive(
-    mut phase: Phase,
+    phase: Phase,
     mut enc: OpenAiStreamEncoder,
     keepalive: Duration,
     mut served: String,
     tx: mpsc::Sender<Bytes>,
     abandoned: Arc<AtomicBool>,
     // Logged when this task ends, whichever way (a client that left ends it too).
-    mut rec: Record,
+    rec: Record,
 ) {
+    // Declared in this order so that the stream (in `phase`) is dropped, and its account settled, before
+    // the record logs its line with the cost.
+    let mut rec = rec;
+    let mut phase = phase;
+    if let Phase::Streaming(s) = &mut phase {
+        settled_into(s, &rec);
+    }
     let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
         let code = e.code();
         let msg = e.to_string();
@@ -139,9 +156,10 @@ async fn drive(
                     // A client that left cancels the attempts still running for it.
                     _ = tx.closed() => return,
                     r = answer => match r {
-                        Ok(ChatOutcome::Stream(stream, s)) => {
+                        Ok(ChatOutcome::Stream(mut stream, s)) => {
                             served = format!("{}/{}", s.provider, s.model);
                             rec.served(&s);
+                            settled_into(&mut stream, &rec);
                             out.extend_from_slice(format!(": served by {served}\n\n").as_bytes());
                             phase = Phase::Streaming(stream);
                             false

@@ -283,8 +283,24 @@ async fn a_429_rotates_keys_at_once_and_a_short_reset_is_waited_for_once() {
     );
     let gw = Gateway::start(&yaml);
     let c = client();
-    let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user("x")})).await;
-    assert_eq!((r.status, r.header("x-switchyard-key"), r.header("x-switchyard-attempts")), (200, Some("cool"), Some("2")));
+    // The hot key is chosen first 100 times in 101; a request that drew the cool key first is not the
+    // rotation under test, so requests go on until one met the hot key. (The start-up model-list request,
+    // sent with the first key, is let through before counting.)
+    until(&up, |s| s.by_path.contains_key("/v1/models")).await;
+    let hot = || up.stats().by_key.get("sk-hot").copied().unwrap_or(0);
+    let mut rotated = false;
+    for _ in 0..10 {
+        let before = hot();
+        let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user("x")})).await;
+        let met_hot = hot() > before;
+        let attempts = if met_hot { "2" } else { "1" };
+        assert_eq!((r.status, r.header("x-switchyard-key"), r.header("x-switchyard-attempts")), (200, Some("cool"), Some(attempts)));
+        if met_hot {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(rotated, "the hot key was never chosen");
 
     // One key only, rate-limited with a 1 s reset (within routing.max_key_wait): the request waits once.
     let (lone_up, gw) = lone(Flavor::OpenAi, "").await;

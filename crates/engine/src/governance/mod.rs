@@ -184,6 +184,12 @@ impl Governance {
         }
     }
 
+    /// Whether anything is metered: a key, or a global budget or limit. Otherwise the request path skips
+    /// every reservation.
+    pub fn is_active(&self) -> bool {
+        !self.by_hash.is_empty() || !self.providers.is_empty() || !self.models.is_empty()
+    }
+
     pub fn has_keys(&self) -> bool {
         !self.by_hash.is_empty()
     }
