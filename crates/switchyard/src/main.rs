@@ -42,6 +42,10 @@ enum Command {
     Check {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
+        /// Also print, for each virtual key, every provider its requests can reach (with the providers'
+        /// tags and how), and those they cannot: the residency report.
+        #[arg(long)]
+        explain: bool,
     },
     /// Run a mock upstream provider (OpenAI, Azure, Anthropic or Ollama wire format) for tests and demos.
     Mock(MockArgs),
@@ -148,7 +152,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Check { config } => check(&config),
+        Command::Check { config, explain } => check(&config, explain),
         Command::Mock(args) => runtime.block_on(mock(args)),
     };
     match result {
@@ -174,11 +178,18 @@ fn init_logging(command: &Command) -> Result<(), logging::LogSetupError> {
 
 /// `switchyard check`: the same loading and the same gateway construction as `serve`, so a file that
 /// passes here starts there, and each route is shown as the targets `serve` would try.
-fn check(path: &std::path::Path) -> Result<(), String> {
+fn check(path: &std::path::Path, explain: bool) -> Result<(), String> {
     let cfg = config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?;
     let gateway = Gateway::new(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("{}: ok", path.display());
     print_summary(&cfg, &gateway);
+    if explain {
+        let lines = switchyard_engine::governance::residency::explain(&cfg);
+        println!("  virtual keys: {}", cfg.governance.keys.len());
+        for l in lines {
+            println!("    {l}");
+        }
+    }
     Ok(())
 }
 

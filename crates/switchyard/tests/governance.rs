@@ -1,0 +1,289 @@
+//! Virtual keys, residency, budgets and rate limits through the real binary: who may call, where their
+//! requests may go, and how much they may use, held exactly under concurrency.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{calls, check, client, mock, Gateway};
+use serde_json::{json, Value};
+use switchyard_mock::{Behavior, Flavor, MockServer};
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "caption this frame"}], "max_tokens": 50})
+}
+
+async fn post_as(c: &reqwest::Client, url: &str, key: Option<(&str, &str)>, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = c.post(url).header("content-type", "application/json").body(serde_json::to_vec(body).unwrap());
+    if let Some((h, v)) = key {
+        r = r.header(h, v);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn bearer(v: &str) -> Option<(&'static str, &str)> {
+    Some(("authorization", v))
+}
+
+/// An on-prem Ollama mock and a cloud OpenAI mock, and the providers naming them with their tags.
+async fn onprem_and_cloud() -> (MockServer, MockServer, String) {
+    let local = mock(Flavor::Ollama).await;
+    let cloud = mock(Flavor::OpenAi).await;
+    let yaml = format!(
+        "providers:\n  ollama:\n    base_url: \"{}\"\n    tags: [on-prem]\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: sk-cloud}}]\n    tags: [cloud]\n",
+        local.base_url(),
+        cloud.base_url()
+    );
+    (local, cloud, yaml)
+}
+
+#[tokio::test]
+async fn once_keys_exist_inference_needs_one_presented_as_any_sdk_does() {
+    let (_local, _cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!(
+        "{providers}governance:\n  virtual_keys:\n    - {{id: vk-free, name: free}}\n    - {{id: vk-off, name: off, is_active: false}}\n    - {{id: ops, name: ops, value: sk-sy-secret}}\n"
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let (s, _, b) = post_as(&c, &url, None, &chat("ollama/llava")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("missing_virtual_key")), "{b}");
+    let (s, _, b) = post_as(&c, &url, bearer("Bearer nope"), &chat("ollama/llava")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_virtual_key")), "{b}");
+    let (s, _, b) = post_as(&c, &url, bearer("Bearer vk-off"), &chat("ollama/llava")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("virtual_key_inactive")), "{b}");
+    // The id is the value when none is given (scripts written for Bifrost); every header an SDK uses works.
+    for key in [("authorization", "Bearer vk-free"), ("x-api-key", "vk-free"), ("x-bf-vk", "vk-free"), ("x-switchyard-vk", "sk-sy-secret")]
+    {
+        let (s, _, b) = post_as(&c, &url, Some(key), &chat("ollama/llava")).await;
+        assert_eq!(s, 200, "{key:?}: {b}");
+    }
+    // An id with its own value is not a value.
+    let (s, _, _) = post_as(&c, &url, bearer("Bearer ops"), &chat("ollama/llava")).await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn a_residency_restricted_key_never_reaches_the_cloud() {
+    let (local, cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!(
+        "{providers}governance:\n  virtual_keys:\n    - id: vk-sensitive\n      name: sensitive\n      residency: {{allowed_tags: [on-prem]}}\n    - {{id: vk-synthetic, name: synthetic}}\n"
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let key = bearer("Bearer vk-sensitive");
+    let (s, h, b) = post_as(&c, &url, key, &chat("ollama/llava")).await;
+    assert_eq!((s, h.get("x-switchyard-provider").and_then(|v| v.to_str().ok())), (200, Some("ollama")), "{b}");
+    // Asking for the cloud directly: refused before anything is sent.
+    let (s, _, b) = post_as(&c, &url, key, &chat("openai/gpt-4o")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("residency_violation")), "{b}");
+    // The local model failing, with the request body naming a cloud fallback: the failure, never the cloud.
+    local.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![500], ..Behavior::default() });
+    let mut body = chat("ollama/llava");
+    body["fallbacks"] = json!(["openai/gpt-4o"]);
+    let (s, _, b) = post_as(&c, &url, key, &body).await;
+    assert!(s >= 500, "{s} {b}");
+    assert_eq!(calls(&cloud), 0, "a restricted key's request reached the cloud");
+    // Another key may fall back.
+    let (s, h, _) = post_as(&c, &url, bearer("Bearer vk-synthetic"), &body).await;
+    assert_eq!((s, h.get("x-switchyard-provider").and_then(|v| v.to_str().ok())), (200, Some("openai")));
+    // /v1/models shows a key only what it may reach.
+    let r = c.get(gw.url("/v1/models")).header("authorization", "Bearer vk-sensitive").send().await.unwrap();
+    let models: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(models["data"].as_array().unwrap().iter().all(|m| m["id"].as_str().unwrap().starts_with("ollama/")), "{models}");
+}
+
+#[test]
+fn a_route_that_would_take_a_restricted_key_to_the_cloud_is_refused_at_load() {
+    let yaml = "providers:\n  ollama: {base_url: \"http://127.0.0.1:1\", tags: [on-prem]}\n  openai: {keys: [{value: k}], tags: [cloud]}\nroutes:\n  - models: [ollama/qwen2.5-vl:7b]\n    fallbacks: [openai/gpt-4o]\ngovernance:\n  virtual_keys:\n    - {id: vk-sensitive, name: sensitive, residency: {allowed_tags: [on-prem]}}\n";
+    let (ok, _, err) = check(yaml, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("governance.virtual_keys[0]: virtual key \"sensitive\" (only providers tagged on-prem) could reach provider openai (tagged [cloud]) through the route for ollama/qwen2.5-vl:7b: fallbacks[0] openai/gpt-4o"),
+        "{err}"
+    );
+    // The key's own provider configs leave the cloud out explicitly: accepted, and `--explain` says so.
+    let ok_yaml = yaml
+        .replace("residency: {allowed_tags: [on-prem]}}", "residency: {allowed_tags: [on-prem]}, provider_configs: [{provider: ollama}]}");
+    let (ok, out, err) = check(&ok_yaml, &[]);
+    assert!(ok, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.yaml");
+    std::fs::write(&path, &ok_yaml).unwrap();
+    let explained =
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["check", "--explain", "--config"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.status.success(), "{text}");
+    assert!(text.contains("virtual key \"sensitive\": only providers tagged on-prem"), "{text}");
+    assert!(text.contains("reaches ollama [on-prem] via provider_configs[0]"), "{text}");
+    assert!(text.contains("never   openai [cloud]: residency forbids it"), "{text}");
+    assert!(!out.contains("vk-sensitive"), "a key's id (which may be its value) is never printed: {out}");
+}
+
+/// One request's cost on a fresh gateway, for a budget that allows an exact number of them.
+async fn cost_of_one(providers: &str, c: &reqwest::Client) -> f64 {
+    let gw = Gateway::start(providers);
+    let (s, h, b) = post_as(c, &gw.url("/v1/chat/completions"), None, &chat("openai/gpt-4o")).await;
+    assert_eq!(s, 200, "{b}");
+    h.get("x-switchyard-cost").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("a priced answer carries its cost")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_against_a_budget_for_ten_get_exactly_ten() {
+    let cloud = mock(Flavor::OpenAi).await;
+    cloud.set_behavior(Behavior { latency_ms: 20, ..Behavior::default() });
+    // A price high enough that the cost is far from rounding; the request's bound (50 output tokens) is
+    // much more than what the mock produces, so the budget's last request only fits its real cost.
+    let providers = format!(
+        "providers:\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: sk-cloud}}]\npricing:\n  \"openai/gpt-4o\": {{input: 1000, output: 5000}}\n",
+        cloud.base_url()
+    );
+    let c = client();
+    let one = cost_of_one(&providers, &c).await;
+    let yaml = format!(
+        "{providers}governance:\n  virtual_keys:\n    - {{id: vk-station-7, name: station-7, budget: {{max_limit: {}}}}}\n",
+        one * 10.0
+    );
+    let gw = Gateway::start(&yaml);
+    let url = gw.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { post_as(&c, &url, bearer("Bearer vk-station-7"), &chat("openai/gpt-4o")).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let (s, _, b) = t.await.unwrap();
+        match s {
+            200 => ok += 1,
+            402 => assert_eq!(b["error"]["code"], "budget_exceeded", "{b}"),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(ok, 10, "the budget allows exactly ten requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_limit_of_ten_per_minute_under_a_hundred_concurrent_requests_serves_ten() {
+    let (_local, _cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!(
+        "{providers}governance:\n  virtual_keys:\n    - id: vk-dev\n      name: dev\n      rate_limit: {{request_max_limit: 10, request_reset_duration: 1m}}\n"
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { post_as(&c, &url, bearer("Bearer vk-dev"), &chat("ollama/llava")).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let (s, h, b) = t.await.unwrap();
+        match s {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(b["error"]["code"], "rate_limit_exceeded", "{b}");
+                let after: u64 = h.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+                assert!((1..=60).contains(&after), "retry-after {after}");
+            }
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(ok, 10);
+}
+
+#[tokio::test]
+async fn a_keys_provider_configs_choose_by_weight_and_fail_over() {
+    let (local, cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!(
+        "{providers}governance:\n  virtual_keys:\n    - id: vk-hybrid\n      name: hybrid\n      provider_configs:\n        - {{provider: ollama, weight: 0.9}}\n        - {{provider: openai, weight: 0.1, allowed_models: [llava, gpt-4o]}}\n"
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let key = bearer("Bearer vk-hybrid");
+    let n = 200;
+    for _ in 0..n {
+        let (s, _, b) = post_as(&c, &url, key, &chat("llava")).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let local_share = calls(&local) as f64 / n as f64;
+    assert!((0.8..=0.97).contains(&local_share), "ollama served {local_share} of a 0.9 weight");
+    // Not allowed: a model outside the configs, a provider the key has no config for.
+    let (s, _, b) = post_as(&c, &url, key, &chat("openai/o3")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("model_not_allowed")), "{b}");
+    // vLLM down (here: Ollama), the other config serves.
+    local.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![503], ..Behavior::default() });
+    let before = calls(&cloud);
+    for _ in 0..5 {
+        let (s, h, b) = post_as(&c, &url, key, &chat("llava")).await;
+        assert_eq!((s, h.get("x-switchyard-provider").and_then(|v| v.to_str().ok())), (200, Some("openai")), "{b}");
+    }
+    assert_eq!(calls(&cloud) - before, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_at_its_concurrency_limit_is_told_to_come_back() {
+    let (local, _cloud, providers) = onprem_and_cloud().await;
+    local.set_behavior(Behavior { latency_ms: 1500, ..Behavior::default() });
+    let yaml = format!("{providers}governance:\n  virtual_keys:\n    - {{id: vk-one, name: one, max_concurrent: 1}}\n");
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let slow = tokio::spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { post_as(&c, &url, bearer("Bearer vk-one"), &chat("ollama/llava")).await.0 }
+    });
+    assert!(local.wait_for(|s| s.requests >= 1, Duration::from_secs(10)).await);
+    let (s, h, b) = post_as(&c, &url, bearer("Bearer vk-one"), &chat("ollama/llava")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")), "{b}");
+    assert!(h.get("retry-after").is_some());
+    assert_eq!(slow.await.unwrap(), 200);
+    // Its place is given back when it ends.
+    local.set_behavior(Behavior::default());
+    let (s, _, b) = post_as(&c, &url, bearer("Bearer vk-one"), &chat("ollama/llava")).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+#[tokio::test]
+async fn a_stream_the_client_cuts_is_billed_for_what_it_generated() {
+    let cloud = mock(Flavor::OpenAi).await;
+    cloud.set_behavior(Behavior { chunk_delay_ms: 300, ..Behavior::default() });
+    let yaml = format!(
+        "providers:\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: sk-cloud}}]\npricing:\n  \"openai/gpt-4o\": {{input: 1000, output: 5000}}\ngovernance:\n  virtual_keys:\n    - {{id: vk-s, name: streamer, budget: {{max_limit: 1000}}}}\n",
+        cloud.base_url()
+    );
+    let (gw, logs) = Gateway::start_logged(Some(&yaml), &[], &[]);
+    let c = client();
+    let body = json!({"model": "openai/gpt-4o", "stream": true, "messages": [{"role": "user", "content": "one two three four five six seven eight"}]});
+    let mut resp = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", "Bearer vk-s")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The first content, then the client goes away.
+    let mut seen = String::new();
+    while !seen.contains("\"content\"") {
+        seen.push_str(&String::from_utf8_lossy(&resp.chunk().await.unwrap().unwrap()));
+    }
+    drop(resp);
+    let text = logs.wait_until("the stream's request line", |t| t.contains("ended=client_closed")).await;
+    let line = text.lines().find(|l| l.contains("ended=client_closed")).unwrap();
+    let cost: f64 = line.split("cost_usd=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    assert!(cost > 0.0, "the cut stream was not billed: {line}");
+    assert!(line.contains("virtual_key=streamer"), "{line}");
+}
