@@ -48,6 +48,11 @@ impl Gateway {
         })
     }
 
+    /// Whether inference needs a virtual key (`governance.require_virtual_key`, on once any key exists).
+    pub fn requires_virtual_key(&self) -> bool {
+        self.governance.requires_key()
+    }
+
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
         self.up.providers.iter().map(|p| p.cfg.name.as_str())
     }

@@ -314,11 +314,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         body_read_timeout = %human(cfg.server.body_read_timeout),
         "connection limits"
     );
-    if !addr.ip().is_loopback() {
-        // There is no caller authentication yet (virtual keys are a coming feature): on a reachable
-        // address, whoever can connect spends the configured providers' keys.
+    if !addr.ip().is_loopback() && !gateway.requires_virtual_key() {
+        // Without virtual keys, whoever can connect on a reachable address spends the providers' keys.
         tracing::warn!(
-            "listening on {addr}, which is not a loopback address, and the gateway does not authenticate callers yet: anyone who can reach this port can use every configured provider and its keys; listen on 127.0.0.1 (--listen 127.0.0.1:8080) or put the gateway behind a proxy that authenticates callers"
+            "listening on {addr}, which is not a loopback address, and no virtual key is required: anyone who can reach this port can use every configured provider and its keys; configure governance.virtual_keys (then every request needs one), listen on 127.0.0.1 (--listen 127.0.0.1:8080), or put the gateway behind a proxy that authenticates callers"
         );
     }
     if addr.ip().is_loopback() && cfg.server.allowed_hosts.is_empty() {

@@ -1,5 +1,5 @@
 //! What `serve` tells a newcomer at start, through the real binary: a warning when it listens where others
-//! can reach it without any caller authentication, and the demo's mock ports, chosen or in use.
+//! can reach it without requiring virtual keys, and the demo's mock ports, chosen or in use.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::json;
 
-const EXPOSED: &str = "not a loopback address, and the gateway does not authenticate callers yet";
+const EXPOSED: &str = "not a loopback address, and no virtual key is required";
 
 fn demo_request() -> serde_json::Value {
     json!({"model": "local/llava:latest", "messages": [{"role": "user", "content": "hello"}]})
@@ -30,6 +30,15 @@ async fn listening_beyond_loopback_warns_and_names_the_fix() {
     // On loopback there is nobody else to warn about.
     let (gw, logs) = Gateway::start_logged(None, &["--demo"], &[]);
     post(&client(), &gw.url("/v1/chat/completions"), &demo_request()).await;
+    let text = logs.wait_until("the request line", |t| t.contains("switchyard::request")).await;
+    assert!(!text.contains(EXPOSED), "{text}");
+
+    // Nor where every request needs a virtual key.
+    let yaml = "governance:\n  virtual_keys:\n    - {id: vk-a, name: a}\n";
+    let (gw, logs) = Gateway::start_logged(Some(yaml), &["--demo", "--listen", "0.0.0.0:0"], &[]);
+    let port = gw.base.rsplit(':').next().unwrap();
+    let r = post(&client(), &format!("http://127.0.0.1:{port}/v1/chat/completions"), &demo_request()).await;
+    assert_eq!(r.status, 401, "{}", r.body);
     let text = logs.wait_until("the request line", |t| t.contains("switchyard::request")).await;
     assert!(!text.contains(EXPOSED), "{text}");
 }

@@ -190,6 +190,10 @@ impl Governance {
         !self.by_hash.is_empty() || !self.providers.is_empty() || !self.models.is_empty()
     }
 
+    pub fn requires_key(&self) -> bool {
+        self.require_key
+    }
+
     pub fn has_keys(&self) -> bool {
         !self.by_hash.is_empty()
     }
