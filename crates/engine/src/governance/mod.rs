@@ -16,6 +16,7 @@
 pub mod meter;
 pub mod model;
 pub mod residency;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
