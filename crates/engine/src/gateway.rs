@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::ctx::{RequestCtx, Served};
 use crate::error::GatewayError;
 use crate::executor::{Metering, Op, Output, Run};
-use crate::governance::meter::Hold;
+use crate::governance::meter::{Hold, Registry};
 use crate::governance::{Governance, Principal};
 use crate::plan::{Plan, Planner};
 use crate::pool::{endpoint, ProviderHealthView, Upstreams};
@@ -43,7 +43,7 @@ impl Gateway {
         Ok(Gateway {
             up: Upstreams::new(cfg)?,
             planner: Planner::new(cfg),
-            governance: Governance::new(&cfg.governance),
+            governance: Governance::new(&cfg.governance, &Registry::default()),
             pricing: PriceTable::new(&cfg.pricing),
         })
     }

@@ -49,21 +49,23 @@ impl Measure {
     }
 }
 
-/// One limit on one level (`virtual key sensitive`, `team vision`, `provider openai`, ...).
+/// One limit on one level (`virtual key sensitive`, `team vision`, `provider openai`, ...). Its limit and
+/// window may be changed while requests hold reservations on it ([`Meter::reconfigure`]): a management-API
+/// write never resets what was used.
 pub struct Meter {
     id: u64,
     pub measure: Measure,
-    /// Who it limits, for messages: `virtual key "sensitive"`.
-    pub level: String,
-    pub limit: f64,
-    pub period: Option<Period>,
-    pub calendar_aligned: bool,
     state: Mutex<State>,
     changed: tokio::sync::Notify,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone)]
 struct State {
+    /// Who it limits, for messages: `virtual key "sensitive"`.
+    level: String,
+    limit: f64,
+    period: Option<Period>,
+    calendar_aligned: bool,
     /// Unix ms; the current window is [start, end). No window: the meter never resets.
     window: Option<(i64, i64)>,
     used: f64,
@@ -71,11 +73,13 @@ struct State {
 }
 
 /// What a meter shows: use in the current window and when it resets.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
+    pub level: String,
     pub used: f64,
     pub reserved: f64,
     pub limit: f64,
+    pub period: Option<Period>,
     /// Unix ms of the current window's start and end.
     pub window: Option<(i64, i64)>,
 }
@@ -85,11 +89,7 @@ impl Meter {
         Arc::new(Meter {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             measure,
-            level: level.into(),
-            limit,
-            period,
-            calendar_aligned,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { level: level.into(), limit, period, calendar_aligned, window: None, used: 0.0, reserved: 0.0 }),
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -100,20 +100,72 @@ impl Meter {
 
     pub fn read(&self, now_ms: i64) -> Reading {
         let mut st = self.lock();
-        self.roll(&mut st, now_ms);
-        Reading { used: st.used, reserved: st.reserved, limit: self.limit, window: st.window }
+        roll(self.measure, &mut st, now_ms);
+        Reading { level: st.level.clone(), used: st.used, reserved: st.reserved, limit: st.limit, period: st.period, window: st.window }
     }
 
-    /// Starts a new window when the current one is over.
-    fn roll(&self, st: &mut State, now: i64) {
-        let Some(period) = self.period else { return };
-        match st.window {
-            Some((_, end)) if now < end => {}
-            previous => {
-                st.window = Some(window(period, self.calendar_aligned, previous.map(|w| w.0), now));
-                if measure_resets(self.measure) {
-                    st.used = 0.0;
-                }
+    pub fn level(&self) -> String {
+        self.lock().level.clone()
+    }
+
+    /// New limit, window and name, keeping what was used and what is in flight. A different window
+    /// length starts a new window.
+    pub fn reconfigure(&self, level: &str, limit: f64, period: Option<Period>, calendar_aligned: bool) {
+        let mut st = self.lock();
+        if st.period != period || st.calendar_aligned != calendar_aligned {
+            st.window = None;
+        }
+        st.level = level.to_string();
+        st.limit = limit;
+        st.period = period;
+        st.calendar_aligned = calendar_aligned;
+        drop(st);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Starts a new window when the current one is over.
+fn roll(measure: Measure, st: &mut State, now: i64) {
+    let Some(period) = st.period else { return };
+    match st.window {
+        Some((_, end)) if now < end => {}
+        previous => {
+            st.window = Some(window(period, st.calendar_aligned, previous.map(|w| w.0), now));
+            if measure_resets(measure) {
+                st.used = 0.0;
+            }
+        }
+    }
+}
+
+/// Meters by stable name (`vk:<handle>:budget`, `provider:openai:tokens`, ...), so that rebuilding the
+/// governance state after a configuration change hands every level its existing meter back.
+#[derive(Default)]
+pub struct Registry {
+    by_name: Mutex<std::collections::HashMap<String, Arc<Meter>>>,
+}
+
+impl Registry {
+    /// The meter called `name`, made or reconfigured to these settings.
+    pub fn meter(
+        &self,
+        name: &str,
+        measure: Measure,
+        level: &str,
+        limit: f64,
+        period: Option<Period>,
+        calendar_aligned: bool,
+    ) -> Arc<Meter> {
+        let mut map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(name) {
+            Some(m) if m.measure == measure => {
+                m.reconfigure(level, limit, period, calendar_aligned);
+                Arc::clone(m)
+            }
+            _ => {
+                let m = Meter::new(measure, level, limit, period, calendar_aligned);
+                map.insert(name.to_string(), Arc::clone(&m));
+                m
             }
         }
     }
@@ -133,7 +185,8 @@ pub struct Refused {
 
 impl std::fmt::Debug for Meter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Meter({} {} of {})", self.level, self.measure.as_str(), self.limit)
+        let st = self.lock();
+        write!(f, "Meter({} {} of {})", st.level, self.measure.as_str(), st.limit)
     }
 }
 
@@ -181,7 +234,7 @@ impl Hold {
                 Measure::Concurrent => 0.0,
             };
             let mut st = m.lock();
-            m.roll(&mut st, now);
+            roll(m.measure, &mut st, now);
             st.reserved = less(st.reserved, reserved);
             st.used += amount.max(0.0);
             drop(st);
@@ -227,7 +280,7 @@ fn try_reserve(wanted: &[(Arc<Meter>, f64)], now: i64) -> Try {
             continue;
         }
         let mut g = m.lock();
-        m.roll(&mut g, now);
+        roll(m.measure, &mut g, now);
         guards.push((i, g));
     }
     // What each meter grants: the amount asked for when it fits. When it does not, and nothing is in
@@ -238,11 +291,11 @@ fn try_reserve(wanted: &[(Arc<Meter>, f64)], now: i64) -> Try {
     for (i, g) in &guards {
         let (m, _) = &wanted[*i];
         let amount: f64 = wanted.iter().filter(|(x, _)| x.id == m.id).map(|(_, a)| *a).sum();
-        if g.used + g.reserved + amount <= m.limit + EPSILON {
+        if g.used + g.reserved + amount <= g.limit + EPSILON {
             grants.push(amount);
             continue;
         }
-        let room = m.limit - g.used;
+        let room = g.limit - g.used;
         if m.measure != Measure::Concurrent && room > EPSILON {
             if g.reserved > EPSILON {
                 return Try::Wait(Arc::clone(m));
@@ -406,7 +459,7 @@ mod tests {
         h.settle(Used { usd: 0.5, ..Used::default() });
         // b is spent and nothing in flight will change that: refused, and a is left untouched.
         let r = reserve(&[(a.clone(), 0.4), (b.clone(), 0.4)], Duration::ZERO).await.unwrap_err();
-        assert_eq!(r.meter.level, "team t");
+        assert_eq!(r.meter.level(), "team t");
         assert_eq!(a.read(now_ms()).reserved, 0.0);
         assert_eq!((a.read(now_ms()).used, b.read(now_ms()).used), (0.5, 0.5));
         // With room but less than the bound and nothing in flight, the request gets what is left.

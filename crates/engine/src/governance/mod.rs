@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{GovernanceConfig, LevelLimits, ProviderConfig};
 use crate::error::{Denial, FailureClass, GatewayError};
-use meter::{Hold, Measure, Meter, Refused};
+use meter::{Hold, Measure, Meter, Refused, Registry};
 use model::{Budget, Customer, ProviderGrant, RateLimit, Residency, Team, VirtualKeySpec};
 
 /// The meters of one level; a level without a limit has no meter.
@@ -39,17 +39,25 @@ pub struct Limits {
 }
 
 impl Limits {
-    fn new(level: &str, budget: Option<&Budget>, rate: Option<&RateLimit>) -> Arc<Limits> {
-        let budget = budget.map(|b| Meter::new(Measure::Usd, level, b.max_limit, b.reset_duration, b.calendar_aligned));
+    /// The meters of level `name` (a stable name: `vk:<handle>`, `team:<id>`, `provider:<name>`, ...),
+    /// taken from `registry` so that a level keeps its use when the configuration changes.
+    fn new(registry: &Registry, name: &str, level: &str, budget: Option<&Budget>, rate: Option<&RateLimit>) -> Arc<Limits> {
+        let budget = budget
+            .map(|b| registry.meter(&format!("{name}:budget"), Measure::Usd, level, b.max_limit, b.reset_duration, b.calendar_aligned));
         let rate = rate.cloned().unwrap_or_default();
-        let requests = rate.request_max_limit.map(|n| Meter::new(Measure::Requests, level, n as f64, rate.request_reset_duration, false));
-        let tokens = rate.token_max_limit.map(|n| Meter::new(Measure::Tokens, level, n as f64, rate.token_reset_duration, false));
+        let requests = rate
+            .request_max_limit
+            .map(|n| registry.meter(&format!("{name}:requests"), Measure::Requests, level, n as f64, rate.request_reset_duration, false));
+        let tokens = rate
+            .token_max_limit
+            .map(|n| registry.meter(&format!("{name}:tokens"), Measure::Tokens, level, n as f64, rate.token_reset_duration, false));
         Arc::new(Limits { budget, requests, tokens })
     }
+}
 
-    fn from_config(level: &str, l: &LevelLimits) -> Arc<Limits> {
-        Limits::new(level, l.budget.as_ref(), l.rate_limit.as_ref())
-    }
+/// A stable, non-secret name for a key's meters: its id may be its value.
+fn handle(id: &str) -> String {
+    hash(id).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A caller identified by its virtual key, with everything the key's policy says.
@@ -126,61 +134,72 @@ pub struct Estimate {
 }
 
 impl Governance {
-    pub fn new(cfg: &GovernanceConfig) -> Governance {
+    /// The governance state of `cfg`; meters come from `registry`, so that a level existing before keeps
+    /// its use (a rebuild after a management-API write resets nothing).
+    pub fn new(cfg: &GovernanceConfig, registry: &Registry) -> Governance {
         let customers: HashMap<&str, (&Customer, Arc<Limits>)> = cfg
             .customers
             .iter()
             .map(|c| {
-                (
-                    c.id.as_str(),
-                    (c, Limits::new(&format!("customer \"{}\"", display(&c.name, &c.id)), c.budget.as_ref(), c.rate_limit.as_ref())),
-                )
+                let level = format!("customer \"{}\"", display(&c.name, &c.id));
+                (c.id.as_str(), (c, Limits::new(registry, &format!("customer:{}", c.id), &level, c.budget.as_ref(), c.rate_limit.as_ref())))
             })
             .collect();
         let teams: HashMap<&str, (&Team, Arc<Limits>)> = cfg
             .teams
             .iter()
             .map(|t| {
-                (
-                    t.id.as_str(),
-                    (t, Limits::new(&format!("team \"{}\"", display(&t.name, &t.id)), t.budget.as_ref(), t.rate_limit.as_ref())),
-                )
+                let level = format!("team \"{}\"", display(&t.name, &t.id));
+                (t.id.as_str(), (t, Limits::new(registry, &format!("team:{}", t.id), &level, t.budget.as_ref(), t.rate_limit.as_ref())))
             })
             .collect();
         let mut by_hash = HashMap::new();
         for (spec, value) in &cfg.keys {
             let level = format!("virtual key \"{}\"", spec.name);
+            let name = format!("vk:{}", handle(&spec.id));
             let team = spec.team_id.as_deref().and_then(|id| teams.get(id));
             let customer_id = spec.customer_id.as_deref().or_else(|| team.and_then(|t| t.0.customer_id.as_deref()));
             let customer = customer_id.and_then(|id| customers.get(id));
-            let mut levels = vec![Limits::new(&level, spec.budget.as_ref(), spec.rate_limit.as_ref())];
+            let mut levels = vec![Limits::new(registry, &name, &level, spec.budget.as_ref(), spec.rate_limit.as_ref())];
             levels.extend(team.map(|t| t.1.clone()));
             levels.extend(customer.map(|c| c.1.clone()));
             let grants = spec
                 .provider_configs
                 .iter()
                 .map(|g| {
-                    let l = Limits::new(&format!("{level}, provider {}", g.provider), g.budget.as_ref(), g.rate_limit.as_ref());
+                    let l = Limits::new(
+                        registry,
+                        &format!("{name}:provider:{}", g.provider),
+                        &format!("{level}, provider {}", g.provider),
+                        g.budget.as_ref(),
+                        g.rate_limit.as_ref(),
+                    );
                     (g.clone(), l)
                 })
                 .collect();
             let residency = spec.residency.iter().chain(team.and_then(|t| t.0.residency.as_ref())).cloned().collect();
+            let concurrent = spec
+                .max_concurrent
+                .map(|n| registry.meter(&format!("{name}:concurrent"), Measure::Concurrent, &level, f64::from(n), None, false));
             let principal = Principal {
                 key: VirtualKeySpec { value: None, ..spec.clone() },
                 team: team.map(|t| t.0.clone()),
                 customer: customer.map(|c| c.0.clone()),
                 levels,
-                concurrent: spec.max_concurrent.map(|n| Meter::new(Measure::Concurrent, &level, f64::from(n), None, false)),
+                concurrent,
                 grants,
                 residency,
             };
             by_hash.insert(hash(value.expose_secret()), Arc::new(principal));
         }
+        let level = |kind: &str, n: &str, l: &LevelLimits| {
+            Limits::new(registry, &format!("{kind}:{n}"), &format!("{kind} {n}"), l.budget.as_ref(), l.rate_limit.as_ref())
+        };
         Governance {
             require_key: cfg.require_virtual_key.unwrap_or(!cfg.keys.is_empty()),
             by_hash,
-            providers: cfg.providers.iter().map(|(p, l)| (p.clone(), Limits::from_config(&format!("provider {p}"), l))).collect(),
-            models: cfg.models.iter().map(|(m, l)| (m.clone(), Limits::from_config(&format!("model {m}"), l))).collect(),
+            providers: cfg.providers.iter().map(|(p, l)| (p.clone(), level("provider", p, l))).collect(),
+            models: cfg.models.iter().map(|(m, l)| (m.clone(), level("model", m, l))).collect(),
             default_max_tokens: cfg.default_max_tokens,
         }
     }
@@ -292,12 +311,12 @@ fn refusal_text(r: &Refused) -> String {
         Measure::Usd => format!("${x:.4}"),
         _ => format!("{x:.0}"),
     };
-    let window = m.period.map(|p| format!(" per {p}")).unwrap_or_default();
+    let window = reading.period.map(|p| format!(" per {p}")).unwrap_or_default();
     format!(
         "the {} of {} ({}{window}) has no room: {} used, {} reserved by requests in flight",
         m.measure.as_str(),
-        m.level,
-        amount(m.limit),
+        reading.level,
+        amount(reading.limit),
         amount(reading.used),
         amount(reading.reserved)
     )
