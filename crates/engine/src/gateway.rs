@@ -13,7 +13,8 @@ use crate::config::Config;
 use crate::ctx::{RequestCtx, Served};
 use crate::error::GatewayError;
 use crate::executor::{Metering, Op, Output, Run};
-use crate::governance::meter::{Hold, Registry};
+use crate::governance::live::Live;
+use crate::governance::meter::Hold;
 use crate::governance::{Governance, Principal};
 use crate::plan::{Plan, Planner};
 use crate::pool::{endpoint, ProviderHealthView, Upstreams};
@@ -34,7 +35,7 @@ pub enum ChatOutcome {
 pub struct Gateway {
     up: Upstreams,
     planner: Planner,
-    governance: Governance,
+    governance: Live,
     pricing: PriceTable,
 }
 
@@ -43,14 +44,19 @@ impl Gateway {
         Ok(Gateway {
             up: Upstreams::new(cfg)?,
             planner: Planner::new(cfg),
-            governance: Governance::new(&cfg.governance, &Registry::default()),
+            governance: Live::new(cfg),
             pricing: PriceTable::new(&cfg.pricing),
         })
     }
 
     /// Whether inference needs a virtual key (`governance.require_virtual_key`, on once any key exists).
     pub fn requires_virtual_key(&self) -> bool {
-        self.governance.requires_key()
+        self.governance.snapshot().requires_key()
+    }
+
+    /// Governance as the management API changes it.
+    pub fn governance(&self) -> &Live {
+        &self.governance
     }
 
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
@@ -92,13 +98,14 @@ impl Gateway {
     /// 7. **Respond** (server): the caller's API shape, with headers saying who served it.
     pub async fn chat(&self, req: ChatRequest, ctx: &RequestCtx) -> Result<ChatOutcome, GatewayError> {
         validate_chat(&req)?;
-        let who = self.governance.identify(ctx.credential.as_ref())?;
+        let gov = self.governance.snapshot();
+        let who = gov.identify(ctx.credential.as_ref())?;
         let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
-        let admission = self.admit(who.as_deref(), ctx).await?;
+        let admission = self.admit(&gov, who.as_deref(), ctx).await?;
         let prompt = account::prompt_tokens(&req);
-        let max_output = req.max_completion_tokens.or(req.max_tokens).unwrap_or(self.governance.default_max_tokens);
+        let max_output = req.max_completion_tokens.or(req.max_tokens).unwrap_or(gov.default_max_tokens);
         let op = Op::chat(&req);
-        let metering = self.metering(who.as_deref(), prompt, u64::from(max_output));
+        let metering = self.metering(&gov, who.as_deref(), prompt, u64::from(max_output));
         let (out, mut served, won) = match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
             Ok(x) => x,
             Err(e) => {
@@ -123,21 +130,15 @@ impl Gateway {
     }
 
     /// Stage 4 for an identified caller; nothing to hold for an anonymous one.
-    async fn admit(&self, who: Option<&Principal>, ctx: &RequestCtx) -> Result<Hold, GatewayError> {
+    async fn admit(&self, gov: &Governance, who: Option<&Principal>, ctx: &RequestCtx) -> Result<Hold, GatewayError> {
         match who {
-            Some(w) => self.governance.admit(w, self.up.routing.deadline.saturating_sub(ctx.arrived.elapsed())).await,
+            Some(w) => gov.admit(w, self.up.routing.deadline.saturating_sub(ctx.arrived.elapsed())).await,
             None => Ok(Hold::default()),
         }
     }
 
-    fn metering<'a>(&'a self, who: Option<&'a Principal>, prompt_tokens: u64, max_output_tokens: u64) -> Metering<'a> {
-        Metering {
-            governance: self.governance.is_active().then_some(&self.governance),
-            who,
-            pricing: &self.pricing,
-            prompt_tokens,
-            max_output_tokens,
-        }
+    fn metering<'a>(&'a self, gov: &'a Governance, who: Option<&'a Principal>, prompt_tokens: u64, max_output_tokens: u64) -> Metering<'a> {
+        Metering { governance: gov.is_active().then_some(gov), who, pricing: &self.pricing, prompt_tokens, max_output_tokens }
     }
 
     /// `POST /v1/embeddings`: the same stages as chat, one body back.
@@ -154,12 +155,13 @@ impl Gateway {
         if empty {
             return Err(GatewayError::bad_request("input must not be empty (nor hold empty strings)", Some("input")));
         }
-        let who = self.governance.identify(ctx.credential.as_ref())?;
+        let gov = self.governance.snapshot();
+        let who = gov.identify(ctx.credential.as_ref())?;
         let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
-        let admission = self.admit(who.as_deref(), ctx).await?;
+        let admission = self.admit(&gov, who.as_deref(), ctx).await?;
         let prompt = account::embedding_tokens(&req);
         let op = Op::Embeddings(&req);
-        let metering = self.metering(who.as_deref(), prompt, 0);
+        let metering = self.metering(&gov, who.as_deref(), prompt, 0);
         match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
             Ok((Output::Embeddings(r), mut served, won)) => {
                 let (attempt, price) = won.unwrap_or_default();
@@ -205,7 +207,7 @@ impl Gateway {
     /// `GET /v1/models` for a caller: with a virtual key, only what the key may use and reach (a named
     /// chain when any of its targets is).
     pub async fn models_for(&self, ctx: &RequestCtx) -> Result<ModelList, GatewayError> {
-        let who = self.governance.identify(ctx.credential.as_ref())?;
+        let who = self.governance.snapshot().identify(ctx.credential.as_ref())?;
         let mut list = self.models().await;
         if let Some(w) = who {
             let usable = |label: &str| {

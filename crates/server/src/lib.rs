@@ -7,6 +7,7 @@
 //! requests a browser page could have forged (`policy`), and how long a stream client that stops reading
 //! may hold an upstream (`sse`).
 
+pub mod admin;
 mod conn;
 mod errors;
 mod handlers;
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use switchyard_engine::config::ServerSettings;
 use switchyard_engine::Gateway;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub server: ServerSettings,
     /// Renders `/metrics`; `None` when no recorder was installed (then the route answers 404).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The management API's token; `None` turns the API off.
+    pub admin: Option<admin::AdminToken>,
 }
 
 /// Installs the process-wide Prometheus recorder the engine's counters go to. Call once, before serving.
@@ -57,7 +60,13 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
     let mut r = Router::new()
         .route("/health", get(handlers::health))
         .route("/api/health/providers", get(handlers::provider_health))
-        .route("/metrics", get(handlers::metrics));
+        .route("/metrics", get(handlers::metrics))
+        .route("/api/governance/virtual-keys", get(admin::list_keys).post(admin::create_key))
+        .route("/api/governance/virtual-keys/{id}", get(admin::get_key).put(admin::put_key).delete(admin::delete_key))
+        .route("/api/governance/teams", get(admin::list_teams).post(admin::create_team))
+        .route("/api/governance/teams/{id}", put(admin::put_team).delete(admin::delete_team))
+        .route("/api/governance/customers", get(admin::list_customers).post(admin::create_customer))
+        .route("/api/governance/customers/{id}", put(admin::put_customer).delete(admin::delete_customer));
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))

@@ -324,9 +324,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!("listening on a loopback address: requests for other host names are refused (server.allowed_hosts adds some)");
     }
     println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
-    let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics: switchyard_server::install_metrics() };
+    let admin = Some(switchyard_server::admin::AdminToken::new(&admin_token()));
+    let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics: switchyard_server::install_metrics(), admin };
     switchyard_server::serve(listener, switchyard_server::router(state, addr), limits, shutdown_signal()).await;
     Ok(())
+}
+
+/// The management API's token: `SWITCHYARD_ADMIN_TOKEN`, or one made now and printed once on standard
+/// error (without a data directory it is not kept: the next start makes another).
+fn admin_token() -> String {
+    if let Some(t) = std::env::var("SWITCHYARD_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        return t.trim().to_string();
+    }
+    let mut rng = fastrand::Rng::new();
+    let token: String = std::iter::repeat_with(|| rng.alphanumeric()).take(40).collect();
+    let token = format!("sy-admin-{token}");
+    eprintln!(
+        "management API (/api/governance/...) admin token for this run, shown once: {token} (set SWITCHYARD_ADMIN_TOKEN to choose one)"
+    );
+    token
 }
 
 /// Raises the soft open-file limit to the hard one: every client and upstream connection is a file

@@ -287,3 +287,117 @@ async fn a_stream_the_client_cuts_is_billed_for_what_it_generated() {
     assert!(cost > 0.0, "the cut stream was not billed: {line}");
     assert!(line.contains("virtual_key=streamer"), "{line}");
 }
+
+const ADMIN: &str = "sy-admin-test-token";
+
+async fn admin(c: &reqwest::Client, method: reqwest::Method, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut r = c.request(method, url);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_management_api_creates_keys_live_checks_every_write_and_never_shows_a_value_twice() {
+    use reqwest::Method;
+    let (_local, cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!("{providers}governance:\n  virtual_keys:\n    - {{id: vk-file, name: from-file}}\n");
+    let (gw, _logs) = Gateway::start_logged(Some(&yaml), &[], &[("SWITCHYARD_ADMIN_TOKEN", ADMIN)]);
+    let c = client();
+    let keys = gw.url("/api/governance/virtual-keys");
+    // The admin token is required.
+    for token in [None, Some("wrong")] {
+        let (s, b) = admin(&c, Method::GET, keys.clone(), token, None).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (401, Some("admin_unauthorized")), "{b}");
+    }
+    // Bifrost's seed script: PUT with a chosen id and no value, then the id is the SDK's api_key.
+    let body = json!({"name": "free", "provider_configs": [{"provider": "ollama", "weight": 1.0}], "budget": {"max_limit": 5, "reset_duration": "1d"}});
+    let (s, b) = admin(&c, Method::PUT, format!("{keys}/vk-free"), Some(ADMIN), Some(body)).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["virtual_key"].get("value").is_none(), "{b}");
+    let url = gw.url("/v1/chat/completions");
+    let (s, h, b) = post_as(&c, &url, bearer("Bearer vk-free"), &chat("llava")).await;
+    assert_eq!((s, h.get("x-switchyard-provider").and_then(|v| v.to_str().ok())), (200, Some("ollama")), "{b}");
+    // POST: the gateway makes the value and shows it this once.
+    let (s, b) = admin(
+        &c,
+        Method::POST,
+        keys.clone(),
+        Some(ADMIN),
+        Some(json!({"name": "premium", "provider_configs": [{"provider": "openai", "allowed_models": ["gpt-4o"]}]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let value = b["virtual_key"]["value"].as_str().unwrap().to_string();
+    assert!(value.starts_with("sk-sy-"), "{b}");
+    let (s, _, b) = post_as(&c, &url, bearer(&format!("Bearer {value}")), &chat("gpt-4o")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(calls(&cloud), 1);
+    // The list: no value anywhere, the id of a key whose id is its value masked, the source of each.
+    let (s, list) = admin(&c, Method::GET, keys.clone(), Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+    let text = list.to_string();
+    assert!(!text.contains(&value) && !text.contains("vk-free\"") && !text.contains("\"vk-file\""), "{text}");
+    assert_eq!(list["total_count"], 3, "{list}");
+    let free = list["virtual_keys"].as_array().unwrap().iter().find(|k| k["name"] == "free").unwrap();
+    assert_eq!((free["source"].as_str(), free["id"].as_str()), (Some("api"), Some("…ee")), "{free}");
+    assert!(free["usage"][0]["used"].as_f64().is_some(), "{free}");
+    // A write that breaks the configuration is refused with its path, and nothing changes.
+    let (s, b) = admin(
+        &c,
+        Method::PUT,
+        format!("{keys}/vk-free"),
+        Some(ADMIN),
+        Some(json!({"name": "free", "provider_configs": [{"provider": "nowhere"}]})),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_governance")), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("provider \"nowhere\" is not configured"), "{b}");
+    let bad = json!({"name": "leaky", "residency": {"allowed_tags": ["on-prem"]}, "provider_configs": [{"provider": "openai"}]});
+    let (s, b) = admin(&c, Method::PUT, format!("{keys}/vk-leaky"), Some(ADMIN), Some(bad)).await;
+    assert_eq!(s, 400, "a residency violation must be refused: {b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("tagged [cloud], which the residency of virtual key \"leaky\" forbids"),
+        "{b}"
+    );
+    let (s, _, _) = post_as(&c, &url, bearer("Bearer vk-free"), &chat("llava")).await;
+    assert_eq!(s, 200, "the refused write changed the live key");
+    // The file's keys belong to the file.
+    let (s, b) = admin(&c, Method::PUT, format!("{keys}/vk-file"), Some(ADMIN), Some(json!({"name": "x"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("defined_in_config_file")), "{b}");
+    // Deleting a key revokes it at once.
+    let (s, _) = admin(&c, Method::DELETE, format!("{keys}/vk-free"), Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+    let (s, _, b) = post_as(&c, &url, bearer("Bearer vk-free"), &chat("llava")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_virtual_key")), "{b}");
+}
+
+#[tokio::test]
+async fn changing_a_keys_budget_through_the_api_keeps_what_it_used() {
+    use reqwest::Method;
+    let (_local, _cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!("{providers}pricing:\n  ollama: {{input: 1000000, output: 1000000}}\n");
+    let (gw, _logs) = Gateway::start_logged(Some(&yaml), &[], &[("SWITCHYARD_ADMIN_TOKEN", ADMIN)]);
+    let c = client();
+    let key = gw.url("/api/governance/virtual-keys/vk-k");
+    let (s, b) = admin(&c, Method::PUT, key.clone(), Some(ADMIN), Some(json!({"name": "k", "budget": {"max_limit": 1000}}))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, h, b) = post_as(&c, &gw.url("/v1/chat/completions"), bearer("Bearer vk-k"), &chat("ollama/llava")).await;
+    assert_eq!(s, 200, "{b}");
+    let cost: f64 = h.get("x-switchyard-cost").unwrap().to_str().unwrap().parse().unwrap();
+    let (_, b) = admin(&c, Method::GET, key.clone(), Some(ADMIN), None).await;
+    assert!((b["virtual_key"]["usage"][0]["used"].as_f64().unwrap() - cost).abs() < 1e-9, "{b}");
+    // Lowered below what was used: the next request is refused, the use is still there.
+    let (s, _) = admin(&c, Method::PUT, key.clone(), Some(ADMIN), Some(json!({"name": "k", "budget": {"max_limit": cost / 2.0}}))).await;
+    assert_eq!(s, 200);
+    let (_, b) = admin(&c, Method::GET, key, Some(ADMIN), None).await;
+    assert!((b["virtual_key"]["usage"][0]["used"].as_f64().unwrap() - cost).abs() < 1e-9, "{b}");
+    let (s, _, b) = post_as(&c, &gw.url("/v1/chat/completions"), bearer("Bearer vk-k"), &chat("ollama/llava")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (402, Some("budget_exceeded")), "{b}");
+}

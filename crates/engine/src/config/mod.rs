@@ -1477,6 +1477,27 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
     })
 }
 
+/// Checks a whole `governance:` section against an already loaded configuration's providers and routes,
+/// as a management-API write is checked before it is applied: the same decoding and cross-reference checks
+/// as a file, and the residency proof. `Env` is empty: an API write cannot read the gateway's environment.
+pub fn check_governance(cfg: &Config, section: Yaml) -> Result<GovernanceConfig, Vec<ConfigIssue>> {
+    let mut issues = Issues(Vec::new());
+    let declared: HashSet<String> = cfg.providers.iter().map(|p| p.name.clone()).collect();
+    let raw = issues.decode::<governance::RawGovernance>("governance", section).unwrap_or_default();
+    let g = governance::governance(raw, &cfg.providers, &declared, &BTreeMap::<String, String>::new(), &mut issues);
+    if issues.0.is_empty() {
+        let with = Config { governance: g.clone(), ..cfg.clone() };
+        for (path, message) in crate::governance::residency::violations(&with) {
+            issues.push(path, message);
+        }
+    }
+    if issues.0.is_empty() {
+        Ok(g)
+    } else {
+        Err(issues.0)
+    }
+}
+
 /// The configuration used when no file is given: every provider whose standard environment variable is
 /// set (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `AZURE_OPENAI_API_KEY` with `AZURE_OPENAI_ENDPOINT`, ...).
 /// A local Ollama is added by the caller after probing it, since that needs I/O.

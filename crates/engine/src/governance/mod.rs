@@ -13,6 +13,7 @@
 //!   target ([`Governance::reserve_attempt`]), settled from the real usage when it is known (streams: when
 //!   they end, however they end).
 
+pub mod live;
 pub mod meter;
 pub mod model;
 pub mod residency;
@@ -208,6 +209,17 @@ impl Governance {
     /// every reservation.
     pub fn is_active(&self) -> bool {
         !self.by_hash.is_empty() || !self.providers.is_empty() || !self.models.is_empty()
+    }
+
+    /// The current readings of the meters of the key whose value is `value`: its own budget and limits,
+    /// its concurrency, and those of its provider configs.
+    pub fn readings_of(&self, value: &SecretString) -> Vec<meter::Reading> {
+        let Some(p) = self.by_hash.get(&hash(value.expose_secret())) else { return vec![] };
+        let now = meter::now_ms();
+        let own = p.levels.first().into_iter().chain(p.grants.iter().map(|(_, l)| l));
+        own.flat_map(|l| [&l.budget, &l.requests, &l.tokens].into_iter().flatten().map(|m| m.read(now)).collect::<Vec<_>>())
+            .chain(p.concurrent.iter().map(|m| m.read(now)))
+            .collect()
     }
 
     pub fn requires_key(&self) -> bool {

@@ -1,0 +1,260 @@
+//! Governance that changes while the gateway serves: the management API's writes, each checked exactly as
+//! the configuration file is (cross-references, residency proof) and then applied by swapping in a new
+//! immutable [`Governance`] snapshot. A request works on the snapshot it started with, so none sees half a
+//! change; meters come from one registry by stable name, so a change resets no budget or limit.
+//!
+//! Source of truth: what the configuration file defines belongs to the file and is read-only here (a write
+//! to one of its ids is refused with the file to edit instead); what the API writes belongs to the API.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use secrecy::{ExposeSecret, SecretString};
+use serde_yaml_ng::{Mapping, Value as Yaml};
+
+use super::meter::{Reading, Registry};
+use super::model::{Customer, Team, VirtualKeySpec};
+use super::Governance;
+use crate::config::{check_governance, Config, ConfigIssue, GovernanceConfig};
+
+/// Why a write was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The write would make an invalid configuration; every problem, with its path.
+    #[error("{}", .0.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<ConfigIssue>),
+    /// The entity is defined in the configuration file.
+    #[error("{0} is defined in the configuration file; change it there (the file is its source of truth)")]
+    FromFile(String),
+    #[error("no {0}")]
+    NotFound(String),
+}
+
+/// What the API wrote, values included (held in memory only).
+#[derive(Debug, Clone, Default)]
+struct Written {
+    customers: Vec<Customer>,
+    teams: Vec<Team>,
+    keys: Vec<(VirtualKeySpec, SecretString)>,
+}
+
+/// An entity for [`Live::put`].
+#[derive(Debug, Clone)]
+pub enum Entity {
+    Customer(Customer),
+    Team(Team),
+    Key(VirtualKeySpec, SecretString),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Customer,
+    Team,
+    Key,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Customer => "customer",
+            Kind::Team => "team",
+            Kind::Key => "virtual key",
+        }
+    }
+}
+
+/// One entity as the API shows it: no value, where it comes from, and its meters' readings.
+#[derive(Debug, Clone)]
+pub struct Shown<T> {
+    pub entity: T,
+    pub from_file: bool,
+    pub usage: Vec<Reading>,
+    /// A key whose id is its value: its id is a secret and must be masked wherever it is shown.
+    pub id_is_value: bool,
+}
+
+pub struct Live {
+    cfg: Config,
+    written: Mutex<Written>,
+    registry: Registry,
+    current: ArcSwap<Governance>,
+}
+
+impl Live {
+    pub fn new(cfg: &Config) -> Live {
+        let registry = Registry::default();
+        let current = ArcSwap::from_pointee(Governance::new(&cfg.governance, &registry));
+        Live { cfg: cfg.clone(), written: Mutex::new(Written::default()), registry, current }
+    }
+
+    /// The governance a request works with from start to end.
+    pub fn snapshot(&self) -> Arc<Governance> {
+        self.current.load_full()
+    }
+
+    fn file(&self) -> &GovernanceConfig {
+        &self.cfg.governance
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_file(&self, kind: Kind, id: &str) -> bool {
+        let f = self.file();
+        match kind {
+            Kind::Customer => f.customers.iter().any(|c| c.id == id),
+            Kind::Team => f.teams.iter().any(|t| t.id == id),
+            Kind::Key => f.keys.iter().any(|(k, _)| k.id == id),
+        }
+    }
+
+    /// Creates or replaces an entity by id, after checking the whole result.
+    pub fn put(&self, e: Entity) -> Result<(), WriteError> {
+        let (kind, id) = match &e {
+            Entity::Customer(c) => (Kind::Customer, c.id.clone()),
+            Entity::Team(t) => (Kind::Team, t.id.clone()),
+            Entity::Key(k, _) => (Kind::Key, k.id.clone()),
+        };
+        if self.in_file(kind, &id) {
+            return Err(WriteError::FromFile(format!("{} \"{}\"", kind.noun(), shown_id(kind, &e))));
+        }
+        let mut w = self.written();
+        let mut next = w.clone();
+        match e {
+            Entity::Customer(c) => upsert(&mut next.customers, c, |x| &x.id),
+            Entity::Team(t) => upsert(&mut next.teams, t, |x| &x.id),
+            Entity::Key(k, v) => upsert(&mut next.keys, (k, v), |x| &x.0.id),
+        }
+        self.apply(&mut w, next)
+    }
+
+    pub fn delete(&self, kind: Kind, id: &str) -> Result<(), WriteError> {
+        if self.in_file(kind, id) {
+            return Err(WriteError::FromFile(format!("this {}", kind.noun())));
+        }
+        let mut w = self.written();
+        let mut next = w.clone();
+        let before = (next.customers.len(), next.teams.len(), next.keys.len());
+        match kind {
+            Kind::Customer => next.customers.retain(|c| c.id != id),
+            Kind::Team => next.teams.retain(|t| t.id != id),
+            Kind::Key => next.keys.retain(|k| k.0.id != id),
+        }
+        if before == (next.customers.len(), next.teams.len(), next.keys.len()) {
+            return Err(WriteError::NotFound(kind.noun().to_string()));
+        }
+        self.apply(&mut w, next)
+    }
+
+    /// Checks the file's entities with `next` as one section; on success swaps the new snapshot in.
+    fn apply(&self, w: &mut Written, next: Written) -> Result<(), WriteError> {
+        let f = self.file();
+        let all_keys: Vec<&(VirtualKeySpec, SecretString)> = f.keys.iter().chain(&next.keys).collect();
+        let section = section(
+            f,
+            &f.customers.iter().chain(&next.customers).collect::<Vec<_>>(),
+            &f.teams.iter().chain(&next.teams).collect::<Vec<_>>(),
+            &all_keys,
+        );
+        let checked = check_governance(&self.cfg, section).map_err(WriteError::Invalid)?;
+        self.current.store(Arc::new(Governance::new(&checked, &self.registry)));
+        *w = next;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> Vec<Shown<VirtualKeySpec>> {
+        let g = self.snapshot();
+        let w = self.written();
+        let file = self.file().keys.iter().map(|k| (k, true));
+        file.chain(w.keys.iter().map(|k| (k, false)))
+            .map(|((spec, value), from_file)| Shown {
+                entity: VirtualKeySpec { value: None, ..spec.clone() },
+                from_file,
+                usage: g.readings_of(value),
+                id_is_value: value.expose_secret() == spec.id,
+            })
+            .collect()
+    }
+
+    pub fn teams(&self) -> Vec<Shown<Team>> {
+        let w = self.written();
+        self.file()
+            .teams
+            .iter()
+            .map(|t| (t, true))
+            .chain(w.teams.iter().map(|t| (t, false)))
+            .map(|(t, from_file)| Shown { entity: t.clone(), from_file, usage: vec![], id_is_value: false })
+            .collect()
+    }
+
+    pub fn customers(&self) -> Vec<Shown<Customer>> {
+        let w = self.written();
+        self.file()
+            .customers
+            .iter()
+            .map(|c| (c, true))
+            .chain(w.customers.iter().map(|c| (c, false)))
+            .map(|(c, from_file)| Shown { entity: c.clone(), from_file, usage: vec![], id_is_value: false })
+            .collect()
+    }
+}
+
+/// How an entity is named in a refusal: a key by its name (its id may be its value).
+fn shown_id(kind: Kind, e: &Entity) -> String {
+    match (kind, e) {
+        (Kind::Key, Entity::Key(k, _)) => k.name.clone(),
+        (_, Entity::Customer(c)) => c.id.clone(),
+        (_, Entity::Team(t)) => t.id.clone(),
+        _ => String::new(),
+    }
+}
+
+fn upsert<T>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> &String) {
+    let key = id(&item).clone();
+    match list.iter_mut().find(|x| *id(x) == key) {
+        Some(slot) => *slot = item,
+        None => list.push(item),
+    }
+}
+
+/// The `governance:` section holding these entities, as the configuration checker reads it (values
+/// written literally: they never leave memory).
+fn section(f: &GovernanceConfig, customers: &[&Customer], teams: &[&Team], keys: &[&(VirtualKeySpec, SecretString)]) -> Yaml {
+    let to = |v: Result<Yaml, serde_yaml_ng::Error>| v.unwrap_or(Yaml::Null);
+    let mut m = Mapping::new();
+    if let Some(r) = f.require_virtual_key {
+        m.insert("require_virtual_key".into(), Yaml::Bool(r));
+    }
+    m.insert("default_max_tokens".into(), Yaml::Number(f.default_max_tokens.into()));
+    m.insert("customers".into(), Yaml::Sequence(customers.iter().map(|c| to(serde_yaml_ng::to_value(c))).collect()));
+    m.insert("teams".into(), Yaml::Sequence(teams.iter().map(|t| to(serde_yaml_ng::to_value(t))).collect()));
+    let keys = keys
+        .iter()
+        .map(|(k, v)| {
+            let mut y = to(serde_yaml_ng::to_value(k));
+            if let Yaml::Mapping(map) = &mut y {
+                map.insert("value".into(), Yaml::String(v.expose_secret().to_string()));
+            }
+            y
+        })
+        .collect();
+    m.insert("virtual_keys".into(), Yaml::Sequence(keys));
+    let levels = |l: &std::collections::BTreeMap<String, crate::config::LevelLimits>| {
+        let mut out = Mapping::new();
+        for (name, limits) in l {
+            let mut lm = Mapping::new();
+            if let Some(b) = &limits.budget {
+                lm.insert("budget".into(), to(serde_yaml_ng::to_value(b)));
+            }
+            if let Some(r) = &limits.rate_limit {
+                lm.insert("rate_limit".into(), to(serde_yaml_ng::to_value(r)));
+            }
+            out.insert(Yaml::String(name.clone()), Yaml::Mapping(lm));
+        }
+        Yaml::Mapping(out)
+    };
+    m.insert("providers".into(), levels(&f.providers));
+    m.insert("models".into(), levels(&f.models));
+    Yaml::Mapping(m)
+}

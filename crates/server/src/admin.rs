@@ -1,0 +1,327 @@
+//! The management API for governance, in Bifrost's shapes: `/api/governance/virtual-keys`, `/teams`,
+//! `/customers` (list, create, get, create-or-update by id, delete). Every route needs the admin token
+//! (`Authorization: Bearer <token>`); no CORS headers are ever sent, so no browser page on another origin can
+//! read an answer. Handlers parse, call the engine's live governance (which checks each write exactly as it
+//! checks the configuration file, residency proof included, and applies it atomically), and render. Key
+//! values are shown once, when a key is created with a value the gateway made; never again.
+
+// The refusal is the response itself, built once for a refused request; boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use switchyard_engine::governance::live::{Entity, Kind, Shown, WriteError};
+use switchyard_engine::governance::meter::Reading;
+use switchyard_engine::governance::model::{Customer, Team, VirtualKeySpec};
+
+use crate::AppState;
+
+/// The admin token's hash; compared by hash so that the token itself is not kept in memory twice.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        AdminToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        presented.is_some_and(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())) == self.0)
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"message": message.into(), "type": "invalid_request_error", "param": null, "code": code}});
+    json(status, &body)
+}
+
+fn json(status: StatusCode, v: &Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Refuses a request without the admin token.
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    match &state.admin {
+        Some(t) if t.accepts(headers) => Ok(()),
+        Some(_) => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "admin_unauthorized",
+            "the management API needs the admin token: Authorization: Bearer <token> (SWITCHYARD_ADMIN_TOKEN, or the token printed at start)",
+        )),
+        None => Err(error(StatusCode::NOT_FOUND, "admin_disabled", "the management API is off")),
+    }
+}
+
+fn write_error(e: WriteError) -> Response {
+    match e {
+        WriteError::Invalid(issues) => {
+            let list: Vec<Value> = issues.iter().map(|i| json!({"path": i.path, "message": i.message})).collect();
+            let mut body = json!({"error": {"message": WriteError::Invalid(issues).to_string(), "type": "invalid_request_error", "param": null, "code": "invalid_governance"}});
+            body["error"]["issues"] = Value::Array(list);
+            json(StatusCode::BAD_REQUEST, &body)
+        }
+        WriteError::FromFile(m) => error(StatusCode::CONFLICT, "defined_in_config_file", WriteError::FromFile(m).to_string()),
+        WriteError::NotFound(what) => error(StatusCode::NOT_FOUND, "not_found", format!("no such {what}")),
+    }
+}
+
+fn reading(r: &Reading) -> Value {
+    json!({
+        "level": r.level,
+        "used": r.used,
+        "reserved": r.reserved,
+        "max_limit": r.limit,
+        "reset_duration": r.period.map(|p| p.to_string()),
+        "window_start_ms": r.window.map(|w| w.0),
+        "resets_at_ms": r.window.map(|w| w.1),
+    })
+}
+
+/// A key as shown: never its value, nor its id when the id is the value.
+fn key_view(k: &Shown<VirtualKeySpec>) -> Value {
+    let mut v = serde_json::to_value(&k.entity).unwrap_or(Value::Null);
+    if k.id_is_value {
+        v["id"] = json!(mask(&k.entity.id));
+    }
+    v["source"] = json!(if k.from_file { "config_file" } else { "api" });
+    v["usage"] = Value::Array(k.usage.iter().map(reading).collect());
+    v
+}
+
+/// A secret shown only by its last characters: `…free`.
+fn mask(s: &str) -> String {
+    let tail: String = s.chars().rev().take(if s.chars().count() > 12 { 4 } else { 2 }).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("…{tail}")
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: Option<usize>,
+}
+
+fn page<T>(items: Vec<T>, p: &Page, view: impl Fn(&T) -> Value) -> (Vec<Value>, usize, usize, usize) {
+    let total = items.len();
+    let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(100).clamp(1, 1000));
+    (items.iter().skip(offset).take(limit).map(view).collect(), total, limit, offset)
+}
+
+pub async fn list_keys(State(state): State<AppState>, headers: HeaderMap, Query(p): Query<Page>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let (keys, total, limit, offset) = page(state.gateway.governance().keys(), &p, key_view);
+    json(StatusCode::OK, &json!({"virtual_keys": keys, "count": keys.len(), "total_count": total, "limit": limit, "offset": offset}))
+}
+
+pub async fn get_key(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.gateway.governance().keys().iter().find(|k| k.entity.id == id) {
+        Some(k) => json(StatusCode::OK, &json!({"virtual_key": key_view(k)})),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such virtual key"),
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        error(StatusCode::BAD_REQUEST, "invalid_request", format!("{path}: {}", e.into_inner()))
+    })
+}
+
+/// A fresh secret: `sk-sy-` and 40 letters and digits.
+fn fresh_value() -> String {
+    let mut rng = fastrand::Rng::new();
+    let tail: String = std::iter::repeat_with(|| rng.alphanumeric()).take(40).collect();
+    format!("sk-sy-{tail}")
+}
+
+/// `POST`: the gateway makes the id (unless given) and the value, and shows the value this once.
+pub async fn create_key(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let mut v: Value = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if v.get("id").is_none() {
+        let mut rng = fastrand::Rng::new();
+        v["id"] = json!(format!("vk-{}", std::iter::repeat_with(|| rng.alphanumeric()).take(12).collect::<String>()));
+    }
+    let value = v.get("value").and_then(Value::as_str).map(str::to_string).unwrap_or_else(fresh_value);
+    v["value"] = Value::Null;
+    put_key_value(&state, v, value, true).await
+}
+
+/// `PUT /{id}`: create or replace; without a `value` the id is the value (Bifrost's seed scripts use it
+/// as the SDK's api_key).
+pub async fn put_key(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let mut v: Value = match decode(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    v["id"] = json!(id);
+    if v.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        // A key whose id is its value must have a name to be shown by; Bifrost's scripts omit it.
+        v["name"] = json!(id);
+    }
+    let value = v.get("value").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| id.clone());
+    v["value"] = Value::Null;
+    put_key_value(&state, v, value, false).await
+}
+
+async fn put_key_value(state: &AppState, v: Value, value: String, show_value: bool) -> Response {
+    if value.starts_with("env.") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "value: env.NAME is for the configuration file; the management API takes the key itself",
+        );
+    }
+    let spec: VirtualKeySpec = match decode(&serde_json::to_vec(&v).unwrap_or_default()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let id = spec.id.clone();
+    match state.gateway.governance().put(Entity::Key(spec, SecretString::from(value.clone()))) {
+        Ok(()) => {
+            let shown = state.gateway.governance().keys().into_iter().find(|k| k.entity.id == id);
+            let mut view = shown.as_ref().map(key_view).unwrap_or(Value::Null);
+            if show_value {
+                view["value"] = json!(value);
+            }
+            json(StatusCode::OK, &json!({"message": "virtual key saved", "virtual_key": view}))
+        }
+        Err(e) => write_error(e),
+    }
+}
+
+pub async fn delete_key(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.gateway.governance().delete(Kind::Key, &id) {
+        Ok(()) => json(StatusCode::OK, &json!({"message": "virtual key deleted"})),
+        Err(e) => write_error(e),
+    }
+}
+
+pub async fn list_teams(State(state): State<AppState>, headers: HeaderMap, Query(p): Query<Page>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let (teams, total, limit, offset) = page(state.gateway.governance().teams(), &p, |t| entity_view(&t.entity, t.from_file));
+    json(StatusCode::OK, &json!({"teams": teams, "count": teams.len(), "total_count": total, "limit": limit, "offset": offset}))
+}
+
+pub async fn list_customers(State(state): State<AppState>, headers: HeaderMap, Query(p): Query<Page>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let (cs, total, limit, offset) = page(state.gateway.governance().customers(), &p, |c| entity_view(&c.entity, c.from_file));
+    json(StatusCode::OK, &json!({"customers": cs, "count": cs.len(), "total_count": total, "limit": limit, "offset": offset}))
+}
+
+fn entity_view<T: serde::Serialize>(e: &T, from_file: bool) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    v["source"] = json!(if from_file { "config_file" } else { "api" });
+    v
+}
+
+/// `POST` or `PUT /{id}` for teams and customers (POST makes an id when none is given).
+async fn put_entity(state: &AppState, kind: Kind, id: Option<String>, body: &[u8]) -> Response {
+    let mut v: Value = match decode(body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match id {
+        Some(id) => v["id"] = json!(id),
+        None if v.get("id").is_none() => {
+            let mut rng = fastrand::Rng::new();
+            v["id"] = json!(std::iter::repeat_with(|| rng.alphanumeric()).take(12).collect::<String>());
+        }
+        None => {}
+    }
+    let bytes = serde_json::to_vec(&v).unwrap_or_default();
+    let entity = match kind {
+        Kind::Team => decode::<Team>(&bytes).map(Entity::Team),
+        _ => decode::<Customer>(&bytes).map(Entity::Customer),
+    };
+    let entity = match entity {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let noun = if kind == Kind::Team { "team" } else { "customer" };
+    match state.gateway.governance().put(entity) {
+        Ok(()) => json(StatusCode::OK, &json!({"message": format!("{noun} saved"), noun: v})),
+        Err(e) => write_error(e),
+    }
+}
+
+pub async fn create_team(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    match authorized(&state, &headers) {
+        Ok(()) => put_entity(&state, Kind::Team, None, &body).await,
+        Err(r) => r,
+    }
+}
+
+pub async fn put_team(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    match authorized(&state, &headers) {
+        Ok(()) => put_entity(&state, Kind::Team, Some(id), &body).await,
+        Err(r) => r,
+    }
+}
+
+pub async fn delete_team(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.gateway.governance().delete(Kind::Team, &id) {
+        Ok(()) => json(StatusCode::OK, &json!({"message": "team deleted"})),
+        Err(e) => write_error(e),
+    }
+}
+
+pub async fn create_customer(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    match authorized(&state, &headers) {
+        Ok(()) => put_entity(&state, Kind::Customer, None, &body).await,
+        Err(r) => r,
+    }
+}
+
+pub async fn put_customer(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    match authorized(&state, &headers) {
+        Ok(()) => put_entity(&state, Kind::Customer, Some(id), &body).await,
+        Err(r) => r,
+    }
+}
+
+pub async fn delete_customer(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.gateway.governance().delete(Kind::Customer, &id) {
+        Ok(()) => json(StatusCode::OK, &json!({"message": "customer deleted"})),
+        Err(e) => write_error(e),
+    }
+}
