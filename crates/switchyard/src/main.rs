@@ -330,8 +330,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The management API's token: `SWITCHYARD_ADMIN_TOKEN`, or one made now and printed once on standard
-/// error (without a data directory it is not kept: the next start makes another).
+/// The management API's token: `SWITCHYARD_ADMIN_TOKEN`, or one made now and logged once (without a data
+/// directory it is not kept: the next start makes another).
 fn admin_token() -> String {
     if let Some(t) = std::env::var("SWITCHYARD_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
         return t.trim().to_string();
@@ -339,9 +339,8 @@ fn admin_token() -> String {
     let mut rng = fastrand::Rng::new();
     let token: String = std::iter::repeat_with(|| rng.alphanumeric()).take(40).collect();
     let token = format!("sy-admin-{token}");
-    eprintln!(
-        "management API (/api/governance/...) admin token for this run, shown once: {token} (set SWITCHYARD_ADMIN_TOKEN to choose one)"
-    );
+    // In the log's own format (a JSON log stays JSON), once.
+    tracing::info!(admin_token = %token, "the management API (/api/governance/...) needs an admin token and none was set: this run's, shown once; set SWITCHYARD_ADMIN_TOKEN to choose one");
     token
 }
 

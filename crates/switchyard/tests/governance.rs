@@ -244,7 +244,8 @@ async fn a_key_at_its_concurrency_limit_is_told_to_come_back() {
         let (c, url) = (c.clone(), url.clone());
         async move { post_as(&c, &url, bearer("Bearer vk-one"), &chat("ollama/llava")).await.0 }
     });
-    assert!(local.wait_for(|s| s.requests >= 1, Duration::from_secs(10)).await);
+    // The chat request itself, not the gateway's start-up model-list request.
+    assert!(local.wait_for(|s| s.by_path.get("/api/chat").copied().unwrap_or(0) >= 1, Duration::from_secs(10)).await);
     let (s, h, b) = post_as(&c, &url, bearer("Bearer vk-one"), &chat("ollama/llava")).await;
     assert_eq!((s, b["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")), "{b}");
     assert!(h.get("retry-after").is_some());
