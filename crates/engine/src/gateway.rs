@@ -114,7 +114,8 @@ impl Gateway {
             }
         };
         let (attempt, price) = won.unwrap_or_default();
-        let account = Account { admission, attempt, price, prompt_estimate: prompt };
+        let split = self.split(who.as_deref(), &served);
+        let account = Account { admission, attempt, price, prompt_estimate: prompt, split };
         match out {
             Output::Complete(r) => {
                 let generated = r.choices.iter().map(|c| c.message.content.as_ref().map_or(0, |t| t.len() as u64)).sum();
@@ -127,6 +128,13 @@ impl Gateway {
             }
             Output::Embeddings(_) => Err(GatewayError::Internal("a chat request produced embeddings".into())),
         }
+    }
+
+    /// The residency-split labels of a key's answer (none without a key).
+    fn split(&self, who: Option<&Principal>, served: &Served) -> Option<account::Split> {
+        let who = who?;
+        let tags = self.up.providers.iter().find(|p| p.cfg.name == served.provider).map(|p| p.cfg.tags.join(",")).unwrap_or_default();
+        Some(account::Split { virtual_key: who.name().to_string(), provider: served.provider.clone(), tags })
     }
 
     /// Stage 4 for an identified caller; nothing to hold for an anonymous one.
@@ -165,7 +173,8 @@ impl Gateway {
         match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
             Ok((Output::Embeddings(r), mut served, won)) => {
                 let (attempt, price) = won.unwrap_or_default();
-                let account = Account { admission, attempt, price, prompt_estimate: prompt };
+                let split = self.split(who.as_deref(), &served);
+                let account = Account { admission, attempt, price, prompt_estimate: prompt, split };
                 let usage = switchyard_wire::types::Usage::new(r.usage.prompt_tokens, 0);
                 served.cost_nano_usd = account.settle(Some(&usage), 0).map(account::nano_usd);
                 Ok((r, served))

@@ -94,6 +94,21 @@ async fn a_residency_restricted_key_never_reaches_the_cloud() {
     // Another key may fall back.
     let (s, h, _) = post_as(&c, &url, bearer("Bearer vk-synthetic"), &body).await;
     assert_eq!((s, h.get("x-switchyard-provider").and_then(|v| v.to_str().ok())), (200, Some("openai")));
+    // The split an auditor is shown: requests and tokens per key by provider and its tags.
+    let metrics = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = |key: &str, provider: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("switchyard_virtual_key_requests_total")
+                    && l.contains(&format!("virtual_key=\"{key}\""))
+                    && l.contains(&format!("provider=\"{provider}\""))
+            })
+            .map(str::to_string)
+    };
+    assert!(line("sensitive", "ollama").is_some_and(|l| l.contains("provider_tags=\"on-prem\"")), "{metrics}");
+    assert!(line("sensitive", "openai").is_none(), "{metrics}");
+    assert!(line("synthetic", "openai").is_some_and(|l| l.contains("provider_tags=\"cloud\"")), "{metrics}");
     // /v1/models shows a key only what it may reach.
     let r = c.get(gw.url("/v1/models")).header("authorization", "Bearer vk-sensitive").send().await.unwrap();
     let models: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
