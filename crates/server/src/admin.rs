@@ -73,6 +73,7 @@ fn write_error(e: WriteError) -> Response {
         }
         WriteError::FromFile(m) => error(StatusCode::CONFLICT, "defined_in_config_file", WriteError::FromFile(m).to_string()),
         WriteError::NotFound(what) => error(StatusCode::NOT_FOUND, "not_found", format!("no such {what}")),
+        WriteError::Store(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("{e}; nothing was changed")),
     }
 }
 
@@ -123,7 +124,7 @@ pub async fn list_keys(State(state): State<AppState>, headers: HeaderMap, Query(
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    let (keys, total, limit, offset) = page(state.gateway.governance().keys(), &p, key_view);
+    let (keys, total, limit, offset) = page(state.gateway.governance().keys().await, &p, key_view);
     json(StatusCode::OK, &json!({"virtual_keys": keys, "count": keys.len(), "total_count": total, "limit": limit, "offset": offset}))
 }
 
@@ -131,7 +132,7 @@ pub async fn get_key(State(state): State<AppState>, headers: HeaderMap, Path(id)
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    match state.gateway.governance().keys().iter().find(|k| k.entity.id == id) {
+    match state.gateway.governance().keys().await.iter().find(|k| k.entity.id == id) {
         Some(k) => json(StatusCode::OK, &json!({"virtual_key": key_view(k)})),
         None => error(StatusCode::NOT_FOUND, "not_found", "no such virtual key"),
     }
@@ -203,9 +204,9 @@ async fn put_key_value(state: &AppState, v: Value, value: String, show_value: bo
         Err(r) => return r,
     };
     let id = spec.id.clone();
-    match state.gateway.governance().put(Entity::Key(spec, SecretString::from(value.clone()))) {
+    match state.gateway.governance().put(Entity::Key(spec, SecretString::from(value.clone()))).await {
         Ok(()) => {
-            let shown = state.gateway.governance().keys().into_iter().find(|k| k.entity.id == id);
+            let shown = state.gateway.governance().keys().await.into_iter().find(|k| k.entity.id == id);
             let mut view = shown.as_ref().map(key_view).unwrap_or(Value::Null);
             if show_value {
                 view["value"] = json!(value);
@@ -220,7 +221,7 @@ pub async fn delete_key(State(state): State<AppState>, headers: HeaderMap, Path(
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    match state.gateway.governance().delete(Kind::Key, &id) {
+    match state.gateway.governance().delete(Kind::Key, &id).await {
         Ok(()) => json(StatusCode::OK, &json!({"message": "virtual key deleted"})),
         Err(e) => write_error(e),
     }
@@ -230,7 +231,7 @@ pub async fn list_teams(State(state): State<AppState>, headers: HeaderMap, Query
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    let (teams, total, limit, offset) = page(state.gateway.governance().teams(), &p, |t| entity_view(&t.entity, t.from_file));
+    let (teams, total, limit, offset) = page(state.gateway.governance().teams().await, &p, |t| entity_view(&t.entity, t.from_file));
     json(StatusCode::OK, &json!({"teams": teams, "count": teams.len(), "total_count": total, "limit": limit, "offset": offset}))
 }
 
@@ -238,7 +239,7 @@ pub async fn list_customers(State(state): State<AppState>, headers: HeaderMap, Q
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    let (cs, total, limit, offset) = page(state.gateway.governance().customers(), &p, |c| entity_view(&c.entity, c.from_file));
+    let (cs, total, limit, offset) = page(state.gateway.governance().customers().await, &p, |c| entity_view(&c.entity, c.from_file));
     json(StatusCode::OK, &json!({"customers": cs, "count": cs.len(), "total_count": total, "limit": limit, "offset": offset}))
 }
 
@@ -272,7 +273,7 @@ async fn put_entity(state: &AppState, kind: Kind, id: Option<String>, body: &[u8
         Err(r) => return r,
     };
     let noun = if kind == Kind::Team { "team" } else { "customer" };
-    match state.gateway.governance().put(entity) {
+    match state.gateway.governance().put(entity).await {
         Ok(()) => json(StatusCode::OK, &json!({"message": format!("{noun} saved"), noun: v})),
         Err(e) => write_error(e),
     }
@@ -296,7 +297,7 @@ pub async fn delete_team(State(state): State<AppState>, headers: HeaderMap, Path
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    match state.gateway.governance().delete(Kind::Team, &id) {
+    match state.gateway.governance().delete(Kind::Team, &id).await {
         Ok(()) => json(StatusCode::OK, &json!({"message": "team deleted"})),
         Err(e) => write_error(e),
     }
@@ -320,7 +321,7 @@ pub async fn delete_customer(State(state): State<AppState>, headers: HeaderMap, 
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    match state.gateway.governance().delete(Kind::Customer, &id) {
+    match state.gateway.governance().delete(Kind::Customer, &id).await {
         Ok(()) => json(StatusCode::OK, &json!({"message": "customer deleted"})),
         Err(e) => write_error(e),
     }

@@ -215,7 +215,7 @@ pub(super) fn governance(
             },
         };
         if let Some(v) = &value {
-            if let Some(other) = values.insert(v.clone(), i) {
+            if let Some(other) = values.insert(crate::governance::key_hash(v), i) {
                 issues.push(
                     format!("{at}.value"),
                     format!("is the same as governance.virtual_keys[{other}]'s; each key needs its own value"),

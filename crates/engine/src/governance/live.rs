@@ -6,15 +6,17 @@
 //! Source of truth: what the configuration file defines belongs to the file and is read-only here (a write
 //! to one of its ids is refused with the file to edit instead); what the API writes belongs to the API.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_yaml_ng::{Mapping, Value as Yaml};
+use tokio::sync::Mutex;
 
 use super::meter::{Reading, Registry};
 use super::model::{Customer, Team, VirtualKeySpec};
-use super::Governance;
+use super::store::{GovernanceStore, MemoryStore, StoreError, StoredKey};
+use super::{value_sha256, Governance, HASHED};
 use crate::config::{check_governance, Config, ConfigIssue, GovernanceConfig};
 
 /// Why a write was not applied.
@@ -28,6 +30,9 @@ pub enum WriteError {
     FromFile(String),
     #[error("no {0}")]
     NotFound(String),
+    /// The store did not take the write; nothing changed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// What the API wrote, values included (held in memory only).
@@ -75,16 +80,49 @@ pub struct Shown<T> {
 
 pub struct Live {
     cfg: Config,
+    /// Writes are serialised here (they are rare); requests never take this lock.
     written: Mutex<Written>,
     registry: Registry,
     current: ArcSwap<Governance>,
+    store: Arc<dyn GovernanceStore>,
 }
 
 impl Live {
+    /// Governance from the configuration alone, with what the API writes kept in memory.
     pub fn new(cfg: &Config) -> Live {
         let registry = Registry::default();
         let current = ArcSwap::from_pointee(Governance::new(&cfg.governance, &registry));
-        Live { cfg: cfg.clone(), written: Mutex::new(Written::default()), registry, current }
+        Live { cfg: cfg.clone(), written: Mutex::new(Written::default()), registry, current, store: Arc::new(MemoryStore::default()) }
+    }
+
+    /// Governance from the configuration and what `store` kept: the entities the API wrote and the
+    /// meters' use. Stored entities that no longer fit the configuration (a provider removed from the
+    /// file, say) are an error naming each: starting without them could drop a key's residency policy.
+    pub async fn with_store(cfg: &Config, store: Arc<dyn GovernanceStore>) -> Result<Live, WriteError> {
+        let stored = store.load().await?;
+        let registry = Registry::default();
+        registry.restore(store.load_meters().await?);
+        let written = Written {
+            customers: stored.customers,
+            teams: stored.teams,
+            keys: stored.keys.into_iter().map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
+        };
+        let live = Live {
+            cfg: cfg.clone(),
+            written: Mutex::new(Written::default()),
+            current: ArcSwap::from_pointee(Governance::new(&cfg.governance, &registry)),
+            registry,
+            store,
+        };
+        let checked = live.check(&written)?;
+        live.current.store(Arc::new(Governance::new(&checked, &live.registry)));
+        *live.written.lock().await = written;
+        Ok(live)
+    }
+
+    /// Saves every meter's use to the store (called periodically and at shutdown).
+    pub async fn save_meters(&self) -> Result<(), StoreError> {
+        self.store.save_meters(self.registry.states()).await
     }
 
     /// The governance a request works with from start to end.
@@ -96,10 +134,6 @@ impl Live {
         &self.cfg.governance
     }
 
-    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
-        self.written.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn in_file(&self, kind: Kind, id: &str) -> bool {
         let f = self.file();
         match kind {
@@ -109,8 +143,8 @@ impl Live {
         }
     }
 
-    /// Creates or replaces an entity by id, after checking the whole result.
-    pub fn put(&self, e: Entity) -> Result<(), WriteError> {
+    /// Creates or replaces an entity by id: the whole result is checked, then stored, then swapped in.
+    pub async fn put(&self, e: Entity) -> Result<(), WriteError> {
         let (kind, id) = match &e {
             Entity::Customer(c) => (Kind::Customer, c.id.clone()),
             Entity::Team(t) => (Kind::Team, t.id.clone()),
@@ -119,21 +153,32 @@ impl Live {
         if self.in_file(kind, &id) {
             return Err(WriteError::FromFile(format!("{} \"{}\"", kind.noun(), shown_id(kind, &e))));
         }
-        let mut w = self.written();
+        let mut w = self.written.lock().await;
         let mut next = w.clone();
-        match e {
+        match e.clone() {
             Entity::Customer(c) => upsert(&mut next.customers, c, |x| &x.id),
             Entity::Team(t) => upsert(&mut next.teams, t, |x| &x.id),
             Entity::Key(k, v) => upsert(&mut next.keys, (k, v), |x| &x.0.id),
         }
-        self.apply(&mut w, next)
+        let checked = self.check(&next)?;
+        match e {
+            Entity::Customer(c) => self.store.put_customer(c).await?,
+            Entity::Team(t) => self.store.put_team(t).await?,
+            Entity::Key(k, v) => {
+                let value_sha256 = value_sha256(v.expose_secret());
+                self.store.put_key(StoredKey { spec: VirtualKeySpec { value: None, ..k }, value_sha256 }).await?
+            }
+        }
+        self.current.store(Arc::new(Governance::new(&checked, &self.registry)));
+        *w = next;
+        Ok(())
     }
 
-    pub fn delete(&self, kind: Kind, id: &str) -> Result<(), WriteError> {
+    pub async fn delete(&self, kind: Kind, id: &str) -> Result<(), WriteError> {
         if self.in_file(kind, id) {
             return Err(WriteError::FromFile(format!("this {}", kind.noun())));
         }
-        let mut w = self.written();
+        let mut w = self.written.lock().await;
         let mut next = w.clone();
         let before = (next.customers.len(), next.teams.len(), next.keys.len());
         match kind {
@@ -144,41 +189,43 @@ impl Live {
         if before == (next.customers.len(), next.teams.len(), next.keys.len()) {
             return Err(WriteError::NotFound(kind.noun().to_string()));
         }
-        self.apply(&mut w, next)
-    }
-
-    /// Checks the file's entities with `next` as one section; on success swaps the new snapshot in.
-    fn apply(&self, w: &mut Written, next: Written) -> Result<(), WriteError> {
-        let f = self.file();
-        let all_keys: Vec<&(VirtualKeySpec, SecretString)> = f.keys.iter().chain(&next.keys).collect();
-        let section = section(
-            f,
-            &f.customers.iter().chain(&next.customers).collect::<Vec<_>>(),
-            &f.teams.iter().chain(&next.teams).collect::<Vec<_>>(),
-            &all_keys,
-        );
-        let checked = check_governance(&self.cfg, section).map_err(WriteError::Invalid)?;
+        let checked = self.check(&next)?;
+        let id = id.to_string();
+        match kind {
+            Kind::Customer => self.store.delete_customer(id).await?,
+            Kind::Team => self.store.delete_team(id).await?,
+            Kind::Key => self.store.delete_key(id).await?,
+        };
         self.current.store(Arc::new(Governance::new(&checked, &self.registry)));
         *w = next;
         Ok(())
     }
 
-    pub fn keys(&self) -> Vec<Shown<VirtualKeySpec>> {
+    /// The file's entities with `next` as one `governance:` section, checked as a file is.
+    fn check(&self, next: &Written) -> Result<GovernanceConfig, WriteError> {
+        let f = self.file();
+        let all_keys: Vec<&(VirtualKeySpec, SecretString)> = f.keys.iter().chain(&next.keys).collect();
+        let customers: Vec<&Customer> = f.customers.iter().chain(&next.customers).collect();
+        let teams: Vec<&Team> = f.teams.iter().chain(&next.teams).collect();
+        check_governance(&self.cfg, section(f, &customers, &teams, &all_keys)).map_err(WriteError::Invalid)
+    }
+
+    pub async fn keys(&self) -> Vec<Shown<VirtualKeySpec>> {
         let g = self.snapshot();
-        let w = self.written();
+        let w = self.written.lock().await;
         let file = self.file().keys.iter().map(|k| (k, true));
         file.chain(w.keys.iter().map(|k| (k, false)))
             .map(|((spec, value), from_file)| Shown {
                 entity: VirtualKeySpec { value: None, ..spec.clone() },
                 from_file,
                 usage: g.readings_of(value),
-                id_is_value: value.expose_secret() == spec.id,
+                id_is_value: super::key_hash(value.expose_secret()) == super::key_hash(&spec.id),
             })
             .collect()
     }
 
-    pub fn teams(&self) -> Vec<Shown<Team>> {
-        let w = self.written();
+    pub async fn teams(&self) -> Vec<Shown<Team>> {
+        let w = self.written.lock().await;
         self.file()
             .teams
             .iter()
@@ -188,8 +235,8 @@ impl Live {
             .collect()
     }
 
-    pub fn customers(&self) -> Vec<Shown<Customer>> {
-        let w = self.written();
+    pub async fn customers(&self) -> Vec<Shown<Customer>> {
+        let w = self.written.lock().await;
         self.file()
             .customers
             .iter()

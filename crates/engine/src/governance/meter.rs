@@ -143,9 +143,32 @@ fn roll(measure: Measure, st: &mut State, now: i64) {
 #[derive(Default)]
 pub struct Registry {
     by_name: Mutex<std::collections::HashMap<String, Arc<Meter>>>,
+    /// Saved use of meters not made yet.
+    restored: Mutex<std::collections::HashMap<String, super::store::MeterState>>,
 }
 
 impl Registry {
+    /// Every meter's use in its current window, by name (to be saved by a store).
+    pub fn states(&self) -> Vec<super::store::MeterState> {
+        let map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|(_, m)| m.measure != Measure::Concurrent)
+            .map(|(name, m)| {
+                let st = m.lock();
+                super::store::MeterState { name: name.clone(), window: st.window, used: st.used }
+            })
+            .collect()
+    }
+
+    /// Resumes saved use: each named meter starts with it when it is made (a window that is over by then
+    /// starts afresh at its first use).
+    pub fn restore(&self, states: Vec<super::store::MeterState>) {
+        let mut pending = self.restored.lock().unwrap_or_else(|e| e.into_inner());
+        for s in states {
+            pending.insert(s.name.clone(), s);
+        }
+    }
+
     /// The meter called `name`, made or reconfigured to these settings.
     pub fn meter(
         &self,
@@ -164,6 +187,11 @@ impl Registry {
             }
             _ => {
                 let m = Meter::new(measure, level, limit, period, calendar_aligned);
+                if let Some(saved) = self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+                    let mut st = m.lock();
+                    st.used = saved.used.max(0.0);
+                    st.window = saved.window;
+                }
                 map.insert(name.to_string(), Arc::clone(&m));
                 m
             }

@@ -127,6 +127,25 @@ fn hash(value: &str) -> [u8; 32] {
     Sha256::digest(value.as_bytes()).into()
 }
 
+/// Marks a key value that is already a SHA-256 (hex after the marker): a key loaded from a store, which
+/// keeps only hashes. No presented key can start with it: HTTP header values cannot hold a NUL.
+pub const HASHED: &str = "\0sha256:";
+
+/// The hash a key is found by: its value's, or the stored one.
+pub fn key_hash(value: &str) -> [u8; 32] {
+    let Some(hex) = value.strip_prefix(HASHED) else { return hash(value) };
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = hex.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0);
+    }
+    out
+}
+
+/// The hex SHA-256 of a key's value, as a store keeps it.
+pub fn value_sha256(value: &str) -> String {
+    key_hash(value).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What an attempt is expected to cost at most.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Estimate {
@@ -191,7 +210,7 @@ impl Governance {
                 grants,
                 residency,
             };
-            by_hash.insert(hash(value.expose_secret()), Arc::new(principal));
+            by_hash.insert(key_hash(value.expose_secret()), Arc::new(principal));
         }
         let level = |kind: &str, n: &str, l: &LevelLimits| {
             Limits::new(registry, &format!("{kind}:{n}"), &format!("{kind} {n}"), l.budget.as_ref(), l.rate_limit.as_ref())
@@ -214,7 +233,7 @@ impl Governance {
     /// The current readings of the meters of the key whose value is `value`: its own budget and limits,
     /// its concurrency, and those of its provider configs.
     pub fn readings_of(&self, value: &SecretString) -> Vec<meter::Reading> {
-        let Some(p) = self.by_hash.get(&hash(value.expose_secret())) else { return vec![] };
+        let Some(p) = self.by_hash.get(&key_hash(value.expose_secret())) else { return vec![] };
         let now = meter::now_ms();
         let own = p.levels.first().into_iter().chain(p.grants.iter().map(|(_, l)| l));
         own.flat_map(|l| [&l.budget, &l.requests, &l.tokens].into_iter().flatten().map(|m| m.read(now)).collect::<Vec<_>>())
