@@ -41,12 +41,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cfg: &Config) -> Result<Self, GatewayError> {
-        Ok(Gateway {
-            up: Upstreams::new(cfg)?,
-            planner: Planner::new(cfg),
-            governance: Live::new(cfg),
-            pricing: PriceTable::new(&cfg.pricing),
-        })
+        Gateway::with_governance(cfg, Live::new(cfg))
+    }
+
+    /// A gateway whose governance was loaded from a store (see `governance::live`).
+    pub fn with_governance(cfg: &Config, governance: Live) -> Result<Self, GatewayError> {
+        Ok(Gateway { up: Upstreams::new(cfg)?, planner: Planner::new(cfg), governance, pricing: PriceTable::new(&cfg.pricing) })
     }
 
     /// Whether inference needs a virtual key (`governance.require_virtual_key`, on once any key exists).
