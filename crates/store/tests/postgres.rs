@@ -1,6 +1,8 @@
 //! The shared suite against `PostgresStore`, each test on its own throwaway server (see
 //! `common/pg.rs`), and what only the shared store promises: replicas see each other's writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod common;
 
 use common::pg::{server, PgServer};

@@ -1,6 +1,8 @@
 //! The shared suite against `SqliteStore` in a temp dir, and what only the embedded store promises: the file
 //! and its directory are created, WAL mode, and a reopened store keeps everything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod common;
 
 use std::path::Path;

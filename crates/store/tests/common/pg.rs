@@ -3,7 +3,7 @@
 //! PostgreSQL the machine already runs.
 //!
 //! The binaries are Debian's (`/usr/lib/postgresql/<version>/bin`, package `postgresql`), or whatever
-//! `initdb` is on the PATH. Without them the test fails and says what to install; with
+//! `initdb` is on the PATH, or those in `$SWITCHYARD_PG_BIN`. Without them the test fails and says what to install; with
 //! `SWITCHYARD_SKIP_POSTGRES=1` it is skipped with a note instead. PostgreSQL refuses to run as root, so as
 //! root (CI containers) the server runs as the `postgres` user (or `nobody`) through `setpriv`.
 
@@ -36,15 +36,20 @@ pub async fn server() -> Option<PgServer> {
     let Some(bin) = find_bin() else {
         panic!(
             "the PostgreSQL tests need PostgreSQL's server binaries (initdb, pg_ctl, postgres), looked for in \
-             /usr/lib/postgresql/*/bin and on the PATH. Install them (Debian/Ubuntu: `apt-get install \
+             $SWITCHYARD_PG_BIN, else /usr/lib/postgresql/*/bin and the PATH. Install them (Debian/Ubuntu: `apt-get install \
              postgresql`; .ci/run does this), or set SWITCHYARD_SKIP_POSTGRES=1 to skip these tests"
         );
     };
     Some(PgServer::start(bin).await)
 }
 
-/// The newest Debian version's bin directory, else the directory of `initdb` on the PATH.
+/// `SWITCHYARD_PG_BIN` if set (and only it), else the newest Debian version's bin directory, else the
+/// directory of `initdb` on the PATH.
 fn find_bin() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SWITCHYARD_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return dir.join("initdb").is_file().then_some(dir);
+    }
     let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
