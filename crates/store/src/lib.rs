@@ -43,6 +43,40 @@ fn db_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
+/// Maps a failed migration. A database migrated by a newer gateway (a migration we do not know) or whose
+/// applied migration was edited is data we cannot read (`Invalid`), not a database that is down.
+fn migrate_error(what: &'static str, target: &str, e: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError as M;
+    match e {
+        M::VersionMissing(v) => StoreError::Invalid(format!(
+            "{target} has migration {v} applied, which this gateway does not know: it was written by a newer version"
+        )),
+        M::VersionMismatch(v) => StoreError::Invalid(format!(
+            "{target}: migration {v} was applied from a different text than this gateway's; migrations must never be edited"
+        )),
+        other => StoreError::Unavailable { what, message: format!("migrating {target}: {other}") },
+    }
+}
+
+/// Refuses a batch with a cost or use that is not a number before anything is written: SQLite would store
+/// NaN as NULL and fail the whole batch on a constraint, Postgres would keep a NaN that poisons every sum.
+/// Both stores behave alike, and the error names the culprit.
+fn check_finite(what: &str, name: &str, value: f64) -> Result<(), StoreError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!("{what} {name:?}: {value} is not a finite number")))
+    }
+}
+
+fn check_usage(batch: &[UsageRecord]) -> Result<(), StoreError> {
+    batch.iter().try_for_each(|u| check_finite("the cost of request", &u.request_id, u.cost_usd))
+}
+
+fn check_meters(states: &[MeterState]) -> Result<(), StoreError> {
+    states.iter().try_for_each(|m| check_finite("the use of meter", &m.name, m.used))
+}
+
 /// Reads an entity back from its JSON column, checking that it is the row's entity (a hand edit that moved
 /// a spec under another id would otherwise silently rename it).
 fn decode_spec<T: DeserializeOwned>(table: &str, row_id: &str, json: &str, id_of: impl Fn(&T) -> &str) -> Result<T, StoreError> {

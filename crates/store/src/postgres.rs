@@ -19,8 +19,8 @@ use switchyard_engine::governance::store::{
 };
 
 use crate::{
-    check_key, db_error, decode_spec, encode_spec, last_per_name, meter_from_columns, migrate, tokens_to_db, usage_from_columns,
-    ACQUIRE_TIMEOUT, ROWS_PER_STATEMENT,
+    check_key, check_meters, check_usage, db_error, decode_spec, encode_spec, last_per_name, meter_from_columns, migrate, migrate_error,
+    tokens_to_db, usage_from_columns, ACQUIRE_TIMEOUT, ROWS_PER_STATEMENT,
 };
 
 /// Every replica holds its own pool; a few connections each keep a shared server's total modest.
@@ -56,7 +56,10 @@ impl PostgresStore {
             .await
             .map_err(|e| unavailable(format!("{target}: {}", scrub(&e.to_string(), url))))?;
         let migrator = migrate::migrator(migrate::POSTGRES).await.map_err(|e| unavailable(e.to_string()))?;
-        migrator.run(&pool).await.map_err(|e| unavailable(format!("migrating {target}: {}", scrub(&e.to_string(), url))))?;
+        migrator.run(&pool).await.map_err(|e| match migrate_error("connecting to the Postgres store", &target, e) {
+            StoreError::Unavailable { what, message } => StoreError::Unavailable { what, message: scrub(&message, url) },
+            invalid => invalid,
+        })?;
         tracing::info!(database = %target, "Postgres store connected");
         Ok(PostgresStore { pool, target })
     }
@@ -106,6 +109,8 @@ impl PostgresStore {
     async fn load_all(&self) -> Result<StoredGovernance, StoreError> {
         const WHAT: &str = "loading governance";
         let mut tx = self.pool.begin().await.map_err(db_error(WHAT))?;
+        // One snapshot of the three tables: a load never mixes states from before and after another write.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await.map_err(db_error(WHAT))?;
         let mut g = StoredGovernance::default();
         for r in sqlx::query("SELECT id, spec::text FROM customers ORDER BY id").fetch_all(&mut *tx).await.map_err(db_error(WHAT))? {
             let (id, spec): (String, String) = (r.try_get(0).map_err(db_error(WHAT))?, r.try_get(1).map_err(db_error(WHAT))?);
@@ -182,6 +187,7 @@ impl PostgresStore {
 
     async fn append(&self, batch: Vec<UsageRecord>) -> Result<(), StoreError> {
         const WHAT: &str = "appending usage";
+        check_usage(&batch)?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -229,6 +235,7 @@ impl PostgresStore {
 
     async fn upsert_meters(&self, states: Vec<MeterState>) -> Result<(), StoreError> {
         const WHAT: &str = "saving meter states";
+        check_meters(&states)?;
         let states = last_per_name(states);
         if states.is_empty() {
             return Ok(());

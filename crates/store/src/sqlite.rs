@@ -16,8 +16,8 @@ use switchyard_engine::governance::store::{
 };
 
 use crate::{
-    check_key, db_error, decode_spec, encode_spec, last_per_name, meter_from_columns, migrate, tokens_to_db, usage_from_columns,
-    ACQUIRE_TIMEOUT, ROWS_PER_STATEMENT,
+    check_key, check_meters, check_usage, db_error, decode_spec, encode_spec, last_per_name, meter_from_columns, migrate, migrate_error,
+    tokens_to_db, usage_from_columns, ACQUIRE_TIMEOUT, ROWS_PER_STATEMENT,
 };
 
 /// How long a statement waits for another connection's write lock before it fails as `Unavailable`.
@@ -57,7 +57,7 @@ impl SqliteStore {
             .await
             .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let migrator = migrate::migrator(migrate::SQLITE).await.map_err(|e| unavailable(e.to_string()))?;
-        migrator.run(&pool).await.map_err(|e| unavailable(format!("migrating {}: {e}", path.display())))?;
+        migrator.run(&pool).await.map_err(|e| migrate_error("opening the SQLite store", &path.display().to_string(), e))?;
         tracing::info!(path = %path.display(), "SQLite store open");
         Ok(SqliteStore { pool, path })
     }
@@ -181,6 +181,7 @@ impl SqliteStore {
 
     async fn append(&self, batch: Vec<UsageRecord>) -> Result<(), StoreError> {
         const WHAT: &str = "appending usage";
+        check_usage(&batch)?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -228,6 +229,7 @@ impl SqliteStore {
 
     async fn upsert_meters(&self, states: Vec<MeterState>) -> Result<(), StoreError> {
         const WHAT: &str = "saving meter states";
+        check_meters(&states)?;
         let states = last_per_name(states);
         if states.is_empty() {
             return Ok(());

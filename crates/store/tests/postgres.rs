@@ -92,3 +92,10 @@ async fn an_unreachable_postgres_is_unavailable_and_the_password_never_shows() {
     let err = PostgresStore::connect("mysql://x").await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_postgres_store_from_a_newer_gateway_is_invalid() {
+    let Some(pg) = server().await else { return };
+    let url = database(&pg).await;
+    common::newer_schema_is_invalid(|| PostgresStore::connect(&url), &raw(&url).await).await;
+}

@@ -93,3 +93,36 @@ async fn an_unopenable_path_is_unavailable() {
     let err = SqliteStore::open(dir.path().join("file").join("switchyard.db")).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { what: "opening the SQLite store", .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_sqlite_store_from_a_newer_gateway_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    common::newer_schema_is_invalid(|| SqliteStore::open(&path), &raw(&path).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sqlite_writers_wait_for_each_other() {
+    // SQLite has one writer at a time: the others must wait (busy timeout), not fail.
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path().join("switchyard.db")).await.unwrap());
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("vk-{t}");
+                store.append_usage((0..500).map(|i| usage(t * 1000 + i, Some(&id))).collect()).await.unwrap();
+                store.put_key(key(&id, "k", None, t as u8)).await.unwrap();
+                store.save_meters(vec![meter(&format!("vk:{id}:budget"), None, t as f64)]).await.unwrap();
+                store.load().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.usage(None, i64::MIN, i64::MAX).await.unwrap().len(), 16 * 500);
+    assert_eq!(store.load().await.unwrap().keys.len(), 16);
+    assert_eq!(store.load_meters().await.unwrap().len(), 16);
+}

@@ -228,6 +228,13 @@ pub async fn ledger(store: &dyn GovernanceStore, raw: &Raw) -> Vec<UsageRecord> 
     );
     store.append_usage(vec![usage(10_000, Some("vk-b"))]).await.unwrap();
     assert_eq!(raw.count("SELECT COUNT(*) FROM usage_ledger").await, 10_001);
+
+    // A cost that is not a number refuses the batch, naming the request, and writes none of it.
+    let mut poisoned: Vec<UsageRecord> = (20_000..20_010).map(|i| usage(i, None)).collect();
+    poisoned[7].cost_usd = f64::NAN;
+    let err = store.append_usage(poisoned).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("req-20007")), "{err:?}");
+    assert_eq!(raw.count("SELECT COUNT(*) FROM usage_ledger").await, 10_001);
     batch
 }
 
@@ -245,6 +252,8 @@ pub async fn meters(store: &dyn GovernanceStore) {
         ])
         .await
         .unwrap();
+    let err = store.save_meters(vec![meter("vk:a:budget", None, 9.0), meter("vk:b:budget", None, f64::INFINITY)]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("vk:b:budget")), "{err:?}");
     let mut got = store.load_meters().await.unwrap();
     got.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(
@@ -262,6 +271,32 @@ pub async fn suite(store: &dyn GovernanceStore, raw: &Raw) {
     entities(store, raw).await;
     ledger(store, raw).await;
     meters(store).await;
+}
+
+/// A database migrated by a newer gateway is refused as `Invalid` (not `Unavailable`: retrying will not
+/// help), after `mark_newer` records a migration this build does not know.
+pub async fn newer_schema_is_invalid<F, Fut, S>(open: F, raw: &Raw)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<S, StoreError>>,
+{
+    let first = open().await;
+    assert!(first.is_ok());
+    drop(first);
+    let (bool_true, blob) = match raw {
+        Raw::Sqlite(_) => ("1", "x'00'"),
+        Raw::Postgres(_) => ("true", "'\\x00'::bytea"),
+    };
+    raw.execute(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', {bool_true}, {blob}, 0)"
+    ))
+    .await;
+    match open().await {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("9999") && m.contains("newer"), "{m}"),
+        Err(e) => panic!("expected Invalid, got {e:?}"),
+        Ok(_) => panic!("a database from a newer gateway was opened"),
+    }
 }
 
 /// Hand-corrupted rows come back as `Invalid`, never a panic, and the other operations still work.
