@@ -109,9 +109,10 @@ impl PgServer {
         let mut last = String::new();
         for _ in 0..3 {
             server.port = free_port();
+            // Durability off and small buffers: the data is thrown away, and several servers run at once.
             let opts = format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=50",
+                 -c full_page_writes=off -c max_connections=50 -c shared_buffers=16MB",
                 server.port,
                 server.dir.path().display()
             );
