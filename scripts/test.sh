@@ -12,7 +12,8 @@
 #   6. pytest -q tests/sdk             (SWITCHYARD_BIN points at the binary built in step 4)
 #
 # Environment: SWITCHYARD_SKIP_RUST=1 skips steps 1-3b (for iterating on the SDK tests); SWITCHYARD_SKIP_FUZZ=1
-# skips step 3b;
+# skips step 3b; SWITCHYARD_SKIP_POSTGRES=1 skips the switchyard-store tests that need PostgreSQL's server
+# binaries (/usr/lib/postgresql/*/bin, Debian's `postgresql` package, which .ci/run installs);
 # PYTEST_ADDOPTS passes extra options to pytest (e.g. "-k fallback -x").
 set -euo pipefail
 
