@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
@@ -59,6 +60,14 @@ struct ServeArgs {
     /// Address to listen on (overrides the file's `listen`; default 127.0.0.1:8080).
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Keep what the management API writes, the meters' use and the admin token in this directory
+    /// (SQLite, `switchyard.db`); created if missing. Without it (and without --database-url) they live in
+    /// memory and start afresh with every run.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep them in PostgreSQL instead (`postgres://user:pass@host/db`), shared by every replica.
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", conflicts_with = "data_dir")]
+    database_url: Option<String>,
     /// Worker threads serving requests (default: one per CPU core). On a small box shared with other busy
     /// processes, fewer workers spend less CPU on waking each other (see docs/benchmarks.md).
     #[arg(long, env = "SWITCHYARD_WORKERS")]
@@ -287,7 +296,30 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("no providers configured: set OPENAI_API_KEY (or another provider's key), pass --config, or try --demo");
     }
 
-    let gateway = Arc::new(Gateway::new(&cfg).map_err(|e| format!("error: {e}"))?);
+    let store = open_store(&args).await?;
+    let gateway = match &store {
+        Some(store) => {
+            let live = switchyard_engine::governance::live::Live::with_store(&cfg, Arc::clone(store))
+                .await
+                .map_err(|e| format!("error: the governance store cannot be used: {e}"))?;
+            Gateway::with_governance(&cfg, live)
+        }
+        None => Gateway::new(&cfg),
+    };
+    let gateway = Arc::new(gateway.map_err(|e| format!("error: {e}"))?);
+    if store.is_some() {
+        // The meters' use is saved every few seconds, off the request path, and once more at shutdown.
+        let saver = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METER_SAVE_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = saver.governance().save_meters().await {
+                    tracing::warn!("cannot save the meters' use: {e}");
+                }
+            }
+        });
+    }
     let refresher = gateway.clone();
     tokio::spawn(async move { refresher.refresh_models().await });
 
@@ -324,24 +356,76 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!("listening on a loopback address: requests for other host names are refused (server.allowed_hosts adds some)");
     }
     println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
-    let admin = Some(switchyard_server::admin::AdminToken::new(&admin_token()));
+    let admin = Some(switchyard_server::admin::AdminToken::new(&admin_token(args.data_dir.as_deref())?));
     let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics: switchyard_server::install_metrics(), admin };
+    let saver = Arc::clone(&state.gateway);
     switchyard_server::serve(listener, switchyard_server::router(state, addr), limits, shutdown_signal()).await;
+    if store.is_some() {
+        if let Err(e) = saver.governance().save_meters().await {
+            tracing::warn!("cannot save the meters' use at shutdown: {e}");
+        }
+    }
     Ok(())
 }
 
-/// The management API's token: `SWITCHYARD_ADMIN_TOKEN`, or one made now and logged once (without a data
-/// directory it is not kept: the next start makes another).
-fn admin_token() -> String {
+/// How often the meters' use is saved to the store.
+const METER_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The governance store the flags ask for: SQLite in the data directory, or PostgreSQL.
+async fn open_store(args: &ServeArgs) -> Result<Option<Arc<dyn switchyard_engine::governance::store::GovernanceStore>>, String> {
+    if let Some(url) = &args.database_url {
+        let s = switchyard_store::PostgresStore::connect(url).await.map_err(|e| format!("error: --database-url: {e}"))?;
+        return Ok(Some(Arc::new(s)));
+    }
+    if let Some(dir) = &args.data_dir {
+        let path = dir.join("switchyard.db");
+        let s = switchyard_store::SqliteStore::open(&path).await.map_err(|e| format!("error: --data-dir {}: {e}", dir.display()))?;
+        tracing::info!(path = %path.display(), "governance store");
+        return Ok(Some(Arc::new(s)));
+    }
+    Ok(None)
+}
+
+/// The management API's token: `SWITCHYARD_ADMIN_TOKEN`; else the one kept in the data directory; else
+/// one made now, kept there if there is a data directory, and logged once (in the log's own format, so a
+/// JSON log stays JSON).
+fn admin_token(data_dir: Option<&std::path::Path>) -> Result<String, String> {
     if let Some(t) = std::env::var("SWITCHYARD_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
-        return t.trim().to_string();
+        return Ok(t.trim().to_string());
+    }
+    let file = data_dir.map(|d| d.join("admin-token"));
+    if let Some(f) = &file {
+        if let Ok(t) = std::fs::read_to_string(f) {
+            if !t.trim().is_empty() {
+                return Ok(t.trim().to_string());
+            }
+        }
     }
     let mut rng = fastrand::Rng::new();
     let token: String = std::iter::repeat_with(|| rng.alphanumeric()).take(40).collect();
     let token = format!("sy-admin-{token}");
-    // In the log's own format (a JSON log stays JSON), once.
-    tracing::info!(admin_token = %token, "the management API (/api/governance/...) needs an admin token and none was set: this run's, shown once; set SWITCHYARD_ADMIN_TOKEN to choose one");
-    token
+    let kept = match &file {
+        Some(f) => {
+            write_private(f, &token).map_err(|e| format!("error: cannot keep the admin token in {}: {e}", f.display()))?;
+            format!("kept in {}", f.display())
+        }
+        None => "not kept: the next start makes another".to_string(),
+    };
+    tracing::info!(admin_token = %token, "the management API (/api/governance/...) needs an admin token and none was set: made one, shown once ({kept}); set SWITCHYARD_ADMIN_TOKEN to choose one");
+    Ok(token)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    o.open(path)?.write_all(text.as_bytes())
 }
 
 /// Raises the soft open-file limit to the hard one: every client and upstream connection is a file

@@ -417,3 +417,42 @@ async fn changing_a_keys_budget_through_the_api_keeps_what_it_used() {
     let (s, _, b) = post_as(&c, &gw.url("/v1/chat/completions"), bearer("Bearer vk-k"), &chat("ollama/llava")).await;
     assert_eq!((s, b["error"]["code"].as_str()), (402, Some("budget_exceeded")), "{b}");
 }
+
+#[tokio::test]
+async fn with_a_data_directory_keys_usage_and_the_admin_token_survive_a_restart() {
+    use reqwest::Method;
+    let (_local, _cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!("{providers}pricing:\n  ollama: {{input: 1000000, output: 1000000}}\n");
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("state");
+    let args = ["--data-dir", dir.to_str().unwrap()];
+    let (gw, logs) = Gateway::start_logged(Some(&yaml), &args, &[]);
+    // No token was set: one was made, kept in the data directory (owner-only), and logged once.
+    let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
+    assert!(logs.text().contains(&format!("admin_token={token}")), "{}", logs.text());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(dir.join("admin-token")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let c = client();
+    let key = gw.url("/api/governance/virtual-keys/vk-line-3");
+    let (s, b) =
+        admin(&c, Method::PUT, key, Some(&token), Some(json!({"name": "line-3", "budget": {"max_limit": 1000, "reset_duration": "1d"}})))
+            .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, h, b) = post_as(&c, &gw.url("/v1/chat/completions"), bearer("Bearer vk-line-3"), &chat("ollama/llava")).await;
+    assert_eq!(s, 200, "{b}");
+    let cost: f64 = h.get("x-switchyard-cost").unwrap().to_str().unwrap().parse().unwrap();
+    assert!(gw.terminate().success());
+
+    // The same directory: the key, its use in the window, and the token are all still there.
+    let (gw, logs) = Gateway::start_logged(Some(&yaml), &args, &[]);
+    assert!(!logs.text().contains("admin_token="), "a kept token is not shown again: {}", logs.text());
+    let (s, _, b) = post_as(&c, &gw.url("/v1/chat/completions"), bearer("Bearer vk-line-3"), &chat("ollama/llava")).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = admin(&c, Method::GET, gw.url("/api/governance/virtual-keys/vk-line-3"), Some(&token), None).await;
+    assert_eq!(s, 200, "{b}");
+    let used = b["virtual_key"]["usage"][0]["used"].as_f64().unwrap();
+    assert!((used - 2.0 * cost).abs() < 1e-9, "the first run's use was not resumed: {used} vs 2 × {cost}: {b}");
+}

@@ -43,6 +43,13 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// Stops the gateway as an operator does (SIGTERM) and waits until it has shut down.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
     /// Starts `switchyard serve` (with this YAML config, if any) on 127.0.0.1:0 (unless `args` has its own
     /// `--listen`) plus `args`, in an environment holding only `env` (no provider keys or log settings leak
     /// in from the test's own), with its standard error captured as it would be by a log file or a pipe.
