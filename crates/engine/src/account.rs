@@ -13,6 +13,7 @@
 use switchyard_wire::types::{ChatChunk, ChatRequest, Content, ContentPart, EmbeddingInput, EmbeddingsRequest, Usage};
 
 use crate::governance::meter::{Hold, Used};
+use crate::governance::store::UsageRecord;
 use crate::pricing::Price;
 
 /// Tokens counted for one image whatever its size: about what providers bill for a high-detail image of
@@ -74,6 +75,82 @@ pub struct Account {
     pub(crate) prompt_estimate: u64,
     /// Who used what where, for the residency metrics: the key's name, the provider, its tags.
     pub(crate) split: Option<Split>,
+    /// Where the settled request goes for the usage ledger, with what is known of it before its usage.
+    pub(crate) ledger: Option<(Ledger, UsageRecord)>,
+}
+
+/// The usage ledger's way in: a bounded queue a writer task drains into the store in batches. Sending
+/// never waits: when the writer cannot keep up the record is dropped and counted
+/// (`switchyard_usage_ledger_dropped_total`), so a slow database never slows a request.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    tx: tokio::sync::mpsc::Sender<UsageRecord>,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Records held at most in the queue: a minute of a busy gateway's requests.
+pub const LEDGER_QUEUE: usize = 100_000;
+/// Records written per store call, at most.
+pub const LEDGER_BATCH: usize = 1_000;
+
+impl Ledger {
+    /// The queue and the writer that drains it into `store` in batches (what has arrived, at least every
+    /// 200 ms). After [`Ledger::stop`] it writes what is queued and ends: await its handle at shutdown.
+    pub fn start(store: std::sync::Arc<dyn crate::governance::store::GovernanceStore>) -> (Ledger, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<UsageRecord>(LEDGER_QUEUE);
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stopped = std::sync::Arc::clone(&stop);
+        let writer = tokio::spawn(async move {
+            let write = |batch: Vec<UsageRecord>| {
+                let store = std::sync::Arc::clone(&store);
+                async move {
+                    let n = batch.len() as u64;
+                    if n == 0 {
+                        return;
+                    }
+                    if let Err(e) = store.append_usage(batch).await {
+                        metrics::counter!("switchyard_usage_ledger_dropped_total").increment(n);
+                        tracing::warn!(records = n, "the usage ledger could not be written: {e}");
+                    }
+                }
+            };
+            let mut batch = Vec::with_capacity(LEDGER_BATCH);
+            loop {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, LEDGER_BATCH) => {
+                        write(std::mem::take(&mut batch)).await;
+                        if n == 0 {
+                            return;
+                        }
+                        // Lets records gather into larger batches without holding any back for long.
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    _ = stopped.notified() => {
+                        while let Ok(r) = rx.try_recv() {
+                            batch.push(r);
+                            if batch.len() >= LEDGER_BATCH {
+                                write(std::mem::take(&mut batch)).await;
+                            }
+                        }
+                        write(batch).await;
+                        return;
+                    }
+                }
+            }
+        });
+        (Ledger { tx, stop }, writer)
+    }
+
+    /// Asks the writer to write what is queued and end.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    fn send(&self, r: UsageRecord) {
+        if self.tx.try_send(r).is_err() {
+            metrics::counter!("switchyard_usage_ledger_dropped_total").increment(1);
+        }
+    }
 }
 
 /// The labels of the residency split: which key's requests and tokens went to which provider, with the
@@ -99,6 +176,13 @@ impl Account {
         }
         self.attempt.settle(Used { usd: cost.unwrap_or(0.0), tokens, request: true });
         self.admission.settle(Used { usd: 0.0, tokens: 0, request: true });
+        if let Some((ledger, mut record)) = self.ledger {
+            record.at_ms = crate::governance::meter::now_ms();
+            record.prompt_tokens = usage.prompt_tokens;
+            record.completion_tokens = usage.completion_tokens;
+            record.cost_usd = cost.unwrap_or(0.0);
+            ledger.send(record);
+        }
         cost
     }
 

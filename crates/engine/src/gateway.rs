@@ -15,6 +15,7 @@ use crate::error::GatewayError;
 use crate::executor::{Metering, Op, Output, Run};
 use crate::governance::live::Live;
 use crate::governance::meter::Hold;
+use crate::governance::store::UsageRecord;
 use crate::governance::{Governance, Principal};
 use crate::plan::{Plan, Planner};
 use crate::pool::{endpoint, ProviderHealthView, Upstreams};
@@ -37,6 +38,7 @@ pub struct Gateway {
     planner: Planner,
     governance: Live,
     pricing: PriceTable,
+    ledger: std::sync::OnceLock<account::Ledger>,
 }
 
 impl Gateway {
@@ -46,7 +48,13 @@ impl Gateway {
 
     /// A gateway whose governance was loaded from a store (see `governance::live`).
     pub fn with_governance(cfg: &Config, governance: Live) -> Result<Self, GatewayError> {
-        Ok(Gateway { up: Upstreams::new(cfg)?, planner: Planner::new(cfg), governance, pricing: PriceTable::new(&cfg.pricing) })
+        Ok(Gateway {
+            up: Upstreams::new(cfg)?,
+            planner: Planner::new(cfg),
+            governance,
+            pricing: PriceTable::new(&cfg.pricing),
+            ledger: std::sync::OnceLock::new(),
+        })
     }
 
     /// Whether inference needs a virtual key (`governance.require_virtual_key`, on once any key exists).
@@ -115,7 +123,8 @@ impl Gateway {
         };
         let (attempt, price) = won.unwrap_or_default();
         let split = self.split(who.as_deref(), &served);
-        let account = Account { admission, attempt, price, prompt_estimate: prompt, split };
+        let ledger = self.ledger_entry(ctx, who.as_deref(), &served);
+        let account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
         match out {
             Output::Complete(r) => {
                 let generated = r.choices.iter().map(|c| c.message.content.as_ref().map_or(0, |t| t.len() as u64)).sum();
@@ -128,6 +137,29 @@ impl Gateway {
             }
             Output::Embeddings(_) => Err(GatewayError::Internal("a chat request produced embeddings".into())),
         }
+    }
+
+    /// The ledger record of a served request, its usage still to come (none without a ledger).
+    fn ledger_entry(&self, ctx: &RequestCtx, who: Option<&Principal>, served: &Served) -> Option<(account::Ledger, UsageRecord)> {
+        let ledger = self.ledger.get()?.clone();
+        let record = UsageRecord {
+            at_ms: 0,
+            request_id: ctx.id.clone(),
+            virtual_key: who.map(|w| w.key.id.clone()),
+            team: who.and_then(|w| w.team.as_ref().map(|t| t.id.clone())),
+            customer: who.and_then(|w| w.customer.as_ref().map(|c| c.id.clone())),
+            provider: served.provider.clone(),
+            model: served.model.clone(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+        };
+        Some((ledger, record))
+    }
+
+    /// Sends every settled request to `ledger` from now on (set once, at start).
+    pub fn set_ledger(&self, ledger: account::Ledger) {
+        let _ = self.ledger.set(ledger);
     }
 
     /// The residency-split labels of a key's answer (none without a key).
@@ -174,7 +206,8 @@ impl Gateway {
             Ok((Output::Embeddings(r), mut served, won)) => {
                 let (attempt, price) = won.unwrap_or_default();
                 let split = self.split(who.as_deref(), &served);
-                let account = Account { admission, attempt, price, prompt_estimate: prompt, split };
+                let ledger = self.ledger_entry(ctx, who.as_deref(), &served);
+                let account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
                 let usage = switchyard_wire::types::Usage::new(r.usage.prompt_tokens, 0);
                 served.cost_nano_usd = account.settle(Some(&usage), 0).map(account::nano_usd);
                 Ok((r, served))

@@ -307,6 +307,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         None => Gateway::new(&cfg),
     };
     let gateway = Arc::new(gateway.map_err(|e| format!("error: {e}"))?);
+    let ledger = store.as_ref().map(|s| {
+        let (ledger, writer) = switchyard_engine::account::Ledger::start(Arc::clone(s));
+        gateway.set_ledger(ledger.clone());
+        (ledger, writer)
+    });
     if store.is_some() {
         // The meters' use is saved every few seconds, off the request path, and once more at shutdown.
         let saver = Arc::clone(&gateway);
@@ -363,6 +368,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if store.is_some() {
         if let Err(e) = saver.governance().save_meters().await {
             tracing::warn!("cannot save the meters' use at shutdown: {e}");
+        }
+    }
+    if let Some((ledger, writer)) = ledger {
+        ledger.stop();
+        if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
+            tracing::warn!("the usage ledger was still being written after 10s at shutdown; the rest is lost");
         }
     }
     Ok(())

@@ -429,7 +429,8 @@ async fn with_a_data_directory_keys_usage_and_the_admin_token_survive_a_restart(
     let (gw, logs) = Gateway::start_logged(Some(&yaml), &args, &[]);
     // No token was set: one was made, kept in the data directory (owner-only), and logged once.
     let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
-    assert!(logs.text().contains(&format!("admin_token={token}")), "{}", logs.text());
+    // (Standard error is read by a thread: waited for, not just looked at.)
+    logs.wait_until("the token's line", |t| t.contains(&format!("admin_token={token}"))).await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -445,12 +446,20 @@ async fn with_a_data_directory_keys_usage_and_the_admin_token_survive_a_restart(
     assert_eq!(s, 200, "{b}");
     let cost: f64 = h.get("x-switchyard-cost").unwrap().to_str().unwrap().parse().unwrap();
     assert!(gw.terminate().success());
+    // The request is in the usage ledger, written in a batch by shutdown at the latest.
+    let store = switchyard_store::SqliteStore::open(dir.join("switchyard.db")).await.unwrap();
+    let ledger = store.usage(Some("vk-line-3"), 0, i64::MAX).await.unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert!((ledger[0].cost_usd - cost).abs() < 1e-9 && ledger[0].completion_tokens > 0 && ledger[0].provider == "ollama", "{ledger:?}");
+    drop(store);
 
     // The same directory: the key, its use in the window, and the token are all still there.
     let (gw, logs) = Gateway::start_logged(Some(&yaml), &args, &[]);
-    assert!(!logs.text().contains("admin_token="), "a kept token is not shown again: {}", logs.text());
     let (s, _, b) = post_as(&c, &gw.url("/v1/chat/completions"), bearer("Bearer vk-line-3"), &chat("ollama/llava")).await;
     assert_eq!(s, 200, "{b}");
+    // The request's line comes after any start line, so by then a token line would be there.
+    let text = logs.wait_until("the request line", |t| t.contains("switchyard::request")).await;
+    assert!(!text.contains("admin_token="), "a kept token is not shown again: {text}");
     let (s, b) = admin(&c, Method::GET, gw.url("/api/governance/virtual-keys/vk-line-3"), Some(&token), None).await;
     assert_eq!(s, 200, "{b}");
     let used = b["virtual_key"]["usage"][0]["used"].as_f64().unwrap();
