@@ -360,8 +360,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if addr.ip().is_loopback() && cfg.server.allowed_hosts.is_empty() {
         tracing::info!("listening on a loopback address: requests for other host names are refused (server.allowed_hosts adds some)");
     }
-    println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
+    // Before the address is announced: whoever waits for it may read the token file next.
     let admin = Some(switchyard_server::admin::AdminToken::new(&admin_token(args.data_dir.as_deref())?));
+    println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
     let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics: switchyard_server::install_metrics(), admin };
     let saver = Arc::clone(&state.gateway);
     switchyard_server::serve(listener, switchyard_server::router(state, addr), limits, shutdown_signal()).await;
@@ -426,9 +427,11 @@ fn admin_token(data_dir: Option<&std::path::Path>) -> Result<String, String> {
     Ok(token)
 }
 
-/// Writes a file only its owner can read.
+/// Writes a file only its owner can read, whole or not at all (written aside, then renamed into place),
+/// so that nobody ever reads half a token.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
+    let aside = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -436,7 +439,10 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         o.mode(0o600);
     }
-    o.open(path)?.write_all(text.as_bytes())
+    let mut f = o.open(&aside)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&aside, path)
 }
 
 /// Raises the soft open-file limit to the hard one: every client and upstream connection is a file
