@@ -243,6 +243,26 @@ pub async fn list_customers(State(state): State<AppState>, headers: HeaderMap, Q
     json(StatusCode::OK, &json!({"customers": cs, "count": cs.len(), "total_count": total, "limit": limit, "offset": offset}))
 }
 
+pub async fn get_team(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.gateway.governance().teams().await.iter().find(|t| t.entity.id == id) {
+        Some(t) => json(StatusCode::OK, &json!({"team": entity_view(&t.entity, t.from_file)})),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such team"),
+    }
+}
+
+pub async fn get_customer(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.gateway.governance().customers().await.iter().find(|c| c.entity.id == id) {
+        Some(c) => json(StatusCode::OK, &json!({"customer": entity_view(&c.entity, c.from_file)})),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such customer"),
+    }
+}
+
 fn entity_view<T: serde::Serialize>(e: &T, from_file: bool) -> Value {
     let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
     v["source"] = json!(if from_file { "config_file" } else { "api" });

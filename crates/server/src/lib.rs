@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::Router;
 use switchyard_engine::config::ServerSettings;
 use switchyard_engine::Gateway;
@@ -64,9 +64,9 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/api/governance/virtual-keys", get(admin::list_keys).post(admin::create_key))
         .route("/api/governance/virtual-keys/{id}", get(admin::get_key).put(admin::put_key).delete(admin::delete_key))
         .route("/api/governance/teams", get(admin::list_teams).post(admin::create_team))
-        .route("/api/governance/teams/{id}", put(admin::put_team).delete(admin::delete_team))
+        .route("/api/governance/teams/{id}", get(admin::get_team).put(admin::put_team).delete(admin::delete_team))
         .route("/api/governance/customers", get(admin::list_customers).post(admin::create_customer))
-        .route("/api/governance/customers/{id}", put(admin::put_customer).delete(admin::delete_customer));
+        .route("/api/governance/customers/{id}", get(admin::get_customer).put(admin::put_customer).delete(admin::delete_customer));
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))

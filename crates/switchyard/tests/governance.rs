@@ -387,6 +387,21 @@ async fn the_management_api_creates_keys_live_checks_every_write_and_never_shows
     // The file's keys belong to the file.
     let (s, b) = admin(&c, Method::PUT, format!("{keys}/vk-file"), Some(ADMIN), Some(json!({"name": "x"}))).await;
     assert_eq!((s, b["error"]["code"].as_str()), (409, Some("defined_in_config_file")), "{b}");
+    // Teams and customers: created, read back by id, a key joins the team, a missing customer is refused.
+    let (s, b) = admin(&c, Method::PUT, gw.url("/api/governance/customers/acme"), Some(ADMIN), Some(json!({"name": "ACME"}))).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) =
+        admin(&c, Method::PUT, gw.url("/api/governance/teams/vision"), Some(ADMIN), Some(json!({"name": "Vision", "customer_id": "acme"})))
+            .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = admin(&c, Method::GET, gw.url("/api/governance/teams/vision"), Some(ADMIN), None).await;
+    assert_eq!((s, b["team"]["customer_id"].as_str(), b["team"]["source"].as_str()), (200, Some("acme"), Some("api")), "{b}");
+    let (s, b) = admin(&c, Method::GET, gw.url("/api/governance/customers/nobody"), Some(ADMIN), None).await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) =
+        admin(&c, Method::PUT, gw.url("/api/governance/teams/orphans"), Some(ADMIN), Some(json!({"name": "O", "customer_id": "nobody"})))
+            .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_governance")), "{b}");
     // Deleting a key revokes it at once.
     let (s, _) = admin(&c, Method::DELETE, format!("{keys}/vk-free"), Some(ADMIN), None).await;
     assert_eq!(s, 200);
