@@ -110,7 +110,9 @@ impl Gateway {
         let who = gov.identify(ctx.credential.as_ref())?;
         let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
         let admission = self.admit(&gov, who.as_deref(), ctx).await?;
-        let prompt = account::prompt_tokens(&req);
+        // The estimate walks the whole prompt and encodes the tools: worked out before the call only when a
+        // meter needs its bound or a stream may end without usage, otherwise only for an answer without usage.
+        let prompt = if self.estimates(&gov) || req.is_stream() { account::prompt_tokens(&req) } else { 0 };
         let max_output = req.max_completion_tokens.or(req.max_tokens).unwrap_or(gov.default_max_tokens);
         let op = Op::chat(&req);
         let metering = self.metering(&gov, who.as_deref(), prompt, u64::from(max_output));
@@ -124,9 +126,12 @@ impl Gateway {
         let (attempt, price) = won.unwrap_or_default();
         let split = self.split(who.as_deref(), &served);
         let ledger = self.ledger_entry(ctx, who.as_deref(), &served);
-        let account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
+        let mut account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
         match out {
             Output::Complete(r) => {
+                if r.usage.is_none() && prompt == 0 {
+                    account.prompt_estimate = account::prompt_tokens(&req);
+                }
                 let generated = r.choices.iter().map(|c| c.message.content.as_ref().map_or(0, |t| t.len() as u64)).sum();
                 served.cost_nano_usd = account.settle(r.usage.as_ref(), generated).map(account::nano_usd);
                 Ok(ChatOutcome::Complete(r, served))
@@ -137,6 +142,12 @@ impl Gateway {
             }
             Output::Embeddings(_) => Err(GatewayError::Internal("a chat request produced embeddings".into())),
         }
+    }
+
+    /// Whether anything reads a request's token estimate: a governance meter (its reservation bound) or
+    /// the usage ledger (for an answer that reports no usage).
+    fn estimates(&self, gov: &Governance) -> bool {
+        gov.is_active() || self.ledger.get().is_some()
     }
 
     /// The ledger record of a served request, its usage still to come (none without a ledger).
@@ -199,7 +210,7 @@ impl Gateway {
         let who = gov.identify(ctx.credential.as_ref())?;
         let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
         let admission = self.admit(&gov, who.as_deref(), ctx).await?;
-        let prompt = account::embedding_tokens(&req);
+        let prompt = if self.estimates(&gov) { account::embedding_tokens(&req) } else { 0 };
         let op = Op::Embeddings(&req);
         let metering = self.metering(&gov, who.as_deref(), prompt, 0);
         match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
