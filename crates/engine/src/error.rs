@@ -69,6 +69,8 @@ pub enum FailureClass {
     /// Skipped without sending: one of the gateway's own rate limits (requests or tokens per window) has
     /// no room for the request.
     LimitReached,
+    /// Skipped without sending: the shared counters (Redis) cannot be reached and the policy is to refuse.
+    CountersUnavailable,
 }
 
 impl FailureClass {
@@ -83,6 +85,7 @@ impl FailureClass {
             FailureClass::ModelNotFound => "model_not_found",
             FailureClass::BudgetExceeded => "budget_exceeded",
             FailureClass::LimitReached => "limit_reached",
+            FailureClass::CountersUnavailable => "counters_unavailable",
             FailureClass::ContextTooLong => "context_too_long",
             FailureClass::Malformed => "malformed",
             FailureClass::TooLarge => "too_large",
@@ -216,6 +219,8 @@ pub enum Denial {
     Budget,
     /// 429: a rate limit (requests, tokens, concurrent requests) of the gateway's own.
     RateLimit,
+    /// 503: the counters the replicas share (Redis) cannot be reached and `when_unreachable` is `refuse`.
+    CountersUnavailable,
 }
 
 impl Denial {
@@ -225,6 +230,7 @@ impl Denial {
             Denial::InactiveKey | Denial::NotAllowed | Denial::Residency => 403,
             Denial::Budget => 402,
             Denial::RateLimit => 429,
+            Denial::CountersUnavailable => 503,
         }
     }
 
@@ -237,6 +243,7 @@ impl Denial {
             Denial::Residency => "residency_violation",
             Denial::Budget => "budget_exceeded",
             Denial::RateLimit => "rate_limit_exceeded",
+            Denial::CountersUnavailable => "counters_unavailable",
         }
     }
 
@@ -247,6 +254,7 @@ impl Denial {
             Denial::InactiveKey | Denial::NotAllowed | Denial::Residency => "permission_error",
             Denial::Budget => "insufficient_quota",
             Denial::RateLimit => "rate_limit_error",
+            Denial::CountersUnavailable => "service_unavailable",
         }
     }
 }
@@ -262,7 +270,7 @@ pub enum Family {
     BudgetLimit,
     /// What the upstreams answered, or failed to (the provider's status for its refusals, 429/502/503/504).
     Upstream,
-    /// The gateway's own fault (500).
+    /// The gateway's own fault (500), or one of its own services unreachable (503 `counters_unavailable`).
     Internal,
 }
 
@@ -318,6 +326,8 @@ impl GatewayError {
             GatewayError::BadRequest { .. } | GatewayError::ModelNotFound { .. } | GatewayError::AmbiguousModel { .. } => Family::Request,
             GatewayError::Image(e) if e.status() < 500 => Family::Request,
             GatewayError::Denied { denial: Denial::Budget | Denial::RateLimit, .. } => Family::BudgetLimit,
+            GatewayError::Denied { denial: Denial::CountersUnavailable, .. } => Family::Internal,
+            GatewayError::AllFailed { code: "counters_unavailable", .. } => Family::Internal,
             GatewayError::Denied { .. } => Family::AuthPolicy,
             GatewayError::AllFailed { code: "budget_exceeded", .. } => Family::BudgetLimit,
             GatewayError::Upstream { .. }
@@ -415,6 +425,9 @@ impl GatewayError {
             // The operator's configuration routes to a model its own server does not have: a gateway-side
             // fault (502), never a 404 that would tell the caller its model name is wrong.
             (502, "upstream_model_not_found", "upstream_error")
+        } else if attempts.iter().any(|a| a.class == C::CountersUnavailable) {
+            // Nothing may be metered, so nothing is sent: the gateway's own dependency, said as such.
+            (503, "counters_unavailable", "service_unavailable")
         } else if all(&|a| a.class == C::BudgetExceeded) {
             // The caller's (or the operator's) money, not the upstream's fault: 402 as for a refused key.
             (402, "budget_exceeded", "insufficient_quota")
@@ -451,6 +464,7 @@ impl GatewayError {
             }
             "rate_limit_exceeded" => "the upstream provider is rate-limiting the gateway; retry after the time in retry-after",
             "budget_exceeded" => "a budget has no room for this request",
+            "counters_unavailable" => "the gateway cannot reach the counters its replicas share, and its policy is to refuse metered requests meanwhile",
             "upstream_model_not_found" => "the gateway routes this model to a self-hosted provider that does not have it (not your request's fault; the gateway's operator must fix it)",
             _ if n == 1 => "the upstream failed",
             _ => "every attempt failed",
@@ -461,6 +475,7 @@ impl GatewayError {
         let overloaded = attempts.iter().any(|a| a.class == C::Overloaded);
         let retry_after_ms = match status {
             402 | 429 => retry_after_ms,
+            503 if code == "counters_unavailable" => Some(1000),
             503 => retry_after_ms.or(overloaded.then_some(1000)),
             _ => None,
         };

@@ -50,6 +50,8 @@ pub fn after_failure(
         C::QuotaExhausted => AfterFailure::RotateKey { cooldown: cooldown.quota_exhausted, reason: CooldownReason::QuotaExhausted },
         C::ContextTooLong => AfterFailure::ContextFallback,
         C::CallerFault if !fallback_on_caller_fault => AfterFailure::Stop,
+        // Every target is metered on the same counters: none could be reserved.
+        C::CountersUnavailable => AfterFailure::Stop,
         C::CallerFault
         | C::ModelNotFound
         | C::Transient

@@ -4,6 +4,8 @@
 //! - [`SqliteStore`]: the embedded default, one file in the data directory, for a single gateway.
 //! - [`PostgresStore`]: for several replicas that must share the entities written through the management API
 //!   and one usage ledger.
+//! - [`RedisCounters`]: the budgets' and rate limits' counters those replicas share
+//!   ([`SharedCounters`](switchyard_engine::governance::shared::SharedCounters)).
 //!
 //! This crate stores and reads back; it holds no business rules (which key may do what, how a budget
 //! resets): those are the engine's. The tables are deliberately plain: each entity is kept as the JSON of its
@@ -18,9 +20,11 @@
 
 mod migrate;
 mod postgres;
+mod redis;
 mod sqlite;
 
 pub use postgres::PostgresStore;
+pub use redis::RedisCounters;
 pub use sqlite::SqliteStore;
 
 use serde::de::DeserializeOwned;

@@ -68,6 +68,10 @@ struct ServeArgs {
     /// Keep them in PostgreSQL instead (`postgres://user:pass@host/db`), shared by every replica.
     #[arg(long, env = "SWITCHYARD_DATABASE_URL", conflicts_with = "data_dir")]
     database_url: Option<String>,
+    /// Count budgets and rate limits in Redis (`redis://host:6379`), shared by every replica (overrides
+    /// the file's `governance.redis.url`; see docs/governance.md for what happens when it is unreachable).
+    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
+    redis_url: Option<String>,
     /// Worker threads serving requests (default: one per CPU core). On a small box shared with other busy
     /// processes, fewer workers spend less CPU on waking each other (see docs/benchmarks.md).
     #[arg(long, env = "SWITCHYARD_WORKERS")]
@@ -297,14 +301,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
 
     let store = open_store(&args).await?;
-    let gateway = match &store {
-        Some(store) => {
-            let live = switchyard_engine::governance::live::Live::with_store(&cfg, Arc::clone(store))
-                .await
-                .map_err(|e| format!("error: the governance store cannot be used: {e}"))?;
-            Gateway::with_governance(&cfg, live)
-        }
-        None => Gateway::new(&cfg),
+    let shared = open_shared_counters(&args, &cfg).await?;
+    let gateway = if store.is_some() || shared.is_some() {
+        let kept = store.clone().unwrap_or_else(|| Arc::new(switchyard_engine::governance::store::MemoryStore::default()));
+        let live = switchyard_engine::governance::live::Live::open(&cfg, kept, shared.as_ref().map(|s| Arc::clone(&s.0)))
+            .await
+            .map_err(|e| format!("error: the governance store cannot be used: {e}"))?;
+        Gateway::with_governance(&cfg, live)
+    } else {
+        Gateway::new(&cfg)
     };
     let gateway = Arc::new(gateway.map_err(|e| format!("error: {e}"))?);
     let ledger = store.as_ref().map(|s| {
@@ -363,13 +368,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Before the address is announced: whoever waits for it may read the token file next.
     let admin = Some(switchyard_server::admin::AdminToken::new(&admin_token(args.data_dir.as_deref())?));
     println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
-    let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics: switchyard_server::install_metrics(), admin };
+    let metrics = switchyard_server::install_metrics();
+    if let Some((shared, _)) = &shared {
+        shared.publish();
+    }
+    let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics, admin };
     let saver = Arc::clone(&state.gateway);
     switchyard_server::serve(listener, switchyard_server::router(state, addr), limits, shutdown_signal()).await;
     if store.is_some() {
         if let Err(e) = saver.governance().save_meters().await {
             tracing::warn!("cannot save the meters' use at shutdown: {e}");
         }
+    }
+    if let Some((shared, settler)) = shared {
+        // Reservations of requests cut by the shutdown are released, and what they used sent.
+        shared.drain(Duration::from_secs(5)).await;
+        settler.abort();
     }
     if let Some((ledger, writer)) = ledger {
         ledger.stop();
@@ -396,6 +410,34 @@ async fn open_store(args: &ServeArgs) -> Result<Option<Arc<dyn switchyard_engine
         return Ok(Some(Arc::new(s)));
     }
     Ok(None)
+}
+
+/// The counters the replicas share, when `governance.redis` or `--redis-url` asks for them: the client
+/// (connecting lazily, so a Redis down at start does not stop the gateway) and the task that settles.
+async fn open_shared_counters(
+    args: &ServeArgs,
+    cfg: &Config,
+) -> Result<Option<(Arc<switchyard_engine::governance::shared::Shared>, tokio::task::JoinHandle<()>)>, String> {
+    use secrecy::ExposeSecret;
+    let section = match (&args.redis_url, &cfg.governance.redis) {
+        (Some(url), Some(c)) => config::SharedCountersConfig { url: url.clone().into(), ..c.clone() },
+        (Some(url), None) => config::SharedCountersConfig::with_url(url),
+        (None, Some(c)) => c.clone(),
+        (None, None) => return Ok(None),
+    };
+    let counters = switchyard_store::RedisCounters::new(section.url.expose_secret(), &section.prefix, section.timeout)
+        .map_err(|e| format!("error: {e}"))?;
+    match tokio::time::timeout(section.timeout * 4, counters.ping()).await {
+        Ok(Ok(())) => tracing::info!("budgets and rate limits are counted in {}, shared by every replica", counters.describe_for_log()),
+        Ok(Err(e)) => tracing::warn!("the shared counters ({}) do not answer yet: {e}", counters.describe_for_log()),
+        Err(_) => tracing::warn!(
+            "the shared counters ({}) do not answer yet (no answer within {:?})",
+            counters.describe_for_log(),
+            section.timeout * 4
+        ),
+    }
+    let (shared, task) = switchyard_engine::governance::shared::Shared::start(Arc::new(counters), &section);
+    Ok(Some((shared, task)))
 }
 
 /// The management API's token: `SWITCHYARD_ADMIN_TOKEN`; else the one kept in the data directory; else

@@ -41,6 +41,108 @@ pub struct GovernanceConfig {
     pub providers: BTreeMap<String, LevelLimits>,
     /// Global limits per `provider/model`.
     pub models: BTreeMap<String, LevelLimits>,
+    /// Counters shared by several replicas (`governance.redis`); `None`: each process counts alone.
+    pub redis: Option<SharedCountersConfig>,
+}
+
+/// What a process does when the shared counters cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnreachable {
+    /// Keep serving on this process's own counters, which start from the last use Redis reported; each
+    /// replica then enforces every limit on its own, so together they may pass it by up to the number of
+    /// replicas until Redis is back. What was used meanwhile is added to Redis when it returns.
+    Local,
+    /// Refuse every metered request with 503 `counters_unavailable` until Redis answers again.
+    Refuse,
+}
+
+/// `governance.redis`: the counters every replica shares.
+#[derive(Debug, Clone)]
+pub struct SharedCountersConfig {
+    /// `redis://[user:password@]host:port[/db]` or `unix:///path`; secret, as it may hold a password.
+    pub url: SecretString,
+    /// Every key the gateway writes starts with `{prefix}:`, braces included, so that one script's keys
+    /// share one Redis Cluster slot.
+    pub prefix: String,
+    /// How long one call to Redis may take before the process treats Redis as unreachable.
+    pub timeout: std::time::Duration,
+    /// How long a reservation holds if its process never settles it (it died): then it is let go.
+    pub lease: std::time::Duration,
+    pub when_unreachable: WhenUnreachable,
+}
+
+impl SharedCountersConfig {
+    /// The defaults, with `url` (for `--redis-url` without a `governance.redis` section).
+    pub fn with_url(url: &str) -> SharedCountersConfig {
+        SharedCountersConfig {
+            url: SecretString::from(url.to_string()),
+            prefix: "switchyard".into(),
+            timeout: std::time::Duration::from_millis(250),
+            lease: std::time::Duration::from_secs(15 * 60),
+            when_unreachable: WhenUnreachable::Local,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    lease: Option<String>,
+    #[serde(default)]
+    when_unreachable: Option<String>,
+}
+
+/// `governance.redis`, every mistake at its path.
+fn shared_counters(v: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<SharedCountersConfig> {
+    let at = "governance.redis";
+    let raw = issues.decode::<RawRedis>(at, v)?;
+    let before = issues.len();
+    let url = match raw.url.strip_prefix("env.") {
+        Some(var) => env.var(var).unwrap_or_else(|| {
+            issues.push(format!("{at}.url"), format!("environment variable {var} is not set (or empty)"));
+            String::new()
+        }),
+        None => raw.url.clone(),
+    };
+    if issues.len() == before && url.starts_with("rediss://") {
+        issues.push(
+            format!("{at}.url"),
+            "TLS to Redis (rediss://) is not supported yet; reach Redis over a private network or a TLS tunnel with redis://",
+        );
+    } else if issues.len() == before && !(url.starts_with("redis://") || url.starts_with("unix://")) {
+        issues.push(format!("{at}.url"), "must be a redis://[user:password@]host:port[/db] or unix:///path/to/redis.sock URL");
+    }
+    let prefix = raw.prefix.unwrap_or_else(|| "switchyard".into());
+    if prefix.is_empty() || prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
+        issues.push(format!("{at}.prefix"), "must be a plain word without braces or spaces, such as switchyard");
+    }
+    let mut duration = |field: &str, v: Option<String>, default: std::time::Duration| match v {
+        None => default,
+        Some(s) => match super::parse_duration(&s).filter(|d| !d.is_zero()) {
+            Some(d) => d,
+            None => {
+                issues.push(format!("{at}.{field}"), format!("expected a duration above zero such as 250ms or 15m, got \"{s}\""));
+                default
+            }
+        },
+    };
+    let timeout = duration("timeout", raw.timeout, std::time::Duration::from_millis(250));
+    let lease = duration("lease", raw.lease, std::time::Duration::from_secs(15 * 60));
+    let when_unreachable = match raw.when_unreachable.as_deref() {
+        None | Some("local") => WhenUnreachable::Local,
+        Some("refuse") => WhenUnreachable::Refuse,
+        Some(other) => {
+            issues.push(format!("{at}.when_unreachable"), format!("expected local or refuse, got \"{other}\""));
+            WhenUnreachable::Local
+        }
+    };
+    (issues.len() == before).then(|| SharedCountersConfig { url: SecretString::from(url), prefix, timeout, lease, when_unreachable })
 }
 
 impl Default for GovernanceConfig {
@@ -53,6 +155,7 @@ impl Default for GovernanceConfig {
             keys: vec![],
             providers: BTreeMap::new(),
             models: BTreeMap::new(),
+            redis: None,
         }
     }
 }
@@ -74,6 +177,8 @@ pub(super) struct RawGovernance {
     providers: BTreeMap<String, Yaml>,
     #[serde(default)]
     models: BTreeMap<String, Yaml>,
+    #[serde(default)]
+    redis: Option<Yaml>,
 }
 
 fn check_budget(at: &str, b: &Budget, issues: &mut Issues) {
@@ -309,6 +414,7 @@ pub(super) fn governance(
         keys,
         providers: providers_limits,
         models,
+        redis: raw.redis.and_then(|v| shared_counters(v, env, issues)),
     };
     if g.require_virtual_key == Some(true) && !keys_exist {
         issues.push("governance.require_virtual_key", "is true but no virtual key is configured, so every request would be refused");

@@ -20,7 +20,7 @@ pub mod governance;
 pub mod policy;
 pub mod pricing;
 use decode::Issues;
-pub use governance::{GovernanceConfig, LevelLimits};
+pub use governance::{GovernanceConfig, LevelLimits, SharedCountersConfig, WhenUnreachable};
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 pub use pricing::{PriceOverride, PricingConfig};

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::meter::{Reading, Registry};
 use super::model::{Customer, Team, VirtualKeySpec};
+use super::shared::Shared;
 use super::store::{GovernanceStore, MemoryStore, StoreError, StoredKey};
 use super::{value_sha256, Governance, HASHED};
 use crate::config::{check_governance, Config, ConfigIssue, GovernanceConfig};
@@ -99,8 +100,14 @@ impl Live {
     /// meters' use. Stored entities that no longer fit the configuration (a provider removed from the
     /// file, say) are an error naming each: starting without them could drop a key's residency policy.
     pub async fn with_store(cfg: &Config, store: Arc<dyn GovernanceStore>) -> Result<Live, WriteError> {
+        Live::open(cfg, store, None).await
+    }
+
+    /// As [`Live::with_store`], the meters counted in `shared` (Redis) when given, with every other
+    /// replica that shares it.
+    pub async fn open(cfg: &Config, store: Arc<dyn GovernanceStore>, shared: Option<Arc<Shared>>) -> Result<Live, WriteError> {
         let stored = store.load().await?;
-        let registry = Registry::default();
+        let registry = shared.map(Registry::with_shared).unwrap_or_default();
         registry.restore(store.load_meters().await?);
         let written = Written {
             customers: stored.customers,

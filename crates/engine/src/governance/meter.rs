@@ -13,6 +13,10 @@
 //!
 //! Each meter has its own small lock; a reservation takes the locks of its meters in one global order (by
 //! meter id), so two reservations never deadlock and no lock is shared by unrelated keys.
+//!
+//! With several replicas (`governance.redis`) the same rules run as one atomic script in Redis over every
+//! meter of the request ([`super::shared`]); the local meters then mirror what Redis reported and count
+//! the process's own requests in flight, and serve alone only while Redis is unreachable.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::model::Period;
+use super::shared::{Outcome, Seen, SettlePart, Settlement, Shared, Want};
+use crate::config::WhenUnreachable;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -54,9 +60,12 @@ impl Measure {
 /// write never resets what was used.
 pub struct Meter {
     id: u64,
+    /// The stable name it is registered under (and shared as).
+    name: String,
     pub measure: Measure,
     state: Mutex<State>,
     changed: tokio::sync::Notify,
+    shared: Option<Arc<Shared>>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,11 +95,23 @@ pub struct Reading {
 
 impl Meter {
     pub fn new(measure: Measure, level: impl Into<String>, limit: f64, period: Option<Period>, calendar_aligned: bool) -> Arc<Meter> {
+        Meter::named(String::new(), None, measure, level.into(), (limit, period, calendar_aligned))
+    }
+
+    fn named(
+        name: String,
+        shared: Option<Arc<Shared>>,
+        measure: Measure,
+        level: String,
+        (limit, period, calendar_aligned): (f64, Option<Period>, bool),
+    ) -> Arc<Meter> {
         Arc::new(Meter {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name,
             measure,
-            state: Mutex::new(State { level: level.into(), limit, period, calendar_aligned, window: None, used: 0.0, reserved: 0.0 }),
+            state: Mutex::new(State { level, limit, period, calendar_aligned, window: None, used: 0.0, reserved: 0.0 }),
             changed: tokio::sync::Notify::new(),
+            shared,
         })
     }
 
@@ -124,6 +145,24 @@ impl Meter {
     }
 }
 
+/// The window that holds `now`: the current one, or the one that follows it.
+fn window_at(st: &State, now: i64) -> Option<(i64, i64)> {
+    let period = st.period?;
+    match st.window {
+        Some((start, end)) if now < end => Some((start, end)),
+        previous => Some(window(period, st.calendar_aligned, previous.map(|w| w.0), now)),
+    }
+}
+
+/// The window's length and alignment as the shared store compares them.
+fn period_text(st: &State) -> String {
+    match st.period {
+        None => String::new(),
+        Some(p) if st.calendar_aligned => format!("{p} calendar"),
+        Some(p) => p.to_string(),
+    }
+}
+
 /// Starts a new window when the current one is over.
 fn roll(measure: Measure, st: &mut State, now: i64) {
     let Some(period) = st.period else { return };
@@ -145,9 +184,19 @@ pub struct Registry {
     by_name: Mutex<std::collections::HashMap<String, Arc<Meter>>>,
     /// Saved use of meters not made yet.
     restored: Mutex<std::collections::HashMap<String, super::store::MeterState>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl Registry {
+    /// Meters counted in `shared` (Redis), with every replica that uses the same names.
+    pub fn with_shared(shared: Arc<Shared>) -> Registry {
+        Registry { shared: Some(shared), ..Registry::default() }
+    }
+
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
+    }
+
     /// Every meter's use in its current window, by name (to be saved by a store).
     pub fn states(&self) -> Vec<super::store::MeterState> {
         let map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,7 +235,7 @@ impl Registry {
                 Arc::clone(m)
             }
             _ => {
-                let m = Meter::new(measure, level, limit, period, calendar_aligned);
+                let m = Meter::named(name.to_string(), self.shared.clone(), measure, level.to_string(), (limit, period, calendar_aligned));
                 if let Some(saved) = self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
                     let mut st = m.lock();
                     st.used = saved.used.max(0.0);
@@ -211,6 +260,15 @@ pub struct Refused {
     pub retry_after_ms: Option<u64>,
 }
 
+/// Why a reservation was not made.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// A meter has no room.
+    Full(Refused),
+    /// The shared counters cannot be reached and the policy is to refuse (`when_unreachable: refuse`).
+    Unavailable(String),
+}
+
 impl std::fmt::Debug for Meter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.lock();
@@ -230,6 +288,9 @@ enum Try {
 #[derive(Debug, Default)]
 pub struct Hold {
     parts: Vec<(Arc<Meter>, f64)>,
+    /// Where the reservation is also held, under which id, and whether it was made on the local meters
+    /// only, while the shared ones were unreachable (its use is still sent to them).
+    shared: Option<(Arc<Shared>, String, bool)>,
 }
 
 /// Amounts actually used, per measure, when a hold is settled.
@@ -246,38 +307,64 @@ impl Hold {
         self.parts.is_empty()
     }
 
-    /// Adds another hold's reservations to this one.
-    pub fn merge(&mut self, mut other: Hold) {
-        self.parts.append(&mut other.parts);
-    }
-
     /// Turns the reservations into use: each meter's reservation is taken back and what was used added.
     pub fn settle(mut self, used: Used) {
         let now = now_ms();
+        let mut sent = Vec::new();
         for (m, reserved) in std::mem::take(&mut self.parts) {
             let amount = match m.measure {
                 Measure::Usd => used.usd,
                 Measure::Tokens => used.tokens as f64,
                 Measure::Requests => f64::from(u8::from(used.request)),
                 Measure::Concurrent => 0.0,
-            };
+            }
+            .max(0.0);
             let mut st = m.lock();
             roll(m.measure, &mut st, now);
             st.reserved = less(st.reserved, reserved);
-            st.used += amount.max(0.0);
+            st.used += amount;
+            if self.shared.is_some() {
+                sent.push(SettlePart {
+                    name: m.name.clone(),
+                    measure: m.measure,
+                    used: amount,
+                    period: period_text(&st),
+                    next_window: window_at(&st, now),
+                });
+            }
             drop(st);
             m.changed.notify_waiters();
+        }
+        if let Some((shared, id, local)) = self.shared.take() {
+            if local {
+                // Used while Redis was unreachable: only the use is sent, once it is back.
+                sent.retain(|p| p.used > 0.0);
+            }
+            if !local || !sent.is_empty() {
+                shared.settle(Settlement { id, local, parts: sent });
+            }
         }
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
+        let mut released = Vec::new();
         for (m, reserved) in std::mem::take(&mut self.parts) {
             let mut st = m.lock();
             st.reserved = less(st.reserved, reserved);
             drop(st);
             m.changed.notify_waiters();
+            released.push(m);
+        }
+        if let Some((shared, id, local)) = self.shared.take() {
+            if !local {
+                let parts = released
+                    .iter()
+                    .map(|m| SettlePart { name: m.name.clone(), measure: m.measure, used: 0.0, period: String::new(), next_window: None })
+                    .collect();
+                shared.settle(Settlement { id, local: false, parts });
+            }
         }
     }
 }
@@ -340,12 +427,20 @@ fn try_reserve(wanted: &[(Arc<Meter>, f64)], now: i64) -> Try {
         parts.push((Arc::clone(&wanted[*i].0), grant));
     }
     drop(guards);
-    Try::Held(Hold { parts })
+    Try::Held(Hold { parts, shared: None })
 }
 
 /// Reserves on every meter at once; waits (up to `within`) for reservations in flight to settle when only
-/// they stand in the way. A request that cannot fit is refused at once.
-pub async fn reserve(wanted: &[(Arc<Meter>, f64)], within: Duration) -> Result<Hold, Refused> {
+/// they stand in the way. A request that cannot fit is refused at once. Meters of a registry with shared
+/// counters are reserved in Redis.
+pub async fn reserve(wanted: &[(Arc<Meter>, f64)], within: Duration) -> Result<Hold, Refusal> {
+    match wanted.first().and_then(|(m, _)| m.shared.clone()) {
+        Some(shared) => reserve_shared(&shared, wanted, within).await,
+        None => reserve_local(wanted, within).await.map_err(Refusal::Full),
+    }
+}
+
+async fn reserve_local(wanted: &[(Arc<Meter>, f64)], within: Duration) -> Result<Hold, Refused> {
     let until = tokio::time::Instant::now() + within;
     loop {
         let m = match try_reserve(wanted, now_ms()) {
@@ -363,6 +458,124 @@ pub async fn reserve(wanted: &[(Arc<Meter>, f64)], within: Duration) -> Result<H
         }
         if tokio::time::timeout_at(until, changed).await.is_err() {
             return Err(Refused { meter: Arc::clone(&m), retry_after_ms: Some(1000) });
+        }
+    }
+}
+
+/// The shared path: one atomic call to Redis over every meter. The grants are also held on the local
+/// meters, which mirror what Redis reported.
+async fn reserve_shared(shared: &Arc<Shared>, wanted: &[(Arc<Meter>, f64)], within: Duration) -> Result<Hold, Refusal> {
+    let until = tokio::time::Instant::now() + within;
+    // One entry per meter, the amounts of a meter reached two ways summed.
+    let mut meters: Vec<(Arc<Meter>, f64)> = Vec::with_capacity(wanted.len());
+    for (m, a) in wanted {
+        match meters.iter_mut().find(|(x, _)| x.id == m.id) {
+            Some((_, sum)) => *sum += *a,
+            None => meters.push((Arc::clone(m), *a)),
+        }
+    }
+    let id = reservation_id();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let now = now_ms();
+        if shared.skipping(now) {
+            return fallback(shared, &meters, until).await;
+        }
+        let wants: Vec<Want> = meters
+            .iter()
+            .map(|(m, amount)| {
+                let st = m.lock();
+                Want {
+                    name: m.name.clone(),
+                    measure: m.measure,
+                    limit: st.limit,
+                    amount: *amount,
+                    period: period_text(&st),
+                    next_window: window_at(&st, now),
+                }
+            })
+            .collect();
+        let outcome = match shared.reserve(&id, &wants, now).await {
+            Ok(o) => {
+                shared.answered();
+                o
+            }
+            Err(e) => {
+                shared.failed("reserve", &e, now_ms());
+                // A call that timed out may still run once Redis answers again (it was sent): its
+                // reservation is released then, after it, by the settling task.
+                let parts = wants
+                    .into_iter()
+                    .map(|w| SettlePart { name: w.name, measure: w.measure, used: 0.0, period: String::new(), next_window: None })
+                    .collect();
+                shared.settle(Settlement { id: id.clone(), local: false, parts });
+                return fallback(shared, &meters, until).await;
+            }
+        };
+        let index = match &outcome {
+            Outcome::Held { .. } => 0,
+            Outcome::Full { index, .. } | Outcome::Wait { index, .. } => *index,
+        };
+        let Some((m, _)) = meters.get(index) else {
+            return Err(Refusal::Unavailable(format!("the shared counters named meter {index} of {}", meters.len())));
+        };
+        match outcome {
+            Outcome::Held { grants, seen } => {
+                let mut parts = Vec::with_capacity(meters.len());
+                for (((m, _), grant), seen) in meters.iter().zip(grants).zip(seen) {
+                    let mut st = m.lock();
+                    mirror(&mut st, seen);
+                    st.reserved += grant;
+                    parts.push((Arc::clone(m), grant));
+                }
+                return Ok(Hold { parts, shared: Some((Arc::clone(shared), id, false)) });
+            }
+            Outcome::Full { seen, .. } => {
+                mirror(&mut m.lock(), seen);
+                let retry_after_ms = seen.window.map(|(_, end)| (end - now).max(1) as u64);
+                return Err(Refusal::Full(Refused { meter: Arc::clone(m), retry_after_ms }));
+            }
+            Outcome::Wait { seen, .. } => {
+                mirror(&mut m.lock(), seen);
+                if tokio::time::Instant::now() + pause >= until {
+                    return Err(Refusal::Full(Refused { meter: Arc::clone(m), retry_after_ms: Some(1000) }));
+                }
+                // Other replicas' settlements reach Redis, not this process: look again shortly.
+                let jitter = Duration::from_micros(fastrand::u64(..=pause.as_micros() as u64 / 2));
+                tokio::time::sleep(pause + jitter).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Unique across replicas for as long as it matters (a lease, a day), not a secret.
+fn reservation_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The local meter takes what Redis holds (other replicas' use included); the process's own
+/// reservations in flight stay as they are.
+fn mirror(st: &mut State, seen: Seen) {
+    st.used = seen.used.max(0.0);
+    if seen.window.is_some() {
+        st.window = seen.window;
+    }
+}
+
+/// Redis is unreachable: refuse, or serve on the local meters and send what was used once Redis is back.
+async fn fallback(shared: &Arc<Shared>, meters: &[(Arc<Meter>, f64)], until: tokio::time::Instant) -> Result<Hold, Refusal> {
+    match shared.when_unreachable {
+        WhenUnreachable::Refuse => Err(Refusal::Unavailable(format!(
+            "the shared counters ({}) cannot be reached, and governance.redis.when_unreachable is refuse",
+            shared.describe()
+        ))),
+        WhenUnreachable::Local => {
+            metrics::counter!("switchyard_shared_counters_fallback_total").increment(1);
+            let within = until.saturating_duration_since(tokio::time::Instant::now());
+            let mut hold = reserve_local(meters, within).await.map_err(Refusal::Full)?;
+            hold.shared = Some((Arc::clone(shared), reservation_id(), true));
+            Ok(hold)
         }
     }
 }
@@ -486,7 +699,7 @@ mod tests {
         let h = reserve(&[(a.clone(), 0.4), (b.clone(), 0.4)], Duration::ZERO).await.unwrap();
         h.settle(Used { usd: 0.5, ..Used::default() });
         // b is spent and nothing in flight will change that: refused, and a is left untouched.
-        let r = reserve(&[(a.clone(), 0.4), (b.clone(), 0.4)], Duration::ZERO).await.unwrap_err();
+        let Refusal::Full(r) = reserve(&[(a.clone(), 0.4), (b.clone(), 0.4)], Duration::ZERO).await.unwrap_err() else { panic!() };
         assert_eq!(r.meter.level(), "team t");
         assert_eq!(a.read(now_ms()).reserved, 0.0);
         assert_eq!((a.read(now_ms()).used, b.read(now_ms()).used), (0.5, 0.5));
@@ -530,7 +743,7 @@ mod tests {
     async fn windows_reset_use_but_not_concurrency() {
         let m = Meter::new(Measure::Requests, "virtual key k", 1.0, Some(Period::Fixed(Duration::from_secs(3600))), false);
         reserve(&[(m.clone(), 1.0)], Duration::ZERO).await.unwrap().settle(Used { request: true, ..Used::default() });
-        let r = reserve(&[(m.clone(), 1.0)], Duration::ZERO).await.unwrap_err();
+        let Refusal::Full(r) = reserve(&[(m.clone(), 1.0)], Duration::ZERO).await.unwrap_err() else { panic!() };
         let after = r.retry_after_ms.unwrap();
         assert!(after > 3_590_000 && after <= 3_600_000, "{after}");
         // An hour later the window has moved on.

@@ -17,6 +17,7 @@ pub mod live;
 pub mod meter;
 pub mod model;
 pub mod residency;
+pub mod shared;
 pub mod store;
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{GovernanceConfig, LevelLimits, ProviderConfig};
 use crate::error::{Denial, FailureClass, GatewayError};
-use meter::{Hold, Measure, Meter, Refused, Registry};
+use meter::{Hold, Measure, Meter, Refusal, Refused, Registry};
 use model::{Budget, Customer, ProviderGrant, RateLimit, Residency, Team, VirtualKeySpec};
 
 /// The meters of one level; a level without a limit has no meter.
@@ -320,9 +321,12 @@ impl Governance {
         if wanted.is_empty() {
             return Ok(Hold::default());
         }
-        meter::reserve(&wanted, within).await.map_err(|r| {
-            let class = if r.meter.measure == Measure::Usd { FailureClass::BudgetExceeded } else { FailureClass::LimitReached };
-            (class, refusal_text(&r), r.retry_after_ms)
+        meter::reserve(&wanted, within).await.map_err(|r| match r {
+            Refusal::Full(r) => {
+                let class = if r.meter.measure == Measure::Usd { FailureClass::BudgetExceeded } else { FailureClass::LimitReached };
+                (class, refusal_text(&r), r.retry_after_ms)
+            }
+            Refusal::Unavailable(message) => (FailureClass::CountersUnavailable, message, Some(1000)),
         })
     }
 }
@@ -353,7 +357,13 @@ fn refusal_text(r: &Refused) -> String {
     )
 }
 
-fn denial(r: Refused) -> GatewayError {
+fn denial(r: Refusal) -> GatewayError {
+    let r = match r {
+        Refusal::Full(r) => r,
+        Refusal::Unavailable(message) => {
+            return GatewayError::Denied { denial: Denial::CountersUnavailable, message, retry_after_ms: Some(1000) }
+        }
+    };
     let d = if r.meter.measure == Measure::Usd { Denial::Budget } else { Denial::RateLimit };
     GatewayError::Denied { denial: d, message: refusal_text(&r), retry_after_ms: r.retry_after_ms.or(Some(1000)) }
 }
