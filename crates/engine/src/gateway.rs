@@ -112,7 +112,7 @@ impl Gateway {
     /// Serves with `pool` from now on; requests in flight finish with the snapshot they started with.
     /// The providers' model lists are fetched again on the next `/v1/models`.
     pub(crate) fn install_pool(&self, pool: Pool) {
-        pool.planner.expire_lists();
+        pool.planner.adopt_lists();
         self.pool.store(Arc::new(pool));
     }
 

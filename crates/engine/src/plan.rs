@@ -107,12 +107,8 @@ impl Planner {
         Planner::with_lists(&cfg.providers, Arc::default())
     }
 
-    /// A planner for these providers that shares `lists` with the planner it replaces. Lists of providers
-    /// that are gone are dropped, and the lists count as stale so that a new provider's is fetched soon.
+    /// A planner for these providers that shares `lists` with the planner it replaces.
     pub(crate) fn with_lists(providers: &[crate::config::ProviderConfig], lists: Arc<RwLock<ModelLists>>) -> Self {
-        if let Ok(mut l) = lists.write() {
-            l.by_provider.retain(|name, _| providers.iter().any(|p| &p.name == name));
-        }
         Planner {
             by_name: providers.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect(),
             declared: providers.iter().map(|p| p.declared_models().map(str::to_string).collect()).collect(),
@@ -125,9 +121,11 @@ impl Planner {
         Arc::clone(&self.lists)
     }
 
-    /// Marks the lists stale: the next `/v1/models` fetches them again.
-    pub(crate) fn expire_lists(&self) {
+    /// Once this planner serves: drops the lists of providers it does not know and marks the rest stale,
+    /// so that the next `/v1/models` fetches them again (a new provider's first of all).
+    pub(crate) fn adopt_lists(&self) {
         if let Ok(mut l) = self.lists.write() {
+            l.by_provider.retain(|name, _| self.by_name.contains_key(name));
             l.fetched = None;
         }
     }
