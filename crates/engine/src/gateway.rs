@@ -3,7 +3,10 @@
 //! providers and their live state in `pool`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use switchyard_wire::codec;
 use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ModelInfo, ModelList};
@@ -20,6 +23,7 @@ use crate::governance::{Governance, Principal};
 use crate::plan::{Plan, Planner};
 use crate::pool::{endpoint, ProviderHealthView, Upstreams};
 use crate::pricing::PriceTable;
+use crate::providers::Catalog;
 use crate::upstream::{self, ChatStream, Label};
 
 /// How long a provider's upstream model list is trusted before `/v1/models` asks again.
@@ -33,9 +37,17 @@ pub enum ChatOutcome {
     Stream(ChatStream, Served),
 }
 
+/// The providers a request works with and the planner that knows their names, swapped as one: a request
+/// loads it once and keeps it to its end (see `pool`).
+pub(crate) struct Pool {
+    pub(crate) up: Upstreams,
+    pub(crate) planner: Planner,
+}
+
 pub struct Gateway {
-    up: Upstreams,
-    planner: Planner,
+    pool: ArcSwap<Pool>,
+    /// The providers the gateway started with and those the management API wrote (see `providers`).
+    pub(crate) catalog: Catalog,
     governance: Live,
     pricing: PriceTable,
     ledger: std::sync::OnceLock<account::Ledger>,
@@ -48,9 +60,20 @@ impl Gateway {
 
     /// A gateway whose governance was loaded from a store (see `governance::live`).
     pub fn with_governance(cfg: &Config, governance: Live) -> Result<Self, GatewayError> {
+        Gateway::build(cfg, Catalog::new(cfg), governance)
+    }
+
+    /// A gateway with the providers `catalog` holds (the configuration's and those a store kept) and
+    /// governance loaded against all of them (`Live::with_store(&catalog.config().await, ..)`).
+    pub async fn with_catalog(catalog: Catalog, governance: Live) -> Result<Self, GatewayError> {
+        let cfg = catalog.config().await;
+        Gateway::build(&cfg, catalog, governance)
+    }
+
+    fn build(cfg: &Config, catalog: Catalog, governance: Live) -> Result<Self, GatewayError> {
         Ok(Gateway {
-            up: Upstreams::new(cfg)?,
-            planner: Planner::new(cfg),
+            pool: ArcSwap::from_pointee(Pool { up: Upstreams::new(cfg)?, planner: Planner::new(cfg) }),
+            catalog,
             governance,
             pricing: PriceTable::new(&cfg.pricing),
             ledger: std::sync::OnceLock::new(),
@@ -67,13 +90,30 @@ impl Gateway {
         &self.governance
     }
 
-    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
-        self.up.providers.iter().map(|p| p.cfg.name.as_str())
+    pub fn provider_names(&self) -> Vec<String> {
+        self.pool.load().up.providers.iter().map(|p| p.cfg.name.clone()).collect()
     }
 
     /// How long a stream may wait for its first chunk before the server starts sending keep-alives.
     pub fn stream_keepalive(&self) -> Duration {
-        self.up.routing.stream_keepalive
+        self.pool.load().up.routing.stream_keepalive
+    }
+
+    /// The snapshot that serves with these providers: every provider that keeps its name keeps what its
+    /// health learnt (see `pool`). The caller has checked `providers` as a configuration is checked, and
+    /// serialises calls until [`Gateway::install_pool`].
+    pub(crate) fn next_pool(&self, providers: &[crate::config::ProviderConfig]) -> Result<Pool, GatewayError> {
+        let now = self.pool.load();
+        let up = now.up.with_providers(providers)?;
+        let planner = Planner::with_lists(providers, now.planner.shared_lists());
+        Ok(Pool { up, planner })
+    }
+
+    /// Serves with `pool` from now on; requests in flight finish with the snapshot they started with.
+    /// The providers' model lists are fetched again on the next `/v1/models`.
+    pub(crate) fn install_pool(&self, pool: Pool) {
+        pool.planner.adopt_lists();
+        self.pool.store(Arc::new(pool));
     }
 
     /// The request path for chat completions, in the order of its stages:
@@ -106,17 +146,19 @@ impl Gateway {
     /// 7. **Respond** (server): the caller's API shape, with headers saying who served it.
     pub async fn chat(&self, req: ChatRequest, ctx: &RequestCtx) -> Result<ChatOutcome, GatewayError> {
         validate_chat(&req)?;
+        let pool = self.pool.load_full();
+        let up = &pool.up;
         let gov = self.governance.snapshot();
         let who = gov.identify(ctx.credential.as_ref())?;
-        let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
-        let admission = self.admit(&gov, who.as_deref(), ctx).await?;
+        let plan = pool.planner.plan(up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
+        let admission = self.admit(up, &gov, who.as_deref(), ctx).await?;
         // The estimate walks the whole prompt and encodes the tools: worked out before the call only when a
         // meter needs its bound or a stream may end without usage, otherwise only for an answer without usage.
         let prompt = if self.estimates(&gov) || req.is_stream() { account::prompt_tokens(&req) } else { 0 };
         let max_output = req.max_completion_tokens.or(req.max_tokens).unwrap_or(gov.default_max_tokens);
         let op = Op::chat(&req);
         let metering = self.metering(&gov, who.as_deref(), prompt, u64::from(max_output));
-        let (out, mut served, won) = match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
+        let (out, mut served, won) = match Run::new(up, &plan, &op, ctx, metering).execute().await {
             Ok(x) => x,
             Err(e) => {
                 Account { admission, ..Account::default() }.failed();
@@ -124,7 +166,7 @@ impl Gateway {
             }
         };
         let (attempt, price) = won.unwrap_or_default();
-        let split = self.split(who.as_deref(), &served);
+        let split = split(up, who.as_deref(), &served);
         let ledger = self.ledger_entry(ctx, who.as_deref(), &served);
         let mut account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
         match out {
@@ -173,17 +215,10 @@ impl Gateway {
         let _ = self.ledger.set(ledger);
     }
 
-    /// The residency-split labels of a key's answer (none without a key).
-    fn split(&self, who: Option<&Principal>, served: &Served) -> Option<account::Split> {
-        let who = who?;
-        let tags = self.up.providers.iter().find(|p| p.cfg.name == served.provider).map(|p| p.cfg.tags.join(",")).unwrap_or_default();
-        Some(account::Split { virtual_key: who.name().to_string(), provider: served.provider.clone(), tags })
-    }
-
     /// Stage 4 for an identified caller; nothing to hold for an anonymous one.
-    async fn admit(&self, gov: &Governance, who: Option<&Principal>, ctx: &RequestCtx) -> Result<Hold, GatewayError> {
+    async fn admit(&self, up: &Upstreams, gov: &Governance, who: Option<&Principal>, ctx: &RequestCtx) -> Result<Hold, GatewayError> {
         match who {
-            Some(w) => gov.admit(w, self.up.routing.deadline.saturating_sub(ctx.arrived.elapsed())).await,
+            Some(w) => gov.admit(w, up.routing.deadline.saturating_sub(ctx.arrived.elapsed())).await,
             None => Ok(Hold::default()),
         }
     }
@@ -206,17 +241,19 @@ impl Gateway {
         if empty {
             return Err(GatewayError::bad_request("input must not be empty (nor hold empty strings)", Some("input")));
         }
+        let pool = self.pool.load_full();
+        let up = &pool.up;
         let gov = self.governance.snapshot();
         let who = gov.identify(ctx.credential.as_ref())?;
-        let plan = self.planner.plan(&self.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
-        let admission = self.admit(&gov, who.as_deref(), ctx).await?;
+        let plan = pool.planner.plan(up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
+        let admission = self.admit(up, &gov, who.as_deref(), ctx).await?;
         let prompt = if self.estimates(&gov) { account::embedding_tokens(&req) } else { 0 };
         let op = Op::Embeddings(&req);
         let metering = self.metering(&gov, who.as_deref(), prompt, 0);
-        match Run::new(&self.up, &plan, &op, ctx, metering).execute().await {
+        match Run::new(up, &plan, &op, ctx, metering).execute().await {
             Ok((Output::Embeddings(r), mut served, won)) => {
                 let (attempt, price) = won.unwrap_or_default();
-                let split = self.split(who.as_deref(), &served);
+                let split = split(up, who.as_deref(), &served);
                 let ledger = self.ledger_entry(ctx, who.as_deref(), &served);
                 let account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
                 let usage = switchyard_wire::types::Usage::new(r.usage.prompt_tokens, 0);
@@ -233,43 +270,46 @@ impl Gateway {
 
     /// The ordered targets for a model and the request body's fallbacks (see `plan`).
     pub fn plan(&self, model: &str, request_fallbacks: &[String]) -> Result<Plan, GatewayError> {
-        self.planner.plan(&self.up, model, request_fallbacks, None)
+        let pool = self.pool.load();
+        pool.planner.plan(&pool.up, model, request_fallbacks, None)
     }
 
     /// Asks every provider that lists models for its list and remembers them (used for bare model names and
     /// `/v1/models`). Failures leave the provider's previous list in place.
     pub async fn refresh_models(&self) {
-        let futures = self.up.providers.iter().map(|p| async move {
+        let pool = self.pool.load_full();
+        let futures = pool.up.providers.iter().map(|p| async move {
             let key = p.cfg.keys.first();
             let ep = endpoint(p, key);
-            let req = codec::build_list_models(&ep)?;
+            let Some(req) = codec::build_list_models(&ep) else { return (p.cfg.name.clone(), None) };
             let label = Label { target: &p.cfg.name, key: key.map(|k| k.name.as_str()) };
             let t = crate::config::Timeouts { total: MODEL_LIST_TIMEOUT, ..p.cfg.timeouts };
-            match upstream::send_complete(&p.client, p.cfg.kind, &t, &label, req).await {
+            let list = match upstream::send_complete(&p.client, p.cfg.kind, &t, &label, req).await {
                 Ok(body) => codec::parse_models(p.cfg.kind, &body).ok(),
                 Err(f) => {
                     tracing::debug!(provider = %p.cfg.name, "model list unavailable: {}", f.attempt.message);
                     None
                 }
-            }
+            };
+            (p.cfg.name.clone(), list)
         });
         let lists = futures_util::future::join_all(futures).await;
-        self.planner.set_lists(lists);
+        // By name, into the lists every snapshot shares: a change of providers meanwhile loses nothing.
+        pool.planner.set_lists(lists);
     }
 
     /// `GET /v1/models` for a caller: with a virtual key, only what the key may use and reach (a named
     /// chain when any of its targets is).
     pub async fn models_for(&self, ctx: &RequestCtx) -> Result<ModelList, GatewayError> {
         let who = self.governance.snapshot().identify(ctx.credential.as_ref())?;
-        let mut list = self.models().await;
+        let pool = self.pool.load_full();
+        let mut list = self.models_of(&pool).await;
         if let Some(w) = who {
+            let up = &pool.up;
             let usable = |label: &str| {
-                label
-                    .split_once('/')
-                    .is_some_and(|(p, m)| w.may_use(p, m) && self.up.providers.iter().any(|x| x.cfg.name == p && w.may_reach(&x.cfg.tags)))
+                label.split_once('/').is_some_and(|(p, m)| w.may_use(p, m) && up.provider(p).is_some_and(|x| w.may_reach(&x.cfg.tags)))
             };
-            let chains: HashMap<&str, &Vec<crate::config::Fallback>> = self
-                .up
+            let chains: HashMap<&str, &Vec<crate::config::Fallback>> = up
                 .routes
                 .iter()
                 .filter(|r| !r.targets.is_empty())
@@ -285,15 +325,19 @@ impl Gateway {
 
     /// `GET /v1/models`: `provider/model` ids from configuration and from the upstreams' own lists.
     pub async fn models(&self) -> ModelList {
-        if self.planner.lists_stale(MODEL_LIST_TTL) {
+        self.models_of(&self.pool.load_full()).await
+    }
+
+    async fn models_of(&self, pool: &Pool) -> ModelList {
+        if pool.planner.lists_stale(MODEL_LIST_TTL) {
             self.refresh_models().await;
         }
-        let discovered = self.planner.lists();
         let mut data = Vec::new();
-        for (i, p) in self.up.providers.iter().enumerate() {
+        for p in &pool.up.providers {
             let mut seen = HashSet::new();
+            let discovered = pool.planner.list_of(&p.cfg.name);
             let declared = p.cfg.declared_models();
-            for m in declared.chain(discovered.get(i).into_iter().flatten().map(String::as_str)) {
+            for m in declared.chain(discovered.iter().map(String::as_str)) {
                 if p.cfg.allows_model(m) && seen.insert(m) {
                     data.push(ModelInfo {
                         id: format!("{}/{m}", p.cfg.name),
@@ -305,7 +349,7 @@ impl Gateway {
             }
         }
         // Named chains are models callers may ask for.
-        for r in self.up.routes.iter().filter(|r| !r.targets.is_empty()) {
+        for r in pool.up.routes.iter().filter(|r| !r.targets.is_empty()) {
             for m in &r.models {
                 data.push(ModelInfo { id: m.clone(), object: "model".into(), created: 0, owned_by: "switchyard".into() });
             }
@@ -315,8 +359,15 @@ impl Gateway {
 
     /// Health, key and load state of every provider, for `GET /api/health/providers`.
     pub fn health(&self) -> Vec<ProviderHealthView> {
-        self.up.health()
+        self.pool.load().up.health()
     }
+}
+
+/// The residency-split labels of a key's answer (none without a key).
+fn split(up: &Upstreams, who: Option<&Principal>, served: &Served) -> Option<account::Split> {
+    let who = who?;
+    let tags = up.provider(&served.provider).map(|p| p.cfg.tags.join(",")).unwrap_or_default();
+    Some(account::Split { virtual_key: who.name().to_string(), provider: served.provider.clone(), tags })
 }
 
 /// Checks that need no provider: a clear 400 here beats a confusing one from an upstream.

@@ -31,6 +31,7 @@ pub mod keys;
 pub mod plan;
 pub mod pool;
 pub mod pricing;
+pub mod providers;
 pub mod retry;
 pub mod scrub;
 pub mod upstream;

@@ -85,27 +85,48 @@ fn push_new(list: &mut Vec<Target>, t: Target) {
     }
 }
 
-/// The providers' own model lists, index-aligned with the providers.
-struct ModelLists {
+/// The providers' own model lists, by provider name: shared by every planner of one gateway, so that a
+/// change of providers keeps what was learnt about the others.
+#[derive(Default)]
+pub(crate) struct ModelLists {
     fetched: Option<Instant>,
-    per_provider: Vec<Vec<String>>,
+    by_provider: HashMap<String, Vec<String>>,
 }
 
 /// Resolves model names: holds what resolution needs besides the configuration (provider names, the model
-/// names the file ties to each provider, the providers' own lists).
+/// names the file ties to each provider, the providers' own lists). One planner per providers snapshot.
 pub(crate) struct Planner {
     by_name: HashMap<String, usize>,
     /// Per provider (index-aligned), the model names the file ties to it.
     declared: Vec<HashSet<String>>,
-    lists: RwLock<ModelLists>,
+    lists: Arc<RwLock<ModelLists>>,
 }
 
 impl Planner {
     pub(crate) fn new(cfg: &Config) -> Self {
+        Planner::with_lists(&cfg.providers, Arc::default())
+    }
+
+    /// A planner for these providers that shares `lists` with the planner it replaces.
+    pub(crate) fn with_lists(providers: &[crate::config::ProviderConfig], lists: Arc<RwLock<ModelLists>>) -> Self {
         Planner {
-            by_name: cfg.providers.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect(),
-            declared: cfg.providers.iter().map(|p| p.declared_models().map(str::to_string).collect()).collect(),
-            lists: RwLock::new(ModelLists { fetched: None, per_provider: vec![Vec::new(); cfg.providers.len()] }),
+            by_name: providers.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect(),
+            declared: providers.iter().map(|p| p.declared_models().map(str::to_string).collect()).collect(),
+            lists,
+        }
+    }
+
+    /// The lists, for the planner of the next snapshot.
+    pub(crate) fn shared_lists(&self) -> Arc<RwLock<ModelLists>> {
+        Arc::clone(&self.lists)
+    }
+
+    /// Once this planner serves: drops the lists of providers it does not know and marks the rest stale,
+    /// so that the next `/v1/models` fetches them again (a new provider's first of all).
+    pub(crate) fn adopt_lists(&self) {
+        if let Ok(mut l) = self.lists.write() {
+            l.by_provider.retain(|name, _| self.by_name.contains_key(name));
+            l.fetched = None;
         }
     }
 
@@ -114,20 +135,22 @@ impl Planner {
         self.lists.read().map(|l| l.fetched.is_none_or(|t| t.elapsed() > ttl)).unwrap_or(true)
     }
 
-    /// Takes freshly fetched lists (`None`: that provider's fetch failed, and its previous list stays).
-    pub(crate) fn set_lists(&self, fetched: Vec<Option<Vec<String>>>) {
+    /// Takes freshly fetched lists by provider name (`None`: that provider's fetch failed, and its previous
+    /// list stays).
+    pub(crate) fn set_lists(&self, fetched: Vec<(String, Option<Vec<String>>)>) {
         if let Ok(mut l) = self.lists.write() {
-            for (i, list) in fetched.into_iter().enumerate() {
-                if let (Some(list), Some(slot)) = (list, l.per_provider.get_mut(i)) {
-                    *slot = list;
+            for (name, list) in fetched {
+                if let Some(list) = list {
+                    l.by_provider.insert(name, list);
                 }
             }
             l.fetched = Some(Instant::now());
         }
     }
 
-    pub(crate) fn lists(&self) -> Vec<Vec<String>> {
-        self.lists.read().map(|l| l.per_provider.clone()).unwrap_or_default()
+    /// A provider's own list as last fetched (empty when never fetched).
+    pub(crate) fn list_of(&self, provider: &str) -> Vec<String> {
+        self.lists.read().ok().and_then(|l| l.by_provider.get(provider).cloned()).unwrap_or_default()
     }
 
     /// Turns the requested model and fallbacks into the ordered targets to try.
@@ -331,7 +354,9 @@ impl Planner {
         }
         let candidates: Vec<usize> = {
             let lists = self.lists.read();
-            let listed = |i: usize| lists.as_ref().is_ok_and(|d| d.per_provider.get(i).is_some_and(|l| l.iter().any(|m| m == model)));
+            let listed = |i: usize| {
+                lists.as_ref().is_ok_and(|d| d.by_provider.get(&up.providers[i].cfg.name).is_some_and(|l| l.iter().any(|m| m == model)))
+            };
             (0..up.providers.len())
                 .filter(|&i| {
                     let p = &up.providers[i].cfg;

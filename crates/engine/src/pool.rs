@@ -1,9 +1,16 @@
 //! The upstreams one gateway talks to: each configured provider with its HTTP client and live health
 //! (outlier score, key cooldowns, in-flight limit, latencies), plus the routes and settings the executor
 //! reads, and the plan's types. The gateway owns it; the executor borrows it, so neither imports the other.
+//!
+//! [`Upstreams`] is an immutable snapshot: a request takes one at its start and keeps it to its end, so it
+//! never sees half a change. What a provider *has learnt* (its outlier detection, its keys' cooldowns, its
+//! in-flight slots, its latencies) is not part of the snapshot's identity: it is held behind `Arc`s and handed
+//! from one snapshot to the next by provider name (and key name and secret), so replacing the providers
+//! through the management API resets nothing for a provider or key that is still there.
 
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::config::{Config, KeyConfig, ProviderConfig, RouteConfig, RoutingSettings};
@@ -15,47 +22,101 @@ use crate::upstream;
 pub(crate) struct Provider {
     pub(crate) cfg: ProviderConfig,
     pub(crate) client: upstream::Client,
-    /// Shared with probes that run on beside a request (see `HealthPolicy::mirror_probes`).
+    /// Shared with probes that run on beside a request (see `HealthPolicy::mirror_probes`), and with the
+    /// next snapshot when the provider is still there.
     pub(crate) health: Arc<Health>,
     /// Index-aligned with `cfg.keys`.
-    pub(crate) keys: Vec<KeyHealth>,
-    pub(crate) limiter: Limiter,
+    pub(crate) keys: Vec<Arc<KeyHealth>>,
+    pub(crate) limiter: Arc<Limiter>,
     /// Times to first byte of successful attempts (for the `p95` hedge delay).
-    pub(crate) latency: Latency,
+    pub(crate) latency: Arc<Latency>,
+}
+
+impl Provider {
+    /// The provider `p` describes, taking over what `before` (the provider of that name in the previous
+    /// snapshot, if any) has learnt wherever it still applies.
+    fn new(p: &ProviderConfig, before: Option<&Provider>, shared: &Arc<upstream::Shared>) -> Result<Provider, GatewayError> {
+        let client = match before {
+            // The client holds connection pools; its only setting of ours is the connect timeout.
+            Some(b) if b.cfg.timeouts.connect == p.timeouts.connect => b.client.clone(),
+            _ => upstream::build_client(&p.timeouts, shared)?,
+        };
+        let health = match before {
+            Some(b) if b.cfg.health == p.health => Arc::clone(&b.health),
+            _ => Arc::new(Health::new(p.name.clone(), p.health)),
+        };
+        let limiter = match before {
+            Some(b) if b.cfg.overload == p.overload => Arc::clone(&b.limiter),
+            // Requests holding the old limiter's slots finish under it; new ones count against the new bound.
+            _ => Arc::new(Limiter::new(p.overload)),
+        };
+        // A key is the same key when both its name and its secret are: a new secret under an old name is a
+        // new key, and must not inherit the old one's "invalid" cooldown.
+        let keys = p
+            .keys
+            .iter()
+            .map(|k| {
+                before
+                    .and_then(|b| b.cfg.keys.iter().position(|o| o.name == k.name && o.secret.expose_secret() == k.secret.expose_secret()))
+                    .and_then(|i| before.map(|b| Arc::clone(&b.keys[i])))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let latency = before.map(|b| Arc::clone(&b.latency)).unwrap_or_default();
+        Ok(Provider { cfg: p.clone(), client, health, keys, limiter, latency })
+    }
 }
 
 pub(crate) struct Upstreams {
     pub(crate) providers: Vec<Provider>,
     pub(crate) routes: Vec<RouteConfig>,
     /// Index-aligned with `routes`.
-    pub(crate) hedge_budgets: Vec<HedgeBudget>,
+    pub(crate) hedge_budgets: Arc<Vec<HedgeBudget>>,
     pub(crate) routing: RoutingSettings,
     pub(crate) images: ImageFetcher,
+    /// One clock for every snapshot: health state carried over keeps its meaning.
     pub(crate) clock: Clock,
+    /// The gateway-wide buffer budget every provider's client draws on.
+    shared: Arc<upstream::Shared>,
 }
 
 impl Upstreams {
     pub(crate) fn new(cfg: &Config) -> Result<Self, GatewayError> {
-        let mut providers = Vec::with_capacity(cfg.providers.len());
         let shared = upstream::Shared::new(cfg);
-        for p in &cfg.providers {
-            providers.push(Provider {
-                client: upstream::build_client(&p.timeouts, &shared)?,
-                health: Arc::new(Health::new(p.name.clone(), p.health)),
-                keys: p.keys.iter().map(|_| KeyHealth::default()).collect(),
-                limiter: Limiter::new(p.overload),
-                latency: Latency::default(),
-                cfg: p.clone(),
-            });
-        }
+        let providers = cfg.providers.iter().map(|p| Provider::new(p, None, &shared)).collect::<Result<_, _>>()?;
         Ok(Upstreams {
             providers,
             routes: cfg.routes.clone(),
-            hedge_budgets: cfg.routes.iter().map(|_| HedgeBudget::default()).collect(),
+            hedge_budgets: Arc::new(cfg.routes.iter().map(|_| HedgeBudget::default()).collect()),
             routing: cfg.routing,
             images: ImageFetcher::new(&cfg.images)?,
             clock: Clock::new(),
+            shared,
         })
+    }
+
+    /// The next snapshot, with `providers` instead of this one's (routes and settings stay: only providers
+    /// change while the gateway serves). Every provider that keeps its name keeps its health, key cooldowns,
+    /// slots and latencies.
+    pub(crate) fn with_providers(&self, providers: &[ProviderConfig]) -> Result<Self, GatewayError> {
+        upstream::remember_secrets(providers);
+        let next = providers
+            .iter()
+            .map(|p| Provider::new(p, self.providers.iter().find(|b| b.cfg.name == p.name), &self.shared))
+            .collect::<Result<_, _>>()?;
+        Ok(Upstreams {
+            providers: next,
+            routes: self.routes.clone(),
+            hedge_budgets: Arc::clone(&self.hedge_budgets),
+            routing: self.routing,
+            images: self.images.clone(),
+            clock: self.clock,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    pub(crate) fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.cfg.name == name)
     }
 
     /// Health, key and load state of every provider, for `GET /api/health/providers`.
@@ -109,11 +170,44 @@ pub struct KeyHealthView {
 }
 
 pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a KeyConfig>) -> switchyard_wire::Endpoint<'a> {
-    use secrecy::ExposeSecret;
     switchyard_wire::Endpoint {
         kind: p.cfg.kind,
         base_url: &p.cfg.base_url,
         api_key: key.map(|k| k.secret.expose_secret()),
         options: &p.cfg.options,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn cfg(yaml: &str) -> Config {
+        parse_str(yaml, &BTreeMap::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_snapshot_keeps_what_every_remaining_provider_and_key_learnt() {
+        let one =
+            cfg("providers:\n  openai:\n    base_url: http://127.0.0.1:1\n    keys: [{name: a, value: sk-a}, {name: b, value: sk-b}]\n");
+        let up = Upstreams::new(&one).unwrap();
+        let now = up.clock.now_ms();
+        up.providers[0].keys[0].cool_down(now, Duration::from_secs(300), CooldownReason::KeyInvalid);
+        for i in 0..5 {
+            up.providers[0].health.failure(now + i, false);
+        }
+        // Another provider comes first, key b's secret changes, key a stays as it was.
+        let two = cfg("providers:\n  vllm:\n    base_url: http://127.0.0.1:2\n  openai:\n    base_url: http://127.0.0.1:1\n    keys: [{name: b, value: sk-new}, {name: a, value: sk-a}]\n");
+        let next = up.with_providers(&two.providers).unwrap();
+        let openai = next.provider("openai").unwrap();
+        let now = next.clock.now_ms();
+        assert!(openai.keys[1].cooling(now).is_some(), "key a is still cooling down");
+        assert!(openai.keys[0].cooling(now).is_none(), "a new secret is a new key");
+        assert!(Arc::ptr_eq(&openai.health, &up.providers[0].health));
+        assert_eq!(openai.health.view(now).state, "degraded");
+        assert_eq!(next.provider("vllm").unwrap().health.view(now).state, "healthy");
     }
 }

@@ -48,15 +48,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(cfg: &Config) -> Arc<Shared> {
-        use secrecy::ExposeSecret;
-        let keys = cfg.providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.expose_secret()));
-        let headers = cfg
-            .providers
-            .iter()
-            .flat_map(|p| p.options.extra_headers.iter())
-            .filter(|(name, _)| scrub::is_secret_header(name))
-            .map(|(_, value)| value.as_str());
-        scrub::remember(keys.chain(headers));
+        remember_secrets(&cfg.providers);
         Arc::new(Shared { limits: cfg.upstream, budget: Arc::new(ByteBudget::new(cfg.upstream.max_buffered_total_bytes)) })
     }
 
@@ -64,6 +56,19 @@ impl Shared {
     pub fn buffered(&self) -> usize {
         self.budget.used()
     }
+}
+
+/// Teaches the scrubber the providers' secrets (keys and credential headers) before any of their answers is
+/// read; for providers added while the gateway serves too.
+pub fn remember_secrets(providers: &[crate::config::ProviderConfig]) {
+    use secrecy::ExposeSecret;
+    let keys = providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.expose_secret()));
+    let headers = providers
+        .iter()
+        .flat_map(|p| p.options.extra_headers.iter())
+        .filter(|(name, _)| scrub::is_secret_header(name))
+        .map(|(_, value)| value.as_str());
+    scrub::remember(keys.chain(headers));
 }
 
 /// One provider's upstream client.

@@ -37,12 +37,12 @@ impl AdminToken {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = json!({"error": {"message": message.into(), "type": "invalid_request_error", "param": null, "code": code}});
     json(status, &body)
 }
 
-fn json(status: StatusCode, v: &Value) -> Response {
+pub(crate) fn json(status: StatusCode, v: &Value) -> Response {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -51,7 +51,7 @@ fn json(status: StatusCode, v: &Value) -> Response {
 }
 
 /// Refuses a request without the admin token.
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     match &state.admin {
         Some(t) if t.accepts(headers) => Ok(()),
         Some(_) => Err(error(
@@ -101,7 +101,7 @@ fn key_view(k: &Shown<VirtualKeySpec>) -> Value {
 }
 
 /// A secret shown only by its last characters: `…free`.
-fn mask(s: &str) -> String {
+pub(crate) fn mask(s: &str) -> String {
     let tail: String = s.chars().rev().take(if s.chars().count() > 12 { 4 } else { 2 }).collect::<Vec<_>>().into_iter().rev().collect();
     format!("…{tail}")
 }
@@ -138,7 +138,7 @@ pub async fn get_key(State(state): State<AppState>, headers: HeaderMap, Path(id)
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -8,6 +8,7 @@
 //! may hold an upstream (`sse`).
 
 pub mod admin;
+mod admin_providers;
 mod conn;
 mod errors;
 mod handlers;
@@ -61,6 +62,8 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/health", get(handlers::health))
         .route("/api/health/providers", get(handlers::provider_health))
         .route("/metrics", get(handlers::metrics))
+        .route("/api/providers", get(admin_providers::list).post(admin_providers::create))
+        .route("/api/providers/{name}", get(admin_providers::get).put(admin_providers::put).delete(admin_providers::delete))
         .route("/api/governance/virtual-keys", get(admin::list_keys).post(admin::create_key))
         .route("/api/governance/virtual-keys/{id}", get(admin::get_key).put(admin::put_key).delete(admin::delete_key))
         .route("/api/governance/teams", get(admin::list_teams).post(admin::create_team))

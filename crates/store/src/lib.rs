@@ -1,5 +1,7 @@
 //! Where governance lives beyond one process: SQL implementations of the engine's
-//! [`GovernanceStore`](switchyard_engine::governance::store::GovernanceStore).
+//! [`GovernanceStore`](switchyard_engine::governance::store::GovernanceStore) and
+//! [`ProviderStore`](switchyard_engine::providers::store::ProviderStore) (the providers the management API
+//! wrote, in `providers`).
 //!
 //! - [`SqliteStore`]: the embedded default, one file in the data directory, for a single gateway.
 //! - [`PostgresStore`]: for several replicas that must share the entities written through the management API
@@ -20,6 +22,7 @@
 
 mod migrate;
 mod postgres;
+mod providers;
 mod redis;
 mod sqlite;
 

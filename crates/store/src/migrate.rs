@@ -16,9 +16,15 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 /// (version, description, SQL)
 type Embedded = &'static [(i64, &'static str, &'static str)];
 
-pub(crate) const SQLITE: Embedded = &[(1, "governance", include_str!("../migrations/sqlite/0001_governance.sql"))];
+pub(crate) const SQLITE: Embedded = &[
+    (1, "governance", include_str!("../migrations/sqlite/0001_governance.sql")),
+    (2, "providers", include_str!("../migrations/sqlite/0002_providers.sql")),
+];
 
-pub(crate) const POSTGRES: Embedded = &[(1, "governance", include_str!("../migrations/postgres/0001_governance.sql"))];
+pub(crate) const POSTGRES: Embedded = &[
+    (1, "governance", include_str!("../migrations/postgres/0001_governance.sql")),
+    (2, "providers", include_str!("../migrations/postgres/0002_providers.sql")),
+];
 
 #[derive(Debug)]
 struct Source(Embedded);

@@ -33,7 +33,7 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A [`GovernanceStore`] in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// `user@host:port/db`, without the password: what logs and errors may show.
     target: String,
 }

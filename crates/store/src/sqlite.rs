@@ -29,7 +29,7 @@ const MAX_CONNECTIONS: u32 = 4;
 /// A [`GovernanceStore`] in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     path: PathBuf,
 }
 

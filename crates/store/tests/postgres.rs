@@ -25,6 +25,7 @@ async fn postgres_passes_the_suite() {
     let url = database(&pg).await;
     let store = PostgresStore::connect(&url).await.unwrap();
     common::suite(&store, &raw(&url).await).await;
+    common::providers(&store, &raw(&url).await).await;
     store.close().await;
 }
 

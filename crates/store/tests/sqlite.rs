@@ -24,6 +24,7 @@ async fn sqlite_passes_the_suite() {
     let path = dir.path().join("switchyard.db");
     let store = SqliteStore::open(&path).await.unwrap();
     common::suite(&store, &raw(&path).await).await;
+    common::providers(&store, &raw(&path).await).await;
 }
 
 #[tokio::test]

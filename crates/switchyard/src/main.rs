@@ -300,16 +300,31 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("no providers configured: set OPENAI_API_KEY (or another provider's key), pass --config, or try --demo");
     }
 
-    let store = open_store(&args).await?;
+    let stores = open_store(&args).await?;
+    let store = stores.as_ref().map(|s| Arc::clone(&s.governance));
     let shared = open_shared_counters(&args, &cfg).await?;
-    let gateway = if store.is_some() || shared.is_some() {
-        let kept = store.clone().unwrap_or_else(|| Arc::new(switchyard_engine::governance::store::MemoryStore::default()));
-        let live = switchyard_engine::governance::live::Live::open(&cfg, kept, shared.as_ref().map(|s| Arc::clone(&s.0)))
-            .await
-            .map_err(|e| format!("error: the governance store cannot be used: {e}"))?;
-        Gateway::with_governance(&cfg, live)
-    } else {
-        Gateway::new(&cfg)
+    let counters = shared.as_ref().map(|s| Arc::clone(&s.0));
+    let gateway = match &stores {
+        Some(stores) => {
+            // The providers the API wrote first: the stored virtual keys may name them.
+            let catalog = switchyard_engine::providers::Catalog::load(&cfg, Arc::clone(&stores.providers))
+                .await
+                .map_err(|e| format!("error: the providers kept in the store cannot be used: {e}"))?;
+            let all = catalog.config().await;
+            let live = switchyard_engine::governance::live::Live::open(&all, Arc::clone(&stores.governance), counters)
+                .await
+                .map_err(|e| format!("error: the governance store cannot be used: {e}"))?;
+            cfg.providers = all.providers;
+            Gateway::with_catalog(catalog, live).await
+        }
+        None if counters.is_some() => {
+            let kept = Arc::new(switchyard_engine::governance::store::MemoryStore::default());
+            let live = switchyard_engine::governance::live::Live::open(&cfg, kept, counters)
+                .await
+                .map_err(|e| format!("error: the governance store cannot be used: {e}"))?;
+            Gateway::with_governance(&cfg, live)
+        }
+        None => Gateway::new(&cfg),
     };
     let gateway = Arc::new(gateway.map_err(|e| format!("error: {e}"))?);
     let ledger = store.as_ref().map(|s| {
@@ -397,17 +412,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 /// How often the meters' use is saved to the store.
 const METER_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The governance store the flags ask for: SQLite in the data directory, or PostgreSQL.
-async fn open_store(args: &ServeArgs) -> Result<Option<Arc<dyn switchyard_engine::governance::store::GovernanceStore>>, String> {
+/// One database seen through the engine's two store traits.
+struct Stores {
+    governance: Arc<dyn switchyard_engine::governance::store::GovernanceStore>,
+    providers: Arc<dyn switchyard_engine::providers::store::ProviderStore>,
+}
+
+/// The store the flags ask for: SQLite in the data directory, or PostgreSQL.
+async fn open_store(args: &ServeArgs) -> Result<Option<Stores>, String> {
     if let Some(url) = &args.database_url {
-        let s = switchyard_store::PostgresStore::connect(url).await.map_err(|e| format!("error: --database-url: {e}"))?;
-        return Ok(Some(Arc::new(s)));
+        let s = Arc::new(switchyard_store::PostgresStore::connect(url).await.map_err(|e| format!("error: --database-url: {e}"))?);
+        return Ok(Some(Stores { governance: s.clone(), providers: s }));
     }
     if let Some(dir) = &args.data_dir {
         let path = dir.join("switchyard.db");
-        let s = switchyard_store::SqliteStore::open(&path).await.map_err(|e| format!("error: --data-dir {}: {e}", dir.display()))?;
+        let s =
+            Arc::new(switchyard_store::SqliteStore::open(&path).await.map_err(|e| format!("error: --data-dir {}: {e}", dir.display()))?);
         tracing::info!(path = %path.display(), "governance store");
-        return Ok(Some(Arc::new(s)));
+        return Ok(Some(Stores { governance: s.clone(), providers: s }));
     }
     Ok(None)
 }
@@ -465,7 +487,7 @@ fn admin_token(data_dir: Option<&std::path::Path>) -> Result<String, String> {
         }
         None => "not kept: the next start makes another".to_string(),
     };
-    tracing::info!(admin_token = %token, "the management API (/api/governance/...) needs an admin token and none was set: made one, shown once ({kept}); set SWITCHYARD_ADMIN_TOKEN to choose one");
+    tracing::info!(admin_token = %token, "the management API (/api/providers, /api/governance/...) needs an admin token and none was set: made one, shown once ({kept}); set SWITCHYARD_ADMIN_TOKEN to choose one");
     Ok(token)
 }
 

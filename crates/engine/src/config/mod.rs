@@ -1498,6 +1498,52 @@ pub fn check_governance(cfg: &Config, section: Yaml) -> Result<GovernanceConfig,
     }
 }
 
+/// Decodes one provider written as the file's `providers.NAME` section would be, with every check the file
+/// gets (a management-API write): issues carry the file's paths (`providers.NAME.base_url`). `env` resolves
+/// `env.NAME` key values, as for the file.
+pub fn decode_provider(name: &str, section: Yaml, env: &dyn Env) -> Result<ProviderConfig, Vec<ConfigIssue>> {
+    let mut issues = Issues(Vec::new());
+    let path = format!("providers.{name}");
+    if planned_provider(name, &section, &path, &mut issues) {
+        return Err(issues.0);
+    }
+    let p = issues.decode::<RawProvider>(&path, section).and_then(|raw| provider(name, raw, env, &mut issues, 0));
+    match p {
+        Some(p) if issues.0.is_empty() => Ok(p),
+        _ => Err(issues.0),
+    }
+}
+
+/// Checks the routes of `cfg` against its providers again, as they are checked at load: for a
+/// configuration whose providers changed while the gateway serves (a bare route name the only provider
+/// served, say, is no longer served once a second provider exists).
+pub fn check_routes(cfg: &Config) -> Vec<ConfigIssue> {
+    let declared: HashSet<String> = cfg.providers.iter().map(|p| p.name.clone()).collect();
+    let known = Known { configured: cfg.providers.iter().map(|p| (p.name.as_str(), p)).collect(), declared: &declared };
+    let at = |base: &str, list: &[Fallback]| -> Vec<TargetAt> {
+        list.iter().enumerate().map(|(j, f)| TargetAt { at: format!("{base}[{j}]"), target: f.clone() }).collect()
+    };
+    let pending = cfg
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let path = format!("routes[{i}]");
+            PendingRoute {
+                models: r.models.iter().enumerate().map(|(j, m)| (format!("{path}.models[{j}]"), m.clone())).collect(),
+                targets: at(&format!("{path}.targets"), &r.targets),
+                fallbacks: at(&format!("{path}.fallbacks"), &r.fallbacks),
+                context_fallbacks: at(&format!("{path}.context_fallbacks"), &r.context_fallbacks),
+                settings: r.clone(),
+                path,
+            }
+        })
+        .collect();
+    let mut issues = Issues(Vec::new());
+    routes(pending, &known, &mut issues);
+    issues.0
+}
+
 /// The configuration used when no file is given: every provider whose standard environment variable is
 /// set (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `AZURE_OPENAI_API_KEY` with `AZURE_OPENAI_ENDPOINT`, ...).
 /// A local Ollama is added by the caller after probing it, since that needs I/O.

@@ -80,7 +80,9 @@ pub struct Shown<T> {
 }
 
 pub struct Live {
-    cfg: Config,
+    /// The configuration writes are checked against: the file's, with the providers the management API
+    /// added (replaced by [`Live::reconfigure`]; the governance part is always the file's).
+    cfg: ArcSwap<Config>,
     /// Writes are serialised here (they are rare); requests never take this lock.
     written: Mutex<Written>,
     registry: Registry,
@@ -93,7 +95,13 @@ impl Live {
     pub fn new(cfg: &Config) -> Live {
         let registry = Registry::default();
         let current = ArcSwap::from_pointee(Governance::new(&cfg.governance, &registry));
-        Live { cfg: cfg.clone(), written: Mutex::new(Written::default()), registry, current, store: Arc::new(MemoryStore::default()) }
+        Live {
+            cfg: ArcSwap::from_pointee(cfg.clone()),
+            written: Mutex::new(Written::default()),
+            registry,
+            current,
+            store: Arc::new(MemoryStore::default()),
+        }
     }
 
     /// Governance from the configuration and what `store` kept: the entities the API wrote and the
@@ -115,7 +123,7 @@ impl Live {
             keys: stored.keys.into_iter().map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
         };
         let live = Live {
-            cfg: cfg.clone(),
+            cfg: ArcSwap::from_pointee(cfg.clone()),
             written: Mutex::new(Written::default()),
             current: ArcSwap::from_pointee(Governance::new(&cfg.governance, &registry)),
             registry,
@@ -137,12 +145,14 @@ impl Live {
         self.current.load_full()
     }
 
-    fn file(&self) -> &GovernanceConfig {
-        &self.cfg.governance
+    /// The configuration; its `governance` is the file's.
+    fn file(&self) -> Arc<Config> {
+        self.cfg.load_full()
     }
 
     fn in_file(&self, kind: Kind, id: &str) -> bool {
-        let f = self.file();
+        let cfg = self.file();
+        let f = &cfg.governance;
         match kind {
             Kind::Customer => f.customers.iter().any(|c| c.id == id),
             Kind::Team => f.teams.iter().any(|t| t.id == id),
@@ -208,19 +218,40 @@ impl Live {
         Ok(())
     }
 
+    /// A change of the providers (a management-API provider write): every entity is checked against
+    /// `next` as a write is, residency proof included; only if all fit does `apply` run (the store write and
+    /// the swap of the providers), with no governance write in between, and `next` becomes the
+    /// configuration later writes are checked against. The entities themselves do not change.
+    pub async fn reconfigure<F>(&self, next: Config, apply: F) -> Result<(), WriteError>
+    where
+        F: std::future::Future<Output = Result<(), WriteError>>,
+    {
+        let w = self.written.lock().await;
+        self.check_against(&next, &w)?;
+        apply.await?;
+        self.cfg.store(Arc::new(next));
+        drop(w);
+        Ok(())
+    }
+
     /// The file's entities with `next` as one `governance:` section, checked as a file is.
     fn check(&self, next: &Written) -> Result<GovernanceConfig, WriteError> {
-        let f = self.file();
+        self.check_against(&self.file(), next)
+    }
+
+    fn check_against(&self, cfg: &Config, next: &Written) -> Result<GovernanceConfig, WriteError> {
+        let f = &cfg.governance;
         let all_keys: Vec<&(VirtualKeySpec, SecretString)> = f.keys.iter().chain(&next.keys).collect();
         let customers: Vec<&Customer> = f.customers.iter().chain(&next.customers).collect();
         let teams: Vec<&Team> = f.teams.iter().chain(&next.teams).collect();
-        check_governance(&self.cfg, section(f, &customers, &teams, &all_keys)).map_err(WriteError::Invalid)
+        check_governance(cfg, section(f, &customers, &teams, &all_keys)).map_err(WriteError::Invalid)
     }
 
     pub async fn keys(&self) -> Vec<Shown<VirtualKeySpec>> {
         let g = self.snapshot();
         let w = self.written.lock().await;
-        let file = self.file().keys.iter().map(|k| (k, true));
+        let cfg = self.file();
+        let file = cfg.governance.keys.iter().map(|k| (k, true));
         file.chain(w.keys.iter().map(|k| (k, false)))
             .map(|((spec, value), from_file)| Shown {
                 entity: VirtualKeySpec { value: None, ..spec.clone() },
@@ -234,6 +265,7 @@ impl Live {
     pub async fn teams(&self) -> Vec<Shown<Team>> {
         let w = self.written.lock().await;
         self.file()
+            .governance
             .teams
             .iter()
             .map(|t| (t, true))
@@ -245,6 +277,7 @@ impl Live {
     pub async fn customers(&self) -> Vec<Shown<Customer>> {
         let w = self.written.lock().await;
         self.file()
+            .governance
             .customers
             .iter()
             .map(|c| (c, true))

@@ -331,3 +331,35 @@ pub async fn corrupted_rows_are_invalid(store: &dyn GovernanceStore, raw: &Raw) 
     assert_eq!(store.load().await.unwrap().keys.len(), 1);
     assert_eq!(store.load_meters().await.unwrap(), vec![meter("vk:a:budget", None, 2.0)]);
 }
+
+/// Providers the management API wrote: created, replaced in place (keeping their order), deleted, read back
+/// whole (key values included: a provider key has to be sent), and a hand-moved row is `Invalid`.
+pub async fn providers(store: &dyn switchyard_engine::providers::store::ProviderStore, raw: &Raw) {
+    use switchyard_engine::providers::spec::ProviderSpec;
+    let spec = |name: &str, url: &str| -> ProviderSpec {
+        serde_json::from_value(serde_json::json!({
+            "provider": name,
+            "keys": [{"name": "k1", "value": "sk-literal", "weight": 1.0}, {"name": "k2", "value": "env.OPENAI_API_KEY"}],
+            "network_config": {"base_url": url, "default_request_timeout_in_seconds": 60},
+            "custom_provider_config": {"base_provider_type": "openai", "allowed_requests": {"chat_completion": true}},
+            "tags": ["on-prem"]
+        }))
+        .unwrap()
+    };
+    assert!(store.load_providers().await.unwrap().is_empty());
+    store.put_provider(spec("vllm-local", "http://a:8000")).await.unwrap();
+    store.put_provider(spec("ollama-local", "http://b:11434")).await.unwrap();
+    store.put_provider(spec("vllm-local", "http://c:8000")).await.unwrap();
+    let all = store.load_providers().await.unwrap();
+    assert_eq!(all, vec![spec("vllm-local", "http://c:8000"), spec("ollama-local", "http://b:11434")], "replaced in place");
+    assert!(store.delete_provider("vllm-local".into()).await.unwrap());
+    assert!(!store.delete_provider("vllm-local".into()).await.unwrap());
+    store.put_provider(spec("vllm-local", "http://d:8000")).await.unwrap();
+    let names: Vec<String> = store.load_providers().await.unwrap().into_iter().map(|p| p.provider).collect();
+    assert_eq!(names, ["ollama-local", "vllm-local"], "a re-created provider comes last");
+    raw.execute("UPDATE providers SET name = 'moved' WHERE name = 'ollama-local'").await;
+    match store.load_providers().await {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("moved"), "{m}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
