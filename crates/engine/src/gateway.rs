@@ -173,6 +173,11 @@ impl Gateway {
         let _ = self.ledger.set(ledger);
     }
 
+    /// Whether settled requests go to a usage ledger (only with a store: `--data-dir`, `--database-url`).
+    pub fn keeps_usage(&self) -> bool {
+        self.ledger.get().is_some()
+    }
+
     /// The residency-split labels of a key's answer (none without a key).
     fn split(&self, who: Option<&Principal>, served: &Served) -> Option<account::Split> {
         let who = who?;

@@ -16,7 +16,8 @@ use tokio::sync::Mutex;
 use super::meter::{Reading, Registry};
 use super::model::{Customer, Team, VirtualKeySpec};
 use super::store::{GovernanceStore, MemoryStore, StoreError, StoredKey};
-use super::{value_sha256, Governance, HASHED};
+use super::usage::{UsageGroup, UsageQuery};
+use super::{value_sha256, Governance, Readings, HASHED};
 use crate::config::{check_governance, Config, ConfigIssue, GovernanceConfig};
 
 /// Why a write was not applied.
@@ -74,6 +75,8 @@ pub struct Shown<T> {
     pub entity: T,
     pub from_file: bool,
     pub usage: Vec<Reading>,
+    /// The same readings level by level: the entity's own budget and limits, a key's provider configs'.
+    pub readings: Readings,
     /// A key whose id is its value: its id is a secret and must be masked wherever it is shown.
     pub id_is_value: bool,
 }
@@ -118,6 +121,12 @@ impl Live {
         live.current.store(Arc::new(Governance::new(&checked, &live.registry)));
         *live.written.lock().await = written;
         Ok(live)
+    }
+
+    /// Totals from the usage ledger (see `usage`). Only meaningful when the gateway writes a ledger into
+    /// this store (`Gateway::keeps_usage`).
+    pub async fn usage(&self, q: UsageQuery) -> Result<Vec<UsageGroup>, StoreError> {
+        self.store.usage_totals(q).await
     }
 
     /// Saves every meter's use to the store (called periodically and at shutdown).
@@ -215,34 +224,46 @@ impl Live {
         let w = self.written.lock().await;
         let file = self.file().keys.iter().map(|k| (k, true));
         file.chain(w.keys.iter().map(|k| (k, false)))
-            .map(|((spec, value), from_file)| Shown {
-                entity: VirtualKeySpec { value: None, ..spec.clone() },
-                from_file,
-                usage: g.readings_of(value),
-                id_is_value: super::key_hash(value.expose_secret()) == super::key_hash(&spec.id),
+            .map(|((spec, value), from_file)| {
+                let readings = g.key_readings(value).unwrap_or_default();
+                Shown {
+                    entity: VirtualKeySpec { value: None, ..spec.clone() },
+                    from_file,
+                    usage: readings.flat(),
+                    readings,
+                    id_is_value: super::key_hash(value.expose_secret()) == super::key_hash(&spec.id),
+                }
             })
             .collect()
     }
 
     pub async fn teams(&self) -> Vec<Shown<Team>> {
+        let g = self.snapshot();
         let w = self.written.lock().await;
         self.file()
             .teams
             .iter()
             .map(|t| (t, true))
             .chain(w.teams.iter().map(|t| (t, false)))
-            .map(|(t, from_file)| Shown { entity: t.clone(), from_file, usage: vec![], id_is_value: false })
+            .map(|(t, from_file)| {
+                let readings = g.team_readings(&t.id).unwrap_or_default();
+                Shown { entity: t.clone(), from_file, usage: readings.flat(), readings, id_is_value: false }
+            })
             .collect()
     }
 
     pub async fn customers(&self) -> Vec<Shown<Customer>> {
+        let g = self.snapshot();
         let w = self.written.lock().await;
         self.file()
             .customers
             .iter()
             .map(|c| (c, true))
             .chain(w.customers.iter().map(|c| (c, false)))
-            .map(|(c, from_file)| Shown { entity: c.clone(), from_file, usage: vec![], id_is_value: false })
+            .map(|(c, from_file)| {
+                let readings = g.customer_readings(&c.id).unwrap_or_default();
+                Shown { entity: c.clone(), from_file, usage: readings.flat(), readings, id_is_value: false }
+            })
             .collect()
     }
 }
