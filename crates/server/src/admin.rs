@@ -275,6 +275,13 @@ async fn put_key_value(state: &AppState, v: Value, value: String, show_value: bo
             "value: env.NAME is for the configuration file; the management API takes the key itself",
         );
     }
+    if value.starts_with(switchyard_engine::config::governance::SHA256_VALUE) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "value: sha256:<hash> is for the configuration file (what switchyard export writes); the management API takes the key itself",
+        );
+    }
     let spec: VirtualKeySpec = match decode(&serde_json::to_vec(&v).unwrap_or_default()) {
         Ok(s) => s,
         Err(r) => return r,

@@ -1,17 +1,20 @@
-//! Usage per entity, through the real binary: the live readings on every key, team and customer move by
-//! what each request cost; `/api/usage` totals the ledger per key, team, provider, model or day.
+//! Usage per entity and `switchyard export`, through the real binary: the live readings on every key, team
+//! and customer move by what each request cost; `/api/usage` totals the ledger per key, team, provider,
+//! model or day; an export of a gateway built through the management API passes `check` and, served, takes
+//! the same keys.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{client, mock, Gateway};
+use common::{client, mock, run_to_exit, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 use switchyard_engine::governance::usage::parse_time;
-use switchyard_mock::{Flavor, MockServer};
+use switchyard_mock::{Flavor, MockConfig, MockServer};
 
 const ADMIN: &str = "sy-admin-usage-token";
 
@@ -320,4 +323,104 @@ async fn without_a_store_there_is_no_ledger_to_read_and_the_answer_says_how_to_g
     // A bad question is still a bad question.
     let (s, _) = usage(&c, &gw, "?group_by=week").await;
     assert_eq!(s, 400);
+}
+
+/// A cloud mock that takes only `key` (so a served export shows its provider key was read from the
+/// environment it names).
+async fn cloud_requiring(key: &str) -> MockServer {
+    let mut cfg = MockConfig::new(Flavor::OpenAi);
+    cfg.require_key = Some(key.into());
+    MockServer::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_export_of_api_made_keys_passes_check_and_serves_the_same_keys_after_a_restart() {
+    let local = mock(Flavor::Ollama).await;
+    let cloud = cloud_requiring("sk-cloud-literal").await;
+    // The cloud provider's key and a file key's value written literally, as a hand-made file may have them.
+    let yaml = format!(
+        "providers:\n  ollama:\n    base_url: \"{}\"\n    tags: [on-prem]\n  openai:\n    base_url: \"{}\"\n    keys: [{{value: sk-cloud-literal}}]\n    tags: [cloud]\ngovernance:\n  virtual_keys:\n    - {{id: vk-file, name: from-file, value: sk-file-literal}}\npricing:\n  ollama: {{input: 1000000, output: 1000000}}\n  openai: {{input: 1000000, output: 1000000}}\n",
+        local.base_url(),
+        cloud.base_url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("state");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let env = [("SWITCHYARD_ADMIN_TOKEN", ADMIN)];
+    let (gw, _logs) = Gateway::start_logged(Some(&yaml), &["--data-dir", &dir_s], &env);
+    let c = client();
+    let posted = acme_vision_key(&c, &gw).await;
+    let put = |path: &str, body: Value| call(&c, Method::PUT, gw.url(path), Some(ADMIN), Some(body));
+    let (s, b) = put(
+        "/api/governance/virtual-keys/vk-cloud",
+        json!({"name": "cloud-user", "value": "sk-sy-chosen-cloud-value", "provider_configs": [{"provider": "openai"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = put("/api/governance/virtual-keys/vk-seeded-station", json!({"name": "station"})).await;
+    assert_eq!(s, 200, "{b}");
+    // A hash is for the file; the API takes the key itself.
+    let (s, b) = put("/api/governance/virtual-keys/vk-hash", json!({"name": "h", "value": format!("sha256:{}", "ab".repeat(32))})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_request")), "{b}");
+    let used = chat(&c, &gw, &posted, "ollama/llava").await;
+    chat(&c, &gw, "sk-sy-chosen-cloud-value", "openai/gpt-4o").await;
+
+    // Exported from the running gateway's store.
+    let out_dir = tempfile::tempdir().unwrap();
+    let config_path = out_dir.path().join("source.yaml");
+    std::fs::write(&config_path, &yaml).unwrap();
+    let exported = out_dir.path().join("exported.yaml");
+    let (code, stdout, stderr) = run_to_exit(
+        &["export", "--config", config_path.to_str().unwrap(), "--data-dir", &dir_s, "--output", exported.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("SWITCHYARD_OPENAI_KEY_0"), "the variable to set is named: {stderr}");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    for secret in [posted.as_str(), "sk-sy-chosen-cloud-value", "vk-seeded-station", "sk-cloud-literal", "sk-file-literal"] {
+        assert!(!text.contains(secret), "{secret} is in the export:\n{text}");
+        assert!(!stderr.contains(secret) && !stdout.contains(secret), "{secret} was printed: {stderr}");
+    }
+    // Without its store the export says what it needs.
+    let (code, _, stderr) = run_to_exit(&["export", "--config", config_path.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+
+    // `check` takes it once the provider key's variable is set, and names the variable until then.
+    let (ok, _, err) = common::check(&text, &[]);
+    assert!(!ok && err.contains("SWITCHYARD_OPENAI_KEY_0"), "{err}");
+    let vars = [("SWITCHYARD_OPENAI_KEY_0", "sk-cloud-literal")];
+    let (ok, out, err) = common::check(&text, &vars);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("openai"), "{out}");
+    assert!(gw.terminate().success());
+
+    // Served from the exported file with the same data directory: the file now defines every key, and
+    // each is presented as before.
+    let mut env2 = env.to_vec();
+    env2.extend(vars);
+    let (gw, _logs) = Gateway::start_logged(Some(&text), &["--data-dir", &dir_s], &env2);
+    for (key, model) in [
+        (posted.as_str(), "ollama/llava"),
+        ("sk-sy-chosen-cloud-value", "openai/gpt-4o"),
+        ("vk-seeded-station", "ollama/llava"),
+        ("sk-file-literal", "ollama/llava"),
+    ] {
+        chat(&c, &gw, key, model).await;
+    }
+    let (s, list) = call(&c, Method::GET, gw.url("/api/governance/virtual-keys"), Some(ADMIN), None).await;
+    assert_eq!(s, 200, "{list}");
+    let keys = list["virtual_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4, "{list}");
+    assert!(keys.iter().all(|k| k["source"] == "config_file"), "{list}");
+    // The key kept its id, so its meters: the first run's use is still in its window.
+    let line7 = keys.iter().find(|k| k["name"] == "line-7").unwrap();
+    assert!(close(line7["budget"]["current_usage"].as_f64().unwrap(), 2.0 * used.cost), "{line7}");
+    assert_eq!(line7["team_id"], "vision", "{line7}");
+    let (s, t) = call(&c, Method::GET, gw.url("/api/governance/teams/vision"), Some(ADMIN), None).await;
+    assert_eq!((s, t["team"]["source"].as_str(), t["team"]["customer_id"].as_str()), (200, Some("config_file"), Some("acme")), "{t}");
+    // The file is their source of truth now: the API may not change them.
+    let (s, b) = call(&c, Method::PUT, gw.url("/api/governance/teams/vision"), Some(ADMIN), Some(json!({"name": "V"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("defined_in_config_file")), "{b}");
+    assert_eq!(cloud.stats().by_path.iter().filter(|(p, _)| p.ends_with("/chat/completions")).map(|(_, n)| n).sum::<u64>(), 2);
 }

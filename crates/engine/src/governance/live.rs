@@ -101,14 +101,47 @@ impl Live {
     /// Governance from the configuration and what `store` kept: the entities the API wrote and the
     /// meters' use. Stored entities that no longer fit the configuration (a provider removed from the
     /// file, say) are an error naming each: starting without them could drop a key's residency policy.
+    ///
+    /// A stored entity that the file now defines (its id, or for a key its value) is superseded by the
+    /// file, its source of truth from then on, and left out with a warning: this is what starting on a
+    /// file made by `switchyard export` with the same store looks like.
     pub async fn with_store(cfg: &Config, store: Arc<dyn GovernanceStore>) -> Result<Live, WriteError> {
         let stored = store.load().await?;
         let registry = Registry::default();
         registry.restore(store.load_meters().await?);
+        let f = &cfg.governance;
+        let superseded = |kind: &str, shown: &str| {
+            tracing::warn!(
+                "the stored {kind} {shown} is defined in the configuration file now; the file's is used (the file is its source of truth)"
+            );
+        };
+        let customers = stored.customers.into_iter().filter(|c| {
+            let file = f.customers.iter().any(|x| x.id == c.id);
+            if file {
+                superseded("customer", &format!("\"{}\"", c.id));
+            }
+            !file
+        });
+        let teams = stored.teams.into_iter().filter(|t| {
+            let file = f.teams.iter().any(|x| x.id == t.id);
+            if file {
+                superseded("team", &format!("\"{}\"", t.id));
+            }
+            !file
+        });
+        let file_hashes: std::collections::HashSet<String> = f.keys.iter().map(|(_, v)| value_sha256(v.expose_secret())).collect();
+        let keys = stored.keys.into_iter().filter(|k| {
+            let file = f.keys.iter().any(|(x, _)| x.id == k.spec.id) || file_hashes.contains(&k.value_sha256);
+            if file {
+                // By name: its id may be its value.
+                superseded("virtual key", &format!("named \"{}\"", k.spec.name));
+            }
+            !file
+        });
         let written = Written {
-            customers: stored.customers,
-            teams: stored.teams,
-            keys: stored.keys.into_iter().map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
+            customers: customers.collect(),
+            teams: teams.collect(),
+            keys: keys.map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
         };
         let live = Live {
             cfg: cfg.clone(),

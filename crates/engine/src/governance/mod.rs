@@ -13,6 +13,7 @@
 //!   target ([`Governance::reserve_attempt`]), settled from the real usage when it is known (streams: when
 //!   they end, however they end).
 
+pub mod export;
 pub mod live;
 pub mod meter;
 pub mod model;
