@@ -215,6 +215,11 @@ impl Gateway {
         let _ = self.ledger.set(ledger);
     }
 
+    /// Whether settled requests go to a usage ledger (only with a store: `--data-dir`, `--database-url`).
+    pub fn keeps_usage(&self) -> bool {
+        self.ledger.get().is_some()
+    }
+
     /// Stage 4 for an identified caller; nothing to hold for an anonymous one.
     async fn admit(&self, up: &Upstreams, gov: &Governance, who: Option<&Principal>, ctx: &RequestCtx) -> Result<Hold, GatewayError> {
         match who {

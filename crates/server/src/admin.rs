@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 use switchyard_engine::governance::live::{Entity, Kind, Shown, WriteError};
 use switchyard_engine::governance::meter::Reading;
 use switchyard_engine::governance::model::{Customer, Team, VirtualKeySpec};
+use switchyard_engine::governance::usage::rfc3339;
+use switchyard_engine::governance::{LevelReadings, Readings};
 
 use crate::AppState;
 
@@ -89,15 +91,87 @@ fn reading(r: &Reading) -> Value {
     })
 }
 
+/// A meter's use in its window, as fields of the budget or rate limit it counts for (Bifrost's names:
+/// `current_usage`, `last_reset`; ours beside them: what requests in flight hold, and when it next resets).
+fn reading_fields(out: &mut serde_json::Map<String, Value>, prefix: &str, r: &Reading) {
+    let time = |t: Option<i64>| t.map_or(Value::Null, |ms| json!(rfc3339(ms)));
+    out.insert(format!("{prefix}current_usage"), json!(r.used));
+    out.insert(format!("{prefix}reserved"), json!(r.reserved));
+    out.insert(format!("{prefix}last_reset"), time(r.window.map(|w| w.0)));
+    out.insert(format!("{prefix}next_reset"), time(r.window.map(|w| w.1)));
+}
+
+/// Puts a level's readings into its `budget` and `rate_limit` objects.
+fn with_readings(v: &mut Value, r: &LevelReadings) {
+    if let (Some(b), Some(reading)) = (v.get_mut("budget").and_then(Value::as_object_mut), &r.budget) {
+        reading_fields(b, "", reading);
+    }
+    if let Some(rate) = v.get_mut("rate_limit").and_then(Value::as_object_mut) {
+        for (prefix, reading) in [("request_", &r.requests), ("token_", &r.tokens)] {
+            if let Some(reading) = reading {
+                reading_fields(rate, prefix, reading);
+            }
+        }
+    }
+}
+
+/// Fields the views add, taken out of a body before it is decoded: what a `GET` answered can be sent back
+/// with a `PUT` as it is.
+const SHOWN_ONLY: [&str; 3] = ["source", "usage", "in_flight"];
+
+fn strip_shown(v: &mut Value) {
+    let Some(m) = v.as_object_mut() else { return };
+    for f in SHOWN_ONLY {
+        m.remove(f);
+    }
+    let strip_level = |level: &mut Value| {
+        for (field, prefixes) in [("budget", &[""][..]), ("rate_limit", &["request_", "token_"][..])] {
+            if let Some(o) = level.get_mut(field).and_then(Value::as_object_mut) {
+                for p in prefixes {
+                    for f in ["current_usage", "reserved", "last_reset", "next_reset"] {
+                        o.remove(&format!("{p}{f}"));
+                    }
+                }
+            }
+        }
+    };
+    strip_level(v);
+    if let Some(list) = v.get_mut("provider_configs").and_then(Value::as_array_mut) {
+        list.iter_mut().for_each(strip_level);
+    }
+}
+
+/// An entity as shown: its fields, where it comes from, and its meters' readings (in its budget and rate
+/// limit, and as one list under `usage`).
+fn view<T: serde::Serialize>(e: &Shown<T>) -> Value {
+    let mut v = serde_json::to_value(&e.entity).unwrap_or(Value::Null);
+    with_readings(&mut v, &e.readings.own);
+    v["source"] = json!(if e.from_file { "config_file" } else { "api" });
+    v["usage"] = Value::Array(e.usage.iter().map(reading).collect());
+    v
+}
+
 /// A key as shown: never its value, nor its id when the id is the value.
 fn key_view(k: &Shown<VirtualKeySpec>) -> Value {
-    let mut v = serde_json::to_value(&k.entity).unwrap_or(Value::Null);
+    let mut v = view(k);
     if k.id_is_value {
         v["id"] = json!(mask(&k.entity.id));
     }
-    v["source"] = json!(if k.from_file { "config_file" } else { "api" });
-    v["usage"] = Value::Array(k.usage.iter().map(reading).collect());
+    provider_config_readings(&mut v, &k.readings);
+    if let Some(c) = &k.readings.concurrent {
+        v["in_flight"] = json!(c.reserved);
+    }
     v
+}
+
+fn provider_config_readings(v: &mut Value, r: &Readings) {
+    let Some(list) = v.get_mut("provider_configs").and_then(Value::as_array_mut) else { return };
+    for pc in list {
+        let provider = pc.get("provider").and_then(Value::as_str).unwrap_or_default().to_string();
+        if let Some((_, level)) = r.provider_configs.iter().find(|(p, _)| *p == provider) {
+            with_readings(pc, level);
+        }
+    }
 }
 
 /// A secret shown only by its last characters: `…free`.
@@ -162,6 +236,7 @@ pub async fn create_key(State(state): State<AppState>, headers: HeaderMap, body:
         Ok(v) => v,
         Err(r) => return r,
     };
+    strip_shown(&mut v);
     if v.get("id").is_none() {
         let mut rng = fastrand::Rng::new();
         v["id"] = json!(format!("vk-{}", std::iter::repeat_with(|| rng.alphanumeric()).take(12).collect::<String>()));
@@ -181,6 +256,7 @@ pub async fn put_key(State(state): State<AppState>, headers: HeaderMap, Path(id)
         Ok(v) => v,
         Err(r) => return r,
     };
+    strip_shown(&mut v);
     v["id"] = json!(id);
     if v.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
         // A key whose id is its value must have a name to be shown by; Bifrost's scripts omit it.
@@ -197,6 +273,13 @@ async fn put_key_value(state: &AppState, v: Value, value: String, show_value: bo
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "value: env.NAME is for the configuration file; the management API takes the key itself",
+        );
+    }
+    if value.starts_with(switchyard_engine::config::governance::SHA256_VALUE) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "value: sha256:<hash> is for the configuration file (what switchyard export writes); the management API takes the key itself",
         );
     }
     let spec: VirtualKeySpec = match decode(&serde_json::to_vec(&v).unwrap_or_default()) {
@@ -231,7 +314,7 @@ pub async fn list_teams(State(state): State<AppState>, headers: HeaderMap, Query
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    let (teams, total, limit, offset) = page(state.gateway.governance().teams().await, &p, |t| entity_view(&t.entity, t.from_file));
+    let (teams, total, limit, offset) = page(state.gateway.governance().teams().await, &p, view);
     json(StatusCode::OK, &json!({"teams": teams, "count": teams.len(), "total_count": total, "limit": limit, "offset": offset}))
 }
 
@@ -239,7 +322,7 @@ pub async fn list_customers(State(state): State<AppState>, headers: HeaderMap, Q
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    let (cs, total, limit, offset) = page(state.gateway.governance().customers().await, &p, |c| entity_view(&c.entity, c.from_file));
+    let (cs, total, limit, offset) = page(state.gateway.governance().customers().await, &p, view);
     json(StatusCode::OK, &json!({"customers": cs, "count": cs.len(), "total_count": total, "limit": limit, "offset": offset}))
 }
 
@@ -248,7 +331,7 @@ pub async fn get_team(State(state): State<AppState>, headers: HeaderMap, Path(id
         return r;
     }
     match state.gateway.governance().teams().await.iter().find(|t| t.entity.id == id) {
-        Some(t) => json(StatusCode::OK, &json!({"team": entity_view(&t.entity, t.from_file)})),
+        Some(t) => json(StatusCode::OK, &json!({"team": view(t)})),
         None => error(StatusCode::NOT_FOUND, "not_found", "no such team"),
     }
 }
@@ -258,15 +341,9 @@ pub async fn get_customer(State(state): State<AppState>, headers: HeaderMap, Pat
         return r;
     }
     match state.gateway.governance().customers().await.iter().find(|c| c.entity.id == id) {
-        Some(c) => json(StatusCode::OK, &json!({"customer": entity_view(&c.entity, c.from_file)})),
+        Some(c) => json(StatusCode::OK, &json!({"customer": view(c)})),
         None => error(StatusCode::NOT_FOUND, "not_found", "no such customer"),
     }
-}
-
-fn entity_view<T: serde::Serialize>(e: &T, from_file: bool) -> Value {
-    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
-    v["source"] = json!(if from_file { "config_file" } else { "api" });
-    v
 }
 
 /// `POST` or `PUT /{id}` for teams and customers (POST makes an id when none is given).
@@ -275,6 +352,7 @@ async fn put_entity(state: &AppState, kind: Kind, id: Option<String>, body: &[u8
         Ok(v) => v,
         Err(r) => return r,
     };
+    strip_shown(&mut v);
     match id {
         Some(id) => v["id"] = json!(id),
         None if v.get("id").is_none() => {
@@ -293,8 +371,16 @@ async fn put_entity(state: &AppState, kind: Kind, id: Option<String>, body: &[u8
         Err(r) => return r,
     };
     let noun = if kind == Kind::Team { "team" } else { "customer" };
+    let id = v.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     match state.gateway.governance().put(entity).await {
-        Ok(()) => json(StatusCode::OK, &json!({"message": format!("{noun} saved"), noun: v})),
+        Ok(()) => {
+            let live = state.gateway.governance();
+            let shown = match kind {
+                Kind::Team => live.teams().await.iter().find(|t| t.entity.id == id).map(view),
+                _ => live.customers().await.iter().find(|c| c.entity.id == id).map(view),
+            };
+            json(StatusCode::OK, &json!({"message": format!("{noun} saved"), noun: shown.unwrap_or(v)}))
+        }
         Err(e) => write_error(e),
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod admin;
 mod admin_providers;
+mod admin_usage;
 mod conn;
 mod errors;
 mod handlers;
@@ -69,7 +70,8 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/api/governance/teams", get(admin::list_teams).post(admin::create_team))
         .route("/api/governance/teams/{id}", get(admin::get_team).put(admin::put_team).delete(admin::delete_team))
         .route("/api/governance/customers", get(admin::list_customers).post(admin::create_customer))
-        .route("/api/governance/customers/{id}", get(admin::get_customer).put(admin::put_customer).delete(admin::delete_customer));
+        .route("/api/governance/customers/{id}", get(admin::get_customer).put(admin::put_customer).delete(admin::delete_customer))
+        .route("/api/usage", get(admin_usage::usage));
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))

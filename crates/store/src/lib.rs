@@ -32,6 +32,7 @@ pub use sqlite::SqliteStore;
 
 use serde::de::DeserializeOwned;
 use switchyard_engine::governance::store::{MeterState, StoreError, StoredKey, UsageRecord};
+use switchyard_engine::governance::usage::{GroupBy, UsageGroup, UsageQuery, MAX_GROUPS};
 
 /// Rows per `INSERT` when appending usage: 10 columns each keeps a statement far below SQLite's 32,766 and
 /// Postgres' 65,535 bound parameters, while a 10,000-record batch still takes only ten statements.
@@ -143,6 +144,82 @@ fn usage_from_columns(
         customer,
         provider,
         model,
+        cost_usd,
+    })
+}
+
+/// The two SQL dialects, for the one query whose text differs between them.
+#[derive(Clone, Copy)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The ledger's totals for a query, as one statement: the filters are bound parameters, in this order:
+/// from, to, virtual key, team, customer, provider, model, and the most groups to return. Only the
+/// grouping expression is chosen by the query, from a fixed list, never written from its text.
+fn usage_totals_sql(d: Dialect, group: Option<GroupBy>) -> String {
+    let p = |n: usize| match d {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    };
+    let text = |n: usize| match d {
+        Dialect::Sqlite => p(n),
+        Dialect::Postgres => format!("{}::TEXT", p(n)),
+    };
+    let float = match d {
+        Dialect::Sqlite => "REAL",
+        Dialect::Postgres => "DOUBLE PRECISION",
+    };
+    let grp = match group {
+        None => "CAST(NULL AS TEXT)",
+        Some(GroupBy::VirtualKey) => "virtual_key",
+        Some(GroupBy::Team) => "team",
+        Some(GroupBy::Customer) => "customer",
+        Some(GroupBy::Provider) => "provider",
+        Some(GroupBy::Model) => "model",
+        Some(GroupBy::Day) => match d {
+            Dialect::Sqlite => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
+            Dialect::Postgres => "to_char(to_timestamp(at_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        },
+    };
+    let filters: Vec<String> = ["virtual_key", "team", "customer", "provider", "model"]
+        .iter()
+        .enumerate()
+        .map(|(i, col)| format!("({} IS NULL OR {col} = {})", text(i + 3), p(i + 3)))
+        .collect();
+    let mut sql = format!(
+        "SELECT {grp} AS grp, COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT),          CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(cost_usd), 0) AS {float})          FROM usage_ledger WHERE at_ms >= {} AND at_ms < {} AND {}",
+        p(1),
+        p(2),
+        filters.join(" AND ")
+    );
+    if group.is_some() {
+        sql.push_str(&format!(" GROUP BY grp ORDER BY grp NULLS FIRST LIMIT {}", p(8)));
+    }
+    sql
+}
+
+/// The most groups a store returns: one more than an answer shows, so that a cut answer can say so.
+fn usage_groups_limit() -> i64 {
+    i64::try_from(MAX_GROUPS + 1).unwrap_or(i64::MAX)
+}
+
+/// The query's filters in the order [`usage_totals_sql`] binds them after from and to.
+fn usage_filters(q: &UsageQuery) -> [Option<&str>; 5] {
+    [q.virtual_key.as_deref(), q.team.as_deref(), q.customer.as_deref(), q.provider.as_deref(), q.model.as_deref()]
+}
+
+fn group_from_columns(key: Option<String>, requests: i64, input: i64, output: i64, cost_usd: f64) -> Result<UsageGroup, StoreError> {
+    let count = |field: &str, n: i64| {
+        u64::try_from(n)
+            .map_err(|_| StoreError::Invalid(format!("usage totals of group {key:?}: {field} is {n} (a row was edited by hand?)")))
+    };
+    Ok(UsageGroup {
+        requests: count("requests", requests)?,
+        input_tokens: count("input_tokens", input)?,
+        output_tokens: count("output_tokens", output)?,
+        key,
         cost_usd,
     })
 }

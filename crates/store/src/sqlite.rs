@@ -16,9 +16,11 @@ use switchyard_engine::governance::store::{
 };
 
 use crate::{
-    check_key, check_meters, check_usage, db_error, decode_spec, encode_spec, last_per_name, meter_from_columns, migrate, migrate_error,
-    tokens_to_db, usage_from_columns, ACQUIRE_TIMEOUT, ROWS_PER_STATEMENT,
+    check_key, check_meters, check_usage, db_error, decode_spec, encode_spec, group_from_columns, last_per_name, meter_from_columns,
+    migrate, migrate_error, tokens_to_db, usage_filters, usage_from_columns, usage_groups_limit, usage_totals_sql, Dialect,
+    ACQUIRE_TIMEOUT, ROWS_PER_STATEMENT,
 };
+use switchyard_engine::governance::usage::{UsageGroup, UsageQuery};
 
 /// How long a statement waits for another connection's write lock before it fails as `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,6 +101,30 @@ impl SqliteStore {
                     r.try_get(7).map_err(db_error(WHAT))?,
                     r.try_get(8).map_err(db_error(WHAT))?,
                     r.try_get(9).map_err(db_error(WHAT))?,
+                )
+            })
+            .collect()
+    }
+
+    async fn totals(&self, q: UsageQuery) -> Result<Vec<UsageGroup>, StoreError> {
+        const WHAT: &str = "totalling the usage ledger";
+        let sql = usage_totals_sql(Dialect::Sqlite, q.group_by);
+        let mut query = sqlx::query(&sql).bind(q.from_or_min()).bind(q.to_or_max());
+        for f in usage_filters(&q) {
+            query = query.bind(f);
+        }
+        if q.group_by.is_some() {
+            query = query.bind(usage_groups_limit());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(db_error(WHAT))?;
+        rows.iter()
+            .map(|r| {
+                group_from_columns(
+                    r.try_get(0).map_err(db_error(WHAT))?,
+                    r.try_get(1).map_err(db_error(WHAT))?,
+                    r.try_get(2).map_err(db_error(WHAT))?,
+                    r.try_get(3).map_err(db_error(WHAT))?,
+                    r.try_get(4).map_err(db_error(WHAT))?,
                 )
             })
             .collect()
@@ -282,5 +308,8 @@ impl GovernanceStore for SqliteStore {
     }
     fn save_meters(&self, states: Vec<MeterState>) -> StoreFuture<'_, ()> {
         Box::pin(self.upsert_meters(states))
+    }
+    fn usage_totals(&self, q: UsageQuery) -> StoreFuture<'_, Vec<UsageGroup>> {
+        Box::pin(self.totals(q))
     }
 }

@@ -78,6 +78,8 @@ async fn corrupted_postgres_rows_are_invalid() {
     store.append_usage(vec![usage(1, None)]).await.unwrap();
     raw.execute("UPDATE usage_ledger SET prompt_tokens = -5").await;
     assert!(matches!(store.usage(None, i64::MIN, i64::MAX).await, Err(StoreError::Invalid(_))));
+    let totals = store.usage_totals(Default::default()).await;
+    assert!(matches!(&totals, Err(StoreError::Invalid(m)) if m.contains("input_tokens")), "{totals:?}");
 }
 
 #[tokio::test]

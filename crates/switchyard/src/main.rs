@@ -1,4 +1,5 @@
-//! The `switchyard` command: `serve` the gateway, `check` a configuration file, or run a `mock` provider.
+//! The `switchyard` command: `serve` the gateway, `check` a configuration file, `export` the live
+//! configuration, or run a `mock` provider.
 //!
 //! This file only wires things together; behaviour lives in the engine, the server and the mock crates.
 //! How the process logs is in `logging`; finding a local Ollama without a configuration in `ollama_probe`.
@@ -48,6 +49,11 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Write the live configuration as one YAML file that `check` accepts and `serve` runs: the
+    /// configuration file with the virtual keys, teams and customers the management API wrote (read from
+    /// --data-dir or --database-url). No secret is written: virtual keys as the SHA-256 of their value,
+    /// provider keys written literally in the file as env.NAME (the names to set are printed).
+    Export(ExportArgs),
     /// Run a mock upstream provider (OpenAI, Azure, Anthropic or Ollama wire format) for tests and demos.
     Mock(MockArgs),
 }
@@ -92,6 +98,22 @@ struct ServeArgs {
     /// SWITCHYARD_LOG=switchyard::request=off).
     #[arg(long)]
     no_request_log: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The configuration file the gateway serves.
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+    config: PathBuf,
+    /// The gateway's data directory (its SQLite store).
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The gateway's PostgreSQL store instead.
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", conflicts_with = "data_dir")]
+    database_url: Option<String>,
+    /// Write the file here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -166,6 +188,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Check { config, explain } => check(&config, explain),
+        Command::Export(args) => runtime.block_on(export(args)),
         Command::Mock(args) => runtime.block_on(mock(args)),
     };
     match result {
@@ -184,7 +207,7 @@ fn init_logging(command: &Command) -> Result<(), logging::LogSetupError> {
             LogSettings { format: a.log.log_format, request_log: !a.no_request_log && logging::request_log_from_env(env.as_deref())? }
         }
         Command::Mock(a) => LogSettings { format: a.log.log_format, request_log: true },
-        Command::Check { .. } => LogSettings { format: LogFormat::Auto, request_log: true },
+        Command::Check { .. } | Command::Export(_) => LogSettings { format: LogFormat::Auto, request_log: true },
     };
     logging::init(settings)
 }
@@ -300,7 +323,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("no providers configured: set OPENAI_API_KEY (or another provider's key), pass --config, or try --demo");
     }
 
-    let stores = open_store(&args).await?;
+    let stores = open_store(args.data_dir.as_deref(), args.database_url.as_deref()).await?;
     let store = stores.as_ref().map(|s| Arc::clone(&s.governance));
     let shared = open_shared_counters(&args, &cfg).await?;
     let counters = shared.as_ref().map(|s| Arc::clone(&s.0));
@@ -409,6 +432,47 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `switchyard export`: the file merged with the store's entities (see `governance::export`), checked to
+/// load, written whole.
+async fn export(args: ExportArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&args.config).map_err(|e| format!("error: cannot read {}: {e}", args.config.display()))?;
+    if let Some(dir) = &args.data_dir {
+        // Opening a store creates it: a mistyped directory would export an empty one without a word.
+        if !dir.join("switchyard.db").is_file() {
+            return Err(format!("error: --data-dir {}: no switchyard.db there (is it the directory serve was given?)", dir.display()));
+        }
+    }
+    let store = open_store(args.data_dir.as_deref(), args.database_url.as_deref())
+        .await?
+        .ok_or("error: export reads what the management API wrote from the gateway's store: give --data-dir DIR or --database-url URL")?;
+    let stored = store.governance.load().await.map_err(|e| format!("error: reading the store: {e}"))?;
+    let out =
+        switchyard_engine::governance::export::export(&text, &stored).map_err(|e| format!("error: {}: {e}", args.config.display()))?;
+    for n in &out.notes {
+        eprintln!("note: {n}");
+    }
+    if !out.needs_env.is_empty() {
+        eprintln!("note: set before serving the exported file: {}", out.needs_env.join(", "));
+    }
+    match &args.output {
+        Some(path) => {
+            let aside = path.with_extension(format!("tmp-{}", std::process::id()));
+            std::fs::write(&aside, &out.yaml)
+                .and_then(|()| std::fs::rename(&aside, path))
+                .map_err(|e| format!("error: cannot write {}: {e}", path.display()))?;
+            eprintln!(
+                "exported {} customer(s), {} team(s), {} virtual key(s) from the store to {}",
+                stored.customers.len(),
+                stored.teams.len(),
+                stored.keys.len(),
+                path.display()
+            );
+        }
+        None => print!("{}", out.yaml),
+    }
+    Ok(())
+}
+
 /// How often the meters' use is saved to the store.
 const METER_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -419,12 +483,12 @@ struct Stores {
 }
 
 /// The store the flags ask for: SQLite in the data directory, or PostgreSQL.
-async fn open_store(args: &ServeArgs) -> Result<Option<Stores>, String> {
-    if let Some(url) = &args.database_url {
+async fn open_store(data_dir: Option<&std::path::Path>, database_url: Option<&str>) -> Result<Option<Stores>, String> {
+    if let Some(url) = database_url {
         let s = Arc::new(switchyard_store::PostgresStore::connect(url).await.map_err(|e| format!("error: --database-url: {e}"))?);
         return Ok(Some(Stores { governance: s.clone(), providers: s }));
     }
-    if let Some(dir) = &args.data_dir {
+    if let Some(dir) = data_dir {
         let path = dir.join("switchyard.db");
         let s =
             Arc::new(switchyard_store::SqliteStore::open(&path).await.map_err(|e| format!("error: --data-dir {}: {e}", dir.display()))?);

@@ -18,6 +18,13 @@ use crate::governance::model::{Budget, Customer, RateLimit, Team, VirtualKeySpec
 /// whole).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
+/// How a virtual key's `value` is written as the SHA-256 of the value instead of the value itself.
+pub const SHA256_VALUE: &str = "sha256:";
+
+fn is_sha256_hex(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Limits of one level that has no entity of its own (a provider, a model).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +323,15 @@ pub(super) fn governance(
                     issues.push(format!("{at}.value"), "must not be empty (remove it to use the id as the value)");
                     None
                 }
+                // A key known only by its hash (what `switchyard export` writes): callers present the value
+                // whose SHA-256 this is, and the file holds no secret.
+                None if v.starts_with(SHA256_VALUE) => match v.strip_prefix(SHA256_VALUE).filter(|h| is_sha256_hex(h)) {
+                    Some(hex) => Some(format!("{}{}", crate::governance::HASHED, hex.to_ascii_lowercase())),
+                    None => {
+                        issues.push(format!("{at}.value"), "sha256: must be followed by the value's SHA-256 as 64 hex digits");
+                        None
+                    }
+                },
                 None => Some(v.to_string()),
             },
         };

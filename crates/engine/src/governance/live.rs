@@ -17,7 +17,8 @@ use super::meter::{Reading, Registry};
 use super::model::{Customer, Team, VirtualKeySpec};
 use super::shared::Shared;
 use super::store::{GovernanceStore, MemoryStore, StoreError, StoredKey};
-use super::{value_sha256, Governance, HASHED};
+use super::usage::{UsageGroup, UsageQuery};
+use super::{value_sha256, Governance, Readings, HASHED};
 use crate::config::{check_governance, Config, ConfigIssue, GovernanceConfig};
 
 /// Why a write was not applied.
@@ -75,6 +76,8 @@ pub struct Shown<T> {
     pub entity: T,
     pub from_file: bool,
     pub usage: Vec<Reading>,
+    /// The same readings level by level: the entity's own budget and limits, a key's provider configs'.
+    pub readings: Readings,
     /// A key whose id is its value: its id is a secret and must be masked wherever it is shown.
     pub id_is_value: bool,
 }
@@ -107,6 +110,10 @@ impl Live {
     /// Governance from the configuration and what `store` kept: the entities the API wrote and the
     /// meters' use. Stored entities that no longer fit the configuration (a provider removed from the
     /// file, say) are an error naming each: starting without them could drop a key's residency policy.
+    ///
+    /// A stored entity that the file now defines (its id, or for a key its value) is superseded by the
+    /// file, its source of truth from then on, and left out with a warning: this is what starting on a
+    /// file made by `switchyard export` with the same store looks like.
     pub async fn with_store(cfg: &Config, store: Arc<dyn GovernanceStore>) -> Result<Live, WriteError> {
         Live::open(cfg, store, None).await
     }
@@ -117,10 +124,39 @@ impl Live {
         let stored = store.load().await?;
         let registry = shared.map(Registry::with_shared).unwrap_or_default();
         registry.restore(store.load_meters().await?);
+        let f = &cfg.governance;
+        let superseded = |kind: &str, shown: &str| {
+            tracing::warn!(
+                "the stored {kind} {shown} is defined in the configuration file now; the file's is used (the file is its source of truth)"
+            );
+        };
+        let customers = stored.customers.into_iter().filter(|c| {
+            let file = f.customers.iter().any(|x| x.id == c.id);
+            if file {
+                superseded("customer", &format!("\"{}\"", c.id));
+            }
+            !file
+        });
+        let teams = stored.teams.into_iter().filter(|t| {
+            let file = f.teams.iter().any(|x| x.id == t.id);
+            if file {
+                superseded("team", &format!("\"{}\"", t.id));
+            }
+            !file
+        });
+        let file_hashes: std::collections::HashSet<String> = f.keys.iter().map(|(_, v)| value_sha256(v.expose_secret())).collect();
+        let keys = stored.keys.into_iter().filter(|k| {
+            let file = f.keys.iter().any(|(x, _)| x.id == k.spec.id) || file_hashes.contains(&k.value_sha256);
+            if file {
+                // By name: its id may be its value.
+                superseded("virtual key", &format!("named \"{}\"", k.spec.name));
+            }
+            !file
+        });
         let written = Written {
-            customers: stored.customers,
-            teams: stored.teams,
-            keys: stored.keys.into_iter().map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
+            customers: customers.collect(),
+            teams: teams.collect(),
+            keys: keys.map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
         };
         let live = Live {
             cfg: ArcSwap::from_pointee(cfg.clone()),
@@ -133,6 +169,12 @@ impl Live {
         live.current.store(Arc::new(Governance::new(&checked, &live.registry)));
         *live.written.lock().await = written;
         Ok(live)
+    }
+
+    /// Totals from the usage ledger (see `usage`). Only meaningful when the gateway writes a ledger into
+    /// this store (`Gateway::keeps_usage`).
+    pub async fn usage(&self, q: UsageQuery) -> Result<Vec<UsageGroup>, StoreError> {
+        self.store.usage_totals(q).await
     }
 
     /// Saves every meter's use to the store (called periodically and at shutdown).
@@ -253,16 +295,21 @@ impl Live {
         let cfg = self.file();
         let file = cfg.governance.keys.iter().map(|k| (k, true));
         file.chain(w.keys.iter().map(|k| (k, false)))
-            .map(|((spec, value), from_file)| Shown {
-                entity: VirtualKeySpec { value: None, ..spec.clone() },
-                from_file,
-                usage: g.readings_of(value),
-                id_is_value: super::key_hash(value.expose_secret()) == super::key_hash(&spec.id),
+            .map(|((spec, value), from_file)| {
+                let readings = g.key_readings(value).unwrap_or_default();
+                Shown {
+                    entity: VirtualKeySpec { value: None, ..spec.clone() },
+                    from_file,
+                    usage: readings.flat(),
+                    readings,
+                    id_is_value: super::key_hash(value.expose_secret()) == super::key_hash(&spec.id),
+                }
             })
             .collect()
     }
 
     pub async fn teams(&self) -> Vec<Shown<Team>> {
+        let g = self.snapshot();
         let w = self.written.lock().await;
         self.file()
             .governance
@@ -270,11 +317,15 @@ impl Live {
             .iter()
             .map(|t| (t, true))
             .chain(w.teams.iter().map(|t| (t, false)))
-            .map(|(t, from_file)| Shown { entity: t.clone(), from_file, usage: vec![], id_is_value: false })
+            .map(|(t, from_file)| {
+                let readings = g.team_readings(&t.id).unwrap_or_default();
+                Shown { entity: t.clone(), from_file, usage: readings.flat(), readings, id_is_value: false }
+            })
             .collect()
     }
 
     pub async fn customers(&self) -> Vec<Shown<Customer>> {
+        let g = self.snapshot();
         let w = self.written.lock().await;
         self.file()
             .governance
@@ -282,7 +333,10 @@ impl Live {
             .iter()
             .map(|c| (c, true))
             .chain(w.customers.iter().map(|c| (c, false)))
-            .map(|(c, from_file)| Shown { entity: c.clone(), from_file, usage: vec![], id_is_value: false })
+            .map(|(c, from_file)| {
+                let readings = g.customer_readings(&c.id).unwrap_or_default();
+                Shown { entity: c.clone(), from_file, usage: readings.flat(), readings, id_is_value: false }
+            })
             .collect()
     }
 }

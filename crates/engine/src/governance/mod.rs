@@ -13,12 +13,14 @@
 //!   target ([`Governance::reserve_attempt`]), settled from the real usage when it is known (streams: when
 //!   they end, however they end).
 
+pub mod export;
 pub mod live;
 pub mod meter;
 pub mod model;
 pub mod residency;
 pub mod shared;
 pub mod store;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +56,36 @@ impl Limits {
             .token_max_limit
             .map(|n| registry.meter(&format!("{name}:tokens"), Measure::Tokens, level, n as f64, rate.token_reset_duration, false));
         Arc::new(Limits { budget, requests, tokens })
+    }
+
+    fn read(&self, now: i64) -> LevelReadings {
+        let read = |m: &Option<Arc<Meter>>| m.as_ref().map(|m| m.read(now));
+        LevelReadings { budget: read(&self.budget), requests: read(&self.requests), tokens: read(&self.tokens) }
+    }
+}
+
+/// What one level's meters read now: its budget, its request limit, its token limit (each when it has one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LevelReadings {
+    pub budget: Option<meter::Reading>,
+    pub requests: Option<meter::Reading>,
+    pub tokens: Option<meter::Reading>,
+}
+
+/// What an entity's meters read now: its own level's, and for a virtual key those of each provider config
+/// (by provider) and its concurrency.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Readings {
+    pub own: LevelReadings,
+    pub provider_configs: Vec<(String, LevelReadings)>,
+    pub concurrent: Option<meter::Reading>,
+}
+
+impl Readings {
+    /// Every reading in one list: the level's, its provider configs', its concurrency.
+    pub fn flat(&self) -> Vec<meter::Reading> {
+        let levels = std::iter::once(&self.own).chain(self.provider_configs.iter().map(|(_, l)| l));
+        levels.flat_map(|l| [&l.budget, &l.requests, &l.tokens].into_iter().flatten().cloned()).chain(self.concurrent.clone()).collect()
     }
 }
 
@@ -118,6 +150,9 @@ pub struct Governance {
     /// Once any key exists, inference requires one (unless the configuration says otherwise).
     require_key: bool,
     by_hash: HashMap<[u8; 32], Arc<Principal>>,
+    /// Every team's and customer's limits by id (also those of a team without keys), for their readings.
+    teams: HashMap<String, Arc<Limits>>,
+    customers: HashMap<String, Arc<Limits>>,
     providers: HashMap<String, Arc<Limits>>,
     models: HashMap<String, Arc<Limits>>,
     /// Output tokens reserved for a request that sets no `max_tokens`.
@@ -219,6 +254,8 @@ impl Governance {
         Governance {
             require_key: cfg.require_virtual_key.unwrap_or(!cfg.keys.is_empty()),
             by_hash,
+            teams: teams.into_iter().map(|(id, (_, l))| (id.to_string(), l)).collect(),
+            customers: customers.into_iter().map(|(id, (_, l))| (id.to_string(), l)).collect(),
             providers: cfg.providers.iter().map(|(p, l)| (p.clone(), level("provider", p, l))).collect(),
             models: cfg.models.iter().map(|(m, l)| (m.clone(), level("model", m, l))).collect(),
             default_max_tokens: cfg.default_max_tokens,
@@ -234,12 +271,30 @@ impl Governance {
     /// The current readings of the meters of the key whose value is `value`: its own budget and limits,
     /// its concurrency, and those of its provider configs.
     pub fn readings_of(&self, value: &SecretString) -> Vec<meter::Reading> {
-        let Some(p) = self.by_hash.get(&key_hash(value.expose_secret())) else { return vec![] };
+        self.key_readings(value).map(|r| r.flat()).unwrap_or_default()
+    }
+
+    /// The same, level by level (none for a value that is not a key's).
+    pub fn key_readings(&self, value: &SecretString) -> Option<Readings> {
+        let p = self.by_hash.get(&key_hash(value.expose_secret()))?;
         let now = meter::now_ms();
-        let own = p.levels.first().into_iter().chain(p.grants.iter().map(|(_, l)| l));
-        own.flat_map(|l| [&l.budget, &l.requests, &l.tokens].into_iter().flatten().map(|m| m.read(now)).collect::<Vec<_>>())
-            .chain(p.concurrent.iter().map(|m| m.read(now)))
-            .collect()
+        Some(Readings {
+            own: p.levels.first().map(|l| l.read(now)).unwrap_or_default(),
+            provider_configs: p.grants.iter().map(|(g, l)| (g.provider.clone(), l.read(now))).collect(),
+            concurrent: p.concurrent.as_ref().map(|m| m.read(now)),
+        })
+    }
+
+    /// The readings of team `id`'s meters (none for an unknown team).
+    pub fn team_readings(&self, id: &str) -> Option<Readings> {
+        let l = self.teams.get(id)?;
+        Some(Readings { own: l.read(meter::now_ms()), ..Readings::default() })
+    }
+
+    /// The readings of customer `id`'s meters.
+    pub fn customer_readings(&self, id: &str) -> Option<Readings> {
+        let l = self.customers.get(id)?;
+        Some(Readings { own: l.read(meter::now_ms()), ..Readings::default() })
     }
 
     pub fn requires_key(&self) -> bool {

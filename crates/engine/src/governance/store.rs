@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Customer, Team, VirtualKeySpec};
+use super::usage::{aggregate, UsageGroup, UsageQuery};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -84,6 +85,14 @@ pub trait GovernanceStore: Send + Sync {
     fn load_meters(&self) -> StoreFuture<'_, Vec<MeterState>>;
     /// Replaces the saved states of these meters.
     fn save_meters(&self, states: Vec<MeterState>) -> StoreFuture<'_, ()>;
+    /// Totals of the ledger's records that match `q`, per group in order of the group's key (the group
+    /// without one first), at most [`super::usage::MAX_GROUPS`] + 1 of them (one more than an answer
+    /// shows, so that the caller can tell it was cut). Ungrouped: exactly one group, zero when nothing
+    /// matches. A store that keeps no ledger says so.
+    fn usage_totals(&self, q: UsageQuery) -> StoreFuture<'_, Vec<UsageGroup>> {
+        let _ = q;
+        Box::pin(async { Err(StoreError::Unavailable { what: "reading the usage ledger", message: "this store keeps no ledger".into() }) })
+    }
 }
 
 /// A store in memory: nothing survives the process.
@@ -161,6 +170,10 @@ impl GovernanceStore for MemoryStore {
             }
         });
         Box::pin(async { Ok(()) })
+    }
+    fn usage_totals(&self, q: UsageQuery) -> StoreFuture<'_, Vec<UsageGroup>> {
+        let groups = self.with(|s| aggregate(&s.1, &q));
+        Box::pin(async move { Ok(groups) })
     }
 }
 

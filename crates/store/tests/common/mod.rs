@@ -14,6 +14,7 @@ use std::time::Duration;
 use sqlx::{PgPool, Row, SqlitePool};
 use switchyard_engine::governance::model::{Budget, Customer, Period, ProviderGrant, RateLimit, Residency, Team, VirtualKeySpec};
 use switchyard_engine::governance::store::{GovernanceStore, MeterState, StoreError, StoredKey, UsageRecord};
+use switchyard_engine::governance::usage::{aggregate, GroupBy, UsageGroup, UsageQuery};
 
 /// A second connection to the store's database, for checks below the trait.
 pub enum Raw {
@@ -266,10 +267,75 @@ pub async fn meters(store: &dyn GovernanceStore) {
     );
 }
 
+/// Far from the suite's other records, an hour apart: three weeks of days.
+const TOTALS_FROM: i64 = 1_800_000_000_000;
+
+/// Records of every shape the totals split by: with and without a key, team or customer, several providers
+/// and models, over many days.
+fn varied(i: usize) -> UsageRecord {
+    let pick = |n: usize, of: &[&str]| of[i % n % of.len()].to_string();
+    UsageRecord {
+        at_ms: TOTALS_FROM + i as i64 * 3_600_000 + (i % 7) as i64,
+        request_id: format!("varied-{i}"),
+        virtual_key: (i % 4 != 0).then(|| pick(5, &["vk-a", "vk-b", "vk-c", "vk-d", "vk-e"])),
+        team: (i % 3 != 0).then(|| pick(2, &["vision", "research"])),
+        customer: (i % 5 == 0).then(|| "acme".to_string()),
+        provider: pick(3, &["openai", "ollama", "anthropic"]),
+        model: pick(4, &["gpt-4o", "llava", "claude", "qwen"]),
+        prompt_tokens: 10 + (i % 13) as u64,
+        completion_tokens: (i % 17) as u64,
+        cost_usd: 0.000_001 * (i % 11) as f64,
+    }
+}
+
+fn same_totals(got: &[UsageGroup], want: &[UsageGroup], what: &str) {
+    let counts = |g: &[UsageGroup]| g.iter().map(|g| (g.key.clone(), g.requests, g.input_tokens, g.output_tokens)).collect::<Vec<_>>();
+    assert_eq!(counts(got), counts(want), "{what}");
+    for (a, b) in got.iter().zip(want) {
+        // Sums of the same numbers in another order differ only in the last bits.
+        assert!((a.cost_usd - b.cost_usd).abs() < 1e-12, "{what}: {a:?} vs {b:?}");
+    }
+}
+
+/// Totals: every grouping and filter agrees with the engine's own reading of the same records, the
+/// range is `[from, to)`, and an ungrouped query is one group even when nothing matches.
+pub async fn totals(store: &dyn GovernanceStore) {
+    let records: Vec<UsageRecord> = (0..500).map(varied).collect();
+    store.append_usage(records.clone()).await.unwrap();
+    let base = UsageQuery { from_ms: Some(TOTALS_FROM), ..UsageQuery::default() };
+    let mut queries = vec![base.clone()];
+    for g in GroupBy::ALL {
+        queries.push(UsageQuery { group_by: Some(g), ..base.clone() });
+    }
+    queries.extend([
+        UsageQuery { virtual_key: Some("vk-b".into()), group_by: Some(GroupBy::Model), ..base.clone() },
+        UsageQuery { team: Some("vision".into()), provider: Some("ollama".into()), group_by: Some(GroupBy::Day), ..base.clone() },
+        UsageQuery { customer: Some("acme".into()), model: Some("llava".into()), ..base.clone() },
+        // Exactly a day's hours: from is in, to is out.
+        UsageQuery { to_ms: Some(TOTALS_FROM + 24 * 3_600_000), group_by: Some(GroupBy::Team), ..base.clone() },
+        UsageQuery { virtual_key: Some("nobody".into()), group_by: Some(GroupBy::Customer), ..base.clone() },
+    ]);
+    for q in &queries {
+        let got = store.usage_totals(q.clone()).await.unwrap();
+        same_totals(&got, &aggregate(&records, q), &format!("{q:?}"));
+    }
+    let day = store.usage_totals(UsageQuery { group_by: Some(GroupBy::Day), ..base.clone() }).await.unwrap();
+    assert_eq!(day.len(), 22, "{day:?}");
+    assert_eq!(day[0].key.as_deref(), Some("2027-01-15"));
+    assert_eq!(day.iter().map(|g| g.requests).sum::<u64>(), 500);
+    let nothing =
+        store.usage_totals(UsageQuery { to_ms: Some(TOTALS_FROM), from_ms: Some(TOTALS_FROM - 1), ..base.clone() }).await.unwrap();
+    assert_eq!(nothing, vec![UsageGroup::default()]);
+    let grouped_nothing =
+        store.usage_totals(UsageQuery { model: Some("none".into()), group_by: Some(GroupBy::Model), ..base }).await.unwrap();
+    assert!(grouped_nothing.is_empty(), "{grouped_nothing:?}");
+}
+
 /// The whole shared suite, in order, on a fresh store.
 pub async fn suite(store: &dyn GovernanceStore, raw: &Raw) {
     entities(store, raw).await;
     ledger(store, raw).await;
+    totals(store).await;
     meters(store).await;
 }
 
