@@ -259,8 +259,11 @@ pub async fn put_key(State(state): State<AppState>, headers: HeaderMap, Path(id)
     strip_shown(&mut v);
     v["id"] = json!(id);
     if v.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-        // A key whose id is its value must have a name to be shown by; Bifrost's scripts omit it.
-        v["name"] = json!(id);
+        // Bifrost's scripts omit the name. A key whose id is its value (no value sent) must never be shown
+        // by its id, so it is named by a handle of the id's hash instead; a key with a value of its own is
+        // named by its id.
+        let id_is_value = v.get("value").and_then(Value::as_str).is_none_or(str::is_empty);
+        v["name"] = if id_is_value { json!(format!("key-{}", &switchyard_engine::governance::value_sha256(&id)[..12])) } else { json!(id) };
     }
     let value = v.get("value").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| id.clone());
     v["value"] = Value::Null;

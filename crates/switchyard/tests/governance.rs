@@ -480,3 +480,32 @@ async fn with_a_data_directory_keys_usage_and_the_admin_token_survive_a_restart(
     let used = b["virtual_key"]["usage"][0]["used"].as_f64().unwrap();
     assert!((used - 2.0 * cost).abs() < 1e-9, "the first run's use was not resumed: {used} vs 2 × {cost}: {b}");
 }
+
+#[tokio::test]
+async fn a_key_put_without_name_or_value_is_never_shown_by_its_id() {
+    use reqwest::Method;
+    let (_local, _cloud, providers) = onprem_and_cloud().await;
+    let (gw, logs) = Gateway::start_logged(Some(&providers), &[], &[("SWITCHYARD_ADMIN_TOKEN", ADMIN)]);
+    let c = client();
+    // As a Bifrost script writes it: the id is the value the SDK will send, and there is no name.
+    let secret = "vk-unnamed-7f3a9c";
+    let (s, b) = admin(
+        &c,
+        Method::PUT,
+        gw.url(&format!("/api/governance/virtual-keys/{secret}")),
+        Some(ADMIN),
+        Some(json!({"provider_configs": [{"provider": "ollama", "weight": 1.0}]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let name = b["virtual_key"]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("key-") && !name.contains(secret), "named by a handle: {b}");
+    let (s, _, b) = post_as(&c, &gw.url("/v1/chat/completions"), bearer(&format!("Bearer {secret}")), &chat("ollama/llava")).await;
+    assert_eq!(s, 200, "the id still works as the key: {b}");
+    let (_, list) = admin(&c, Method::GET, gw.url("/api/governance/virtual-keys"), Some(ADMIN), None).await;
+    let metrics = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    logs.wait_until("the request's log line", |t| t.contains("switchyard::request")).await;
+    for (what, text) in [("the key list", list.to_string()), ("the metrics", metrics), ("the log", logs.text())] {
+        assert!(!text.contains(secret), "{what} shows the key's id, which is its value: {text}");
+    }
+}
