@@ -629,14 +629,14 @@ fn months_to_ms(index: i64, day: i64) -> i64 {
     days_from_civil(index.div_euclid(12), index.rem_euclid(12) + 1, day) * 86_400_000
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
+pub(crate) fn days_in_month(y: i64, m: i64) -> i64 {
     let next = if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) };
     next - days_from_civil(y, m, 1)
 }
 
 // Days since 1970-01-01 of a proleptic Gregorian date, and back (H. Hinnant's algorithms): two dozen lines
 // instead of a calendar crate in the dependency tree.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -646,7 +646,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::meter::{civil_from_days, days_from_civil, days_in_month};
 use super::store::UsageRecord;
 
 /// Groups one answer may hold at most: a year of days, or thousands of keys, with room to spare. A
@@ -255,36 +256,6 @@ pub fn parse_time(s: &str) -> Option<i64> {
 }
 
 const DAY_MS: i64 = 86_400_000;
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    let next = if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) };
-    next - days_from_civil(y, m, 1)
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date and back (H. Hinnant's algorithms). The meters
-// (`meter.rs`) carry the same two functions for their calendar windows; they are to share one copy once the
-// work on shared counters in that file has landed.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
-}
 
 #[cfg(test)]
 mod tests {
