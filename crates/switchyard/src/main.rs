@@ -360,10 +360,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         let saver = Arc::clone(&gateway);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(METER_SAVE_INTERVAL);
+            let mut refused = String::new();
             loop {
                 tick.tick().await;
                 if let Err(e) = saver.governance().save_meters().await {
                     tracing::warn!("cannot save the meters' use: {e}");
+                }
+                // What other replicas sharing the store wrote through their management API.
+                match saver.governance().sync().await {
+                    Ok(true) => {
+                        refused.clear();
+                        tracing::info!("took up virtual keys, teams or customers another replica wrote");
+                    }
+                    Ok(false) => refused.clear(),
+                    // Said once until it changes, not every few seconds.
+                    Err(e) if e.to_string() != refused => {
+                        refused = e.to_string();
+                        tracing::warn!("what the store holds does not fit this gateway's configuration, so it is not taken up: {e}");
+                    }
+                    Err(_) => {}
                 }
             }
         });

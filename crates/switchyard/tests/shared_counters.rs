@@ -220,3 +220,42 @@ fn check_names_each_mistake_in_the_redis_section() {
     assert!(text.contains("governance.redis.url") && text.contains("rediss://"), "{text}");
     assert!(text.contains("governance.redis.when_unreachable") && text.contains("local or refuse"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_through_one_replica_is_taken_up_by_the_others() {
+    let Some(pg) = pg::server().await else { return };
+    let db = pg.create_database("writes").await;
+    let cloud = mock(Flavor::OpenAi).await;
+    let yaml = format!(
+        "{}governance:\n  require_virtual_key: true\n  virtual_keys:\n    - {{id: vk-boot, name: boot}}\n",
+        providers(&cloud.base_url())
+    );
+    let env = [("SWITCHYARD_ADMIN_TOKEN", "sy-admin-replicas")];
+    let a = Gateway::start_logged(Some(&yaml), &["--database-url", &db], &env).0;
+    let (b, b_logs) = Gateway::start_logged(Some(&yaml), &["--database-url", &db], &env);
+    let c = client();
+    let resp = c
+        .post(a.url("/api/governance/virtual-keys"))
+        .header("authorization", "Bearer sy-admin-replicas")
+        .header("content-type", "application/json")
+        .body(r#"{"name": "station-12", "budget": {"max_limit": 10}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let made: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let value = made["virtual_key"]["value"].as_str().unwrap().to_string();
+    assert_eq!(post_as(&c, &a.url("/v1/chat/completions"), &value).await.0, 200, "the replica written to knows it at once");
+    // The other replica takes it up from the store within a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (s, b_body, _) = post_as(&c, &b.url("/v1/chat/completions"), &value).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 401, "{b_body}");
+        assert!(std::time::Instant::now() < deadline, "the other replica never took the key up: {}", b_logs.text());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    b_logs.wait_until("the take-up logged", |t| t.contains("another replica wrote")).await;
+}

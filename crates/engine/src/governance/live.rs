@@ -124,40 +124,7 @@ impl Live {
         let stored = store.load().await?;
         let registry = shared.map(Registry::with_shared).unwrap_or_default();
         registry.restore(store.load_meters().await?);
-        let f = &cfg.governance;
-        let superseded = |kind: &str, shown: &str| {
-            tracing::warn!(
-                "the stored {kind} {shown} is defined in the configuration file now; the file's is used (the file is its source of truth)"
-            );
-        };
-        let customers = stored.customers.into_iter().filter(|c| {
-            let file = f.customers.iter().any(|x| x.id == c.id);
-            if file {
-                superseded("customer", &format!("\"{}\"", c.id));
-            }
-            !file
-        });
-        let teams = stored.teams.into_iter().filter(|t| {
-            let file = f.teams.iter().any(|x| x.id == t.id);
-            if file {
-                superseded("team", &format!("\"{}\"", t.id));
-            }
-            !file
-        });
-        let file_hashes: std::collections::HashSet<String> = f.keys.iter().map(|(_, v)| value_sha256(v.expose_secret())).collect();
-        let keys = stored.keys.into_iter().filter(|k| {
-            let file = f.keys.iter().any(|(x, _)| x.id == k.spec.id) || file_hashes.contains(&k.value_sha256);
-            if file {
-                // By name: its id may be its value.
-                superseded("virtual key", &format!("named \"{}\"", k.spec.name));
-            }
-            !file
-        });
-        let written = Written {
-            customers: customers.collect(),
-            teams: teams.collect(),
-            keys: keys.map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
-        };
+        let written = from_stored(&cfg.governance, stored, true);
         let live = Live {
             cfg: ArcSwap::from_pointee(cfg.clone()),
             written: Mutex::new(Written::default()),
@@ -169,6 +136,25 @@ impl Live {
         live.current.store(Arc::new(Governance::new(&checked, &live.registry)));
         *live.written.lock().await = written;
         Ok(live)
+    }
+
+    /// Takes up what other replicas wrote into a shared store (PostgreSQL): called every few seconds. A
+    /// store that holds what this process holds changes nothing; otherwise the stored entities are checked
+    /// as a write is and applied at once (`Ok(true)`), or, when they do not fit this process's file (a
+    /// replica with another configuration), refused and kept out (`Err`), this process's state unchanged.
+    pub async fn sync(&self) -> Result<bool, WriteError> {
+        // Under the write lock: a write here (which stores, then applies) is never undone by a load that
+        // began before it.
+        let mut written = self.written.lock().await;
+        let stored = self.store.load().await?;
+        let next = from_stored(&self.cfg.load().governance, stored, false);
+        if fingerprint(&written) == fingerprint(&next) {
+            return Ok(false);
+        }
+        let checked = self.check(&next)?;
+        self.current.store(Arc::new(Governance::new(&checked, &self.registry)));
+        *written = next;
+        Ok(true)
     }
 
     /// Totals from the usage ledger (see `usage`). Only meaningful when the gateway writes a ledger into
@@ -339,6 +325,65 @@ impl Live {
             })
             .collect()
     }
+}
+
+/// What the store holds, less what the file `f` defines now (the file is its source of truth; with `warn`,
+/// each superseded entity is logged).
+fn from_stored(f: &GovernanceConfig, stored: super::store::StoredGovernance, warn: bool) -> Written {
+    let superseded = |kind: &str, shown: &str| {
+        if warn {
+            tracing::warn!(
+                "the stored {kind} {shown} is defined in the configuration file now; the file's is used (the file is its source of truth)"
+            );
+        }
+    };
+    let customers = stored.customers.into_iter().filter(|c| {
+        let file = f.customers.iter().any(|x| x.id == c.id);
+        if file {
+            superseded("customer", &format!("\"{}\"", c.id));
+        }
+        !file
+    });
+    let teams = stored.teams.into_iter().filter(|t| {
+        let file = f.teams.iter().any(|x| x.id == t.id);
+        if file {
+            superseded("team", &format!("\"{}\"", t.id));
+        }
+        !file
+    });
+    let file_hashes: std::collections::HashSet<String> = f.keys.iter().map(|(_, v)| value_sha256(v.expose_secret())).collect();
+    let keys = stored.keys.into_iter().filter(|k| {
+        let file = f.keys.iter().any(|(x, _)| x.id == k.spec.id) || file_hashes.contains(&k.value_sha256);
+        if file {
+            // By name: its id may be its value.
+            superseded("virtual key", &format!("named \"{}\"", k.spec.name));
+        }
+        !file
+    });
+    Written {
+        customers: customers.collect(),
+        teams: teams.collect(),
+        keys: keys.map(|k| (k.spec, SecretString::from(format!("{HASHED}{}", k.value_sha256)))).collect(),
+    }
+}
+
+/// What `w` holds, in an order of its own and with key values as their hashes: equal for the same
+/// entities whether a value came from a write here (the value) or from the store (its hash).
+fn fingerprint(w: &Written) -> (Vec<&Customer>, Vec<&Team>, Vec<(&VirtualKeySpec, String)>) {
+    let mut customers: Vec<&Customer> = w.customers.iter().collect();
+    customers.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut teams: Vec<&Team> = w.teams.iter().collect();
+    teams.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut keys: Vec<(&VirtualKeySpec, String)> = w
+        .keys
+        .iter()
+        .map(|(k, v)| {
+            let v = v.expose_secret();
+            (k, v.strip_prefix(HASHED).map_or_else(|| value_sha256(v), str::to_string))
+        })
+        .collect();
+    keys.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    (customers, teams, keys)
 }
 
 /// How an entity is named in a refusal: a key by its name (its id may be its value).
