@@ -461,8 +461,9 @@ async fn export(args: ExportArgs) -> Result<(), String> {
         .await?
         .ok_or("error: export reads what the management API wrote from the gateway's store: give --data-dir DIR or --database-url URL")?;
     let stored = store.governance.load().await.map_err(|e| format!("error: reading the store: {e}"))?;
-    let out =
-        switchyard_engine::governance::export::export(&text, &stored).map_err(|e| format!("error: {}: {e}", args.config.display()))?;
+    let providers = store.providers.load_providers().await.map_err(|e| format!("error: reading the store: {e}"))?;
+    let out = switchyard_engine::governance::export::export(&text, &stored, &providers)
+        .map_err(|e| format!("error: {}: {e}", args.config.display()))?;
     for n in &out.notes {
         eprintln!("note: {n}");
     }
@@ -476,7 +477,8 @@ async fn export(args: ExportArgs) -> Result<(), String> {
                 .and_then(|()| std::fs::rename(&aside, path))
                 .map_err(|e| format!("error: cannot write {}: {e}", path.display()))?;
             eprintln!(
-                "exported {} customer(s), {} team(s), {} virtual key(s) from the store to {}",
+                "exported {} provider(s), {} customer(s), {} team(s), {} virtual key(s) from the store to {}",
+                providers.len(),
                 stored.customers.len(),
                 stored.teams.len(),
                 stored.keys.len(),

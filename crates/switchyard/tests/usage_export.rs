@@ -364,6 +364,14 @@ async fn an_export_of_api_made_keys_passes_check_and_serves_the_same_keys_after_
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_request")), "{b}");
     let used = chat(&c, &gw, &posted, "ollama/llava").await;
     chat(&c, &gw, "sk-sy-chosen-cloud-value", "openai/gpt-4o").await;
+    // A provider made through the API, with a literal key, is exported too.
+    let vllm = cloud_requiring("sk-vllm-literal").await;
+    let body = json!({"provider": "vllm-local", "keys": [{"name": "vllm-key-1", "value": "sk-vllm-literal", "weight": 1.0}],
+        "network_config": {"base_url": vllm.base_url().trim_end_matches("/v1")},
+        "custom_provider_config": {"base_provider_type": "openai"}});
+    let (s, b) = call(&c, Method::POST, gw.url("/api/providers"), Some(ADMIN), Some(body)).await;
+    assert_eq!(s, 200, "{b}");
+    chat(&c, &gw, "sk-file-literal", "vllm-local/gpt-4o").await;
 
     // Exported from the running gateway's store.
     let out_dir = tempfile::tempdir().unwrap();
@@ -377,7 +385,10 @@ async fn an_export_of_api_made_keys_passes_check_and_serves_the_same_keys_after_
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("SWITCHYARD_OPENAI_KEY_0"), "the variable to set is named: {stderr}");
     let text = std::fs::read_to_string(&exported).unwrap();
-    for secret in [posted.as_str(), "sk-sy-chosen-cloud-value", "vk-seeded-station", "sk-cloud-literal", "sk-file-literal"] {
+    assert!(text.contains("vllm-local"), "the API's provider is exported:\n{text}");
+    for secret in
+        [posted.as_str(), "sk-sy-chosen-cloud-value", "vk-seeded-station", "sk-cloud-literal", "sk-file-literal", "sk-vllm-literal"]
+    {
         assert!(!text.contains(secret), "{secret} is in the export:\n{text}");
         assert!(!stderr.contains(secret) && !stdout.contains(secret), "{secret} was printed: {stderr}");
     }
@@ -389,7 +400,7 @@ async fn an_export_of_api_made_keys_passes_check_and_serves_the_same_keys_after_
     // `check` takes it once the provider key's variable is set, and names the variable until then.
     let (ok, _, err) = common::check(&text, &[]);
     assert!(!ok && err.contains("SWITCHYARD_OPENAI_KEY_0"), "{err}");
-    let vars = [("SWITCHYARD_OPENAI_KEY_0", "sk-cloud-literal")];
+    let vars = [("SWITCHYARD_OPENAI_KEY_0", "sk-cloud-literal"), ("SWITCHYARD_VLLM_LOCAL_KEY_0", "sk-vllm-literal")];
     let (ok, out, err) = common::check(&text, &vars);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("openai"), "{out}");
@@ -405,6 +416,7 @@ async fn an_export_of_api_made_keys_passes_check_and_serves_the_same_keys_after_
         ("sk-sy-chosen-cloud-value", "openai/gpt-4o"),
         ("vk-seeded-station", "ollama/llava"),
         ("sk-file-literal", "ollama/llava"),
+        ("sk-file-literal", "vllm-local/gpt-4o"),
     ] {
         chat(&c, &gw, key, model).await;
     }

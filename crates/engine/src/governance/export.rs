@@ -14,8 +14,8 @@
 //! The result is checked as `serve` would load it (with every variable standing in), so an export that
 //! would not start is an error here rather than at the next deploy.
 //!
-//! Providers written through the management API (`/api/providers`, not in the store yet) are to be added in
-//! [`export`] beside the governance entities, by name, with their keys as `env.NAME` the same way.
+//! Providers written through the management API (`/api/providers`) are added to `providers:` by name (one
+//! the file defines too is the file's), with their literal keys as `env.NAME` like the file's own.
 
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
@@ -23,6 +23,7 @@ use super::store::StoredGovernance;
 use super::value_sha256;
 use crate::config::governance::SHA256_VALUE;
 use crate::config::Env;
+use crate::providers::spec::ProviderSpec;
 
 /// The exported file and what it needs to run.
 #[derive(Debug, Clone)]
@@ -53,13 +54,34 @@ impl Env for Standing {
 }
 
 /// The configuration file `file_text` with the entities of `stored` merged in (see the module doc).
-pub fn export(file_text: &str, stored: &StoredGovernance) -> Result<Exported, ExportError> {
+pub fn export(file_text: &str, stored: &StoredGovernance, providers: &[ProviderSpec]) -> Result<Exported, ExportError> {
     let mut root = match serde_yaml_ng::from_str::<Yaml>(file_text).map_err(|e| ExportError::File(e.to_string()))? {
         Yaml::Mapping(m) => m,
         Yaml::Null => Mapping::new(),
         _ => return Err(ExportError::File("the file must be a mapping".into())),
     };
     let mut out = Exported { yaml: String::new(), needs_env: Vec::new(), notes: Vec::new() };
+    if !providers.is_empty() {
+        let mut section = take_mapping(&mut root, "providers");
+        for p in providers {
+            let name = Yaml::String(p.provider.clone());
+            if section.contains_key(&name) {
+                out.notes.push(format!("provider {}: the file's is kept (the store's copy is superseded)", p.provider));
+                continue;
+            }
+            match p.to_section() {
+                Ok(v) => {
+                    section.insert(name, v);
+                }
+                Err(issues) => out.notes.push(format!(
+                    "provider {}: left out, it does not load: {}",
+                    p.provider,
+                    issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; ")
+                )),
+            }
+        }
+        root.insert("providers".into(), Yaml::Mapping(section));
+    }
     provider_secrets(&mut root, &mut out);
 
     let mut gov = take_mapping(&mut root, "governance");
@@ -246,7 +268,7 @@ mod tests {
             }],
             keys: vec![key("vk-api", "api", value_sha256("sk-sy-made")), key("vk-seeded", "vk-seeded", value_sha256("vk-seeded"))],
         };
-        let e = export(FILE, &stored).unwrap();
+        let e = export(FILE, &stored, &[]).unwrap();
         for secret in ["sk-live-secret", "sk-file-secret", "sk-sy-made", "vk-free", "vk-seeded"] {
             assert!(!e.yaml.contains(secret), "{secret} in\n{}", e.yaml);
         }
@@ -281,7 +303,7 @@ mod tests {
         let mut k = key("vk-a", "a", value_sha256("x"));
         k.spec.provider_configs = vec![serde_json::from_value(serde_json::json!({"provider": "gone"})).unwrap()];
         let stored = StoredGovernance { keys: vec![k], ..StoredGovernance::default() };
-        let err = export(FILE, &stored).unwrap_err().to_string();
+        let err = export(FILE, &stored, &[]).unwrap_err().to_string();
         assert!(err.contains("gone"), "{err}");
     }
 }

@@ -102,10 +102,10 @@ impl Catalog {
         for spec in store.load_providers().await? {
             let name = spec.provider.clone();
             if cfg.providers.iter().any(|p| p.name == name) {
-                issues.push(ConfigIssue {
-                    path: format!("stored provider {name}"),
-                    message: format!("the configuration now defines a provider of this name too; rename the configuration's, start, and DELETE /api/providers/{name} (or keep the stored one and remove the configuration's)"),
-                });
+                // The file is the source of truth for what it defines (as after `switchyard export`).
+                tracing::warn!(
+                    "the stored provider {name} is defined in the configuration file now; the file's is used (DELETE /api/providers/{name} is refused while the file defines it; remove it from the store by removing it from the file, starting, and deleting it)"
+                );
                 continue;
             }
             match decode(&spec, &ProcessEnv) {
