@@ -50,8 +50,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let who = off.identify(None).unwrap_or_else(|e| panic!("{e}"));
-                let attempt =
-                    off.reserve_attempt(who.as_deref(), "openai", "gpt-4o", estimate, within).await.unwrap_or_else(|e| panic!("{}", e.1));
+                let attempt = off
+                    .reserve_attempt(who.as_deref(), "openai", "gpt-4o", estimate, within, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:?}"))
+                    .0;
                 attempt.settle(Used { usd: 0.01, tokens: 1200, request: true });
             })
         })
@@ -62,7 +65,7 @@ fn bench(c: &mut Criterion) {
                 let who = on.identify(key.as_ref()).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no principal"));
                 let admission = on.admit(&who, within).await.unwrap_or_else(|e| panic!("{e}"));
                 let attempt =
-                    on.reserve_attempt(Some(&who), "openai", "gpt-4o", estimate, within).await.unwrap_or_else(|e| panic!("{}", e.1));
+                    on.reserve_attempt(Some(&who), "openai", "gpt-4o", estimate, within, &[]).await.unwrap_or_else(|e| panic!("{e:?}")).0;
                 attempt.settle(Used { usd: 0.01, tokens: 1200, request: true });
                 admission.settle(Used { usd: 0.0, tokens: 0, request: true });
             })

@@ -11,6 +11,7 @@
 //! One [`Run`] is one request. It is shared by reference between the two branches of a hedged request, so
 //! its bookkeeping sits behind a mutex that is never contended in practice.
 
+use crate::governance::AttemptRefused;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,6 +114,9 @@ pub(crate) struct Metering<'a> {
     /// Upper bounds of the request's prompt and output tokens.
     pub prompt_tokens: u64,
     pub max_output_tokens: u64,
+    /// The admission, when it is reserved with the first attempt (counters in Redis: one round trip
+    /// instead of two); empty when the gateway admitted the request itself.
+    pub admission: Vec<(std::sync::Arc<crate::governance::meter::Meter>, f64)>,
 }
 
 /// One request's walk through its plan.
@@ -125,6 +129,9 @@ pub(crate) struct Run<'a> {
     deadline: Instant,
     metering: Metering<'a>,
     state: Mutex<State>,
+    /// The admission once reserved with an attempt (see `Metering::admission`); the lock also keeps two
+    /// hedged attempts from both reserving it.
+    admitted: tokio::sync::Mutex<Option<Hold>>,
 }
 
 impl<'a> Run<'a> {
@@ -140,7 +147,7 @@ impl<'a> Run<'a> {
             .map(|t| Mark { provider: t.provider, last: None, signal: None, signalled: false })
             .collect();
         let state = State { attempts: Vec::new(), reset_at_ms: None, busy_retry_ms: None, marks, served: false, won: None };
-        Run { up, plan, op, ctx, route, deadline, metering, state: Mutex::new(state) }
+        Run { up, plan, op, ctx, route, deadline, metering, state: Mutex::new(state), admitted: tokio::sync::Mutex::new(None) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -180,7 +187,8 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the plan to an answer or a final error.
-    pub(crate) async fn execute(self) -> Result<(Output, Served, Option<(Hold, Option<Price>)>), GatewayError> {
+    /// The last `Hold`: the admission, when it was reserved with an attempt (otherwise empty).
+    pub(crate) async fn execute(self) -> Result<(Output, Served, Option<(Hold, Option<Price>)>, Hold), GatewayError> {
         if let Some((i, h)) = self.hedge() {
             self.up.hedge_budgets[i].earn(h.max_share);
         }
@@ -192,7 +200,8 @@ impl<'a> Run<'a> {
         match result {
             Ok((out, served)) => {
                 let won = self.state().won.take();
-                Ok((out, served, won))
+                let admitted = self.admitted.into_inner().unwrap_or_default();
+                Ok((out, served, won, admitted))
             }
             Err(End::Stop(e) | End::ContextTooLong(e)) => Err(e),
             Err(End::Exhausted) => Err(self.exhausted()),
@@ -211,9 +220,20 @@ impl<'a> Run<'a> {
             usd: price.map_or(0.0, |pr| pr.estimate(m.prompt_tokens, m.max_output_tokens)),
             tokens: m.prompt_tokens + m.max_output_tokens,
         };
-        match gov.reserve_attempt(m.who, &p.cfg.name, &t.model, estimate, self.remaining()).await {
-            Ok(hold) => Ok((hold, price)),
-            Err((class, message, retry_after_ms)) => {
+        let mut admitted = if m.admission.is_empty() { None } else { Some(self.admitted.lock().await) };
+        let admission = match &admitted {
+            Some(a) if a.is_none() => &m.admission[..],
+            _ => &[],
+        };
+        match gov.reserve_attempt(m.who, &p.cfg.name, &t.model, estimate, self.remaining(), admission).await {
+            Ok((hold, with)) => {
+                if let (Some(slot), Some(a)) = (admitted.as_mut(), with) {
+                    **slot = Some(a);
+                }
+                Ok((hold, price))
+            }
+            Err(AttemptRefused::Admission(e)) => Err(End::Stop(e)),
+            Err(AttemptRefused::Skip(class, message, retry_after_ms)) => {
                 if let Some(ms) = retry_after_ms {
                     self.note_reset(ms);
                 }

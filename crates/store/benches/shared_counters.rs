@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use switchyard_engine::config::{parse_str, SharedCountersConfig};
-use switchyard_engine::governance::meter::{Registry, Used};
+use switchyard_engine::governance::meter::{Hold, Registry, Used};
 use switchyard_engine::governance::shared::{CounterFuture, Outcome, Settlement, Shared, SharedCounters, Want};
 use switchyard_engine::governance::{Estimate, Governance};
 use switchyard_store::RedisCounters;
@@ -69,10 +69,13 @@ impl SharedCounters for Counting {
 async fn one(gov: &Governance, key: &Option<SecretString>) {
     let within = Duration::from_secs(1);
     let who = gov.identify(key.as_ref()).unwrap().unwrap();
-    let admission = gov.admit(&who, within).await.unwrap();
-    let attempt = gov.reserve_attempt(Some(&who), "openai", "gpt-4o", Estimate { usd: 0.05, tokens: 5000 }, within).await.unwrap();
+    // As the gateway does: with the counters in Redis the admission goes with the first attempt.
+    let (admission, deferred) =
+        if gov.defers_admission() { (Hold::default(), gov.admission(&who)) } else { (gov.admit(&who, within).await.unwrap(), Vec::new()) };
+    let (attempt, admitted) =
+        gov.reserve_attempt(Some(&who), "openai", "gpt-4o", Estimate { usd: 0.05, tokens: 5000 }, within, &deferred).await.unwrap();
     attempt.settle(Used { usd: 0.01, tokens: 1200, request: true });
-    admission.settle(Used { usd: 0.0, tokens: 0, request: true });
+    admitted.unwrap_or(admission).settle(Used { usd: 0.0, tokens: 0, request: true });
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -307,6 +307,14 @@ impl Hold {
         self.parts.is_empty()
     }
 
+    /// Takes the reservations on `meters` out into a hold of their own, settled or released apart (in
+    /// Redis, each meter's part of a reservation is released by itself).
+    pub fn split_off(&mut self, meters: &[Arc<Meter>]) -> Hold {
+        let (taken, kept) = std::mem::take(&mut self.parts).into_iter().partition(|(m, _)| meters.iter().any(|x| x.id == m.id));
+        self.parts = kept;
+        Hold { parts: taken, shared: self.shared.clone() }
+    }
+
     /// Turns the reservations into use: each meter's reservation is taken back and what was used added.
     pub fn settle(mut self, used: Used) {
         let now = now_ms();

@@ -157,6 +157,8 @@ pub struct Governance {
     models: HashMap<String, Arc<Limits>>,
     /// Output tokens reserved for a request that sets no `max_tokens`.
     pub default_max_tokens: u32,
+    /// The meters are counted in Redis.
+    shared: bool,
 }
 
 fn hash(value: &str) -> [u8; 32] {
@@ -259,6 +261,7 @@ impl Governance {
             providers: cfg.providers.iter().map(|(p, l)| (p.clone(), level("provider", p, l))).collect(),
             models: cfg.models.iter().map(|(m, l)| (m.clone(), level("model", m, l))).collect(),
             default_max_tokens: cfg.default_max_tokens,
+            shared: registry.shared().is_some(),
         }
     }
 
@@ -336,12 +339,25 @@ impl Governance {
     /// Reserves the request itself: one request on the rate limits of the key, its team and its customer,
     /// and a place under the key's concurrency limit. Held until the request is over (its stream included).
     pub async fn admit(&self, who: &Principal, within: Duration) -> Result<Hold, GatewayError> {
-        let mut wanted: Vec<(Arc<Meter>, f64)> = who.levels.iter().filter_map(|l| l.requests.clone()).map(|m| (m, 1.0)).collect();
-        wanted.extend(who.concurrent.clone().map(|m| (m, 1.0)));
+        let wanted = self.admission(who);
         if wanted.is_empty() {
             return Ok(Hold::default());
         }
         meter::reserve(&wanted, within).await.map_err(denial)
+    }
+
+    /// What [`Governance::admit`] reserves: a request on each of the caller's request limits and a place
+    /// under its concurrency limit.
+    pub fn admission(&self, who: &Principal) -> Vec<(Arc<Meter>, f64)> {
+        let mut wanted: Vec<(Arc<Meter>, f64)> = who.levels.iter().filter_map(|l| l.requests.clone()).map(|m| (m, 1.0)).collect();
+        wanted.extend(who.concurrent.clone().map(|m| (m, 1.0)));
+        wanted
+    }
+
+    /// Whether the meters are counted in Redis: then the admission is reserved with the first attempt, in
+    /// one round trip ([`Governance::reserve_attempt`]'s `admission`), instead of on its own.
+    pub fn defers_admission(&self) -> bool {
+        self.shared
     }
 
     /// Reserves an attempt on `provider`/`model`: its estimated cost and tokens on every budget and token
@@ -354,7 +370,8 @@ impl Governance {
         model: &str,
         estimate: Estimate,
         within: Duration,
-    ) -> Result<Hold, (FailureClass, String, Option<u64>)> {
+        admission: &[(Arc<Meter>, f64)],
+    ) -> Result<(Hold, Option<Hold>), AttemptRefused> {
         let label = format!("{provider}/{model}");
         let mut levels: Vec<&Arc<Limits>> = Vec::new();
         if let Some(who) = who {
@@ -373,17 +390,37 @@ impl Governance {
                 wanted.extend(l.requests.clone().map(|m| (m, 1.0)));
             }
         }
+        let attempt_meters = wanted.len();
+        wanted.extend(admission.iter().cloned());
         if wanted.is_empty() {
-            return Ok(Hold::default());
+            return Ok((Hold::default(), None));
         }
-        meter::reserve(&wanted, within).await.map_err(|r| match r {
-            Refusal::Full(r) => {
-                let class = if r.meter.measure == Measure::Usd { FailureClass::BudgetExceeded } else { FailureClass::LimitReached };
-                (class, refusal_text(&r), r.retry_after_ms)
+        match meter::reserve(&wanted, within).await {
+            Ok(mut hold) if !admission.is_empty() => {
+                let admitted = hold.split_off(&admission.iter().map(|(m, _)| Arc::clone(m)).collect::<Vec<_>>());
+                Ok((hold, Some(admitted)))
             }
-            Refusal::Unavailable(message) => (FailureClass::CountersUnavailable, message, Some(1000)),
-        })
+            Ok(hold) => Ok((hold, None)),
+            // No room for the request itself: refused as `admit` refuses it.
+            Err(Refusal::Full(r)) if wanted[attempt_meters..].iter().any(|(m, _)| Arc::ptr_eq(m, &r.meter)) => {
+                Err(AttemptRefused::Admission(denial(Refusal::Full(r))))
+            }
+            Err(Refusal::Full(r)) => {
+                let class = if r.meter.measure == Measure::Usd { FailureClass::BudgetExceeded } else { FailureClass::LimitReached };
+                Err(AttemptRefused::Skip(class, refusal_text(&r), r.retry_after_ms))
+            }
+            Err(Refusal::Unavailable(message)) => Err(AttemptRefused::Skip(FailureClass::CountersUnavailable, message, Some(1000))),
+        }
     }
+}
+
+/// Why an attempt was not reserved.
+#[derive(Debug)]
+pub enum AttemptRefused {
+    /// The target is skipped with this class, message and reset.
+    Skip(FailureClass, String, Option<u64>),
+    /// The admission reserved with it has no room: the whole request is refused.
+    Admission(GatewayError),
 }
 
 fn display<'a>(name: &'a str, id: &'a str) -> &'a str {
