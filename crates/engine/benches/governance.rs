@@ -12,30 +12,8 @@ use switchyard_engine::config::parse_str;
 use switchyard_engine::governance::meter::{Registry, Used};
 use switchyard_engine::governance::{Estimate, Governance};
 
-const CONFIG: &str = r#"
-providers:
-  openai: {base_url: "http://127.0.0.1:1", keys: [{value: k}], tags: [cloud]}
-pricing:
-  "openai/gpt-4o": {input: 2.5, output: 10}
-governance:
-  customers:
-    - {id: acme, name: ACME, budget: {max_limit: 1000000, reset_duration: 1M}}
-  teams:
-    - {id: vision, name: Vision, customer_id: acme, rate_limit: {request_max_limit: 100000000, request_reset_duration: 1h}}
-  virtual_keys:
-    - id: station-7
-      name: station-7
-      team_id: vision
-      budget: {max_limit: 1000000, reset_duration: 1d}
-      rate_limit: {request_max_limit: 100000000, request_reset_duration: 1m, token_max_limit: 100000000000, token_reset_duration: 1h}
-      max_concurrent: 1000
-      provider_configs:
-        - {provider: openai, weight: 1, budget: {max_limit: 1000000}}
-  providers:
-    openai: {budget: {max_limit: 100000000, reset_duration: 1M}}
-  models:
-    "openai/gpt-4o": {rate_limit: {request_max_limit: 100000000, request_reset_duration: 1m}}
-"#;
+/// Six levels (key, team, customer, provider config, provider, model), 11 meters.
+const CONFIG: &str = include_str!("governance.yaml");
 
 fn bench(c: &mut Criterion) {
     let cfg = parse_str(CONFIG, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));

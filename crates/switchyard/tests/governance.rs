@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{calls, check, client, mock, Gateway};
+use common::{admin, calls, check, client, mock, Gateway};
 use serde_json::{json, Value};
 use switchyard_mock::{Behavior, Flavor, MockServer};
 
@@ -305,19 +305,6 @@ async fn a_stream_the_client_cuts_is_billed_for_what_it_generated() {
 }
 
 const ADMIN: &str = "sy-admin-test-token";
-
-async fn admin(c: &reqwest::Client, method: reqwest::Method, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut r = c.request(method, url);
-    if let Some(t) = token {
-        r = r.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(b) = body {
-        r = r.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn the_management_api_creates_keys_live_checks_every_write_and_never_shows_a_value_twice() {

@@ -6,25 +6,12 @@
 
 mod common;
 
-use common::{calls, client, mock, Gateway};
+use common::{admin, calls, client, mock, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 use switchyard_mock::{Flavor, MockConfig, MockServer};
 
 const ADMIN: &str = "sy-admin-providers-test";
-
-async fn admin(c: &reqwest::Client, method: Method, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut r = c.request(method, url);
-    if let Some(t) = token {
-        r = r.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(b) = body {
-        r = r.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null))
-}
 
 /// A chat request, as `key` if given: (status, provider header, body).
 async fn chat(c: &reqwest::Client, gw: &Gateway, model: &str, key: Option<&str>) -> (u16, Option<String>, Value) {

@@ -10,26 +10,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{client, mock, run_to_exit, Gateway};
+use common::{admin as call, client, mock, run_to_exit, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 use switchyard_engine::governance::usage::parse_time;
 use switchyard_mock::{Flavor, MockConfig, MockServer};
 
 const ADMIN: &str = "sy-admin-usage-token";
-
-async fn call(c: &reqwest::Client, method: Method, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut r = c.request(method, url);
-    if let Some(t) = token {
-        r = r.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(b) = body {
-        r = r.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null))
-}
 
 /// What one answered chat request cost (its `x-switchyard-cost`) and its input and output tokens.
 #[derive(Debug, Default, Clone, Copy)]

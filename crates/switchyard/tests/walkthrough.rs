@@ -43,13 +43,7 @@ async fn upstream(flavor: Flavor, key: Option<&str>) -> MockServer {
 }
 
 async fn admin(c: &reqwest::Client, method: Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut r = c.request(method, url).header("authorization", format!("Bearer {ADMIN}"));
-    if let Some(b) = body {
-        r = r.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null))
+    common::admin(c, method, url, Some(ADMIN), body).await
 }
 
 /// What the SDK answers with: status, the provider that served (`x-switchyard-provider`), headers, body.

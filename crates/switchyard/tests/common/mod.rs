@@ -532,3 +532,18 @@ pub fn check(yaml: &str, vars: &[(&str, &str)]) -> (bool, String, String) {
         Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["check", "--config"]).arg(&path).envs(vars.iter().copied()).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// A management-API call (`Authorization: Bearer <token>` when given, a JSON body when given): its status
+/// and JSON answer (`null` when the answer is not JSON).
+pub async fn admin(c: &reqwest::Client, method: reqwest::Method, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut r = c.request(method, url);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
