@@ -357,13 +357,16 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
+        // The meters are kept only when Redis must hear of the release too.
         let mut released = Vec::new();
         for (m, reserved) in std::mem::take(&mut self.parts) {
             let mut st = m.lock();
             st.reserved = less(st.reserved, reserved);
             drop(st);
             m.changed.notify_waiters();
-            released.push(m);
+            if self.shared.is_some() {
+                released.push(m);
+            }
         }
         if let Some((shared, id, local)) = self.shared.take() {
             if !local {
