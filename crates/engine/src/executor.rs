@@ -32,6 +32,7 @@ use crate::governance::{Estimate, Governance, Principal};
 use crate::health::{CooldownReason, LimitError, Pace, Standing, Token};
 use crate::images::Inlined;
 use crate::keys;
+use crate::observe::AttemptRecord;
 use crate::plan::{Plan, Target};
 use crate::pool::{endpoint, Provider, Upstreams};
 use crate::pricing::{Price, PriceTable};
@@ -158,11 +159,42 @@ impl<'a> Run<'a> {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// Puts a failed attempt on record.
-    fn fail(&self, index: usize, attempt: Attempt) {
+    /// Puts a failed attempt on record, and on the request's trail (see `observe`).
+    fn fail(&self, index: usize, attempt: Attempt, at: Trail) {
+        self.trail(index, at, attempt.key.clone(), attempt.status, attempt.class.as_str(), attempt.skipped, Some(&attempt.message));
         let mut st = self.state();
         st.marks[index].last = Some(attempt.class);
         st.attempts.push(attempt);
+    }
+
+    /// One attempt on the request's trail, the log's and the trace's view of it.
+    #[allow(clippy::too_many_arguments)]
+    fn trail(
+        &self,
+        index: usize,
+        at: Trail,
+        key: Option<String>,
+        status: Option<u16>,
+        outcome: &str,
+        skipped: bool,
+        message: Option<&str>,
+    ) {
+        let Some(t) = self.plan.targets.iter().chain(&self.plan.context).nth(index) else { return };
+        let record = AttemptRecord {
+            target: t.label.clone(),
+            provider: self.up.providers[t.provider].cfg.name.clone(),
+            model: t.model.clone(),
+            key,
+            status,
+            outcome: outcome.to_string(),
+            start_ms: at.start_ms,
+            latency_ms: if skipped { 0 } else { self.ctx.elapsed_ms().saturating_sub(at.start_ms) },
+            hedged: at.hedged,
+            skipped,
+            message: message.map(|m| m.chars().take(500).collect()),
+            span_id: at.span_id,
+        };
+        self.ctx.observed.with(|o| o.attempts.push(record));
     }
 
     /// Puts on record a target that was skipped without sending anything.
@@ -177,7 +209,7 @@ impl<'a> Run<'a> {
             latency_ms: 0,
             skipped: true,
         };
-        self.fail(index, attempt);
+        self.fail(index, attempt, Trail { start_ms: self.ctx.elapsed_ms(), hedged: false, span_id: String::new() });
     }
 
     fn note_reset(&self, in_ms: u64) {
@@ -562,10 +594,13 @@ impl<'a> Run<'a> {
             self.inlined(p).await.map_err(End::Stop)?;
             let slot = self.slot(p, t, index, key_cfg).await?;
             let started = std::time::Instant::now();
+            let span_id = crate::ctx::new_span_id();
+            let at = || Trail { start_ms: started.duration_since(self.ctx.arrived).as_millis() as u64, hedged, span_id: span_id.clone() };
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
-            let mut f = match self.send(p, t, key_cfg, &label, slot, last_resort).await {
+            let mut f = match self.send(p, t, key_cfg, &label, slot, last_resort, &span_id).await {
                 Ok(out) => {
                     self.state().won = held.take();
+                    self.trail(index, at(), key_cfg.map(|k| k.name.clone()), None, "success", false, None);
                     return Ok(self.answered(p, t, index, key, hedged, probe, started.elapsed(), out));
                 }
                 Err(Ok(f)) => f,
@@ -593,7 +628,7 @@ impl<'a> Run<'a> {
                         self.note_reset(cooldown.as_millis() as u64);
                     }
                     let Some((i, _)) = key else {
-                        self.fail(index, f.attempt);
+                        self.fail(index, f.attempt, at());
                         return Err(End::Exhausted);
                     };
                     p.keys[i].cool_down(self.up.clock.now_ms(), cooldown, reason);
@@ -601,14 +636,17 @@ impl<'a> Run<'a> {
                         .increment(1);
                     tracing::warn!(provider = %p.cfg.name, key = %p.cfg.keys[i].name, cooldown = %crate::human::duration(cooldown), reason = %class.as_str(), "key taken out of rotation");
                     refused.push(i);
-                    self.fail(index, f.attempt);
+                    self.fail(index, f.attempt, at());
                 }
                 AfterFailure::NextTarget => {
-                    self.fail(index, f.attempt);
+                    self.fail(index, f.attempt, at());
                     return Err(End::Exhausted);
                 }
-                AfterFailure::ContextFallback => return Err(End::ContextTooLong(self.caller_error(p, f))),
-                AfterFailure::Stop => return Err(End::Stop(self.caller_error(p, f))),
+                after @ (AfterFailure::ContextFallback | AfterFailure::Stop) => {
+                    self.trail(index, at(), f.attempt.key.clone(), f.attempt.status, class.as_str(), false, Some(&f.attempt.message));
+                    let e = self.caller_error(p, f);
+                    return Err(if after == AfterFailure::Stop { End::Stop(e) } else { End::ContextTooLong(e) });
+                }
             }
         }
     }
@@ -658,6 +696,7 @@ impl<'a> Run<'a> {
             hedged,
             virtual_key: self.metering.who.map(|w| w.name().to_string()),
             cost_nano_usd: None,
+            provider_tags: p.cfg.tags.clone(),
         };
         (out, served)
     }
@@ -781,6 +820,7 @@ impl<'a> Run<'a> {
         label: &Label<'_>,
         slot: tokio::sync::OwnedSemaphorePermit,
         last_resort: bool,
+        span_id: &str,
     ) -> Result<Output, Result<Failure, GatewayError>> {
         let started = std::time::Instant::now();
         let remaining = attempt_budget(self.remaining(), last_resort);
@@ -798,7 +838,8 @@ impl<'a> Run<'a> {
                     replaced = with_params(body, params).map_err(Err)?;
                     body = &replaced;
                 }
-                let wire = codec::build_chat(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
+                let mut wire = codec::build_chat(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
+                wire.headers.push(("traceparent".into(), self.ctx.upstream_traceparent(span_id)));
                 if body.is_stream() {
                     // The deadline bounds the wait for the first chunk; the stream itself may then run on.
                     let timeouts = Timeouts { first_byte: p.cfg.timeouts.first_byte.min(remaining), ..p.cfg.timeouts };
@@ -823,7 +864,8 @@ impl<'a> Run<'a> {
                     replaced = with_params(body, params).map_err(Err)?;
                     body = &replaced;
                 }
-                let wire = codec::build_embeddings(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
+                let mut wire = codec::build_embeddings(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
+                wire.headers.push(("traceparent".into(), self.ctx.upstream_traceparent(span_id)));
                 let timeouts = Timeouts { total: p.cfg.timeouts.total.min(remaining), ..p.cfg.timeouts };
                 let bytes = upstream::send_complete(&p.client, p.cfg.kind, &timeouts, label, wire).await.map_err(Ok)?;
                 drop(slot);
@@ -833,6 +875,13 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// When an attempt started and under which span, for the request's trail.
+struct Trail {
+    start_ms: u64,
+    hedged: bool,
+    span_id: String,
 }
 
 /// How much of what is left of the deadline one attempt may use before it must have answered (a stream:

@@ -51,6 +51,8 @@ pub struct Gateway {
     governance: Live,
     pricing: PriceTable,
     ledger: std::sync::OnceLock<account::Ledger>,
+    /// Where each finished request's record goes (request log, metrics, traces).
+    sinks: crate::observe::Sinks,
 }
 
 impl Gateway {
@@ -77,6 +79,7 @@ impl Gateway {
             governance,
             pricing: PriceTable::new(&cfg.pricing),
             ledger: std::sync::OnceLock::new(),
+            sinks: Default::default(),
         })
     }
 
@@ -150,7 +153,9 @@ impl Gateway {
         let up = &pool.up;
         let gov = self.governance.snapshot();
         let who = gov.identify(ctx.credential.as_ref())?;
+        observe_caller(ctx, who.as_deref());
         let plan = pool.planner.plan(up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
+        ctx.observed.with(|o| o.route = plan.route.and_then(|i| up.routes[i].models.first().cloned()));
         let admission = self.admit(up, &gov, who.as_deref(), ctx).await?;
         // The estimate walks the whole prompt and encodes the tools: worked out before the call only when a
         // meter needs its bound or a stream may end without usage, otherwise only for an answer without usage.
@@ -198,7 +203,7 @@ impl Gateway {
         let ledger = self.ledger.get()?.clone();
         let record = UsageRecord {
             at_ms: 0,
-            request_id: ctx.id.clone(),
+            request_id: ctx.request_id.clone(),
             virtual_key: who.map(|w| w.key.id.clone()),
             team: who.and_then(|w| w.team.as_ref().map(|t| t.id.clone())),
             customer: who.and_then(|w| w.customer.as_ref().map(|c| c.id.clone())),
@@ -209,6 +214,11 @@ impl Gateway {
             cost_usd: 0.0,
         };
         Some((ledger, record))
+    }
+
+    /// Where finished requests' records go: add a sink at start, before serving.
+    pub fn sinks(&self) -> &crate::observe::Sinks {
+        &self.sinks
     }
 
     /// Sends every settled request to `ledger` from now on (set once, at start).
@@ -257,7 +267,9 @@ impl Gateway {
         let up = &pool.up;
         let gov = self.governance.snapshot();
         let who = gov.identify(ctx.credential.as_ref())?;
+        observe_caller(ctx, who.as_deref());
         let plan = pool.planner.plan(up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
+        ctx.observed.with(|o| o.route = plan.route.and_then(|i| up.routes[i].models.first().cloned()));
         let admission = self.admit(up, &gov, who.as_deref(), ctx).await?;
         let prompt = if self.estimates(&gov) { account::embedding_tokens(&req) } else { 0 };
         let op = Op::Embeddings(&req);
@@ -377,6 +389,21 @@ impl Gateway {
 }
 
 /// The residency-split labels of a key's answer (none without a key).
+/// Who called, on the request's record (see `observe`), as soon as it is known: a request refused later
+/// is still logged under its key.
+fn observe_caller(ctx: &RequestCtx, who: Option<&Principal>) {
+    let Some(w) = who else { return };
+    let caller = crate::observe::Caller {
+        virtual_key_id: w.key.id.clone(),
+        virtual_key: w.name().to_string(),
+        team: w.team.as_ref().map(|t| t.id.clone()),
+        customer: w.customer.as_ref().map(|c| c.id.clone()),
+        restricted: w.restricted(),
+        log_bodies: w.key.log_bodies,
+    };
+    ctx.observed.with(|o| o.caller = Some(caller));
+}
+
 fn split(up: &Upstreams, who: Option<&Principal>, served: &Served) -> Option<account::Split> {
     let who = who?;
     let tags = up.provider(&served.provider).map(|p| p.cfg.tags.join(",")).unwrap_or_default();

@@ -28,6 +28,7 @@ pub mod health;
 pub mod human;
 pub mod images;
 pub mod keys;
+pub mod observe;
 pub mod plan;
 pub mod pool;
 pub mod pricing;

@@ -55,7 +55,7 @@ impl WithStatus for Response {
 
 pub async fn chat_completions(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let ctx = caller_ctx(&headers);
-    let mut rec = Record::new(&ctx.id, method, uri.path());
+    let mut rec = Record::new(&ctx, state.gateway.sinks(), "chat", method, uri.path());
     let req: ChatRequest = match read_json(body, &state).await {
         Ok(r) => r,
         Err(resp) => return count_request("chat", logged(resp, rec)),
@@ -87,7 +87,9 @@ fn caller_ctx(headers: &HeaderMap) -> RequestCtx {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     let bearer = get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
     let key = get("x-switchyard-vk").or_else(|| get("x-bf-vk")).or(bearer).or_else(|| get("x-api-key"));
-    RequestCtx::new().with_caller(key.map(|k| secrecy::SecretString::from(k.to_string())), get("traceparent"))
+    RequestCtx::new()
+        .with_caller(key.map(|k| secrecy::SecretString::from(k.to_string())), get("traceparent"))
+        .with_request_id(get("x-request-id"))
 }
 
 /// USD from billionths, as written in `x-switchyard-cost` and the request log: plain decimal, no
@@ -104,15 +106,16 @@ fn logged(resp: Response, mut rec: Record) -> Response {
     with_request_id(resp, &rec)
 }
 
-/// `x-switchyard-request-id`: the id of the request's log line, so that a caller's report can be found in
-/// the gateway's log.
+/// `x-request-id` (and, as before, `x-switchyard-request-id`): the key to the request's log record, so
+/// that a caller's report can be found in the gateway's log.
 fn with_request_id(resp: Response, rec: &Record) -> Response {
     with_id_header(resp, rec.id())
 }
 
 fn with_id_header(mut resp: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
-        resp.headers_mut().insert("x-switchyard-request-id", v);
+        resp.headers_mut().insert("x-switchyard-request-id", v.clone());
+        resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }
@@ -156,7 +159,7 @@ fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool
 
 pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let ctx = caller_ctx(&headers);
-    let mut rec = Record::new(&ctx.id, method, uri.path());
+    let mut rec = Record::new(&ctx, state.gateway.sinks(), "embeddings", method, uri.path());
     let req: EmbeddingsRequest = match read_json(body, &state).await {
         Ok(r) => r,
         Err(resp) => return count_request("embeddings", logged(resp, rec)),

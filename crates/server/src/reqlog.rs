@@ -7,78 +7,87 @@
 //! usage; a [`Record`] writes its line when it is dropped, so no way out of a handler or a stream task can
 //! lose it.
 //!
+//! The same facts become the request's [`RequestRecord`], handed to the gateway's sinks (the request log
+//! table, the request metrics, the tracer) when the record is dropped: the line, the row, the metrics and
+//! the spans describe one request the same way.
+//!
 //! The line is INFO whatever the status: a 4xx is the caller's business and a 5xx is already explained by
 //! the engine's own WARN lines. It is switched off with the filter `switchyard::request=off` (which is
 //! what `--no-request-log` adds).
 
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::Method;
-use switchyard_engine::{GatewayError, Served};
+use switchyard_engine::observe::{covered_ms, ObservedCell, RequestRecord, Sinks};
+use switchyard_engine::{GatewayError, RequestCtx, Served};
 use switchyard_wire::types::Usage;
 
-/// What is known about one request so far; logged once, on drop.
+/// What is known about one request so far; logged and handed to the sinks once, on drop.
 pub(crate) struct Record {
-    id: String,
-    method: Method,
-    path: String,
+    r: RequestRecord,
     started: Instant,
-    /// The `model` the caller asked for, once the body was read.
-    model: Option<String>,
-    status: u16,
-    served: Option<Served>,
-    tokens: Option<(u64, u64)>,
-    stream: bool,
-    /// The error's stable code, when the request failed (before or during a stream).
-    error: Option<String>,
+    observed: ObservedCell,
+    sinks: Sinks,
     /// Upstream calls made, when the request failed after some.
     failed_attempts: Option<usize>,
-    /// How a stream ended: `completed`, `failed`, `client_closed`, `client_stalled` (also `client_closed`
-    /// for a request whose client left before any answer).
-    ended: Option<&'static str>,
+    attempts_served: Option<usize>,
     /// The request's cost in billionths of a dollar, once settled (a stream's when it is over).
-    cost: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+    cost: Arc<Mutex<Option<u64>>>,
 }
 
 impl Record {
-    pub(crate) fn new(id: &str, method: Method, path: &str) -> Self {
-        Record {
-            id: id.to_string(),
-            method,
+    /// `endpoint` names the route for metrics (`chat`, `embeddings`, ...): a fixed word, never the path.
+    pub(crate) fn new(ctx: &RequestCtx, sinks: &Sinks, endpoint: &'static str, method: Method, path: &str) -> Self {
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let r = RequestRecord {
+            id: ctx.request_id.clone(),
+            at_ms,
+            endpoint: endpoint.to_string(),
+            method: method.to_string(),
             path: path.chars().take(200).collect(),
-            started: Instant::now(),
-            model: None,
-            status: 0,
-            served: None,
-            tokens: None,
-            stream: false,
-            error: None,
+            trace_id: ctx.trace_id.clone(),
+            span_id: ctx.span_id.clone(),
+            parent_span_id: ctx.parent_span_id().map(str::to_string),
+            ..RequestRecord::default()
+        };
+        Record {
+            r,
+            started: ctx.arrived,
+            observed: ctx.observed.clone(),
+            sinks: sinks.clone(),
             failed_attempts: None,
-            ended: None,
+            attempts_served: None,
             cost: Default::default(),
         }
     }
 
     /// Where a stream's cost is put when it is settled, which may be after this record is handed on.
-    pub(crate) fn cost_cell(&self) -> std::sync::Arc<std::sync::Mutex<Option<u64>>> {
-        std::sync::Arc::clone(&self.cost)
+    pub(crate) fn cost_cell(&self) -> Arc<Mutex<Option<u64>>> {
+        Arc::clone(&self.cost)
     }
 
-    /// The id the line is logged under, also sent back as `x-switchyard-request-id`.
+    /// The id the line is logged under, also sent back as `x-request-id`.
     pub(crate) fn id(&self) -> &str {
-        &self.id
+        &self.r.id
     }
 
     pub(crate) fn model(&mut self, model: &str) {
-        self.model = Some(model.chars().take(200).collect());
+        self.r.model = Some(model.chars().take(200).collect());
     }
 
     pub(crate) fn status(&mut self, status: u16) {
-        self.status = status;
+        self.r.status = Some(status);
     }
 
     pub(crate) fn served(&mut self, served: &Served) {
-        self.served = Some(served.clone());
+        self.r.provider = Some(served.provider.clone());
+        self.r.served_model = Some(served.model.clone());
+        self.r.key = served.key.clone();
+        self.r.fallback_index = Some(served.fallback_index);
+        self.r.hedged = served.hedged;
+        self.r.provider_tags = served.provider_tags.clone();
+        self.attempts_served = Some(served.attempts);
         if let Some(c) = served.cost_nano_usd {
             *self.cost.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
         }
@@ -86,67 +95,93 @@ impl Record {
 
     pub(crate) fn usage(&mut self, u: Option<&Usage>) {
         if let Some(u) = u {
-            self.tokens = Some((u.prompt_tokens, u.completion_tokens));
+            self.r.tokens_in = Some(u.prompt_tokens);
+            self.r.tokens_out = Some(u.completion_tokens);
+            self.r.tokens_cached = u.cached_tokens();
         }
     }
 
     pub(crate) fn embedding_tokens(&mut self, prompt_tokens: u64) {
         if prompt_tokens > 0 {
-            self.tokens = Some((prompt_tokens, 0));
+            self.r.tokens_in = Some(prompt_tokens);
+            self.r.tokens_out = Some(0);
         }
     }
 
     pub(crate) fn streaming(&mut self) {
-        self.stream = true;
-        self.ended = Some("client_closed");
+        self.r.stream = true;
+        self.r.ended = Some("client_closed".into());
+    }
+
+    /// A stream's first chunk went to the client: its time to first token.
+    pub(crate) fn first_token(&mut self) {
+        if self.r.ttft_ms.is_none() {
+            self.r.ttft_ms = Some(self.started.elapsed().as_millis() as u64);
+        }
     }
 
     pub(crate) fn ended(&mut self, how: &'static str) {
-        self.ended = Some(how);
+        self.r.ended = Some(how.into());
     }
 
     pub(crate) fn failed(&mut self, e: &GatewayError) {
-        self.error = Some(e.code());
+        self.r.error = Some(e.code());
+        self.r.error_class = e.attempts().iter().rev().find(|a| !a.skipped).or(e.attempts().last()).map(|a| a.class.as_str().to_string());
         let n = e.sent_attempts();
         if n > 0 {
             self.failed_attempts = Some(n);
         }
     }
+
+    /// The record as it stands, with what the engine noted.
+    fn finish(&mut self) -> RequestRecord {
+        let mut r = std::mem::take(&mut self.r);
+        let observed = self.observed.take();
+        r.caller = observed.caller;
+        r.route = observed.route;
+        r.attempts = observed.attempts;
+        r.latency_ms = self.started.elapsed().as_millis() as u64;
+        r.upstream_ms = covered_ms(&mut r.attempts.iter().filter(|a| !a.skipped).map(|a| (a.start_ms, a.latency_ms)).collect::<Vec<_>>());
+        r.cost_nano_usd = *self.cost.lock().unwrap_or_else(|e| e.into_inner());
+        if r.status.is_none() {
+            r.ended = Some("client_closed".into());
+        }
+        r
+    }
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
-        let s = self.served.as_ref();
-        let attempts = s.map(|s| s.attempts).or(self.failed_attempts);
-        // No status: the handler was dropped before it answered, because the client went away.
-        let status = (self.status != 0).then_some(self.status);
-        let ended = self.ended.or(status.is_none().then_some("client_closed"));
-        let shown_status = status.map_or_else(|| "(client went away first)".to_string(), |s| s.to_string());
-        let cost = *self.cost.lock().unwrap_or_else(|e| e.into_inner());
+        let attempts = self.attempts_served.or(self.failed_attempts);
+        let r = self.finish();
+        let shown_status = r.status.map_or_else(|| "(client went away first)".to_string(), |s| s.to_string());
+        let d = tracing::field::display;
         tracing::info!(
             target: "switchyard::request",
-            request_id = %self.id,
-            method = %self.method,
-            path = %self.path,
-            model = self.model.as_deref().map(tracing::field::display),
-            provider = s.map(|s| tracing::field::display(s.provider.as_str())),
-            served_model = s.map(|s| tracing::field::display(s.model.as_str())),
-            key = s.and_then(|s| s.key.as_deref()).map(tracing::field::display),
-            virtual_key = s.and_then(|s| s.virtual_key.as_deref()).map(tracing::field::display),
-            status,
-            latency_ms = self.started.elapsed().as_millis() as u64,
+            request_id = %r.id,
+            method = %r.method,
+            path = %r.path,
+            model = r.model.as_deref().map(d),
+            provider = r.provider.as_deref().map(d),
+            served_model = r.served_model.as_deref().map(d),
+            key = r.key.as_deref().map(d),
+            virtual_key = r.caller.as_ref().map(|c| d(c.virtual_key.as_str())),
+            status = r.status,
+            latency_ms = r.latency_ms,
+            ttft_ms = r.ttft_ms,
             attempts,
-            fallback_index = s.map(|s| s.fallback_index),
-            hedged = s.is_some_and(|s| s.hedged).then_some(true),
-            tokens_in = self.tokens.map(|t| t.0),
-            tokens_out = self.tokens.map(|t| t.1),
-            cost_usd = cost.map(|c| tracing::field::display(crate::handlers::usd(c))),
-            stream = self.stream.then_some(true),
-            ended = ended.map(tracing::field::display),
-            error = self.error.as_deref().map(tracing::field::display),
+            fallback_index = r.fallback_index,
+            hedged = r.hedged.then_some(true),
+            tokens_in = r.tokens_in,
+            tokens_out = r.tokens_out,
+            cost_usd = r.cost_nano_usd.map(|c| tracing::field::display(crate::handlers::usd(c))),
+            stream = r.stream.then_some(true),
+            ended = r.ended.as_deref().map(d),
+            error = r.error.as_deref().map(d),
             "{} {} {shown_status}",
-            self.method,
-            self.path,
+            r.method,
+            r.path,
         );
+        self.sinks.record(Arc::new(r));
     }
 }

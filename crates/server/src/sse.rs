@@ -203,6 +203,7 @@ async fn drive(
                 };
                 match item {
                     Some(StreamItem::Chunk(c)) => {
+                        rec.first_token();
                         rec.usage(c.usage.as_ref());
                         enc.encode(c, &mut out);
                         false

@@ -116,6 +116,12 @@ impl Principal {
         &self.key.name
     }
 
+    /// The key or its team limits where its requests may go: its bodies are kept out of the request log
+    /// unless the key says otherwise.
+    pub fn restricted(&self) -> bool {
+        !self.residency.is_empty()
+    }
+
     pub fn grants(&self) -> impl Iterator<Item = &ProviderGrant> {
         self.grants.iter().map(|(g, _)| g)
     }

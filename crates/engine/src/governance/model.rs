@@ -226,6 +226,10 @@ pub struct VirtualKeySpec {
     pub max_concurrent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residency: Option<Residency>,
+    /// Record this key's request and response bodies in the request log when `logs.bodies` is on; needed
+    /// for a residency-restricted key, whose bodies are otherwise never recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_bodies: bool,
 }
 
 fn yes() -> bool {

@@ -130,6 +130,7 @@ pub fn key(id: &str, name: &str, team: Option<&str>, seed: u8) -> StoredKey {
             }),
             max_concurrent: Some(4),
             residency: Some(Residency { allowed_tags: vec![], denied_tags: vec!["us".into()] }),
+            log_bodies: false,
         },
         value_sha256: hash(seed),
     }
