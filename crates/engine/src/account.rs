@@ -7,11 +7,12 @@
 //! When the upstream reported no usage (a stream cut short never gets to its usage chunk), the tokens are
 //! estimated from what was generated: a cut stream is billed for what it produced.
 //!
-//! Settling only touches in-memory meters, so it runs inside the drop; nothing has to be waited for at
-//! shutdown. (Persisting usage to a store will go through a bounded batch channel that shutdown drains.)
+//! Settling only touches in-memory meters, so it runs inside the drop; what goes to the usage ledger is
+//! queued for a batch writer ([`Ledger`]) that shutdown drains.
 
 use switchyard_wire::types::{ChatChunk, ChatRequest, Content, ContentPart, EmbeddingInput, EmbeddingsRequest, Usage};
 
+use crate::batch::{BatchSettings, Batcher};
 use crate::governance::meter::{Hold, Used};
 use crate::governance::store::UsageRecord;
 use crate::pricing::Price;
@@ -79,14 +80,11 @@ pub struct Account {
     pub(crate) ledger: Option<(Ledger, UsageRecord)>,
 }
 
-/// The usage ledger's way in: a bounded queue a writer task drains into the store in batches. Sending
-/// never waits: when the writer cannot keep up the record is dropped and counted
-/// (`switchyard_usage_ledger_dropped_total`), so a slow database never slows a request.
+/// The usage ledger's way in: a bounded queue a writer task drains into the store in batches (see
+/// [`crate::batch`]). Sending never waits: when the writer cannot keep up the record is dropped and
+/// counted (`switchyard_usage_ledger_dropped_total`), so a slow database never slows a request.
 #[derive(Debug, Clone)]
-pub struct Ledger {
-    tx: tokio::sync::mpsc::Sender<UsageRecord>,
-    stop: std::sync::Arc<tokio::sync::Notify>,
-}
+pub struct Ledger(Batcher<UsageRecord>);
 
 /// Records held at most in the queue: a minute of a busy gateway's requests.
 pub const LEDGER_QUEUE: usize = 100_000;
@@ -97,59 +95,35 @@ impl Ledger {
     /// The queue and the writer that drains it into `store` in batches (what has arrived, at least every
     /// 200 ms). After [`Ledger::stop`] it writes what is queued and ends: await its handle at shutdown.
     pub fn start(store: std::sync::Arc<dyn crate::governance::store::GovernanceStore>) -> (Ledger, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<UsageRecord>(LEDGER_QUEUE);
-        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
-        let stopped = std::sync::Arc::clone(&stop);
-        let writer = tokio::spawn(async move {
-            let write = |batch: Vec<UsageRecord>| {
-                let store = std::sync::Arc::clone(&store);
-                async move {
-                    let n = batch.len() as u64;
-                    if n == 0 {
-                        return;
-                    }
-                    if let Err(e) = store.append_usage(batch).await {
-                        metrics::counter!("switchyard_usage_ledger_dropped_total").increment(n);
+        let settings = BatchSettings {
+            queue: LEDGER_QUEUE,
+            batch: LEDGER_BATCH,
+            linger: std::time::Duration::from_millis(200),
+            dropped_metric: "switchyard_usage_ledger_dropped_total",
+        };
+        let (b, writer) = Batcher::start(settings, move |batch: Vec<UsageRecord>| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let n = batch.len();
+                match store.append_usage(batch).await {
+                    Ok(()) => 0,
+                    Err(e) => {
                         tracing::warn!(records = n, "the usage ledger could not be written: {e}");
-                    }
-                }
-            };
-            let mut batch = Vec::with_capacity(LEDGER_BATCH);
-            loop {
-                tokio::select! {
-                    n = rx.recv_many(&mut batch, LEDGER_BATCH) => {
-                        write(std::mem::take(&mut batch)).await;
-                        if n == 0 {
-                            return;
-                        }
-                        // Lets records gather into larger batches without holding any back for long.
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    }
-                    _ = stopped.notified() => {
-                        while let Ok(r) = rx.try_recv() {
-                            batch.push(r);
-                            if batch.len() >= LEDGER_BATCH {
-                                write(std::mem::take(&mut batch)).await;
-                            }
-                        }
-                        write(batch).await;
-                        return;
+                        n
                     }
                 }
             }
         });
-        (Ledger { tx, stop }, writer)
+        (Ledger(b), writer)
     }
 
     /// Asks the writer to write what is queued and end.
     pub fn stop(&self) {
-        self.stop.notify_one();
+        self.0.stop();
     }
 
     fn send(&self, r: UsageRecord) {
-        if self.tx.try_send(r).is_err() {
-            metrics::counter!("switchyard_usage_ledger_dropped_total").increment(1);
-        }
+        self.0.send(r);
     }
 }
 

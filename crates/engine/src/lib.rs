@@ -18,6 +18,7 @@
 //! 8. **Account**: usage, logs and metrics (later issues).
 
 pub mod account;
+pub mod batch;
 pub mod config;
 pub mod ctx;
 pub mod error;

@@ -19,11 +19,13 @@ mod decode;
 pub mod governance;
 pub mod policy;
 pub mod pricing;
+pub mod traces;
 use decode::Issues;
 pub use governance::{GovernanceConfig, LevelLimits, SharedCountersConfig, WhenUnreachable};
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 pub use pricing::{PriceOverride, PricingConfig};
+pub use traces::TracesConfig;
 use switchyard_wire::codec::normalize_base_url;
 use switchyard_wire::{ProviderKind, ProviderOptions};
 
@@ -42,6 +44,8 @@ pub struct Config {
     pub governance: GovernanceConfig,
     /// Price overrides on top of the built-in table (`crate::pricing`).
     pub pricing: PricingConfig,
+    /// OpenTelemetry export (`traces:`); `None`: off.
+    pub traces: Option<TracesConfig>,
 }
 
 /// How the gateway treats its own clients' connections and requests (the `server:` section). Every limit
@@ -596,6 +600,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let mut raw_governance = None;
     // Checked against the providers once they are all known (the section may come first).
     let mut prices = Vec::new();
+    let mut raw_traces = None;
     for (k, v) in map {
         let Some(key) = k.as_str().map(str::to_string) else {
             issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
@@ -645,11 +650,12 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             "fallbacks" => top_level_fallbacks(v, &mut pending, issues),
             "governance" => raw_governance = issues.decode::<governance::RawGovernance>("governance", v),
             "pricing" => prices = pricing::decode(v, issues),
+            "traces" => raw_traces = traces::decode(v, issues),
             other => {
                 let msg = match decode::top_level_hint(other) {
                     Some(hint) => format!("unknown top-level key; {hint}"),
                     None => {
-                        const KEYS: [&str; 10] = [
+                        const KEYS: [&str; 11] = [
                             "listen",
                             "server",
                             "routing",
@@ -660,6 +666,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                             "fallbacks",
                             "governance",
                             "pricing",
+                            "traces",
                         ];
                         match decode::closest(other, KEYS) {
                             Some(k) => format!("unknown top-level key; did you mean `{k}`?"),
@@ -684,6 +691,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let routes = routes(pending, &known, issues);
     let governance = governance::governance(raw_governance.unwrap_or_default(), &providers, &declared, env, issues);
     let pricing = pricing::resolve(prices, &declared, issues);
+    let traces = traces::resolve(raw_traces, env, issues);
 
     let rd = RoutingSettings::default();
     let cfg = Config {
@@ -700,6 +708,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         routes,
         governance,
         pricing,
+        traces,
     };
     // Only a configuration whose parts are sound can be proved about.
     if issues.len() == 0 {
@@ -1610,6 +1619,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         routes: vec![],
         governance: GovernanceConfig::default(),
         pricing: PricingConfig::default(),
+        traces: None,
     }
 }
 
