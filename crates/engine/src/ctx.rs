@@ -74,6 +74,11 @@ impl RequestCtx {
         self.traceparent.as_deref().map(|t| &t[36..52])
     }
 
+    /// The caller's sampling flag, from its `traceparent`.
+    pub fn parent_sampled(&self) -> Option<bool> {
+        self.traceparent.as_deref().and_then(|t| u8::from_str_radix(&t[53..55], 16).ok()).map(|f| f & 1 == 1)
+    }
+
     /// Milliseconds since the request arrived.
     pub fn elapsed_ms(&self) -> u64 {
         self.arrived.elapsed().as_millis() as u64

@@ -183,6 +183,7 @@ impl<'a> Run<'a> {
         let record = AttemptRecord {
             target: t.label.clone(),
             provider: self.up.providers[t.provider].cfg.name.clone(),
+            kind: self.up.providers[t.provider].cfg.kind.as_str().to_string(),
             model: t.model.clone(),
             key,
             status,
@@ -812,6 +813,7 @@ impl<'a> Run<'a> {
     }
 
     /// One upstream call. `Err(Ok(failure))`: a failed attempt; `Err(Err(error))`: stop the request.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         p: &Provider,

@@ -36,6 +36,7 @@ pub mod pricing;
 pub mod providers;
 pub mod retry;
 pub mod scrub;
+pub mod telemetry;
 pub mod upstream;
 
 pub use config::Config;

@@ -18,6 +18,9 @@ pub struct AttemptRecord {
     /// `provider/model`.
     pub target: String,
     pub provider: String,
+    /// The provider's type (`openai`, `anthropic`, `ollama`, ...).
+    #[serde(default)]
+    pub kind: String,
     pub model: String,
     /// The key's configured name, never its value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +165,9 @@ pub struct RequestRecord {
     /// The caller's parent span, from its `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_span_id: Option<String>,
+    /// The caller's sampling decision (its `traceparent` flag), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_sampled: Option<bool>,
     /// Bodies, only when recording them is on (see the `logs:` section) and allowed for the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body: Option<String>,

@@ -49,6 +49,7 @@ impl Record {
             trace_id: ctx.trace_id.clone(),
             span_id: ctx.span_id.clone(),
             parent_span_id: ctx.parent_span_id().map(str::to_string),
+            parent_sampled: ctx.parent_sampled(),
             ..RequestRecord::default()
         };
         Record {

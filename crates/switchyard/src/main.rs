@@ -383,6 +383,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
+    let tracer = match &cfg.traces {
+        Some(t) => {
+            let (tracer, exporter) = switchyard_engine::telemetry::trace::Tracer::start(t).map_err(|e| format!("error: traces: {e}"))?;
+            gateway.sinks().add(tracer.clone());
+            tracing::info!(endpoint = %t.endpoint, sample_ratio = t.sample_ratio, "exporting traces over OTLP/HTTP");
+            Some((tracer, exporter))
+        }
+        None => None,
+    };
     let refresher = gateway.clone();
     tokio::spawn(async move { refresher.refresh_models().await });
 
@@ -437,6 +446,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         // Reservations of requests cut by the shutdown are released, and what they used sent.
         shared.drain(Duration::from_secs(5)).await;
         settler.abort();
+    }
+    if let Some((tracer, exporter)) = tracer {
+        tracer.stop();
+        if tokio::time::timeout(Duration::from_secs(5), exporter).await.is_err() {
+            tracing::warn!("traces were still being exported after 5s at shutdown; the rest is lost");
+        }
     }
     if let Some((ledger, writer)) = ledger {
         ledger.stop();

@@ -25,9 +25,9 @@ pub use governance::{GovernanceConfig, LevelLimits, SharedCountersConfig, WhenUn
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 pub use pricing::{PriceOverride, PricingConfig};
-pub use traces::TracesConfig;
 use switchyard_wire::codec::normalize_base_url;
 use switchyard_wire::{ProviderKind, ProviderOptions};
+pub use traces::TracesConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -1619,8 +1619,18 @@ pub fn from_env(env: &dyn Env) -> Config {
         routes: vec![],
         governance: GovernanceConfig::default(),
         pricing: PricingConfig::default(),
-        traces: None,
+        traces: traces_from_env(env),
     }
+}
+
+/// Traces with no file: on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-only variable) is set.
+fn traces_from_env(env: &dyn Env) -> Option<TracesConfig> {
+    let mut issues = decode::Issues(Vec::new());
+    let t = traces::resolve(None, env, &mut issues);
+    for i in &issues.0 {
+        tracing::warn!("traces are off: {}: {}", i.path, i.message);
+    }
+    t.filter(|_| issues.0.is_empty())
 }
 
 /// A keyless provider entry, for auto-detected or built-in (demo) upstreams.

@@ -66,7 +66,9 @@ pub(super) fn resolve(raw: Option<RawTraces>, env: &dyn Env, issues: &mut Issues
     let at = "traces";
     let raw = raw.unwrap_or_default();
     let from_env = || {
-        env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").map(|u| (u, true)).or_else(|| env.var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|u| (u, false)))
+        env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .map(|u| (u, true))
+            .or_else(|| env.var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|u| (u, false)))
     };
     let (url, full) = match raw.otlp_endpoint.clone() {
         Some(u) => match u.strip_prefix("env.") {
