@@ -306,6 +306,20 @@ impl Governance {
         Some(Readings { own: l.read(meter::now_ms()), ..Readings::default() })
     }
 
+    /// Every budget in force and its use now, for the budget gauges: each virtual key's own (by the key's
+    /// name, never its id, which may be its value) and each team's (by id). Keys and teams without a
+    /// budget are left out.
+    pub fn budget_use(&self) -> (Vec<(String, meter::Reading)>, Vec<(String, meter::Reading)>) {
+        let now = meter::now_ms();
+        let keys = self
+            .by_hash
+            .values()
+            .filter_map(|p| p.levels.first().and_then(|l| l.budget.as_ref()).map(|m| (p.name().to_string(), m.read(now))))
+            .collect();
+        let teams = self.teams.iter().filter_map(|(id, l)| l.budget.as_ref().map(|m| (id.clone(), m.read(now)))).collect();
+        (keys, teams)
+    }
+
     pub fn requires_key(&self) -> bool {
         self.require_key
     }
