@@ -136,7 +136,8 @@ impl Record {
                 let first = now.duration_since(self.started);
                 self.first_chunk = Some(first);
                 self.r.ttft_ms = Some(first.as_millis() as u64);
-                let gaps = self.metrics.inter_token_gaps(self.r.provider.as_deref().unwrap_or(""), self.r.served_model.as_deref().unwrap_or(""));
+                let gaps =
+                    self.metrics.inter_token_gaps(self.r.provider.as_deref().unwrap_or(""), self.r.served_model.as_deref().unwrap_or(""));
                 self.last_chunk = Some((now, gaps));
             }
         }

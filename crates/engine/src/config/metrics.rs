@@ -11,7 +11,8 @@ use serde_yaml_ng::Value as Yaml;
 use super::decode::Issues;
 
 /// Seconds. Wide enough for a 10-minute generation, fine enough under a second for a cached or local answer.
-pub const DEFAULT_LATENCY_BUCKETS: [f64; 16] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+pub const DEFAULT_LATENCY_BUCKETS: [f64; 16] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
 
 /// Seconds. The gateway's own time is usually well under a millisecond; a bucket above 100 ms means trouble.
 pub const DEFAULT_OVERHEAD_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
@@ -75,7 +76,9 @@ pub(super) fn metrics(raw: RawMetrics, issues: &mut Issues) -> MetricsConfig {
         Some(n) if n > MAX_LABEL_VALUES_CEILING => {
             issues.push(
                 "metrics.max_label_values",
-                format!("must be at most {MAX_LABEL_VALUES_CEILING}, got {n}; more distinct values than that make /metrics too large to scrape"),
+                format!(
+                    "must be at most {MAX_LABEL_VALUES_CEILING}, got {n}; more distinct values than that make /metrics too large to scrape"
+                ),
             );
             d.max_label_values
         }
@@ -86,7 +89,9 @@ pub(super) fn metrics(raw: RawMetrics, issues: &mut Issues) -> MetricsConfig {
         virtual_key_labels: raw.virtual_key_labels.unwrap_or(d.virtual_key_labels),
         team_labels: raw.team_labels.unwrap_or(d.team_labels),
         max_label_values,
-        latency_buckets: raw.latency_buckets.map_or(d.latency_buckets, |b| buckets("metrics.latency_buckets", b, &DEFAULT_LATENCY_BUCKETS, issues)),
+        latency_buckets: raw
+            .latency_buckets
+            .map_or(d.latency_buckets, |b| buckets("metrics.latency_buckets", b, &DEFAULT_LATENCY_BUCKETS, issues)),
         overhead_buckets: raw
             .overhead_buckets
             .map_or(d.overhead_buckets, |b| buckets("metrics.overhead_buckets", b, &DEFAULT_OVERHEAD_BUCKETS, issues)),
@@ -151,7 +156,8 @@ mod tests {
 
     #[test]
     fn every_mistake_is_named_with_its_path() {
-        let e = parse("metrics:\n  max_label_values: 0\n  latency_buckets: [1, 0.5, -1, soon]\n  overhead_buckets: []\n  labels: all\n").unwrap_err();
+        let e = parse("metrics:\n  max_label_values: 0\n  latency_buckets: [1, 0.5, -1, soon]\n  overhead_buckets: []\n  labels: all\n")
+            .unwrap_err();
         let has = |p: &str| e.iter().any(|l| l.starts_with(p));
         assert!(has("metrics.max_label_values: must be at least 1"), "{e:#?}");
         assert!(has("metrics.latency_buckets[1]: bounds must increase"), "{e:#?}");

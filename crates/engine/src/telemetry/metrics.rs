@@ -88,7 +88,8 @@ pub mod names {
 }
 
 /// The histograms bucketed with `metrics.latency_buckets`.
-pub const LATENCY_HISTOGRAMS: [&str; 4] = [names::REQUEST_DURATION, names::UPSTREAM_DURATION, names::TIME_TO_FIRST_TOKEN, names::INTER_TOKEN_GAP];
+pub const LATENCY_HISTOGRAMS: [&str; 4] =
+    [names::REQUEST_DURATION, names::UPSTREAM_DURATION, names::TIME_TO_FIRST_TOKEN, names::INTER_TOKEN_GAP];
 /// The histograms bucketed with `metrics.overhead_buckets`.
 pub const OVERHEAD_HISTOGRAMS: [&str; 1] = [names::OVERHEAD];
 
@@ -105,7 +106,8 @@ enum Label {
     Status,
 }
 
-const LABELS: [Label; 8] = [Label::Provider, Label::Model, Label::Route, Label::Key, Label::VirtualKey, Label::Team, Label::Tags, Label::Status];
+const LABELS: [Label; 8] =
+    [Label::Provider, Label::Model, Label::Route, Label::Key, Label::VirtualKey, Label::Team, Label::Tags, Label::Status];
 
 impl Label {
     fn name(self) -> &'static str {
@@ -374,7 +376,7 @@ impl RequestMetrics {
 
     /// Reads every budget's use from `gov` into the budget gauges (called every [`BUDGET_INTERVAL`]).
     pub fn refresh_budgets(&self, gov: &Governance) {
-        let (keys, teams) = gov.budget_use();
+        let crate::governance::BudgetUse { keys, teams } = gov.budget_use();
         let mut out = String::new();
         if self.cfg.virtual_key_labels {
             self.budget_gauges(&mut out, Label::VirtualKey, keys, [names::VK_BUDGET_USED, names::VK_BUDGET_LIMIT, names::VK_BUDGET_RATIO]);
@@ -432,7 +434,7 @@ impl RequestMetrics {
             // One row per label value: two providers past the cap must not make duplicate series.
             .filter(|(p, _)| seen.insert(Arc::clone(p)))
             .collect();
-        let gauges: [(&str, &str, fn(&ProviderHealthView) -> f64); 5] = [
+        let gauges: [HealthGauge; 5] = [
             (
                 names::PROVIDER_DEGRADED,
                 "1 while the provider is degraded (its circuit is open: healthy targets are tried first and probes test it), else 0.",
@@ -453,7 +455,12 @@ impl RequestMetrics {
                 sample(out, name, &[("provider", p)], value(h));
             }
         }
-        header(out, names::PROVIDER_KEYS, "gauge", "The provider's keys by state: available, or cooling_down after a 429, 401 or quota error.");
+        header(
+            out,
+            names::PROVIDER_KEYS,
+            "gauge",
+            "The provider's keys by state: available, or cooling_down after a 429, 401 or quota error.",
+        );
         for (p, h) in &rows {
             let cooling = h.keys.iter().filter(|k| k.cooling_down_ms.is_some()).count();
             sample(out, names::PROVIDER_KEYS, &[("provider", p), ("state", "available")], (h.keys.len() - cooling) as f64);
@@ -461,6 +468,9 @@ impl RequestMetrics {
         }
     }
 }
+
+/// A per-provider gauge: name, help, and how it is read from the provider's health view.
+type HealthGauge = (&'static str, &'static str, fn(&ProviderHealthView) -> f64);
 
 fn endpoint(e: &str) -> &'static str {
     match e {
@@ -503,7 +513,8 @@ impl RequestSink for RequestMetrics {
             metrics::histogram!(names::OVERHEAD, "endpoint" => endpoint).record(us as f64 / 1e6);
         }
         if let Some(t) = r.ttft_ms {
-            metrics::histogram!(names::TIME_TO_FIRST_TOKEN, "provider" => Arc::clone(&provider), "model" => Arc::clone(&model)).record(secs(t));
+            metrics::histogram!(names::TIME_TO_FIRST_TOKEN, "provider" => Arc::clone(&provider), "model" => Arc::clone(&model))
+                .record(secs(t));
         }
         let mut sent = 0;
         for a in &r.attempts {
@@ -529,7 +540,8 @@ impl RequestSink for RequestMetrics {
         }
         for (kind, n) in [("input", r.tokens_in), ("output", r.tokens_out), ("cached", r.tokens_cached)] {
             if let Some(n) = n.filter(|n| *n > 0) {
-                metrics::counter!(names::TOKENS, "provider" => Arc::clone(&provider), "model" => Arc::clone(&model), "type" => kind).increment(n);
+                metrics::counter!(names::TOKENS, "provider" => Arc::clone(&provider), "model" => Arc::clone(&model), "type" => kind)
+                    .increment(n);
             }
         }
         if r.provider.is_none() {
@@ -551,7 +563,13 @@ impl RequestSink for RequestMetrics {
             }
         };
         if self.cfg.virtual_key_labels {
-            split(self.admit(Label::VirtualKey, &caller.virtual_key), names::VK_REQUESTS, names::VK_TOKENS, CostFamily::VirtualKey, "virtual_key");
+            split(
+                self.admit(Label::VirtualKey, &caller.virtual_key),
+                names::VK_REQUESTS,
+                names::VK_TOKENS,
+                CostFamily::VirtualKey,
+                "virtual_key",
+            );
         }
         if let Some(team) = caller.team.as_deref().filter(|_| self.cfg.team_labels) {
             split(self.admit(Label::Team, team), names::TEAM_REQUESTS, names::TEAM_TOKENS, CostFamily::Team, "team");
@@ -565,7 +583,10 @@ impl RequestSink for RequestMetrics {
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(names::REQUESTS, "Finished requests by endpoint, matched route, serving provider and model, and HTTP status.");
-    describe_histogram!(names::REQUEST_DURATION, "Total time of a request, from arrival to its last byte (a stream: to its end), in seconds.");
+    describe_histogram!(
+        names::REQUEST_DURATION,
+        "Total time of a request, from arrival to its last byte (a stream: to its end), in seconds."
+    );
     describe_histogram!(
         names::UPSTREAM_DURATION,
         "Time each sent upstream attempt waited on its provider (a stream: to its first chunk), in seconds."
@@ -576,7 +597,10 @@ pub fn describe() {
     );
     describe_histogram!(names::TIME_TO_FIRST_TOKEN, "Time from a stream's arrival to its first chunk sent to the client, in seconds.");
     describe_histogram!(names::INTER_TOKEN_GAP, "Time between consecutive chunks of a stream sent to the client, in seconds.");
-    describe_counter!(names::ATTEMPTS, "Upstream attempts and skipped targets by provider, key name and outcome (success or failure class).");
+    describe_counter!(
+        names::ATTEMPTS,
+        "Upstream attempts and skipped targets by provider, key name and outcome (success or failure class)."
+    );
     describe_counter!(names::RETRIES, "Upstream attempts sent beyond a request's first (hedges excluded), by the retried provider.");
     describe_counter!(names::FALLBACKS, "Requests served by a fallback target (not the plan's first), by route and serving provider.");
     describe_counter!(names::HEDGE_WINS, "Requests served by a hedge (the concurrent second attempt), by serving provider.");
@@ -626,4 +650,246 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
         out.push('}');
     }
     let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::parse_str;
+    use crate::observe::{AttemptRecord, Caller};
+
+    const CONFIG: &str = "providers:
+  cloud:
+    type: openai
+    base_url: http://127.0.0.1:1
+    keys: [{name: primary, value: sk-1}, {name: backup, value: sk-2}]
+    tags: [cloud]
+  local:
+    type: vllm
+    base_url: http://127.0.0.1:2
+    models: [llama-3-8b]
+    tags: [on-prem]
+routes:
+  - models: [chat-default]
+    targets: [cloud/gpt-4o-mini, local/llama-3-8b]
+governance:
+  teams:
+    - {id: research, name: Research, budget: {max_limit: 50}}
+  virtual_keys:
+    - {id: vk-batch, name: batch, team_id: research, budget: {max_limit: 10}}
+    - {id: vk-ui, name: chat-ui}
+";
+
+    /// The request metrics of CONFIG (with `extra` appended to it) and a recorder rendering like /metrics.
+    fn setup(extra: &str) -> (RequestMetrics, metrics_exporter_prometheus::PrometheusRecorder, crate::Gateway) {
+        let cfg = parse_str(&format!("{CONFIG}{extra}"), &BTreeMap::new()).unwrap();
+        let m = RequestMetrics::new(&cfg.metrics);
+        m.learn(Vocabulary::new(&cfg.providers, &cfg.routes, |_| Vec::new(), PriceTable::new(&cfg.pricing)));
+        let rec = metrics_exporter_prometheus::PrometheusBuilder::new().set_buckets(&cfg.metrics.latency_buckets).unwrap().build_recorder();
+        let gw = crate::Gateway::new(&cfg).unwrap();
+        (m, rec, gw)
+    }
+
+    fn attempt(provider: &str, model: &str, key: Option<&str>, outcome: &str, skipped: bool) -> AttemptRecord {
+        AttemptRecord {
+            target: format!("{provider}/{model}"),
+            provider: provider.into(),
+            model: model.into(),
+            key: key.map(str::to_string),
+            outcome: outcome.into(),
+            latency_ms: if skipped { 0 } else { 40 },
+            skipped,
+            ..AttemptRecord::default()
+        }
+    }
+
+    /// A chat request answered by `provider`/`model` for virtual key `vk`.
+    fn served(provider: &str, model: &str, vk: Option<&str>) -> RequestRecord {
+        RequestRecord {
+            id: "r".into(),
+            endpoint: "chat".into(),
+            provider: Some(provider.into()),
+            served_model: Some(model.into()),
+            key: Some("primary".into()),
+            provider_tags: vec![if provider == "local" { "on-prem" } else { "cloud" }.into()],
+            attempts: vec![attempt(provider, model, Some("primary"), "success", false)],
+            fallback_index: Some(0),
+            status: Some(200),
+            latency_ms: 50,
+            upstream_ms: 40,
+            overhead_us: Some(300),
+            tokens_in: Some(10),
+            tokens_out: Some(5),
+            cost_nano_usd: Some(1_500_000),
+            caller: vk.map(|v| Caller {
+                virtual_key_id: format!("vk-{v}"),
+                virtual_key: v.into(),
+                team: (v == "batch").then(|| "research".into()),
+                ..Caller::default()
+            }),
+            ..RequestRecord::default()
+        }
+    }
+
+    fn render(m: &RequestMetrics, rec: &metrics_exporter_prometheus::PrometheusRecorder, gw: &crate::Gateway) -> String {
+        let mut text = rec.handle().render();
+        m.render_into(&mut text, &gw.health());
+        text
+    }
+
+    fn lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])).collect()
+    }
+
+    #[test]
+    fn a_model_the_configuration_names_is_a_label_and_any_other_is_other() {
+        let (m, rec, gw) = setup("");
+        metrics::with_local_recorder(&rec, || {
+            m.record(&Arc::new(served("local", "llama-3-8b", None)));
+            // A route target's model, and the price table's own spelling of a model it lists.
+            m.record(&Arc::new(served("cloud", "gpt-4o-mini", None)));
+            m.record(&Arc::new(served("cloud", "GPT-4o", None)));
+            // What a caller may write: a dated name the table would price by shortening, and noise.
+            m.record(&Arc::new(served("cloud", "gpt-4o-2099-01-01", None)));
+            m.record(&Arc::new(served("cloud", "x7f3-anything", None)));
+        });
+        let text = render(&m, &rec, &gw);
+        let requests = lines(&text, names::REQUESTS);
+        let with = |model: &str| requests.iter().filter(|l| l.contains(&format!("model=\"{model}\""))).count();
+        assert_eq!((with("llama-3-8b"), with("gpt-4o-mini"), with("gpt-4o")), (1, 1, 1), "{text}");
+        assert!(requests.iter().any(|l| l.contains("model=\"other\"") && l.ends_with(" 2")), "{text}");
+        assert!(!text.contains("2099") && !text.contains("x7f3") && !text.contains("GPT-4o"), "{text}");
+        assert_eq!(m.label_values("model"), 3);
+    }
+
+    #[test]
+    fn past_the_cap_a_label_value_is_other_and_the_overflow_is_counted() {
+        let (m, rec, gw) = setup("metrics:\n  max_label_values: 3\n");
+        metrics::with_local_recorder(&rec, || {
+            for i in 0..10 {
+                m.record(&Arc::new(served("cloud", "gpt-4o-mini", Some(&format!("key-{i}")))));
+            }
+        });
+        let text = render(&m, &rec, &gw);
+        let vk = lines(&text, names::VK_REQUESTS);
+        assert_eq!(vk.len(), 4, "three keys and other: {text}");
+        assert!(vk.iter().any(|l| l.contains("virtual_key=\"other\"") && l.ends_with(" 7")), "{text}");
+        assert!(text.contains("switchyard_metric_label_overflow_total{label=\"virtual_key\"} 7"), "{text}");
+        assert_eq!(m.label_values("virtual_key"), 3);
+    }
+
+    #[test]
+    fn histograms_never_carry_key_virtual_key_or_team_labels() {
+        let (m, rec, gw) = setup("");
+        metrics::with_local_recorder(&rec, || {
+            let mut r = served("cloud", "gpt-4o-mini", Some("batch"));
+            r.stream = true;
+            r.ttft_ms = Some(20);
+            m.record(&Arc::new(r));
+            m.inter_token_gaps("cloud", "gpt-4o-mini").record(0.01);
+        });
+        let text = render(&m, &rec, &gw);
+        let buckets: Vec<&str> = text.lines().filter(|l| l.contains("_bucket{")).collect();
+        for name in LATENCY_HISTOGRAMS {
+            assert!(buckets.iter().any(|l| l.starts_with(name)), "{name} missing: {text}");
+        }
+        for l in &buckets {
+            assert!(!l.contains("key=") && !l.contains("team="), "{l}");
+        }
+        // The counters of the residency split do carry them.
+        assert!(
+            text.contains("switchyard_virtual_key_requests_total{virtual_key=\"batch\",provider=\"cloud\",provider_tags=\"cloud\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("switchyard_team_requests_total{team=\"research\",provider=\"cloud\",provider_tags=\"cloud\"} 1"), "{text}");
+        assert!(lines(&text, names::ATTEMPTS).iter().any(|l| l.contains("key=\"primary\"")), "{text}");
+    }
+
+    #[test]
+    fn virtual_key_and_team_labels_can_be_turned_off() {
+        let (m, rec, gw) = setup("metrics:\n  virtual_key_labels: false\n  team_labels: false\n");
+        metrics::with_local_recorder(&rec, || m.record(&Arc::new(served("cloud", "gpt-4o-mini", Some("batch")))));
+        m.refresh_budgets(&gw.governance().snapshot());
+        let text = render(&m, &rec, &gw);
+        assert!(!text.contains("virtual_key=") && !text.contains("team="), "{text}");
+        assert_eq!(lines(&text, names::REQUESTS).len(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_failover_counts_its_attempts_retries_and_fallback_once_each() {
+        let (m, rec, gw) = setup("");
+        let mut r = served("local", "llama-3-8b", None);
+        r.route = Some("chat-default".into());
+        r.fallback_index = Some(1);
+        r.attempts = vec![
+            attempt("cloud", "gpt-4o-mini", Some("primary"), "transient", false),
+            attempt("cloud", "gpt-4o-mini", Some("backup"), "rate_limited", false),
+            attempt("local", "llama-3-8b", None, "success", false),
+        ];
+        let mut refused = RequestRecord { endpoint: "chat".into(), status: Some(402), ..RequestRecord::default() };
+        refused.attempts = vec![attempt("cloud", "gpt-4o-mini", None, "budget_exceeded", true)];
+        metrics::with_local_recorder(&rec, || {
+            m.record(&Arc::new(r));
+            m.record(&Arc::new(refused));
+        });
+        let text = render(&m, &rec, &gw);
+        for line in [
+            "switchyard_fallbacks_total{route=\"chat-default\",provider=\"local\"} 1",
+            "switchyard_upstream_attempts_total{provider=\"cloud\",key=\"primary\",outcome=\"transient\"} 1",
+            "switchyard_upstream_attempts_total{provider=\"cloud\",key=\"backup\",outcome=\"rate_limited\"} 1",
+            "switchyard_upstream_attempts_total{provider=\"local\",key=\"none\",outcome=\"success\"} 1",
+            "switchyard_upstream_attempts_total{provider=\"cloud\",key=\"none\",outcome=\"budget_exceeded\"} 1",
+            "switchyard_retries_total{provider=\"cloud\"} 1",
+            "switchyard_retries_total{provider=\"local\"} 1",
+            "switchyard_upstream_duration_seconds_count{provider=\"cloud\",model=\"gpt-4o-mini\"} 2",
+            "switchyard_requests_total{endpoint=\"chat\",route=\"none\",provider=\"none\",model=\"none\",status=\"402\",status_class=\"4xx\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // A skipped target is an attempt on the trail but no retry and no upstream time.
+        assert_eq!(lines(&text, names::RETRIES).len(), 2, "{text}");
+    }
+
+    #[test]
+    fn costs_are_dollars_and_health_and_budgets_are_gauges() {
+        let (m, rec, gw) = setup("");
+        metrics::with_local_recorder(&rec, || {
+            m.record(&Arc::new(served("cloud", "gpt-4o-mini", Some("batch"))));
+            m.record(&Arc::new(served("cloud", "gpt-4o-mini", Some("batch"))));
+        });
+        m.refresh_budgets(&gw.governance().snapshot());
+        let text = render(&m, &rec, &gw);
+        for line in [
+            "# TYPE switchyard_cost_usd_total counter",
+            "switchyard_cost_usd_total{provider=\"cloud\",model=\"gpt-4o-mini\"} 0.003",
+            "switchyard_virtual_key_cost_usd_total{virtual_key=\"batch\",provider=\"cloud\",provider_tags=\"cloud\"} 0.003",
+            "switchyard_team_cost_usd_total{team=\"research\",provider=\"cloud\",provider_tags=\"cloud\"} 0.003",
+            "switchyard_provider_degraded{provider=\"cloud\"} 0",
+            "switchyard_provider_keys{provider=\"cloud\",state=\"available\"} 2",
+            "switchyard_provider_keys{provider=\"local\",state=\"cooling_down\"} 0",
+            "switchyard_virtual_key_budget_limit_usd{virtual_key=\"batch\"} 10",
+            "switchyard_virtual_key_budget_used_ratio{virtual_key=\"batch\"} 0",
+            "switchyard_team_budget_limit_usd{team=\"research\"} 50",
+            "switchyard_tokens_total{provider=\"cloud\",model=\"gpt-4o-mini\",type=\"input\"} 20",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // A key without a budget has no budget gauges.
+        assert!(!text.contains("virtual_key=\"chat-ui\""), "{text}");
+        // Every family is declared once, before its samples.
+        let mut declared = HashSet::new();
+        for l in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            assert!(declared.insert(l.split(' ').next().unwrap().to_string()), "{l} declared twice:\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_in_what_this_module_renders() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("k", "a\"b\\c\nd")], 1.5);
+        assert_eq!(out, "m{k=\"a\\\"b\\\\c\\nd\"} 1.5\n");
+    }
 }
