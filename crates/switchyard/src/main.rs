@@ -215,6 +215,8 @@ fn init_logging(command: &Command) -> Result<(), logging::LogSetupError> {
 /// `switchyard check`: the same loading and the same gateway construction as `serve`, so a file that
 /// passes here starts there, and each route is shown as the targets `serve` would try.
 fn check(path: &std::path::Path, explain: bool) -> Result<(), String> {
+    // Building the gateway builds HTTP clients (the image fetcher's even without providers), which need it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?;
     let gateway = Gateway::new(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("{}: ok", path.display());

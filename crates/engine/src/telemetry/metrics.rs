@@ -618,6 +618,9 @@ pub fn describe() {
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!(names::REQUEST_LOG_QUEUE).increment(0.0);
+    for label in LABELS {
+        metrics::counter!(names::LABEL_OVERFLOW, "label" => label.name()).increment(0);
+    }
 }
 
 /// `# HELP` and `# TYPE` of one family.
