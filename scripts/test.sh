@@ -5,6 +5,7 @@
 # Steps, each stopping the run on failure:
 #   1. cargo fmt --all -- --check
 #   2. cargo clippy --workspace --all-targets -- -D warnings
+#   2b. promtool check rules / test rules on deploy/prometheus (the shipped alert rules)
 #   3. cargo nextest run --workspace   (cargo test --workspace when cargo-nextest is not installed)
 #   3b. the fuzz targets in fuzz/, formatted and run briefly: bash scripts/fuzz.sh (FUZZ_SECONDS, default 10 here)
 #   4. cargo build -p switchyard
@@ -14,6 +15,8 @@
 # Environment: SWITCHYARD_SKIP_RUST=1 skips steps 1-3b (for iterating on the SDK tests); SWITCHYARD_SKIP_FUZZ=1
 # skips step 3b; SWITCHYARD_SKIP_POSTGRES=1 skips the switchyard-store tests that need PostgreSQL's server
 # binaries (/usr/lib/postgresql/*/bin, Debian's `postgresql` package, which .ci/run installs);
+# SWITCHYARD_SKIP_PROMETHEUS=1 skips step 2b and the test that starts Debian's `prometheus` (which .ci/run
+# installs, with promtool);
 # PYTEST_ADDOPTS passes extra options to pytest (e.g. "-k fallback -x").
 set -euo pipefail
 
@@ -54,6 +57,14 @@ if [ "${SWITCHYARD_SKIP_RUST:-0}" != 1 ]; then
     step "cargo clippy --workspace --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings
     done_step
+
+    if [ "${SWITCHYARD_SKIP_PROMETHEUS:-0}" != 1 ]; then
+        step "promtool check rules / test rules (deploy/prometheus)"
+        need promtool "Debian's prometheus package; or set SWITCHYARD_SKIP_PROMETHEUS=1"
+        promtool check rules deploy/prometheus/alerts.yml
+        (cd deploy/prometheus && promtool test rules alerts_test.yml)
+        done_step
+    fi
 
     if cargo nextest --version >/dev/null 2>&1; then
         step "cargo nextest run --workspace"

@@ -74,8 +74,6 @@ pub struct Account {
     pub(crate) price: Option<Price>,
     /// The prompt's estimated tokens, for an answer that reports no usage.
     pub(crate) prompt_estimate: u64,
-    /// Who used what where, for the residency metrics: the key's name, the provider, its tags.
-    pub(crate) split: Option<Split>,
     /// Where the settled request goes for the usage ledger, with what is known of it before its usage.
     pub(crate) ledger: Option<(Ledger, UsageRecord)>,
 }
@@ -127,27 +125,12 @@ impl Ledger {
     }
 }
 
-/// The labels of the residency split: which key's requests and tokens went to which provider, with the
-/// provider's tags (`on-prem`, `cloud`), so that a dashboard shows the split an auditor asks for. Keys and
-/// providers are named by the operator, never by a caller.
-#[derive(Debug, Clone)]
-pub(crate) struct Split {
-    pub virtual_key: String,
-    pub provider: String,
-    pub tags: String,
-}
-
 impl Account {
     /// Settles the meters from the answer's usage; the cost in USD when the target is priced.
     pub fn settle(self, usage: Option<&Usage>, generated_chars: u64) -> Option<f64> {
         let usage = usage.cloned().unwrap_or_else(|| Usage::new(self.prompt_estimate, generated_chars.div_ceil(4)));
         let cost = self.price.map(|p| p.cost(&usage));
         let tokens = usage.prompt_tokens + usage.completion_tokens;
-        if let Some(s) = &self.split {
-            let labels = [("virtual_key", s.virtual_key.clone()), ("provider", s.provider.clone()), ("provider_tags", s.tags.clone())];
-            metrics::counter!("switchyard_virtual_key_requests_total", &labels).increment(1);
-            metrics::counter!("switchyard_virtual_key_tokens_total", &labels).increment(tokens);
-        }
         self.attempt.settle(Used { usd: cost.unwrap_or(0.0), tokens, request: true });
         self.admission.settle(Used { usd: 0.0, tokens: 0, request: true });
         if let Some((ledger, mut record)) = self.ledger {

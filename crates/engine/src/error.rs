@@ -74,6 +74,26 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class, for those that must know the whole set (the metrics' outcome label).
+    pub const ALL: [FailureClass; 16] = [
+        FailureClass::Transient,
+        FailureClass::Timeout,
+        FailureClass::RateLimited,
+        FailureClass::KeyInvalid,
+        FailureClass::QuotaExhausted,
+        FailureClass::CallerFault,
+        FailureClass::ModelNotFound,
+        FailureClass::ContextTooLong,
+        FailureClass::Malformed,
+        FailureClass::TooLarge,
+        FailureClass::Unsupported,
+        FailureClass::Degraded,
+        FailureClass::Overloaded,
+        FailureClass::BudgetExceeded,
+        FailureClass::LimitReached,
+        FailureClass::CountersUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureClass::Transient => "transient",

@@ -190,6 +190,8 @@ impl<'a> Run<'a> {
             outcome: outcome.to_string(),
             start_ms: at.start_ms,
             latency_ms: if skipped { 0 } else { self.ctx.elapsed_ms().saturating_sub(at.start_ms) },
+            start_us: at.start_us,
+            latency_us: if skipped { 0 } else { (self.ctx.arrived.elapsed().as_micros() as u64).saturating_sub(at.start_us) },
             hedged: at.hedged,
             skipped,
             message: message.map(|m| m.chars().take(500).collect()),
@@ -200,7 +202,6 @@ impl<'a> Run<'a> {
 
     /// Puts on record a target that was skipped without sending anything.
     fn skip(&self, target: &Target, index: usize, key: Option<&KeyConfig>, class: FailureClass, message: String) {
-        count_attempt(&self.up.providers[target.provider].cfg.name, class.as_str());
         let attempt = Attempt {
             target: target.label.clone(),
             key: key.map(|k| k.name.clone()),
@@ -210,7 +211,8 @@ impl<'a> Run<'a> {
             latency_ms: 0,
             skipped: true,
         };
-        self.fail(index, attempt, Trail { start_ms: self.ctx.elapsed_ms(), hedged: false, span_id: String::new() });
+        let start_us = self.ctx.arrived.elapsed().as_micros() as u64;
+        self.fail(index, attempt, Trail { start_ms: start_us / 1000, start_us, hedged: false, span_id: String::new() });
     }
 
     fn note_reset(&self, in_ms: u64) {
@@ -596,7 +598,8 @@ impl<'a> Run<'a> {
             let slot = self.slot(p, t, index, key_cfg).await?;
             let started = std::time::Instant::now();
             let span_id = crate::ctx::new_span_id();
-            let at = || Trail { start_ms: started.duration_since(self.ctx.arrived).as_millis() as u64, hedged, span_id: span_id.clone() };
+            let since = started.duration_since(self.ctx.arrived);
+            let at = || Trail { start_ms: since.as_millis() as u64, start_us: since.as_micros() as u64, hedged, span_id: span_id.clone() };
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
             let mut f = match self.send(p, t, key_cfg, &label, slot, last_resort, &span_id).await {
                 Ok(out) => {
@@ -608,7 +611,6 @@ impl<'a> Run<'a> {
                 Err(Err(stop)) => return Err(End::Stop(stop)),
             };
             let class = f.attempt.class;
-            count_attempt(&p.cfg.name, class.as_str());
             if class == FailureClass::ModelNotFound {
                 let fix = crate::error::missing_model_fix(p.cfg.kind, &p.cfg.base_url, &t.model);
                 f.attempt.message = format!("{}; {fix}", f.attempt.message);
@@ -665,10 +667,6 @@ impl<'a> Run<'a> {
         took: Duration,
         out: Output,
     ) -> (Output, Served) {
-        count_attempt(&p.cfg.name, "success");
-        if hedged {
-            metrics::counter!("switchyard_hedge_wins_total", "provider" => p.cfg.name.clone()).increment(1);
-        }
         p.latency.record(took);
         if let Some((i, _)) = key {
             p.keys[i].recovered();
@@ -882,6 +880,8 @@ impl<'a> Run<'a> {
 /// When an attempt started and under which span, for the request's trail.
 struct Trail {
     start_ms: u64,
+    /// The same, precisely: the request's overhead is measured from it.
+    start_us: u64,
     hedged: bool,
     span_id: String,
 }
@@ -920,11 +920,6 @@ fn log_failed_attempt(a: &Attempt) {
         FailureClass::CallerFault | FailureClass::ContextTooLong | FailureClass::Unsupported | FailureClass::TooLarge => line!(info),
         _ => line!(warn),
     }
-}
-
-/// `switchyard_upstream_attempts_total{provider, outcome}`: `success` or the failure class.
-fn count_attempt(provider: &str, outcome: &'static str) {
-    metrics::counter!("switchyard_upstream_attempts_total", "provider" => provider.to_string(), "outcome" => outcome).increment(1);
 }
 
 /// The request with a fallback target's parameters laid over it (only for targets that have some).

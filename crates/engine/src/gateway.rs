@@ -24,6 +24,7 @@ use crate::plan::{Plan, Planner};
 use crate::pool::{endpoint, ProviderHealthView, Upstreams};
 use crate::pricing::PriceTable;
 use crate::providers::Catalog;
+use crate::telemetry::metrics::{RequestMetrics, Vocabulary};
 use crate::upstream::{self, ChatStream, Label};
 
 /// How long a provider's upstream model list is trusted before `/v1/models` asks again.
@@ -53,6 +54,8 @@ pub struct Gateway {
     ledger: std::sync::OnceLock<account::Ledger>,
     /// Where each finished request's record goes (request log, metrics, traces).
     sinks: crate::observe::Sinks,
+    /// The request metrics (a sink once registered), told the providers' names as they change.
+    metrics: Arc<RequestMetrics>,
 }
 
 impl Gateway {
@@ -73,14 +76,34 @@ impl Gateway {
     }
 
     fn build(cfg: &Config, catalog: Catalog, governance: Live) -> Result<Self, GatewayError> {
-        Ok(Gateway {
+        let gateway = Gateway {
             pool: ArcSwap::from_pointee(Pool { up: Upstreams::new(cfg)?, planner: Planner::new(cfg) }),
             catalog,
             governance,
             pricing: PriceTable::new(&cfg.pricing),
             ledger: std::sync::OnceLock::new(),
             sinks: Default::default(),
-        })
+            metrics: Arc::new(RequestMetrics::new(&cfg.metrics)),
+        };
+        gateway.teach_metrics(&gateway.pool.load());
+        Ok(gateway)
+    }
+
+    /// The request metrics: add them to [`Gateway::sinks`] to have requests counted; `/metrics` renders
+    /// what they hold beside the recorder's output.
+    pub fn request_metrics(&self) -> &Arc<RequestMetrics> {
+        &self.metrics
+    }
+
+    /// Tells the metrics which provider, route and model names may be label values (see `telemetry`).
+    fn teach_metrics(&self, pool: &Pool) {
+        let providers = pool.up.providers.iter().map(|p| &p.cfg);
+        self.metrics.learn(Vocabulary::new(providers, &pool.up.routes, |name| pool.planner.list_of(name), self.pricing.clone()));
+    }
+
+    /// Reads every budget's use into the budget gauges (see [`crate::telemetry::metrics::BUDGET_INTERVAL`]).
+    pub fn refresh_budget_gauges(&self) {
+        self.metrics.refresh_budgets(&self.governance.snapshot());
     }
 
     /// Whether inference needs a virtual key (`governance.require_virtual_key`, on once any key exists).
@@ -116,6 +139,7 @@ impl Gateway {
     /// The providers' model lists are fetched again on the next `/v1/models`.
     pub(crate) fn install_pool(&self, pool: Pool) {
         pool.planner.adopt_lists();
+        self.teach_metrics(&pool);
         self.pool.store(Arc::new(pool));
     }
 
@@ -172,9 +196,8 @@ impl Gateway {
         };
         let admission = if admission.is_empty() { admitted } else { admission };
         let (attempt, price) = won.unwrap_or_default();
-        let split = split(up, who.as_deref(), &served);
         let ledger = self.ledger_entry(ctx, who.as_deref(), &served);
-        let mut account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
+        let mut account = Account { admission, attempt, price, prompt_estimate: prompt, ledger };
         match out {
             Output::Complete(r) => {
                 if r.usage.is_none() && prompt == 0 {
@@ -278,9 +301,8 @@ impl Gateway {
             Ok((Output::Embeddings(r), mut served, won, admitted)) => {
                 let admission = if admission.is_empty() { admitted } else { admission };
                 let (attempt, price) = won.unwrap_or_default();
-                let split = split(up, who.as_deref(), &served);
                 let ledger = self.ledger_entry(ctx, who.as_deref(), &served);
-                let account = Account { admission, attempt, price, prompt_estimate: prompt, split, ledger };
+                let account = Account { admission, attempt, price, prompt_estimate: prompt, ledger };
                 let usage = switchyard_wire::types::Usage::new(r.usage.prompt_tokens, 0);
                 served.cost_nano_usd = account.settle(Some(&usage), 0).map(account::nano_usd);
                 Ok((r, served))
@@ -321,6 +343,7 @@ impl Gateway {
         let lists = futures_util::future::join_all(futures).await;
         // By name, into the lists every snapshot shares: a change of providers meanwhile loses nothing.
         pool.planner.set_lists(lists);
+        self.teach_metrics(&self.pool.load());
     }
 
     /// `GET /v1/models` for a caller: with a virtual key, only what the key may use and reach (a named
@@ -388,7 +411,6 @@ impl Gateway {
     }
 }
 
-/// The residency-split labels of a key's answer (none without a key).
 /// Who called, on the request's record (see `observe`), as soon as it is known: a request refused later
 /// is still logged under its key.
 fn observe_caller(ctx: &RequestCtx, who: Option<&Principal>) {
@@ -402,12 +424,6 @@ fn observe_caller(ctx: &RequestCtx, who: Option<&Principal>) {
         log_bodies: w.key.log_bodies,
     };
     ctx.observed.with(|o| o.caller = Some(caller));
-}
-
-fn split(up: &Upstreams, who: Option<&Principal>, served: &Served) -> Option<account::Split> {
-    let who = who?;
-    let tags = up.provider(&served.provider).map(|p| p.cfg.tags.join(",")).unwrap_or_default();
-    Some(account::Split { virtual_key: who.name().to_string(), provider: served.provider.clone(), tags })
 }
 
 /// Checks that need no provider: a clear 400 here beats a confusing one from an upstream.

@@ -319,8 +319,9 @@ impl Health {
         f >= self.policy.min_failures && f64::from(f) >= self.policy.failure_rate * f64::from(n)
     }
 
+    /// Logs a change and counts a degradation. The state itself (`switchyard_provider_degraded`) is read
+    /// when `/metrics` is rendered, so it exists, at 0, for a provider that was never degraded.
     fn announce(&self, degraded: bool, n: u32, f: u32) {
-        metrics::gauge!("switchyard_provider_degraded", "provider" => self.name.clone()).set(f64::from(u8::from(degraded)));
         if degraded {
             metrics::counter!("switchyard_provider_degraded_total", "provider" => self.name.clone()).increment(1);
             tracing::warn!(provider = %self.name, failures = f, signals = n, "provider degraded: traffic moves to healthy targets, probes continue");

@@ -15,7 +15,8 @@
 //!    / idle / total timeouts and classifies the outcome, and [`retry`] decides what comes next. Streams
 //!    commit to a target at their first chunk.
 //! 7. **Respond** (server): translate to the caller's API shape; stream chunk by chunk.
-//! 8. **Account**: usage, logs and metrics (later issues).
+//! 8. **Account**: usage settled ([`account`]); the request's record (`observe`) goes to the request log
+//!    and the metrics ([`telemetry`]).
 
 pub mod account;
 pub mod batch;

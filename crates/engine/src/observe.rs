@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 /// One upstream attempt, sent or skipped, in the order attempts ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// `provider/model`.
     pub target: String,
@@ -45,6 +45,12 @@ pub struct AttemptRecord {
     /// The attempt's span id (16 hex), sent upstream in `traceparent`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub span_id: String,
+    /// `start_ms` and `latency_ms` in microseconds: the gateway's overhead (usually well under a
+    /// millisecond) is measured from them. Not kept in the log.
+    #[serde(skip)]
+    pub start_us: u64,
+    #[serde(skip)]
+    pub latency_us: u64,
 }
 
 /// Who called, once the caller's virtual key was identified.
@@ -139,6 +145,11 @@ pub struct RequestRecord {
     /// Milliseconds spent waiting on upstreams (the union of the attempts' spans); the rest of
     /// `latency_ms` is the gateway's own time.
     pub upstream_ms: u64,
+    /// Microseconds of the gateway's own time: the total minus the time spent waiting on upstreams (for a
+    /// stream, up to its first token: after it the gateway relays what the upstream sends). `None` only in
+    /// records written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_in: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,7 +240,8 @@ impl std::fmt::Debug for Sinks {
     }
 }
 
-/// Milliseconds of `spans` (start, length) covered by at least one: overlapping hedges count once.
+/// Time (in the spans' unit: milliseconds or microseconds) of `spans` (start, length) covered by at least
+/// one: overlapping hedges count once.
 pub fn covered_ms(spans: &mut [(u64, u64)]) -> u64 {
     spans.sort_unstable();
     let (mut total, mut end) = (0u64, 0u64);

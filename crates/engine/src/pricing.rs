@@ -167,6 +167,15 @@ impl PriceTable {
         self.builtin.lookup(kind.as_str(), model)
     }
 
+    /// Whether the table names `model` itself (no version shortening, case aside): an override for
+    /// `provider_name/model`, or a built-in entry of the provider's kind. Metrics label only models some
+    /// table or file names, and shortening would let a caller mint names (`gpt-4o-2099-01-01`).
+    pub fn names(&self, provider_name: &str, kind: ProviderKind, model: &str) -> bool {
+        let lower = model.to_ascii_lowercase();
+        self.overrides.get(provider_name).is_some_and(|o| o.models.contains_key(&lower))
+            || self.builtin.table(kind.as_str()).is_some_and(|t| t.contains_key(&lower))
+    }
+
     /// [`Price::cost`]: what a response with `usage` cost at `price`, in USD.
     pub fn cost(&self, price: &Price, usage: &Usage) -> f64 {
         price.cost(usage)

@@ -55,10 +55,10 @@ impl WithStatus for Response {
 
 pub async fn chat_completions(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let ctx = caller_ctx(&headers);
-    let mut rec = Record::new(&ctx, state.gateway.sinks(), "chat", method, uri.path());
+    let mut rec = Record::new(&ctx, &state.gateway, "chat", method, uri.path());
     let req: ChatRequest = match read_json(body, &state).await {
         Ok(r) => r,
-        Err(resp) => return count_request("chat", logged(resp, rec)),
+        Err(resp) => return logged(resp, rec),
     };
     rec.model(&req.model);
     let include_usage = req.include_usage();
@@ -74,7 +74,7 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
             _ = tokio::time::sleep(keepalive) => {
                 let id = rec.id().to_string();
                 let resp = sse_response(Phase::Waiting(answer), include_usage, keepalive, String::new(), rec);
-                return count_request("chat", with_id_header(resp, &id));
+                return with_id_header(resp, &id);
             }
         }
     }
@@ -122,17 +122,9 @@ fn with_id_header(mut resp: Response, id: &str) -> Response {
 
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, GatewayError>> + Send>>;
 
-/// `switchyard_requests_total{endpoint, status}`.
-fn count_request(endpoint: &'static str, resp: Response) -> Response {
-    metrics::counter!("switchyard_requests_total", "endpoint" => endpoint, "status" => resp.status().as_str().to_string()).increment(1);
-    resp
-}
-
-fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, rec: Record) -> Response {
-    count_request("chat", chat_response_inner(r, include_usage, rec))
-}
-
-fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut rec: Record) -> Response {
+/// The answer to a chat request. Requests are counted from their record when it is finished (see
+/// `switchyard_engine::telemetry::metrics`), a stream's when it ends.
+fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut rec: Record) -> Response {
     match r {
         Ok(ChatOutcome::Complete(resp, served)) => {
             rec.served(&served);
@@ -159,10 +151,10 @@ fn chat_response_inner(r: Result<ChatOutcome, GatewayError>, include_usage: bool
 
 pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let ctx = caller_ctx(&headers);
-    let mut rec = Record::new(&ctx, state.gateway.sinks(), "embeddings", method, uri.path());
+    let mut rec = Record::new(&ctx, &state.gateway, "embeddings", method, uri.path());
     let req: EmbeddingsRequest = match read_json(body, &state).await {
         Ok(r) => r,
-        Err(resp) => return count_request("embeddings", logged(resp, rec)),
+        Err(resp) => return logged(resp, rec),
     };
     rec.model(&req.model);
     let resp = match state.gateway.embeddings(req, &ctx).await {
@@ -179,13 +171,18 @@ pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri,
             error_response(&e)
         }
     };
-    count_request("embeddings", logged(resp, rec))
+    logged(resp, rec)
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format: the recorder's counters and histograms, then what the request
+/// metrics hold themselves (costs, provider health read now, budget gauges).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(h) => ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], h.render()).into_response(),
+        Some(h) => {
+            let mut text = h.render();
+            state.gateway.request_metrics().render_into(&mut text, &state.gateway.health());
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
+        }
         None => error_response(&GatewayError::BadRequest { message: "metrics are not enabled".into(), param: None, code: "not_found" })
             .with_status(StatusCode::NOT_FOUND),
     }

@@ -43,10 +43,44 @@ pub struct AppState {
     pub admin: Option<admin::AdminToken>,
 }
 
-/// Installs the process-wide Prometheus recorder the engine's counters go to. Call once, before serving.
-pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-        Ok(h) => Some(h),
+/// How often the recorder folds the histograms' samples into their buckets when nobody scrapes: the samples
+/// wait in memory until then, so this bounds what they hold.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the process-wide Prometheus recorder the engine's metrics go to, with the `metrics:` section's
+/// histogram buckets, and describes the request metrics. Call once, inside the runtime, before serving.
+pub fn install_metrics(cfg: &switchyard_engine::config::MetricsConfig) -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use switchyard_engine::telemetry::metrics as m;
+    let mut builder = PrometheusBuilder::new();
+    let buckets = m::LATENCY_HISTOGRAMS
+        .iter()
+        .map(|n| (*n, &cfg.latency_buckets))
+        .chain(m::OVERHEAD_HISTOGRAMS.iter().map(|n| (*n, &cfg.overhead_buckets)));
+    for (name, bounds) in buckets {
+        // Without buckets the recorder would export a summary, which cannot be aggregated across labels
+        // or replicas.
+        builder = match builder.set_buckets_for_metric(Matcher::Full(name.to_string()), bounds) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("metrics are off: the buckets of {name}: {e}");
+                return None;
+            }
+        };
+    }
+    match builder.install_recorder() {
+        Ok(h) => {
+            m::describe();
+            let upkeep = h.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(METRICS_UPKEEP);
+                loop {
+                    tick.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(h)
+        }
         Err(e) => {
             tracing::warn!("metrics are off: {e}");
             None

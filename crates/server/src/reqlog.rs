@@ -16,11 +16,12 @@
 //! what `--no-request-log` adds).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::Method;
 use switchyard_engine::observe::{covered_ms, ObservedCell, RequestRecord, Sinks};
-use switchyard_engine::{GatewayError, RequestCtx, Served};
+use switchyard_engine::telemetry::metrics::RequestMetrics;
+use switchyard_engine::{Gateway, GatewayError, RequestCtx, Served};
 use switchyard_wire::types::Usage;
 
 /// What is known about one request so far; logged and handed to the sinks once, on drop.
@@ -34,11 +35,16 @@ pub(crate) struct Record {
     attempts_served: Option<usize>,
     /// The request's cost in billionths of a dollar, once settled (a stream's when it is over).
     cost: Arc<Mutex<Option<u64>>>,
+    /// A stream's first chunk, from arrival (its time to first token, precisely).
+    first_chunk: Option<Duration>,
+    /// A stream's last chunk so far, and where the gaps between chunks go.
+    last_chunk: Option<(Instant, metrics::Histogram)>,
+    metrics: Arc<RequestMetrics>,
 }
 
 impl Record {
     /// `endpoint` names the route for metrics (`chat`, `embeddings`, ...): a fixed word, never the path.
-    pub(crate) fn new(ctx: &RequestCtx, sinks: &Sinks, endpoint: &'static str, method: Method, path: &str) -> Self {
+    pub(crate) fn new(ctx: &RequestCtx, gateway: &Gateway, endpoint: &'static str, method: Method, path: &str) -> Self {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let r = RequestRecord {
             id: ctx.request_id.clone(),
@@ -56,10 +62,13 @@ impl Record {
             r,
             started: ctx.arrived,
             observed: ctx.observed.clone(),
-            sinks: sinks.clone(),
+            sinks: gateway.sinks().clone(),
             failed_attempts: None,
             attempts_served: None,
             cost: Default::default(),
+            first_chunk: None,
+            last_chunk: None,
+            metrics: Arc::clone(gateway.request_metrics()),
         }
     }
 
@@ -114,10 +123,23 @@ impl Record {
         self.r.ended = Some("client_closed".into());
     }
 
-    /// A stream's first chunk went to the client: its time to first token.
-    pub(crate) fn first_token(&mut self) {
-        if self.r.ttft_ms.is_none() {
-            self.r.ttft_ms = Some(self.started.elapsed().as_millis() as u64);
+    /// A stream's chunk goes to the client: the first gives its time to first token, each later one a gap
+    /// (the inter-token gap histogram). One clock read and one histogram push per chunk.
+    pub(crate) fn chunk(&mut self) {
+        let now = Instant::now();
+        match &mut self.last_chunk {
+            Some((last, gaps)) => {
+                gaps.record(now.duration_since(*last).as_secs_f64());
+                *last = now;
+            }
+            None => {
+                let first = now.duration_since(self.started);
+                self.first_chunk = Some(first);
+                self.r.ttft_ms = Some(first.as_millis() as u64);
+                let gaps =
+                    self.metrics.inter_token_gaps(self.r.provider.as_deref().unwrap_or(""), self.r.served_model.as_deref().unwrap_or(""));
+                self.last_chunk = Some((now, gaps));
+            }
         }
     }
 
@@ -141,8 +163,14 @@ impl Record {
         r.caller = observed.caller;
         r.route = observed.route;
         r.attempts = observed.attempts;
-        r.latency_ms = self.started.elapsed().as_millis() as u64;
+        let took = self.started.elapsed();
+        r.latency_ms = took.as_millis() as u64;
         r.upstream_ms = covered_ms(&mut r.attempts.iter().filter(|a| !a.skipped).map(|a| (a.start_ms, a.latency_ms)).collect::<Vec<_>>());
+        let upstream_us = covered_ms(&mut r.attempts.iter().filter(|a| !a.skipped).map(|a| (a.start_us, a.latency_us)).collect::<Vec<_>>());
+        // A stream's time after its first chunk is the upstream's pace, relayed; before it, the same split
+        // as a complete answer's. A stream that never got a chunk is measured to its end.
+        let own_until = if r.stream { self.first_chunk.unwrap_or(took) } else { took };
+        r.overhead_us = Some((own_until.as_micros() as u64).saturating_sub(upstream_us));
         r.cost_nano_usd = *self.cost.lock().unwrap_or_else(|e| e.into_inner());
         if r.status.is_none() {
             r.ended = Some("client_closed".into());

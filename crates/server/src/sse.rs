@@ -203,7 +203,7 @@ async fn drive(
                 };
                 match item {
                     Some(StreamItem::Chunk(c)) => {
-                        rec.first_token();
+                        rec.chunk();
                         rec.usage(c.usage.as_ref());
                         enc.encode(c, &mut out);
                         false

@@ -215,6 +215,8 @@ fn init_logging(command: &Command) -> Result<(), logging::LogSetupError> {
 /// `switchyard check`: the same loading and the same gateway construction as `serve`, so a file that
 /// passes here starts there, and each route is shown as the targets `serve` would try.
 fn check(path: &std::path::Path, explain: bool) -> Result<(), String> {
+    // Building the gateway builds HTTP clients (the image fetcher's even without providers), which need it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = config::load_file(path, &ProcessEnv).map_err(|e| e.to_string())?;
     let gateway = Gateway::new(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("{}: ok", path.display());
@@ -430,7 +432,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Before the address is announced: whoever waits for it may read the token file next.
     let admin = Some(switchyard_server::admin::AdminToken::new(&admin_token(args.data_dir.as_deref())?));
     println!("switchyard listening on http://{addr} (OpenAI base URL: http://{addr}/v1)");
-    let metrics = switchyard_server::install_metrics();
+    let metrics = switchyard_server::install_metrics(&cfg.metrics);
+    if metrics.is_some() {
+        // Every finished request is counted from its record; budgets are read every few seconds.
+        gateway.sinks().add(Arc::clone(gateway.request_metrics()) as Arc<dyn switchyard_engine::observe::RequestSink>);
+        let reader = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(switchyard_engine::telemetry::metrics::BUDGET_INTERVAL);
+            loop {
+                tick.tick().await;
+                reader.refresh_budget_gauges();
+            }
+        });
+    }
     if let Some((shared, _)) = &shared {
         shared.publish();
     }

@@ -395,9 +395,11 @@ async fn a_failing_primary_moves_traffic_to_its_fallback_and_comes_back_when_it_
     for needle in [
         r#"switchyard_provider_degraded{provider="bad"} 1"#,
         r#"switchyard_provider_degraded_total{provider="bad"} 1"#,
-        r#"switchyard_upstream_attempts_total{provider="bad",outcome="transient"}"#,
-        r#"switchyard_upstream_attempts_total{provider="good",outcome="success"} 20"#,
-        r#"switchyard_requests_total{endpoint="chat",status="200"} 20"#,
+        // Attempts carry the key's name, requests their route, serving model and status.
+        r#"switchyard_upstream_attempts_total{provider="bad",key="bad-key",outcome="transient"}"#,
+        r#"switchyard_upstream_attempts_total{provider="good",key="good-key",outcome="success"} 20"#,
+        r#"switchyard_requests_total{endpoint="chat",route="bad/gpt-4o-mini",provider="good",model="claude-sonnet-4-6",status="200",status_class="2xx"} 20"#,
+        r#"switchyard_fallbacks_total{route="bad/gpt-4o-mini",provider="good"} 20"#,
     ] {
         assert!(m.contains(needle), "missing {needle} in:\n{m}");
     }

@@ -434,5 +434,12 @@ async fn metrics_carry_the_provider_label_the_guides_queries_group_by() {
         assert!(series("switchyard_virtual_key_requests_total", provider), "no requests for {provider}:\n{metrics}");
         assert!(series("switchyard_upstream_attempts_total", provider), "no attempts for {provider}:\n{metrics}");
     }
-    // Latency and cost by provider have no series yet (issue 10 covers metrics): not asserted here.
+    // Latency by provider, for the guide's p95 panel.
+    for provider in ["vllm-local", "ollama-local", "openai", "anthropic"] {
+        assert!(series("switchyard_request_duration_seconds_count", provider), "no latency for {provider}:\n{metrics}");
+    }
+    // Cost by provider: the cloud models are priced by the built-in table (self-hosted ones cost nothing).
+    for provider in ["openai", "anthropic"] {
+        assert!(series("switchyard_cost_usd_total", provider), "no cost for {provider}:\n{metrics}");
+    }
 }

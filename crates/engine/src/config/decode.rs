@@ -136,6 +136,10 @@ fn humanize(path: &str, msg: &str) -> String {
         ("struct RawHealth", "health settings"),
         ("struct RawCooldown", "key cooldown settings"),
         ("struct RawHedge", "hedge settings (delay, max_share)"),
+        (
+            "struct RawMetrics",
+            "the metrics settings (virtual_key_labels, team_labels, max_label_values, latency_buckets, overhead_buckets)",
+        ),
     ] {
         out = out.replace(internal, shown);
     }

@@ -17,11 +17,13 @@ use serde_yaml_ng::Value as Yaml;
 
 mod decode;
 pub mod governance;
+pub mod metrics;
 pub mod policy;
 pub mod pricing;
 pub mod traces;
 use decode::Issues;
 pub use governance::{GovernanceConfig, LevelLimits, SharedCountersConfig, WhenUnreachable};
+pub use metrics::MetricsConfig;
 pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy, OverloadPolicy, RetryPolicy};
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 pub use pricing::{PriceOverride, PricingConfig};
@@ -46,6 +48,8 @@ pub struct Config {
     pub pricing: PricingConfig,
     /// OpenTelemetry export (`traces:`); `None`: off.
     pub traces: Option<TracesConfig>,
+    /// What `/metrics` may label, and its histograms' buckets (`crate::telemetry::metrics`).
+    pub metrics: MetricsConfig,
 }
 
 /// How the gateway treats its own clients' connections and requests (the `server:` section). Every limit
@@ -601,6 +605,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     // Checked against the providers once they are all known (the section may come first).
     let mut prices = Vec::new();
     let mut raw_traces = None;
+    let mut raw_metrics = metrics::RawMetrics::default();
     for (k, v) in map {
         let Some(key) = k.as_str().map(str::to_string) else {
             issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
@@ -651,11 +656,12 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             "governance" => raw_governance = issues.decode::<governance::RawGovernance>("governance", v),
             "pricing" => prices = pricing::decode(v, issues),
             "traces" => raw_traces = traces::decode(v, issues),
+            "metrics" => raw_metrics = issues.decode("metrics", v).unwrap_or_default(),
             other => {
                 let msg = match decode::top_level_hint(other) {
                     Some(hint) => format!("unknown top-level key; {hint}"),
                     None => {
-                        const KEYS: [&str; 11] = [
+                        const KEYS: [&str; 12] = [
                             "listen",
                             "server",
                             "routing",
@@ -667,6 +673,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                             "governance",
                             "pricing",
                             "traces",
+                            "metrics",
                         ];
                         match decode::closest(other, KEYS) {
                             Some(k) => format!("unknown top-level key; did you mean `{k}`?"),
@@ -709,6 +716,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         governance,
         pricing,
         traces,
+        metrics: metrics::metrics(raw_metrics, issues),
     };
     // Only a configuration whose parts are sound can be proved about.
     if issues.len() == 0 {
@@ -1620,6 +1628,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         governance: GovernanceConfig::default(),
         pricing: PricingConfig::default(),
         traces: traces_from_env(env),
+        metrics: MetricsConfig::default(),
     }
 }
 

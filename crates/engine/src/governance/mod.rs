@@ -151,6 +151,13 @@ impl Principal {
     }
 }
 
+/// Every budget's reading: virtual keys' by name, teams' by id.
+#[derive(Debug, Clone, Default)]
+pub struct BudgetUse {
+    pub keys: Vec<(String, meter::Reading)>,
+    pub teams: Vec<(String, meter::Reading)>,
+}
+
 /// The governance state of one configuration.
 pub struct Governance {
     /// Once any key exists, inference requires one (unless the configuration says otherwise).
@@ -304,6 +311,20 @@ impl Governance {
     pub fn customer_readings(&self, id: &str) -> Option<Readings> {
         let l = self.customers.get(id)?;
         Some(Readings { own: l.read(meter::now_ms()), ..Readings::default() })
+    }
+
+    /// Every budget in force and its use now, for the budget gauges: each virtual key's own (by the key's
+    /// name, never its id, which may be its value) and each team's (by id). Keys and teams without a
+    /// budget are left out.
+    pub fn budget_use(&self) -> BudgetUse {
+        let now = meter::now_ms();
+        let keys = self
+            .by_hash
+            .values()
+            .filter_map(|p| p.levels.first().and_then(|l| l.budget.as_ref()).map(|m| (p.name().to_string(), m.read(now))))
+            .collect();
+        let teams = self.teams.iter().filter_map(|(id, l)| l.budget.as_ref().map(|m| (id.clone(), m.read(now)))).collect();
+        BudgetUse { keys, teams }
     }
 
     pub fn requires_key(&self) -> bool {

@@ -362,6 +362,8 @@ mod tests {
             skipped: false,
             message: None,
             span_id: span_id.into(),
+            start_us: start_ms * 1000,
+            latency_us: latency_ms * 1000,
         }
     }
 
