@@ -7,7 +7,6 @@ use std::sync::Mutex;
 
 use super::{
     latency_bucket, Counters, Cursor, LogPage, LogQuery, LogRow, Pruned, RequestLogStore, StatRow, StatsQuery, LATENCY_BUCKETS,
-    MAX_SCANNED,
 };
 use crate::governance::store::StoreFuture;
 use crate::observe::RequestRecord;
@@ -41,7 +40,7 @@ impl MemoryLog {
         let ring = self.ring();
         let mut candidates: Vec<&LogRow> = ring.rows.iter().filter(|r| q.matches_indexed(r)).collect();
         candidates.sort_by(|a, b| (b.record.at_ms, &b.record.id).cmp(&(a.record.at_ms, &a.record.id)));
-        let bound = if q.scans() { MAX_SCANNED } else { usize::MAX };
+        let bound = if q.scans() { q.scan_limit.max(1) } else { usize::MAX };
         let mut records = Vec::new();
         let mut next_cursor = None;
         for (looked, r) in candidates.iter().enumerate() {
@@ -66,7 +65,9 @@ impl MemoryLog {
         let ring = self.ring();
         let mut cells: BTreeMap<(i64, Vec<Option<String>>), StatRow> = BTreeMap::new();
         for r in ring.rows.iter() {
-            let at = r.record.at_ms;
+            // Whole rollup buckets, as the databases count them.
+            let width = super::rollup_width(q.interval_ms);
+            let at = r.record.at_ms.div_euclid(width) * width;
             if at < q.from_ms || at >= q.to_ms || !q.matches(&r.dims) {
                 continue;
             }

@@ -234,6 +234,8 @@ pub struct LogQuery {
     pub stream: Option<bool>,
     pub limit: usize,
     pub cursor: Option<Cursor>,
+    /// Rows a page with `q` or `error` looks at, at most ([`MAX_SCANNED`] from the API).
+    pub scan_limit: usize,
 }
 
 const LOG_PARAMS: [&str; 14] = [
@@ -267,6 +269,7 @@ impl LogQuery {
             stream: None,
             limit: DEFAULT_LIMIT,
             cursor: None,
+            scan_limit: MAX_SCANNED,
         }
     }
 
@@ -326,10 +329,11 @@ impl LogQuery {
             stream,
             limit,
             cursor,
+            scan_limit: MAX_SCANNED,
         })
     }
 
-    /// Whether the query has a filter no index serves, whose scan is bounded by [`MAX_SCANNED`].
+    /// Whether the query has a filter no index serves, whose scan is bounded by `scan_limit`.
     pub fn scans(&self) -> bool {
         self.q.is_some() || self.error.is_some()
     }
