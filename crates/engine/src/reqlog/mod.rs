@@ -17,7 +17,7 @@
 //!   [`MAX_SCANNED`] rows per page: a page may then hold fewer than `limit` records while `next_cursor`
 //!   still leads on (see docs/management-api.md).
 
-mod memory;
+pub mod memory;
 mod sink;
 
 pub use memory::MemoryLog;
