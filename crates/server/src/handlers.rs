@@ -63,6 +63,9 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
     rec.model(&req.model);
     let include_usage = req.include_usage();
     let is_stream = req.is_stream();
+    if is_stream {
+        rec.stream_asked();
+    }
     let gateway = state.gateway.clone();
     let mut answer: Pending = Box::pin(async move { gateway.chat(req, &ctx).await });
     if is_stream {

@@ -158,6 +158,11 @@ impl Record {
         }
     }
 
+    /// The caller asked for a stream (the record says so even when it failed before streaming).
+    pub(crate) fn stream_asked(&mut self) {
+        self.r.stream = true;
+    }
+
     pub(crate) fn streaming(&mut self) {
         self.r.stream = true;
         self.r.ended = Some("client_closed".into());
