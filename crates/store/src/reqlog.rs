@@ -211,9 +211,19 @@ fn upsert_sql(d: Dialect, cells: &[(switchyard_engine::reqlog::RollupKey, Counte
     s
 }
 
+/// Which model column a branch of a page filters on: `model=` matches the model that answered or the
+/// model asked for, written as two branches (each served by its own index, in time order) instead of an
+/// `OR` that no index serves.
+#[derive(Clone, Copy)]
+enum ModelBranch {
+    Served,
+    /// Asked for, and not already matched by the first branch.
+    AskedOnly,
+}
+
 /// The `WHERE` of a page: range, cursor, and the filters indexes serve; with `scanned`, also `q` and
-/// `error`.
-fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool) {
+/// `error`; with `bound`, only rows up to the bounded scan's last.
+fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool, branch: Option<ModelBranch>, bound: Option<&Cursor>) {
     s.push(" WHERE at_ms >= ").arg(Arg::I(q.from_ms)).push(" AND at_ms < ").arg(Arg::I(q.to_ms));
     if let Some(c) = &q.cursor {
         s.push(" AND (at_ms < ").arg(Arg::I(c.at_ms)).push(" OR (at_ms = ").arg(Arg::I(c.at_ms));
@@ -225,8 +235,15 @@ fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool) {
             s.push(&format!(" AND {col} = ")).arg(Arg::T(v.clone()));
         }
     }
-    if let Some(m) = &e.model {
-        s.push(" AND (model = ").arg(Arg::T(m.clone())).push(" OR asked_model = ").arg(Arg::T(m.clone())).push(")");
+    match (&e.model, branch) {
+        (Some(m), Some(ModelBranch::Served)) => {
+            s.push(" AND model = ").arg(Arg::T(m.clone()));
+        }
+        (Some(m), Some(ModelBranch::AskedOnly)) => {
+            s.push(" AND asked_model = ").arg(Arg::T(m.clone()));
+            s.push(" AND (model IS NULL OR model <> ").arg(Arg::T(m.clone())).push(")");
+        }
+        _ => {}
     }
     if let Some(st) = q.status {
         let (lo, hi) = st.codes();
@@ -246,29 +263,55 @@ fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool) {
             s.push(" AND errors LIKE ").arg(Arg::T(contains_pattern(&format!(" {e} ")))).push(" ESCAPE '\\'");
         }
     }
+    if let Some(b) = bound {
+        s.push(" AND (at_ms > ").arg(Arg::I(b.at_ms)).push(" OR (at_ms = ").arg(Arg::I(b.at_ms));
+        s.push(" AND id >= ").arg(Arg::T(b.id.clone())).push("))");
+    }
+}
+
+/// `SELECT <outer> ... ORDER BY at_ms DESC, id DESC LIMIT limit [OFFSET offset]` over the rows a page
+/// may show; `inner` are the columns each branch selects (`at_ms` and `id` among them).
+fn select_rows(s: &mut Sql, q: &LogQuery, outer: &str, inner: &str, scanned: bool, bound: Option<&Cursor>, limit: i64, offset: i64) {
+    let tail = |s: &mut Sql, limit: i64| {
+        s.push(" ORDER BY at_ms DESC, id DESC LIMIT ").arg(Arg::I(limit));
+        if offset > 0 {
+            s.push(" OFFSET ").arg(Arg::I(offset));
+        }
+    };
+    if q.entity.model.is_none() {
+        s.push(&format!("SELECT {outer} FROM request_logs"));
+        page_where(s, q, scanned, None, bound);
+        tail(s, limit);
+        return;
+    }
+    s.push(&format!("SELECT {outer} FROM (SELECT * FROM ("));
+    for (i, branch) in [ModelBranch::Served, ModelBranch::AskedOnly].into_iter().enumerate() {
+        if i > 0 {
+            s.push(") AS served UNION ALL SELECT * FROM (");
+        }
+        s.push(&format!("SELECT {inner} FROM request_logs"));
+        page_where(s, q, scanned, Some(branch), bound);
+        s.push(" ORDER BY at_ms DESC, id DESC LIMIT ").arg(Arg::I(limit + offset));
+    }
+    s.push(") AS asked) AS rows");
+    tail(s, limit);
 }
 
 /// The row a bounded scan stops at: the `scan_limit`th row matching the indexed filters.
 fn boundary_sql(d: Dialect, q: &LogQuery) -> Sql {
     let mut s = Sql::new(d);
-    s.push("SELECT at_ms, id FROM request_logs");
-    page_where(&mut s, q, false);
-    s.push(" ORDER BY at_ms DESC, id DESC LIMIT 1 OFFSET ").arg(Arg::I(db_int(q.scan_limit.max(1) as u64 - 1)));
+    select_rows(&mut s, q, "at_ms, id", "at_ms, id", false, None, 1, db_int(q.scan_limit.max(1) as u64 - 1));
     s
 }
 
 fn page_sql(d: Dialect, q: &LogQuery, bound: Option<&Cursor>) -> Sql {
     let mut s = Sql::new(d);
-    s.push(match d {
-        Dialect::Sqlite => "SELECT record FROM request_logs",
-        Dialect::Postgres => "SELECT record::text FROM request_logs",
-    });
-    page_where(&mut s, q, true);
-    if let Some(b) = bound {
-        s.push(" AND (at_ms > ").arg(Arg::I(b.at_ms)).push(" OR (at_ms = ").arg(Arg::I(b.at_ms));
-        s.push(" AND id >= ").arg(Arg::T(b.id.clone())).push("))");
-    }
-    s.push(" ORDER BY at_ms DESC, id DESC LIMIT ").arg(Arg::I(db_int(q.limit as u64 + 1)));
+    let (outer, inner) = match d {
+        Dialect::Sqlite => ("record", "at_ms, id, record"),
+        Dialect::Postgres => ("record", "at_ms, id, record::text AS record"),
+    };
+    let outer = if q.entity.model.is_none() && matches!(d, Dialect::Postgres) { "record::text" } else { outer };
+    select_rows(&mut s, q, outer, inner, true, bound, db_int(q.limit as u64 + 1), 0);
     s
 }
 
