@@ -28,9 +28,10 @@ fn bad_query(code: &str, e: QueryError) -> Response {
 
 /// The store, or the answer saying the log is off.
 fn store(state: &AppState) -> Result<&std::sync::Arc<dyn RequestLogStore>, Response> {
-    state.request_log.as_ref().ok_or_else(|| {
-        error(StatusCode::NOT_FOUND, "request_log_off", "the request log is off (logs.enabled: false in the configuration)")
-    })
+    state
+        .request_log
+        .as_ref()
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "request_log_off", "the request log is off (logs.enabled: false in the configuration)"))
 }
 
 fn unavailable(e: switchyard_engine::governance::store::StoreError) -> Response {
@@ -55,11 +56,7 @@ fn params(p: Result<Query<Vec<(String, String)>>, QueryRejection>, code: &str) -
     p.map(|Query(p)| p).map_err(|_| error(StatusCode::BAD_REQUEST, code, "the query string cannot be read (is it URL-encoded?)"))
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    p: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Response {
+pub async fn list(State(state): State<AppState>, headers: HeaderMap, p: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Response {
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
@@ -103,11 +100,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, Path(id): Pa
     }
 }
 
-pub async fn stats(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    p: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Response {
+pub async fn stats(State(state): State<AppState>, headers: HeaderMap, p: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Response {
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }

@@ -97,8 +97,14 @@ async fn main() {
     let shifted = |q: &LogQuery, i: usize| LogQuery { to_ms: q.to_ms - i as i64 * 300_000, ..q.clone() };
     for (name, q) in [
         ("page: newest 50", log(&[])),
-        ("page: provider=openai status=2xx min_latency_ms=2000", log(&[("provider", "openai"), ("status", "2xx"), ("min_latency_ms", "2000")])),
-        ("page: provider=anthropic status=5xx min_latency_ms=1000", log(&[("provider", "anthropic"), ("status", "5xx"), ("min_latency_ms", "1000")])),
+        (
+            "page: provider=openai status=2xx min_latency_ms=2000",
+            log(&[("provider", "openai"), ("status", "2xx"), ("min_latency_ms", "2000")]),
+        ),
+        (
+            "page: provider=anthropic status=5xx min_latency_ms=1000",
+            log(&[("provider", "anthropic"), ("status", "5xx"), ("min_latency_ms", "1000")]),
+        ),
         ("page: virtual_key=vk-07 status=429", log(&[("virtual_key", "vk-07"), ("status", "429")])),
         ("page: team=team-3 stream=true", log(&[("team", "team-3"), ("stream", "true")])),
         ("page: model=claude-sonnet-4 limit=200", log(&[("model", "claude-sonnet-4"), ("limit", "200")])),
@@ -119,17 +125,21 @@ async fn main() {
     let deep = store.query(LogQuery { to_ms: t0 + DAY_MS / 2, limit: 1, ..log(&[]) }).await.unwrap();
     let cursor: Cursor = Cursor::of(&deep.records[0]);
     let q = LogQuery { cursor: Some(cursor), ..log(&[]) };
-    worst = worst.max(time("page: after a cursor half a day back", |_| {
-        let q = q.clone();
-        async move { store.query(q).await.unwrap().records.len() }
-    })
-    .await);
+    worst = worst.max(
+        time("page: after a cursor half a day back", |_| {
+            let q = q.clone();
+            async move { store.query(q).await.unwrap().records.len() }
+        })
+        .await,
+    );
     let ids: Vec<String> = store.query(log(&[("limit", "200")])).await.unwrap().records.into_iter().map(|r| r.id).collect();
-    worst = worst.max(time("get one record by id", |i| {
-        let id = ids[i % ids.len()].clone();
-        async move { usize::from(store.get(id).await.unwrap().is_some()) }
-    })
-    .await);
+    worst = worst.max(
+        time("get one record by id", |i| {
+            let id = ids[i % ids.len()].clone();
+            async move { usize::from(store.get(id).await.unwrap().is_some()) }
+        })
+        .await,
+    );
     for (name, q) in [
         ("stats 24h: group_by=provider (15m buckets)", stats(&[("group_by", "provider")])),
         ("stats 24h: no grouping, 1m buckets", stats(&[("interval", "1m")])),

@@ -445,10 +445,9 @@ macro_rules! log_store {
                 let bound = if q.scans() {
                     let sql = boundary_sql($dialect, &q);
                     match sql.$bind().fetch_optional(&self.pool).await.map_err(db_error(READING))? {
-                        Some(r) => Some(Cursor {
-                            at_ms: r.try_get(0).map_err(db_error(READING))?,
-                            id: r.try_get(1).map_err(db_error(READING))?,
-                        }),
+                        Some(r) => {
+                            Some(Cursor { at_ms: r.try_get(0).map_err(db_error(READING))?, id: r.try_get(1).map_err(db_error(READING))? })
+                        }
                         None => None,
                     }
                 } else {
@@ -511,7 +510,8 @@ macro_rules! log_store {
                         break;
                     }
                 }
-                let count: i64 = sqlx::query(count_sql).fetch_one(&self.pool).await.map_err(db_error(PRUNING))?.try_get(0).map_err(db_error(PRUNING))?;
+                let count: i64 =
+                    sqlx::query(count_sql).fetch_one(&self.pool).await.map_err(db_error(PRUNING))?.try_get(0).map_err(db_error(PRUNING))?;
                 let mut excess = u64::try_from(count).unwrap_or(0).saturating_sub(max_rows);
                 while excess > 0 {
                     let chunk = excess.min(PRUNE_CHUNK as u64);

@@ -35,7 +35,10 @@ fn start(yaml: &str, data: Option<&Path>) -> (Gateway, Logs) {
 }
 
 fn provider(name: &str, m: &MockServer, tags: &str) -> String {
-    format!("  {name}:\n    type: openai\n    base_url: \"{}\"\n    tags: [{tags}]\n    keys: [{{name: {name}-key, value: sk-{name}-Hq72}}]\n", m.base_url())
+    format!(
+        "  {name}:\n    type: openai\n    base_url: \"{}\"\n    tags: [{tags}]\n    keys: [{{name: {name}-key, value: sk-{name}-Hq72}}]\n",
+        m.base_url()
+    )
 }
 
 async fn api(c: &reqwest::Client, gw: &Gateway, path: &str) -> (u16, Value) {
@@ -153,7 +156,8 @@ async fn a_stream_has_its_time_to_first_token_tokens_and_cost_and_one_left_mid_s
     let (gw, _logs) = start(&yaml, None);
     let c = client();
     let url = gw.url("/v1/chat/completions");
-    let body = json!({"model": "openai/gpt-4o-mini", "messages": user("tell me"), "stream": true, "stream_options": {"include_usage": true}});
+    let body =
+        json!({"model": "openai/gpt-4o-mini", "messages": user("tell me"), "stream": true, "stream_options": {"include_usage": true}});
     let s = stream(&c, &url, &body).await;
     assert!(s.done, "{}", s.raw);
     let id = s.header("x-request-id").unwrap().to_string();
@@ -267,7 +271,8 @@ async fn after_sigterm_the_last_records_are_in_sqlite() {
     let c = client();
     let mut ids = Vec::new();
     for i in 0..5 {
-        let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("n{i}"))})).await;
+        let r =
+            post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("n{i}"))})).await;
         assert_eq!(r.status, 200);
         ids.push(r.header("x-request-id").unwrap().to_string());
     }
@@ -290,7 +295,8 @@ async fn a_full_queue_drops_and_counts() {
     let c = client();
     let n = 12;
     for i in 0..n {
-        let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("n{i}"))})).await;
+        let r =
+            post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("n{i}"))})).await;
         assert_eq!(r.status, 200);
     }
     let text = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -314,12 +320,15 @@ async fn retention_prunes_by_row_count_and_by_age_and_the_coarse_stats_stay() {
     let c = client();
     let mut ids = Vec::new();
     for i in 0..10 {
-        let r = post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("n{i}"))})).await;
+        let r =
+            post(&c, &gw.url("/v1/chat/completions"), &json!({"model": "openai/gpt-4o-mini", "messages": user(&format!("n{i}"))})).await;
         ids.push(r.header("x-request-id").unwrap().to_string());
     }
     // All ten written (the rollups count them), then cut to the newest four, then all aged out.
     wait_for(&c, &gw, "/api/stats?interval=1h", |s, v| s == 200 && v["totals"]["requests"] == 10).await;
-    let v = wait_for(&c, &gw, "/api/logs?limit=200", |s, v| s == 200 && v["data"].as_array().is_some_and(|d| d.len() <= 4 && !d.is_empty())).await;
+    let v =
+        wait_for(&c, &gw, "/api/logs?limit=200", |s, v| s == 200 && v["data"].as_array().is_some_and(|d| d.len() <= 4 && !d.is_empty()))
+            .await;
     let kept: Vec<&str> = v["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert!(kept.iter().all(|id| ids[6..].contains(&id.to_string())), "the newest are kept: {kept:?}");
     wait_for(&c, &gw, "/api/logs", |s, v| s == 200 && v["data"].as_array().is_some_and(|d| d.is_empty())).await;

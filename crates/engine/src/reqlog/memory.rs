@@ -5,9 +5,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
-use super::{
-    latency_bucket, Counters, Cursor, LogPage, LogQuery, LogRow, Pruned, RequestLogStore, StatRow, StatsQuery, LATENCY_BUCKETS,
-};
+use super::{latency_bucket, Counters, Cursor, LogPage, LogQuery, LogRow, Pruned, RequestLogStore, StatRow, StatsQuery, LATENCY_BUCKETS};
 use crate::governance::store::StoreFuture;
 use crate::observe::RequestRecord;
 

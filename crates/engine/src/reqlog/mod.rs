@@ -547,8 +547,7 @@ impl StatsDim {
 }
 
 /// The intervals a series may use.
-pub const INTERVALS: [(&str, i64); 5] =
-    [("1m", 60_000), ("5m", 300_000), ("15m", 900_000), ("1h", 3_600_000), ("1d", 86_400_000)];
+pub const INTERVALS: [(&str, i64); 5] = [("1m", 60_000), ("5m", 300_000), ("15m", 900_000), ("1h", 3_600_000), ("1d", 86_400_000)];
 
 /// Buckets a default interval keeps the range under.
 const MAX_DEFAULT_BUCKETS: i64 = 120;
@@ -728,7 +727,8 @@ pub fn assemble(q: &StatsQuery, rows: Vec<StatRow>) -> StatsAnswer {
         add_hist(&mut point.1, &row.hist);
     }
     if q.group_by.is_empty() && groups.is_empty() {
-        groups.insert(Vec::new(), Acc { name: None, counters: Counters::default(), hist: vec![0; LATENCY_BUCKETS], series: BTreeMap::new() });
+        groups
+            .insert(Vec::new(), Acc { name: None, counters: Counters::default(), hist: vec![0; LATENCY_BUCKETS], series: BTreeMap::new() });
     }
     let mut list: Vec<(Vec<Option<String>>, Acc)> = groups.into_iter().collect();
     // The busiest first; ties by value, so the order is stable.
@@ -890,7 +890,8 @@ mod tests {
         assert_eq!(q.status, Some(StatusFilter::Class(5)));
         assert_eq!(q.q.as_deref(), Some("rate"));
         assert_eq!(q.limit, DEFAULT_LIMIT);
-        let q = LogQuery::from_params(&params(&[("from", "2026-01-01T00:00:00Z"), ("to", "1767312000000"), ("status", "429")]), now).unwrap();
+        let q =
+            LogQuery::from_params(&params(&[("from", "2026-01-01T00:00:00Z"), ("to", "1767312000000"), ("status", "429")]), now).unwrap();
         assert_eq!((q.from_ms, q.to_ms, q.status), (1_767_225_600_000, 1_767_312_000_000, Some(StatusFilter::Code(429))));
         for (list, param) in [
             (vec![("limt", "5")], "limt"),

@@ -42,8 +42,8 @@ pub fn record(rng: &mut fastrand::Rng, i: u64, at_ms: i64) -> RequestRecord {
     });
     let roll = rng.u32(0..1000);
     let latency = (rng.f64() * rng.f64() * 4000.0) as u64 + 80;
-    let attempt = |provider: &str, model: &str, status: u16, outcome: &str, start_ms: u64, latency_ms: u64, message: Option<&str>| {
-        AttemptRecord {
+    let attempt =
+        |provider: &str, model: &str, status: u16, outcome: &str, start_ms: u64, latency_ms: u64, message: Option<&str>| AttemptRecord {
             target: format!("{provider}/{model}"),
             provider: provider.into(),
             model: model.into(),
@@ -56,8 +56,7 @@ pub fn record(rng: &mut fastrand::Rng, i: u64, at_ms: i64) -> RequestRecord {
             skipped: false,
             message: message.map(Into::into),
             span_id: format!("{:016x}", rng_span(i, start_ms)),
-        }
-    };
+        };
     let mut r = RequestRecord {
         id: format!("req-{i:08x}-{:04x}", rng.u16(..)),
         at_ms,
@@ -91,8 +90,11 @@ pub fn record(rng: &mut fastrand::Rng, i: u64, at_ms: i64) -> RequestRecord {
         served(&mut r, provider, model, tags, 0);
     } else if roll < 960 {
         // A 5xx or 429 from the first target, then the local fallback answers.
-        let (status, outcome, msg) =
-            if roll < 935 { (502, "transient", "upstream returned 502: bad gateway") } else { (429, "rate_limited", "rate limit reached for requests") };
+        let (status, outcome, msg) = if roll < 935 {
+            (502, "transient", "upstream returned 502: bad gateway")
+        } else {
+            (429, "rate_limited", "rate limit reached for requests")
+        };
         r.attempts.push(attempt(provider, model, status, outcome, 1, 40 + latency / 10, Some(msg)));
         r.attempts.push(attempt("vllm-local", "llama-3.1-8b", 200, "success", 50 + latency / 10, latency, None));
         served(&mut r, "vllm-local", "llama-3.1-8b", "on-prem", 1);
@@ -194,20 +196,38 @@ pub async fn suite(store: &dyn RequestLogStore) {
     let queries: Vec<(Vec<(&str, &str)>, Box<dyn Fn(&RequestRecord) -> bool>)> = vec![
         (vec![], Box::new(|_| true)),
         (vec![("limit", "7")], Box::new(|_| true)),
-        (vec![("provider", "openai"), ("status", "2xx"), ("min_latency_ms", "1500")], Box::new(|r| {
-            r.provider.as_deref() == Some("openai") && r.status == Some(200) && r.latency_ms >= 1500
-        })),
+        (
+            vec![("provider", "openai"), ("status", "2xx"), ("min_latency_ms", "1500")],
+            Box::new(|r| r.provider.as_deref() == Some("openai") && r.status == Some(200) && r.latency_ms >= 1500),
+        ),
         (vec![("status", "5xx"), ("limit", "10")], Box::new(|r| r.status.is_some_and(|s| s >= 500))),
         (vec![("status", "429")], Box::new(|r| r.status == Some(429))),
         (vec![("virtual_key", "vk-03")], Box::new(|r| r.caller.as_ref().is_some_and(|c| c.virtual_key_id == "vk-03"))),
-        (vec![("team", "team-2"), ("stream", "true")], Box::new(|r| r.stream && r.caller.as_ref().and_then(|c| c.team.as_deref()) == Some("team-2"))),
-        (vec![("customer", "cust-1"), ("limit", "200")], Box::new(|r| r.caller.as_ref().and_then(|c| c.customer.as_deref()) == Some("cust-1"))),
-        (vec![("model", "llama-3.1-8b")], Box::new(|r| r.served_model.as_deref() == Some("llama-3.1-8b") || r.model.as_deref() == Some("llama-3.1-8b"))),
+        (
+            vec![("team", "team-2"), ("stream", "true")],
+            Box::new(|r| r.stream && r.caller.as_ref().and_then(|c| c.team.as_deref()) == Some("team-2")),
+        ),
+        (
+            vec![("customer", "cust-1"), ("limit", "200")],
+            Box::new(|r| r.caller.as_ref().and_then(|c| c.customer.as_deref()) == Some("cust-1")),
+        ),
+        (
+            vec![("model", "llama-3.1-8b")],
+            Box::new(|r| r.served_model.as_deref() == Some("llama-3.1-8b") || r.model.as_deref() == Some("llama-3.1-8b")),
+        ),
         (vec![("error", "rate_limited")], Box::new(|r| r.attempts.iter().any(|a| a.outcome == "rate_limited"))),
         (vec![("error", "budget_exceeded")], Box::new(|r| r.error.as_deref() == Some("budget_exceeded"))),
-        (vec![("q", "Bad Gateway"), ("limit", "5")], Box::new(|r| r.attempts.iter().any(|a| a.message.as_deref().is_some_and(|m| m.contains("bad gateway"))))),
+        (
+            vec![("q", "Bad Gateway"), ("limit", "5")],
+            Box::new(|r| r.attempts.iter().any(|a| a.message.as_deref().is_some_and(|m| m.contains("bad gateway")))),
+        ),
         (vec![("q", "anthropic-key-1")], Box::new(|r| r.attempts.iter().any(|a| a.key.as_deref() == Some("anthropic-key-1")))),
-        (vec![("q", "rate_l")], Box::new(|r| r.attempts.iter().any(|a| a.outcome == "rate_limited" || a.message.as_deref().is_some_and(|m| m.contains("rate_l"))))),
+        (
+            vec![("q", "rate_l")],
+            Box::new(|r| {
+                r.attempts.iter().any(|a| a.outcome == "rate_limited" || a.message.as_deref().is_some_and(|m| m.contains("rate_l")))
+            }),
+        ),
         (vec![("q", "100%")], Box::new(|_| false)),
     ];
     for (extra, want) in &queries {
