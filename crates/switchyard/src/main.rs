@@ -396,7 +396,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let refresher = gateway.clone();
     tokio::spawn(async move { refresher.refresh_models().await });
-    let request_log = start_request_log(&cfg.logs, stores.as_ref(), &gateway);
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("error: cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| format!("error: {e}"))?;
@@ -446,6 +445,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
+    // After the metrics recorder, so that the log's counters are exported from 0; before serving.
+    let request_log = start_request_log(&cfg.logs, stores.as_ref(), &gateway);
     if let Some((shared, _)) = &shared {
         shared.publish();
     }

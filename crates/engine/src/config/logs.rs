@@ -154,3 +154,51 @@ pub(super) fn settings(raw: RawLogs, issues: &mut Issues) -> LogSettings {
         flush: duration(issues, "flush", raw.flush, d.flush, Duration::ZERO),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::parse_str;
+
+    fn env() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    #[test]
+    fn the_logs_section_has_safe_defaults_takes_overrides_and_names_each_mistake() {
+        let c = parse_str("", &env()).unwrap();
+        assert_eq!(c.logs, LogSettings::default());
+        assert!(c.logs.enabled && !c.logs.bodies);
+
+        let c = parse_str(
+            "logs:\n  bodies: true\n  max_body_size: 4KiB\n  retention: 1d\n  max_rows: 5000\n  stats_retention: 30d\n  queue: 64\n  batch: 8\n  flush: 0s\n",
+            &env(),
+        )
+        .unwrap();
+        let l = &c.logs;
+        assert!(l.bodies && l.enabled);
+        assert_eq!((l.max_body_bytes, l.max_rows, l.queue, l.batch), (4096, 5000, 64, 8));
+        assert_eq!((l.retention, l.stats_retention, l.flush), (Duration::from_secs(86_400), Duration::from_secs(30 * 86_400), Duration::ZERO));
+        assert!(!parse_str("logs:\n  enabled: false\n", &env()).unwrap().logs.enabled);
+
+        let bad = "logs:\n  queue: 0\n  batch: 20000\n  max_rows: 0\n  max_body_size: 0\n  retention: 10d\n  stats_retention: 1d\n  flush: soon\n";
+        let text = parse_str(bad, &env()).unwrap_err().to_string();
+        for needle in [
+            "logs.queue: must be at least 1",
+            "logs.batch: must be at most 10000",
+            "logs.max_rows: must be at least 1",
+            "logs.max_body_size: must be greater than zero",
+            "logs.stats_retention: is shorter than logs.retention",
+            "logs.flush: expected a duration",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        let text = parse_str("logs:\n  max_body_bytes: 10\n", &env()).unwrap_err().to_string();
+        assert!(text.contains("logs.max_body_bytes: unknown field") && text.contains("max_body_size"), "{text}");
+        let text = parse_str("log:\n  bodies: true\n", &env()).unwrap_err().to_string();
+        assert!(text.contains("did you mean `logs`"), "{text}");
+    }
+}
