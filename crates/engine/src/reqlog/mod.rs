@@ -39,7 +39,7 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const DEFAULT_RANGE_MS: i64 = 24 * 3_600_000;
 /// Rows (matching the indexed filters) a page with a `q` or `error` filter looks at, at most; see the
 /// module docs. Measured in docs/benchmarks.md.
-pub const MAX_SCANNED: usize = 20_000;
+pub const MAX_SCANNED: usize = 5_000;
 /// Groups a stats answer holds at most (the busiest first); more are cut and the answer says so.
 pub const MAX_STAT_GROUPS: usize = 200;
 /// Latency histogram buckets (see [`latency_bucket`]).
