@@ -270,8 +270,10 @@ fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool, branch: Option<ModelBran
 }
 
 /// `SELECT <outer> ... ORDER BY at_ms DESC, id DESC LIMIT limit [OFFSET offset]` over the rows a page
-/// may show; `inner` are the columns each branch selects (`at_ms` and `id` among them).
-fn select_rows(s: &mut Sql, q: &LogQuery, outer: &str, inner: &str, scanned: bool, bound: Option<&Cursor>, limit: i64, offset: i64) {
+/// may show (`cols`: outer, and what each branch selects, `at_ms` and `id` among them; `window`: limit
+/// and offset).
+fn select_rows(s: &mut Sql, q: &LogQuery, cols: (&str, &str), scanned: bool, bound: Option<&Cursor>, window: (i64, i64)) {
+    let ((outer, inner), (limit, offset)) = (cols, window);
     let tail = |s: &mut Sql, limit: i64| {
         s.push(" ORDER BY at_ms DESC, id DESC LIMIT ").arg(Arg::I(limit));
         if offset > 0 {
@@ -300,7 +302,7 @@ fn select_rows(s: &mut Sql, q: &LogQuery, outer: &str, inner: &str, scanned: boo
 /// The row a bounded scan stops at: the `scan_limit`th row matching the indexed filters.
 fn boundary_sql(d: Dialect, q: &LogQuery) -> Sql {
     let mut s = Sql::new(d);
-    select_rows(&mut s, q, "at_ms, id", "at_ms, id", false, None, 1, db_int(q.scan_limit.max(1) as u64 - 1));
+    select_rows(&mut s, q, ("at_ms, id", "at_ms, id"), false, None, (1, db_int(q.scan_limit.max(1) as u64 - 1)));
     s
 }
 
@@ -311,7 +313,7 @@ fn page_sql(d: Dialect, q: &LogQuery, bound: Option<&Cursor>) -> Sql {
         Dialect::Postgres => ("record", "at_ms, id, record::text AS record"),
     };
     let outer = if q.entity.model.is_none() && matches!(d, Dialect::Postgres) { "record::text" } else { outer };
-    select_rows(&mut s, q, outer, inner, true, bound, db_int(q.limit as u64 + 1), 0);
+    select_rows(&mut s, q, (outer, inner), true, bound, (db_int(q.limit as u64 + 1), 0));
     s
 }
 

@@ -181,7 +181,10 @@ mod tests {
         let l = &c.logs;
         assert!(l.bodies && l.enabled);
         assert_eq!((l.max_body_bytes, l.max_rows, l.queue, l.batch), (4096, 5000, 64, 8));
-        assert_eq!((l.retention, l.stats_retention, l.flush), (Duration::from_secs(86_400), Duration::from_secs(30 * 86_400), Duration::ZERO));
+        assert_eq!(
+            (l.retention, l.stats_retention, l.flush),
+            (Duration::from_secs(86_400), Duration::from_secs(30 * 86_400), Duration::ZERO)
+        );
         assert!(!parse_str("logs:\n  enabled: false\n", &env()).unwrap().logs.enabled);
 
         let bad = "logs:\n  queue: 0\n  batch: 20000\n  max_rows: 0\n  max_body_size: 0\n  retention: 10d\n  stats_retention: 1d\n  flush: soon\n";

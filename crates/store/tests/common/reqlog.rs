@@ -46,6 +46,7 @@ pub fn record(rng: &mut fastrand::Rng, i: u64, at_ms: i64) -> RequestRecord {
         |provider: &str, model: &str, status: u16, outcome: &str, start_ms: u64, latency_ms: u64, message: Option<&str>| AttemptRecord {
             target: format!("{provider}/{model}"),
             provider: provider.into(),
+            kind: if provider == "anthropic" { "anthropic".into() } else { "openai".into() },
             model: model.into(),
             key: Some(format!("{provider}-key-{}", start_ms % 2)),
             status: Some(status),
@@ -140,6 +141,9 @@ pub fn rows(records: &[RequestRecord]) -> Vec<LogRow> {
     records.iter().cloned().map(|r| LogRow::new(Arc::new(r))).collect()
 }
 
+/// Which records a query should find, written plainly.
+type Want = Box<dyn Fn(&RequestRecord) -> bool>;
+
 fn params(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
@@ -193,7 +197,7 @@ pub async fn suite(store: &dyn RequestLogStore) {
         list.extend_from_slice(extra);
         LogQuery::from_params(&params(&list), now).unwrap()
     };
-    let queries: Vec<(Vec<(&str, &str)>, Box<dyn Fn(&RequestRecord) -> bool>)> = vec![
+    let queries: Vec<(Vec<(&str, &str)>, Want)> = vec![
         (vec![], Box::new(|_| true)),
         (vec![("limit", "7")], Box::new(|_| true)),
         (
