@@ -225,7 +225,10 @@ enum ModelBranch {
 /// `error`; with `bound`, only rows up to the bounded scan's last.
 fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool, branch: Option<ModelBranch>, bound: Option<&Cursor>) {
     s.push(" WHERE at_ms >= ").arg(Arg::I(q.from_ms)).push(" AND at_ms < ").arg(Arg::I(q.to_ms));
+    // The plain `at_ms` bounds beside each row-value test give the index its range: the `OR` alone is
+    // checked row by row over the whole time range (measured: a deep page 45 ms instead of under 5).
     if let Some(c) = &q.cursor {
+        s.push(" AND at_ms <= ").arg(Arg::I(c.at_ms));
         s.push(" AND (at_ms < ").arg(Arg::I(c.at_ms)).push(" OR (at_ms = ").arg(Arg::I(c.at_ms));
         s.push(" AND id < ").arg(Arg::T(c.id.clone())).push("))");
     }
@@ -264,6 +267,7 @@ fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool, branch: Option<ModelBran
         }
     }
     if let Some(b) = bound {
+        s.push(" AND at_ms >= ").arg(Arg::I(b.at_ms));
         s.push(" AND (at_ms > ").arg(Arg::I(b.at_ms)).push(" OR (at_ms = ").arg(Arg::I(b.at_ms));
         s.push(" AND id >= ").arg(Arg::T(b.id.clone())).push("))");
     }
