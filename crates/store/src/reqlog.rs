@@ -225,8 +225,8 @@ enum ModelBranch {
 /// `error`; with `bound`, only rows up to the bounded scan's last.
 fn page_where(s: &mut Sql, q: &LogQuery, scanned: bool, branch: Option<ModelBranch>, bound: Option<&Cursor>) {
     s.push(" WHERE at_ms >= ").arg(Arg::I(q.from_ms)).push(" AND at_ms < ").arg(Arg::I(q.to_ms));
-    // The plain `at_ms` bounds beside each row-value test give the index its range: the `OR` alone is
-    // checked row by row over the whole time range (measured: a deep page 45 ms instead of under 5).
+    // A plain `at_ms` bound beside each row-value test, so that the planner has a range on the time
+    // index and does not rely on the `OR` alone.
     if let Some(c) = &q.cursor {
         s.push(" AND at_ms <= ").arg(Arg::I(c.at_ms));
         s.push(" AND (at_ms < ").arg(Arg::I(c.at_ms)).push(" OR (at_ms = ").arg(Arg::I(c.at_ms));
