@@ -66,7 +66,12 @@ impl<T: Send + 'static> Batcher<T> {
                         if lost > 0 {
                             metrics::counter!(dropped).increment(lost as u64);
                         }
-                        tokio::time::sleep(s.linger).await;
+                        // A stop asked while lingering is taken at once: shutdown waits for this
+                        // writer only so long, and a long linger must not make it lose the queue.
+                        tokio::select! {
+                            _ = tokio::time::sleep(s.linger) => {}
+                            _ = stopped.notified() => stopped.notify_one(),
+                        }
                     }
                     _ = stopped.notified() => {
                         rx.close();
@@ -135,6 +140,27 @@ mod tests {
         let batches = seen.lock().unwrap();
         assert!(batches.iter().all(|x| !x.is_empty() && x.len() <= 7), "{batches:?}");
         assert_eq!(batches.concat(), (0..50).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_a_long_linger_drains_at_once() {
+        let seen = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let sink = Arc::clone(&seen);
+        let s = BatchSettings { queue: 10, batch: 1, linger: Duration::from_secs(3600), dropped_metric: "test_dropped_total" };
+        let (b, writer) = Batcher::start(s, move |batch: Vec<u32>| {
+            sink.lock().unwrap().extend(batch);
+            async { 0 }
+        });
+        b.send(1);
+        // The writer takes the first item and lingers an hour; the rest wait in the queue.
+        while seen.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        b.send(2);
+        b.send(3);
+        b.stop();
+        tokio::time::timeout(Duration::from_secs(10), writer).await.expect("the stop waited out the linger").unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3]);
     }
 
     #[tokio::test]

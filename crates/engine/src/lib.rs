@@ -35,6 +35,7 @@ pub mod plan;
 pub mod pool;
 pub mod pricing;
 pub mod providers;
+pub mod reqlog;
 pub mod retry;
 pub mod scrub;
 pub mod telemetry;

@@ -212,9 +212,21 @@ pub trait RequestSink: Send + Sync {
 /// The sinks every finished record goes to, registered at start (before serving) and shared by the
 /// gateway's handlers.
 #[derive(Clone, Default)]
-pub struct Sinks(Arc<arc_swap::ArcSwap<Vec<Arc<dyn RequestSink>>>>);
+pub struct Sinks(Arc<arc_swap::ArcSwap<Vec<Arc<dyn RequestSink>>>>, Arc<std::sync::OnceLock<usize>>);
 
 impl Sinks {
+    /// Asks for request and response bodies, each cut to `max_bytes` (`logs.bodies`); set once, at start.
+    /// The server then keeps them on the record, except for a residency-restricted caller whose key does
+    /// not set `log_bodies`.
+    pub fn capture_bodies(&self, max_bytes: usize) {
+        let _ = self.1.set(max_bytes);
+    }
+
+    /// The most bytes of each body to keep, when bodies are asked for.
+    pub fn body_limit(&self) -> Option<usize> {
+        self.1.get().copied()
+    }
+
     pub fn add(&self, sink: Arc<dyn RequestSink>) {
         self.0.rcu(|v| {
             let mut v = Vec::clone(v);

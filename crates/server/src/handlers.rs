@@ -56,13 +56,16 @@ impl WithStatus for Response {
 pub async fn chat_completions(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let ctx = caller_ctx(&headers);
     let mut rec = Record::new(&ctx, &state.gateway, "chat", method, uri.path());
-    let req: ChatRequest = match read_json(body, &state).await {
+    let req: ChatRequest = match read_json(body, &state, &mut rec).await {
         Ok(r) => r,
         Err(resp) => return logged(resp, rec),
     };
     rec.model(&req.model);
     let include_usage = req.include_usage();
     let is_stream = req.is_stream();
+    if is_stream {
+        rec.stream_asked();
+    }
     let gateway = state.gateway.clone();
     let mut answer: Pending = Box::pin(async move { gateway.chat(req, &ctx).await });
     if is_stream {
@@ -130,7 +133,10 @@ fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut 
             rec.served(&served);
             rec.usage(resp.usage.as_ref());
             let out = match serde_json::to_vec(&resp) {
-                Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
+                Ok(json) => {
+                    rec.response_body(&json);
+                    with_served(json_response(StatusCode::OK, json), &served)
+                }
                 Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
             };
             logged(out, rec)
@@ -152,7 +158,7 @@ fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut 
 pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let ctx = caller_ctx(&headers);
     let mut rec = Record::new(&ctx, &state.gateway, "embeddings", method, uri.path());
-    let req: EmbeddingsRequest = match read_json(body, &state).await {
+    let req: EmbeddingsRequest = match read_json(body, &state, &mut rec).await {
         Ok(r) => r,
         Err(resp) => return logged(resp, rec),
     };
@@ -162,7 +168,10 @@ pub async fn embeddings(State(state): State<AppState>, method: Method, uri: Uri,
             rec.served(&served);
             rec.embedding_tokens(resp.usage.prompt_tokens);
             match serde_json::to_vec(&resp) {
-                Ok(json) => with_served(json_response(StatusCode::OK, json), &served),
+                Ok(json) => {
+                    rec.response_body(&json);
+                    with_served(json_response(StatusCode::OK, json), &served)
+                }
                 Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
             }
         }
@@ -212,8 +221,9 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
 }
 
 /// Reads the whole body under the size limit and within the body timeout, and decodes it, naming the
-/// offending field on failure. The content type was checked before (see `policy`).
-async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState) -> Result<T, Response> {
+/// offending field on failure. The content type was checked before (see `policy`). The bytes go on the
+/// request's record when bodies are kept.
+async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, Response> {
     let limit = state.server.max_body_bytes;
     let within = state.server.body_read_timeout;
     let bytes = match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
@@ -238,6 +248,7 @@ async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState) -> Result<
             return Err(refusal_response(&Refusal::BodyTimeout(within)));
         }
     };
+    rec.request_body(&bytes);
     decode_json(&bytes).map_err(|e| error_response(&e))
 }
 

@@ -8,6 +8,7 @@
 //! may hold an upstream (`sse`).
 
 pub mod admin;
+mod admin_logs;
 mod admin_providers;
 mod admin_usage;
 mod conn;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The management API's token; `None` turns the API off.
     pub admin: Option<admin::AdminToken>,
+    /// Where the request log is kept, for `/api/logs` and `/api/stats`; `None` when `logs.enabled` is off.
+    pub request_log: Option<Arc<dyn switchyard_engine::reqlog::RequestLogStore>>,
 }
 
 /// How often the recorder folds the histograms' samples into their buckets when nobody scrapes: the samples
@@ -105,7 +108,10 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/api/governance/teams/{id}", get(admin::get_team).put(admin::put_team).delete(admin::delete_team))
         .route("/api/governance/customers", get(admin::list_customers).post(admin::create_customer))
         .route("/api/governance/customers/{id}", get(admin::get_customer).put(admin::put_customer).delete(admin::delete_customer))
-        .route("/api/usage", get(admin_usage::usage));
+        .route("/api/usage", get(admin_usage::usage))
+        .route("/api/logs", get(admin_logs::list))
+        .route("/api/logs/{id}", get(admin_logs::get))
+        .route("/api/stats", get(admin_logs::stats));
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))

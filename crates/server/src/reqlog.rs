@@ -11,6 +11,12 @@
 //! table, the request metrics, the tracer) when the record is dropped: the line, the row, the metrics and
 //! the spans describe one request the same way.
 //!
+//! Bodies go on the record only when a sink asked for them (`logs.bodies`, see [`Sinks::body_limit`]),
+//! each cut to the limit: the request's JSON as the caller sent it, a complete answer's JSON as sent, and
+//! for a stream the text it delivered (the content deltas joined; the SSE framing is not kept). They are
+//! dropped when the request is over if the caller is residency-restricted and its key does not set
+//! `log_bodies`: such a key's content never leaves the request.
+//!
 //! The line is INFO whatever the status: a 4xx is the caller's business and a 5xx is already explained by
 //! the engine's own WARN lines. It is switched off with the filter `switchyard::request=off` (which is
 //! what `--no-request-log` adds).
@@ -40,6 +46,8 @@ pub(crate) struct Record {
     /// A stream's last chunk so far, and where the gaps between chunks go.
     last_chunk: Option<(Instant, metrics::Histogram)>,
     metrics: Arc<RequestMetrics>,
+    /// Bodies are kept, each up to this many bytes.
+    body_limit: Option<usize>,
 }
 
 impl Record {
@@ -69,6 +77,38 @@ impl Record {
             first_chunk: None,
             last_chunk: None,
             metrics: Arc::clone(gateway.request_metrics()),
+            body_limit: gateway.sinks().body_limit(),
+        }
+    }
+
+    /// Keeps the request body as read, when bodies are kept.
+    pub(crate) fn request_body(&mut self, bytes: &[u8]) {
+        if let Some(max) = self.body_limit {
+            self.r.request_body = Some(cut(bytes, max));
+        }
+    }
+
+    /// Keeps a complete answer's body as sent, when bodies are kept.
+    pub(crate) fn response_body(&mut self, bytes: &[u8]) {
+        if let Some(max) = self.body_limit {
+            self.r.response_body = Some(cut(bytes, max));
+        }
+    }
+
+    /// Adds a stream chunk's text to the kept response, up to the limit.
+    pub(crate) fn stream_text(&mut self, chunk: &switchyard_wire::types::ChatChunk) {
+        let Some(max) = self.body_limit else { return };
+        let out = self.r.response_body.get_or_insert_with(String::new);
+        for c in &chunk.choices {
+            if let Some(t) = &c.delta.content {
+                if out.len() >= max {
+                    return;
+                }
+                out.push_str(t);
+                if out.len() > max {
+                    *out = switchyard_engine::reqlog::truncate_body(std::mem::take(out), max);
+                }
+            }
         }
     }
 
@@ -116,6 +156,11 @@ impl Record {
             self.r.tokens_in = Some(prompt_tokens);
             self.r.tokens_out = Some(0);
         }
+    }
+
+    /// The caller asked for a stream (the record says so even when it failed before streaming).
+    pub(crate) fn stream_asked(&mut self) {
+        self.r.stream = true;
     }
 
     pub(crate) fn streaming(&mut self) {
@@ -172,6 +217,12 @@ impl Record {
         let own_until = if r.stream { self.first_chunk.unwrap_or(took) } else { took };
         r.overhead_us = Some((own_until.as_micros() as u64).saturating_sub(upstream_us));
         r.cost_nano_usd = *self.cost.lock().unwrap_or_else(|e| e.into_inner());
+        // A restricted key's content is kept only when the key asks for it.
+        let allowed = r.caller.as_ref().is_none_or(|c| !c.restricted || c.log_bodies);
+        if !allowed {
+            r.request_body = None;
+            r.response_body = None;
+        }
         if r.status.is_none() {
             r.ended = Some("client_closed".into());
         }
@@ -213,4 +264,10 @@ impl Drop for Record {
         );
         self.sinks.record(Arc::new(r));
     }
+}
+
+/// Bytes as text (invalid UTF-8 replaced), cut to `max` bytes on a character boundary.
+fn cut(bytes: &[u8], max: usize) -> String {
+    let head = &bytes[..bytes.len().min(max.saturating_add(4))];
+    switchyard_engine::reqlog::truncate_body(String::from_utf8_lossy(head).into_owned(), max)
 }

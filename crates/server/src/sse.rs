@@ -205,6 +205,7 @@ async fn drive(
                     Some(StreamItem::Chunk(c)) => {
                         rec.chunk();
                         rec.usage(c.usage.as_ref());
+                        rec.stream_text(&c);
                         enc.encode(c, &mut out);
                         false
                     }

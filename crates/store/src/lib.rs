@@ -6,6 +6,8 @@
 //! - [`SqliteStore`]: the embedded default, one file in the data directory, for a single gateway.
 //! - [`PostgresStore`]: for several replicas that must share the entities written through the management API
 //!   and one usage ledger.
+//! - The request log (`reqlog`): both SQL stores implement the engine's
+//!   [`RequestLogStore`](switchyard_engine::reqlog::RequestLogStore), rows and rollups in one transaction.
 //! - [`RedisCounters`]: the budgets' and rate limits' counters those replicas share
 //!   ([`SharedCounters`](switchyard_engine::governance::shared::SharedCounters)).
 //!
@@ -24,6 +26,7 @@ mod migrate;
 mod postgres;
 mod providers;
 mod redis;
+mod reqlog;
 mod sqlite;
 
 pub use postgres::PostgresStore;

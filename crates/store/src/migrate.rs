@@ -19,11 +19,13 @@ type Embedded = &'static [(i64, &'static str, &'static str)];
 pub(crate) const SQLITE: Embedded = &[
     (1, "governance", include_str!("../migrations/sqlite/0001_governance.sql")),
     (2, "providers", include_str!("../migrations/sqlite/0002_providers.sql")),
+    (3, "request_logs", include_str!("../migrations/sqlite/0003_request_logs.sql")),
 ];
 
 pub(crate) const POSTGRES: Embedded = &[
     (1, "governance", include_str!("../migrations/postgres/0001_governance.sql")),
     (2, "providers", include_str!("../migrations/postgres/0002_providers.sql")),
+    (3, "request_logs", include_str!("../migrations/postgres/0003_request_logs.sql")),
 ];
 
 #[derive(Debug)]

@@ -102,3 +102,19 @@ async fn a_postgres_store_from_a_newer_gateway_is_invalid() {
     let url = database(&pg).await;
     common::newer_schema_is_invalid(|| PostgresStore::connect(&url), &raw(&url).await).await;
 }
+
+#[tokio::test]
+async fn postgres_passes_the_request_log_suite() {
+    let Some(pg) = server().await else { return };
+    let store = PostgresStore::connect(&database(&pg).await).await.unwrap();
+    common::reqlog::suite(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_postgres_text_search_is_bounded_per_page_and_pages_on() {
+    let Some(pg) = server().await else { return };
+    let store = PostgresStore::connect(&database(&pg).await).await.unwrap();
+    common::reqlog::bounded_search(&store).await;
+    store.close().await;
+}

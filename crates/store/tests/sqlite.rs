@@ -129,3 +129,17 @@ async fn concurrent_sqlite_writers_wait_for_each_other() {
     assert_eq!(store.load().await.unwrap().keys.len(), 16);
     assert_eq!(store.load_meters().await.unwrap().len(), 16);
 }
+
+#[tokio::test]
+async fn sqlite_passes_the_request_log_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("switchyard.db")).await.unwrap();
+    common::reqlog::suite(&store).await;
+}
+
+#[tokio::test]
+async fn a_sqlite_text_search_is_bounded_per_page_and_pages_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("switchyard.db")).await.unwrap();
+    common::reqlog::bounded_search(&store).await;
+}

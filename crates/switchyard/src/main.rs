@@ -445,10 +445,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
+    // After the metrics recorder, so that the log's counters are exported from 0; before serving.
+    let request_log = start_request_log(&cfg.logs, stores.as_ref(), &gateway);
     if let Some((shared, _)) = &shared {
         shared.publish();
     }
-    let state = switchyard_server::AppState { gateway, server: cfg.server.clone(), metrics, admin };
+    let state = switchyard_server::AppState {
+        gateway,
+        server: cfg.server.clone(),
+        metrics,
+        admin,
+        request_log: request_log.as_ref().map(|l| Arc::clone(&l.store)),
+    };
     let saver = Arc::clone(&state.gateway);
     switchyard_server::serve(listener, switchyard_server::router(state, addr), limits, shutdown_signal()).await;
     if store.is_some() {
@@ -473,7 +481,48 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             tracing::warn!("the usage ledger was still being written after 10s at shutdown; the rest is lost");
         }
     }
+    if let Some(log) = request_log {
+        log.prune.abort();
+        log.sink.stop();
+        if tokio::time::timeout(Duration::from_secs(10), log.writer).await.is_err() {
+            tracing::warn!("the request log was still being written after 10s at shutdown; the rest is lost");
+        }
+    }
     Ok(())
+}
+
+/// The request log while the gateway serves: where it is kept, its sink's writer, its pruner.
+struct RequestLog {
+    store: Arc<dyn switchyard_engine::reqlog::RequestLogStore>,
+    sink: switchyard_engine::reqlog::LogSink,
+    writer: tokio::task::JoinHandle<()>,
+    prune: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the request log (`logs:`) in the gateway's store, or in memory without one (the newest
+/// records only, so that a gateway started with no flags still shows its requests).
+fn start_request_log(cfg: &config::logs::LogSettings, stores: Option<&Stores>, gateway: &Gateway) -> Option<RequestLog> {
+    use switchyard_engine::reqlog::{prune_task, LogSink, MemoryLog};
+    if !cfg.enabled {
+        tracing::info!("the request log is off (logs.enabled: false)");
+        return None;
+    }
+    let store: Arc<dyn switchyard_engine::reqlog::RequestLogStore> = match stores {
+        Some(s) => Arc::clone(&s.logs),
+        None => {
+            let rows = usize::try_from(cfg.max_rows).unwrap_or(usize::MAX).min(switchyard_engine::reqlog::memory::MEMORY_ROWS);
+            tracing::info!(rows, "the request log is kept in memory (no --data-dir or --database-url): the newest {rows} requests");
+            Arc::new(MemoryLog::new(rows))
+        }
+    };
+    let (sink, writer) = LogSink::start(Arc::clone(&store), cfg.batching());
+    gateway.sinks().add(Arc::new(sink.clone()));
+    if cfg.bodies {
+        gateway.sinks().capture_bodies(cfg.max_body_bytes);
+        tracing::info!(max_body_bytes = cfg.max_body_bytes, "the request log keeps request and response bodies (logs.bodies)");
+    }
+    let prune = prune_task(Arc::clone(&store), cfg.retention, cfg.max_rows, cfg.stats_retention);
+    Some(RequestLog { store, sink, writer, prune })
 }
 
 /// `switchyard export`: the file merged with the store's entities (see `governance::export`), checked to
@@ -526,20 +575,21 @@ const METER_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 struct Stores {
     governance: Arc<dyn switchyard_engine::governance::store::GovernanceStore>,
     providers: Arc<dyn switchyard_engine::providers::store::ProviderStore>,
+    logs: Arc<dyn switchyard_engine::reqlog::RequestLogStore>,
 }
 
 /// The store the flags ask for: SQLite in the data directory, or PostgreSQL.
 async fn open_store(data_dir: Option<&std::path::Path>, database_url: Option<&str>) -> Result<Option<Stores>, String> {
     if let Some(url) = database_url {
         let s = Arc::new(switchyard_store::PostgresStore::connect(url).await.map_err(|e| format!("error: --database-url: {e}"))?);
-        return Ok(Some(Stores { governance: s.clone(), providers: s }));
+        return Ok(Some(Stores { governance: s.clone(), providers: s.clone(), logs: s }));
     }
     if let Some(dir) = data_dir {
         let path = dir.join("switchyard.db");
         let s =
             Arc::new(switchyard_store::SqliteStore::open(&path).await.map_err(|e| format!("error: --data-dir {}: {e}", dir.display()))?);
         tracing::info!(path = %path.display(), "governance store");
-        return Ok(Some(Stores { governance: s.clone(), providers: s }));
+        return Ok(Some(Stores { governance: s.clone(), providers: s.clone(), logs: s }));
     }
     Ok(None)
 }

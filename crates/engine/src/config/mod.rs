@@ -17,6 +17,7 @@ use serde_yaml_ng::Value as Yaml;
 
 mod decode;
 pub mod governance;
+pub mod logs;
 pub mod metrics;
 pub mod policy;
 pub mod pricing;
@@ -50,6 +51,8 @@ pub struct Config {
     pub traces: Option<TracesConfig>,
     /// What `/metrics` may label, and its histograms' buckets (`crate::telemetry::metrics`).
     pub metrics: MetricsConfig,
+    /// The request log (`logs:`).
+    pub logs: logs::LogSettings,
 }
 
 /// How the gateway treats its own clients' connections and requests (the `server:` section). Every limit
@@ -606,6 +609,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
     let mut prices = Vec::new();
     let mut raw_traces = None;
     let mut raw_metrics = metrics::RawMetrics::default();
+    let mut raw_logs = logs::RawLogs::default();
     for (k, v) in map {
         let Some(key) = k.as_str().map(str::to_string) else {
             issues.push("", format!("top-level keys must be strings, got {}", yaml_brief(&k)));
@@ -657,11 +661,12 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
             "pricing" => prices = pricing::decode(v, issues),
             "traces" => raw_traces = traces::decode(v, issues),
             "metrics" => raw_metrics = issues.decode("metrics", v).unwrap_or_default(),
+            "logs" => raw_logs = issues.decode("logs", v).unwrap_or_default(),
             other => {
                 let msg = match decode::top_level_hint(other) {
                     Some(hint) => format!("unknown top-level key; {hint}"),
                     None => {
-                        const KEYS: [&str; 12] = [
+                        const KEYS: [&str; 13] = [
                             "listen",
                             "server",
                             "routing",
@@ -674,6 +679,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                             "pricing",
                             "traces",
                             "metrics",
+                            "logs",
                         ];
                         match decode::closest(other, KEYS) {
                             Some(k) => format!("unknown top-level key; did you mean `{k}`?"),
@@ -717,6 +723,7 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         pricing,
         traces,
         metrics: metrics::metrics(raw_metrics, issues),
+        logs: logs::settings(raw_logs, issues),
     };
     // Only a configuration whose parts are sound can be proved about.
     if issues.len() == 0 {
@@ -1629,6 +1636,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         pricing: PricingConfig::default(),
         traces: traces_from_env(env),
         metrics: MetricsConfig::default(),
+        logs: logs::LogSettings::default(),
     }
 }
 

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses part of this module
 
 pub mod pg;
+pub mod reqlog;
 
 use std::time::Duration;
 
