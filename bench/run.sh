@@ -4,6 +4,7 @@
 #   bash bench/run.sh                       # chat c=1, chat c=50, stream c=50, TTFB probe; ~1.5 min
 #   DURATION=20 CONC=100 bash bench/run.sh
 #   WORKERS=1 bash bench/run.sh             # the gateway with one worker thread (default: one per core)
+#   STORE=1 bash bench/run.sh               # the gateway with --data-dir: the request log written to SQLite
 #
 # Reports, per scenario and target: requests/s, p50/p90/p99 latency, errors, CPU time per request of the
 # measured process (the gateway, or the mock for "direct") and its RSS (current and peak). Needs wrk
@@ -41,6 +42,8 @@ providers:
 YAML
 WORKER_ARGS=()
 [ -n "${WORKERS:-}" ] && WORKER_ARGS=(--workers "$WORKERS")
+# Without a store the request log is the in-memory ring; with one, every request is also written to SQLite.
+[ -n "${STORE:-}" ] && WORKER_ARGS+=(--data-dir "$OUT/data")
 SWITCHYARD_LOG=warn "$BIN" serve --config "$OUT/switchyard.yaml" --listen "127.0.0.1:$GW_PORT" "${WORKER_ARGS[@]}" >"$OUT/gateway.log" 2>&1 &
 GW_PID=$!; PIDS+=("$GW_PID")
 for _ in $(seq 50); do

@@ -603,8 +603,9 @@ impl<'a> Run<'a> {
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
             let mut f = match self.send(p, t, key_cfg, &label, slot, last_resort, &span_id).await {
                 Ok(out) => {
+                    // Every provider answers a success (a stream's opening too) with 200.
                     self.state().won = held.take();
-                    self.trail(index, at(), key_cfg.map(|k| k.name.clone()), None, "success", false, None);
+                    self.trail(index, at(), key_cfg.map(|k| k.name.clone()), Some(200), "success", false, None);
                     return Ok(self.answered(p, t, index, key, hedged, probe, started.elapsed(), out));
                 }
                 Err(Ok(f)) => f,
