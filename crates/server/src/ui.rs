@@ -106,7 +106,7 @@ mod tests {
         // A module imported but missing from ASSETS would be a blank page in the browser.
         for a in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
             for line in a.body.lines().filter(|l| l.starts_with("import ")) {
-                let from = line.split("from").nth(1).expect(line).trim().trim_end_matches(';').trim_matches(|c| c == '\'' || c == '"');
+                let from = line.rsplit(" from ").next().expect(line).trim().trim_end_matches(';').trim_matches(|c| c == '\'' || c == '"');
                 let name = from.strip_prefix("./").expect("imports are relative to /ui/");
                 assert!(ASSETS.iter().any(|x| x.path == name), "{} imports {name}, which is not served", a.path);
             }
@@ -139,5 +139,36 @@ mod tests {
         let r = respond(&HeaderMap::new(), &ASSETS[0]);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
+    }
+
+    async fn get(admin: Option<crate::admin::AdminToken>, path: &str) -> (StatusCode, HeaderMap, String) {
+        use tower::ServiceExt as _;
+        let env = std::collections::BTreeMap::new();
+        let cfg = switchyard_engine::config::parse_str("providers:\n  local:\n    type: ollama\n    base_url: http://127.0.0.1:9\n", &env).unwrap();
+        let gateway = std::sync::Arc::new(switchyard_engine::Gateway::new(&cfg).unwrap());
+        let state = AppState { gateway, server: cfg.server.clone(), metrics: None, admin };
+        let app = crate::router(state, "127.0.0.1:8080".parse().unwrap());
+        let req = axum::http::Request::get(path).header("host", "127.0.0.1:8080").body(axum::body::Body::empty()).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn with_the_management_api_off_the_page_says_how_to_turn_it_on() {
+        let (status, headers, body) = get(None, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CSP);
+        assert!(body.contains("The management API is off") && body.contains("SWITCHYARD_ADMIN_TOKEN"), "{body}");
+        assert!(!body.contains("app.js"), "no script to run without an API to call");
+        let (_, _, on) = get(Some(crate::admin::AdminToken::new("t")), "/").await;
+        assert!(on.contains("/ui/app.js") && !on.contains("is off"));
+        let (status, headers, js) = get(None, "/ui/app.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        assert!(js.contains("import "));
+        let (status, _, body) = get(None, "/ui/../Cargo.toml").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     }
 }

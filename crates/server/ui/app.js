@@ -36,11 +36,11 @@ export function go(hash) {
 
 const PAGES = {
   dashboard: dashboardPage,
-  logs: (ctx) => (ctx.segs[1] ? logDetailPage(ctx) : logsPage(ctx)),
+  logs: (root, ctx) => (ctx.segs[1] ? logDetailPage(root, ctx) : logsPage(root, ctx)),
   providers: providersPage,
-  'virtual-keys': (ctx) => entityPage(ctx, 'key'),
-  teams: (ctx) => entityPage(ctx, 'team'),
-  customers: (ctx) => entityPage(ctx, 'customer'),
+  'virtual-keys': (root, ctx) => entityPage(root, ctx, 'key'),
+  teams: (root, ctx) => entityPage(root, ctx, 'team'),
+  customers: (root, ctx) => entityPage(root, ctx, 'customer'),
   residency: residencyPage,
 };
 

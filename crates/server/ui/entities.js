@@ -33,7 +33,7 @@ function masked(id) { return typeof id === 'string' && id.startsWith('…'); }
 export async function entityPage(root, ctx, kind) {
   const K = KINDS[kind];
   const formBox = h('div', { id: 'entity-form-box' });
-  const list = h('div', { id: 'entity-list' }, h('p', { class: 'muted' }, 'Loading…'));
+  const list = h('div', { id: 'entity-list', class: 'card' }, h('p', { class: 'muted' }, 'Loading…'));
   const newBtn = h('button', { type: 'button', class: 'primary', id: 'entity-new' }, `New ${K.noun}`);
   fill(root, pageHead(K.title, newBtn), formBox, list);
 
@@ -187,8 +187,8 @@ function entityForm(K, kind, existing, refs, { done, cancel }) {
       f.concurrent ? field('Max concurrent', f.concurrent) : null,
       f.allowed ? field('Only providers tagged', f.allowed, 'comma-separated; empty: any') : null,
       f.denied ? field('Never providers tagged', f.denied, 'comma-separated') : null,
-      f.active ? h('label', { class: 'check' }, f.active, 'Active') : null,
-      f.logBodies ? h('label', { class: 'check' }, f.logBodies, 'Record request and response bodies (when the log records bodies)') : null),
+      f.active ? h('div', { class: 'checks' }, h('label', { class: 'check' }, f.active, 'Active'),
+        h('label', { class: 'check' }, f.logBodies, 'Record its request and response bodies (when the log records bodies)')) : null),
     f.providers ? h('fieldset', { class: 'providers' }, h('legend', {}, 'Providers (none ticked: every provider its residency allows)'),
       f.providers.length ? f.providers : h('span', { class: 'muted' }, 'No provider is configured.')) : null,
     msg,

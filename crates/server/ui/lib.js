@@ -120,8 +120,9 @@ export function errorBox(e, context) {
     : 'Something went wrong in the page';
   return h('div', { class: 'error', role: 'alert' },
     h('strong', {}, context ? `${context}: ${head}` : head),
-    h('div', { class: 'error-msg' }, e.message || String(e)),
-    isApi && e.issues.length ? h('ul', {}, e.issues.map((i) => h('li', {}, h('code', {}, i.path || ''), ' ', i.message || ''))) : null,
+    isApi && e.issues.length
+      ? h('ul', {}, e.issues.map((i) => h('li', {}, h('code', {}, i.path || ''), ' ', i.message || '')))
+      : h('div', { class: 'error-msg' }, e.message || String(e)),
     isApi && e.status === 404 && e.code === 'unknown_route' ? h('div', { class: 'muted' }, 'This gateway does not serve that route (an older version?).') : null);
 }
 
@@ -150,8 +151,12 @@ export function ms(n) {
 export function usd(x) {
   if (x === null || x === undefined) return '–';
   if (x === 0) return '$0';
-  if (Math.abs(x) < 0.01) return `$${x.toPrecision(2)}`;
-  return `$${x.toFixed(Math.abs(x) < 100 ? 4 : 2).replace(/0{1,2}$/, '')}`;
+  const a = Math.abs(x);
+  // Two significant digits for the tiny costs of single requests ($0.0000014), cents and more otherwise.
+  const digits = a >= 1 ? 2 : Math.min(12, 2 - Math.floor(Math.log10(a)));
+  let t = x.toFixed(Math.max(2, digits));
+  t = t.replace(/(\.\d\d\d*?)0+$/, '$1');
+  return `$${t}`;
 }
 
 export function pct(x) {
@@ -190,7 +195,10 @@ export function relative(t) {
   let txt;
   if (a < 60e3) txt = `${Math.round(a / 1e3)} s`;
   else if (a < 3600e3) txt = `${Math.round(a / 60e3)} min`;
-  else if (a < 86400e3) txt = `${Math.floor(a / 3600e3)} h ${Math.round((a % 3600e3) / 60e3)} min`;
+  else if (a < 86400e3) {
+    const min = Math.round(a / 60e3);
+    txt = `${Math.floor(min / 60)} h ${min % 60} min`;
+  }
   else txt = `${Math.round(a / 86400e3)} d`;
   return d >= 0 ? `in ${txt}` : `${txt} ago`;
 }
