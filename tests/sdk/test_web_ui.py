@@ -200,6 +200,7 @@ def shot(d: webdriver.Chrome, name: str) -> Path:
     """A screenshot of the whole page, beyond the window's height (Chromium's DevTools protocol)."""
     import base64
 
+    d.execute_script("window.scrollTo(0, 0)")
     size = d.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": max(WIDTH, size["width"]), "height": min(size["height"], 10000), "scale": 1}
     png = d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})["data"]

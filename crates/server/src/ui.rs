@@ -144,7 +144,8 @@ mod tests {
     async fn get(admin: Option<crate::admin::AdminToken>, path: &str) -> (StatusCode, HeaderMap, String) {
         use tower::ServiceExt as _;
         let env = std::collections::BTreeMap::new();
-        let cfg = switchyard_engine::config::parse_str("providers:\n  local:\n    type: ollama\n    base_url: http://127.0.0.1:9\n", &env).unwrap();
+        let cfg = switchyard_engine::config::parse_str("providers:\n  local:\n    type: ollama\n    base_url: http://127.0.0.1:9\n", &env)
+            .unwrap();
         let gateway = std::sync::Arc::new(switchyard_engine::Gateway::new(&cfg).unwrap());
         let state = AppState { gateway, server: cfg.server.clone(), metrics: None, admin };
         let app = crate::router(state, "127.0.0.1:8080".parse().unwrap());

@@ -60,9 +60,15 @@ async function render() {
   const ctx = {
     segs, params, go,
     alive: () => gen === generation,
+    /** Runs `fn` every so often while this page is shown and the tab visible, never two at once. */
     every(msInterval, fn) {
       if (gen !== generation) return;
-      timers.push(setInterval(() => { if (gen === generation && !document.hidden) fn(); }, msInterval));
+      let busy = false;
+      timers.push(setInterval(async () => {
+        if (busy || gen !== generation || document.hidden) return;
+        busy = true;
+        try { await fn(); } finally { busy = false; }
+      }, msInterval));
     },
     /** Puts these filters into the address (so a view can be bookmarked and shared) and redraws. */
     setParams(next) {
@@ -98,7 +104,9 @@ function loginPage(params, next) {
     fill(msg, h('div', { class: 'error' }, 'The gateway no longer accepts the token this tab signed in with (it was changed, or the gateway restarted with another). Sign in again.'));
   }
   const button = h('button', { type: 'submit', id: 'login-submit', class: 'primary' }, 'Sign in');
-  const form = h('form', { id: 'login-form', class: 'card narrow login' },
+  // For password managers: the token is the password of a fixed user name.
+  const user = h('input', { type: 'text', name: 'username', autocomplete: 'username', value: 'admin', hidden: true });
+  const form = h('form', { id: 'login-form', class: 'card narrow login' }, user,
     h('h1', {}, 'Sign in'),
     h('p', {}, 'The web UI works through the management API and needs its admin token: the value of ',
       h('code', {}, 'SWITCHYARD_ADMIN_TOKEN'), ', else the one kept in the data directory (', h('code', {}, 'DIR/admin-token'),

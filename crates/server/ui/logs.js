@@ -144,7 +144,8 @@ export async function logsPage(root, ctx) {
 function callerFacts(c) {
   if (!c) return [['Virtual key', 'none (no key presented)']];
   return [
-    ['Virtual key', `${c.virtual_key}${c.virtual_key_id && c.virtual_key_id !== c.virtual_key ? ` (${c.virtual_key_id})` : ''}`],
+    // By name only: a key's id may be its value.
+    ['Virtual key', c.virtual_key],
     ['Team', c.team], ['Customer', c.customer],
     ['Residency', c.restricted ? 'restricted' : null],
   ];

@@ -75,7 +75,8 @@ export async function residencyPage(root) {
     body);
   await section(body, async () => {
     const r = await api('/api/residency');
-    const keys = r.virtual_keys || [];
+    // Restricted keys first: they are what an auditor reads the report for.
+    const keys = [...(r.virtual_keys || [])].sort((a, b) => Number(b.restricted) - Number(a.restricted));
     if (!keys.length) return h('p', { class: 'muted empty' }, 'No virtual key is configured: every request may reach every provider.');
     return keys.map((k) => h('section', { class: 'card residency-key', dataset: { key: k.name } },
       h('div', { class: 'card-head' },

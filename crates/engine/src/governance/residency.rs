@@ -215,7 +215,13 @@ pub fn report(cfg: &Config) -> Vec<KeyReach> {
                         None if !key.reaches_tags(p) => Some("residency forbids it"),
                         None => Some("not in its provider_configs"),
                     };
-                    ProviderReach { provider: p.name.clone(), tags: p.tags.clone(), reached: via.is_some(), via: via.unwrap_or_default(), why_not }
+                    ProviderReach {
+                        provider: p.name.clone(),
+                        tags: p.tags.clone(),
+                        reached: via.is_some(),
+                        via: via.unwrap_or_default(),
+                        why_not,
+                    }
                 })
                 .collect();
             KeyReach {
