@@ -147,7 +147,7 @@ mod tests {
         let cfg = switchyard_engine::config::parse_str("providers:\n  local:\n    type: ollama\n    base_url: http://127.0.0.1:9\n", &env)
             .unwrap();
         let gateway = std::sync::Arc::new(switchyard_engine::Gateway::new(&cfg).unwrap());
-        let state = AppState { gateway, server: cfg.server.clone(), metrics: None, admin };
+        let state = AppState { gateway, server: cfg.server.clone(), metrics: None, admin, request_log: None };
         let app = crate::router(state, "127.0.0.1:8080".parse().unwrap());
         let req = axum::http::Request::get(path).header("host", "127.0.0.1:8080").body(axum::body::Body::empty()).unwrap();
         let resp = app.oneshot(req).await.unwrap();
