@@ -42,10 +42,10 @@ export async function dashboardPage(root, ctx) {
         const st = await api(`/api/stats${query({ from, to })}`);
         const g = (st.groups && st.groups[0]) || { series: [] };
         fill(overall,
-          card('Requests and errors', lineChart({ from: st.from_ms, to: st.to_ms, label: 'requests and errors', series: [
+          card('Requests and errors', lineChart({ from: st.from_ms, to: st.to_ms, whole: true, label: 'requests and errors', series: [
             { name: 'requests', color: PALETTE[0], points: fillSeries(st, g.series, 'requests', 0) },
             { name: 'errors', color: PALETTE[3], points: fillSeries(st, g.series, 'errors', 0) }] })),
-          card('Latency', lineChart({ from: st.from_ms, to: st.to_ms, format: ms, label: 'latency', series: [
+          card('Latency', lineChart({ from: st.from_ms, to: st.to_ms, format: ms, whole: true, label: 'latency', series: [
             { name: 'p50', color: PALETTE[2], points: fillSeries(st, g.series, 'p50_ms', null) },
             { name: 'p95', color: PALETTE[1], points: fillSeries(st, g.series, 'p95_ms', null) }] })));
         return kpiCards(st.totals || {});
@@ -114,19 +114,19 @@ function groupedView(st, group) {
   const groups = [...(st.groups || [])].sort((a, b) => (b.totals.requests || 0) - (a.totals.requests || 0));
   if (!groups.length) return h('p', { class: 'muted empty' }, 'No requests in this range.');
   const top = groups.slice(0, TOP);
-  const chart = (title, field, format, missing) => card(title, lineChart({
-    from: st.from_ms, to: st.to_ms, format, label: title,
+  const chart = (title, field, format, missing, whole) => card(title, lineChart({
+    from: st.from_ms, to: st.to_ms, format, whole, label: title,
     series: top.map((g, i) => ({ name: groupLabel(g, group), color: PALETTE[i % PALETTE.length], points: fillSeries(st, g.series, field, missing) })),
   }));
   const note = groups.length > TOP ? h('p', { class: 'muted small' }, `The charts show the ${TOP} busiest of ${groups.length}; the table lists all.`) : null;
   return [
     h('div', { class: 'grid3' },
-      chart('Requests', 'requests', int, 0),
-      chart('Errors', 'errors', int, 0),
-      chart('p95 latency', 'p95_ms', ms, null),
-      chart('Cost (USD)', 'cost_usd', usd, 0),
-      chart('Fallback rate', 'fallback_rate', pct, null),
-      chart('Tokens out', 'tokens_out', int, 0)),
+      chart('Requests', 'requests', int, 0, true),
+      chart('Errors', 'errors', int, 0, true),
+      chart('p95 latency', 'p95_ms', ms, null, true),
+      chart('Cost (USD)', 'cost_usd', usd, 0, false),
+      chart('Fallback rate', 'fallback_rate', pct, null, false),
+      chart('Tokens out', 'tokens_out', int, 0, true)),
     note,
     table([
       { title: GROUPS[group], cell: (g) => logsLink(g, group, groupLabel(g, group)) },

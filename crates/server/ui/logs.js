@@ -111,7 +111,7 @@ export async function logsPage(root, ctx) {
     ctx.setParams(next);
   });
 
-  const results = h('div', { id: 'logs-results' }, h('p', { class: 'muted' }, 'Loading…'));
+  const results = h('div', { id: 'logs-results', class: 'card' }, h('p', { class: 'muted' }, 'Loading…'));
   fill(root, pageHead('Request log'), form, results);
 
   await section(results, async () => {
