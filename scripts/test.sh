@@ -10,13 +10,16 @@
 #   3b. the fuzz targets in fuzz/, formatted and run briefly: bash scripts/fuzz.sh (FUZZ_SECONDS, default 10 here)
 #   4. cargo build -p switchyard
 #   5. a Python venv at .venv with tests/sdk/requirements.txt (reused while the requirements are unchanged)
-#   6. pytest -q tests/sdk             (SWITCHYARD_BIN points at the binary built in step 4)
+#   6. pytest -q tests/sdk             (SWITCHYARD_BIN points at the binary built in step 4); this includes the
+#      web UI's browser test (tests/sdk/test_web_ui.py: headless Chromium, Debian's chromium and
+#      chromium-driver, which .ci/run installs), whose screenshots of every page land in target/ui-screenshots/
 #
 # Environment: SWITCHYARD_SKIP_RUST=1 skips steps 1-3b (for iterating on the SDK tests); SWITCHYARD_SKIP_FUZZ=1
 # skips step 3b; SWITCHYARD_SKIP_POSTGRES=1 skips the switchyard-store tests that need PostgreSQL's server
 # binaries (/usr/lib/postgresql/*/bin, Debian's `postgresql` package, which .ci/run installs);
 # SWITCHYARD_SKIP_PROMETHEUS=1 skips step 2b and the test that starts Debian's `prometheus` (which .ci/run
 # installs, with promtool);
+# SWITCHYARD_SKIP_BROWSER=1 skips the browser test (for a machine without chromium and chromium-driver);
 # PYTEST_ADDOPTS passes extra options to pytest (e.g. "-k fallback -x").
 set -euo pipefail
 
@@ -99,7 +102,7 @@ venv=$ROOT/.venv
 req=$ROOT/tests/sdk/requirements.txt
 stamp=$venv/.switchyard-requirements
 want="$(python3 -c 'import sys; print(sys.version)' | head -1) $(cksum <"$req")"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import openai, pytest' 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import openai, pytest, selenium' 2>/dev/null; then
     echo "    reusing $venv (requirements unchanged)"
 else
     rm -rf "$venv"

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -174,6 +174,10 @@ fn provider_config_readings(v: &mut Value, r: &Readings) {
     }
 }
 
+fn id_is_value(value: &SecretString, id: &str) -> bool {
+    switchyard_engine::governance::key_hash(value.expose_secret()) == switchyard_engine::governance::key_hash(id)
+}
+
 /// A secret shown only by its last characters: `…free`.
 pub(crate) fn mask(s: &str) -> String {
     let tail: String = s.chars().rev().take(if s.chars().count() > 12 { 4 } else { 2 }).collect::<Vec<_>>().into_iter().rev().collect();
@@ -246,8 +250,8 @@ pub async fn create_key(State(state): State<AppState>, headers: HeaderMap, body:
     put_key_value(&state, v, value, true).await
 }
 
-/// `PUT /{id}`: create or replace; without a `value` the id is the value (Bifrost's seed scripts use it
-/// as the SDK's api_key).
+/// `PUT /{id}`: create or replace; without a `value` a new key's id is its value (Bifrost's seed scripts
+/// use it as the SDK's api_key), and an existing key keeps the value it has.
 pub async fn put_key(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
     if let Err(r) = authorized(&state, &headers) {
         return r;
@@ -265,7 +269,15 @@ pub async fn put_key(State(state): State<AppState>, headers: HeaderMap, Path(id)
         let id_is_value = v.get("value").and_then(Value::as_str).is_none_or(str::is_empty);
         v["name"] = if id_is_value { json!(format!("key-{}", &switchyard_engine::governance::value_sha256(&id)[..12])) } else { json!(id) };
     }
-    let value = v.get("value").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| id.clone());
+    let value = match v.get("value").and_then(Value::as_str) {
+        Some(value) => value.to_string(),
+        // A key the API made with a value of its own keeps it when a change is sent without one (as the web
+        // UI's edit does): taking the id as its value would lock out every caller of the key.
+        None => match state.gateway.governance().written_value(&id).await {
+            Some(kept) if !id_is_value(&kept, &id) => kept.expose_secret().to_string(),
+            _ => id.clone(),
+        },
+    };
     v["value"] = Value::Null;
     put_key_value(&state, v, value, false).await
 }
@@ -432,6 +444,31 @@ pub async fn delete_customer(State(state): State<AppState>, headers: HeaderMap, 
     }
     match state.gateway.governance().delete(Kind::Customer, &id).await {
         Ok(()) => json(StatusCode::OK, &json!({"message": "customer deleted"})),
+        Err(e) => write_error(e),
+    }
+}
+
+/// `GET /api/residency`: for each virtual key, every provider its requests can reach (with the providers'
+/// tags and how) and those they cannot: the report `switchyard check --explain` prints, computed by the
+/// same code for what is served now (the file's keys and the API's, the providers in force).
+pub async fn residency(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.gateway.governance().residency().await {
+        Ok(report) => {
+            let keys: Vec<Value> = report
+                .iter()
+                .map(|k| {
+                    let mut v = serde_json::to_value(k).unwrap_or(Value::Null);
+                    if k.id_is_value {
+                        v["id"] = json!(mask(&k.id));
+                    }
+                    v
+                })
+                .collect();
+            json(StatusCode::OK, &json!({"virtual_keys": keys}))
+        }
         Err(e) => write_error(e),
     }
 }

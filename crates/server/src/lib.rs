@@ -5,7 +5,7 @@
 //! call the engine, render. Everything about routing, keys and upstreams lives in the engine. What lives
 //! here besides is what only the HTTP side can bound: how many connections, for how long (`conn`), which
 //! requests a browser page could have forged (`policy`), and how long a stream client that stops reading
-//! may hold an upstream (`sse`).
+//! may hold an upstream (`sse`). The web UI at `/` (`ui`) is static files drawn from the management API.
 
 pub mod admin;
 mod admin_logs;
@@ -18,6 +18,7 @@ mod policy;
 mod reqlog;
 mod sse;
 mod throttle;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -97,6 +98,8 @@ pub fn install_metrics(cfg: &switchyard_engine::config::MetricsConfig) -> Option
 pub fn router(state: AppState, listen: SocketAddr) -> Router {
     let hosts = Arc::new(policy::HostPolicy::new(listen, &state.server.allowed_hosts));
     let mut r = Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route("/health", get(handlers::health))
         .route("/api/health/providers", get(handlers::provider_health))
         .route("/metrics", get(handlers::metrics))
@@ -111,7 +114,8 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/api/usage", get(admin_usage::usage))
         .route("/api/logs", get(admin_logs::list))
         .route("/api/logs/{id}", get(admin_logs::get))
-        .route("/api/stats", get(admin_logs::stats));
+        .route("/api/stats", get(admin_logs::stats))
+        .route("/api/residency", get(admin::residency));
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))

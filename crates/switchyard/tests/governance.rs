@@ -496,3 +496,97 @@ async fn a_key_put_without_name_or_value_is_never_shown_by_its_id() {
         assert!(!text.contains(secret), "{what} shows the key's id, which is its value: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_key_changed_through_the_api_without_its_value_keeps_it() {
+    use reqwest::Method;
+    let (_local, _cloud, providers) = onprem_and_cloud().await;
+    let (gw, _logs) = Gateway::start_logged(Some(&providers), &[], &[("SWITCHYARD_ADMIN_TOKEN", ADMIN)]);
+    let c = client();
+    let keys = gw.url("/api/governance/virtual-keys");
+    let (s, b) = admin(&c, Method::POST, keys.clone(), Some(ADMIN), Some(json!({"name": "edited", "budget": {"max_limit": 5}}))).await;
+    assert_eq!(s, 200, "{b}");
+    let (id, value) = (b["virtual_key"]["id"].as_str().unwrap().to_string(), b["virtual_key"]["value"].as_str().unwrap().to_string());
+    // What the web UI's edit sends: the key as GET showed it (no value), with a setting changed.
+    let (_, mut shown) = admin(&c, Method::GET, format!("{keys}/{id}"), Some(ADMIN), None).await;
+    shown["virtual_key"]["budget"]["max_limit"] = json!(7);
+    let (s, b) = admin(&c, Method::PUT, format!("{keys}/{id}"), Some(ADMIN), Some(shown["virtual_key"].clone())).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["virtual_key"]["budget"]["max_limit"], json!(7.0));
+    assert!(b["virtual_key"].get("value").is_none(), "never shown again: {b}");
+    let url = gw.url("/v1/chat/completions");
+    let (s, _, b) = post_as(&c, &url, bearer(&format!("Bearer {value}")), &chat("ollama/llava")).await;
+    assert_eq!(s, 200, "the callers' value still works: {b}");
+    let (s, _, b) = post_as(&c, &url, bearer(&format!("Bearer {id}")), &chat("ollama/llava")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_virtual_key")), "the id did not become the value: {b}");
+    // A new id without a value is still Bifrost's: the id is the value.
+    let (s, _) = admin(&c, Method::PUT, format!("{keys}/vk-seeded"), Some(ADMIN), Some(json!({"name": "seeded"}))).await;
+    assert_eq!(s, 200);
+    let (s, _, b) = post_as(&c, &url, bearer("Bearer vk-seeded"), &chat("ollama/llava")).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+#[tokio::test]
+async fn the_residency_report_of_the_api_is_the_one_check_explain_prints() {
+    use reqwest::Method;
+    let (_local, _cloud, providers) = onprem_and_cloud().await;
+    let yaml = format!(
+        "{providers}routes:\n  - models: [ollama/llava]\n    fallbacks: [openai/gpt-4o]\ngovernance:\n  virtual_keys:\n    - {{id: vk-onprem, name: onprem, value: sk-onprem, residency: {{allowed_tags: [on-prem]}}, provider_configs: [{{provider: ollama}}]}}\n    - {{id: vk-any, name: any}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let explained =
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["check", "--explain", "--config"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&explained.stdout).into_owned();
+    assert!(explained.status.success(), "{text}");
+
+    let (gw, _logs) = Gateway::start_logged(Some(&yaml), &[], &[("SWITCHYARD_ADMIN_TOKEN", ADMIN)]);
+    let c = client();
+    let (s, b) = admin(&c, Method::GET, gw.url("/api/residency"), None, None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("admin_unauthorized")), "{b}");
+    let (s, report) = admin(&c, Method::GET, gw.url("/api/residency"), Some(ADMIN), None).await;
+    assert_eq!(s, 200, "{report}");
+    let keys = report["virtual_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{report}");
+    // Every line `check --explain` prints for a key, rebuilt from the JSON: the same facts.
+    for k in keys {
+        let mut lines = vec![format!("virtual key \"{}\": {}", k["name"].as_str().unwrap(), k["rules"].as_str().unwrap())];
+        for p in k["providers"].as_array().unwrap() {
+            let tags: Vec<&str> = p["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+            let (name, tags) = (p["provider"].as_str().unwrap(), tags.join(", "));
+            lines.push(if p["reached"].as_bool().unwrap() {
+                let via: Vec<&str> = p["via"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                format!("  reaches {name} [{tags}] via {}", via.join("; "))
+            } else {
+                format!("  never   {name} [{tags}]: {}", p["why_not"].as_str().unwrap())
+            });
+        }
+        for l in lines {
+            assert!(text.lines().any(|t| t.trim_start() == l.trim_start() && t.ends_with(&l)), "{l:?} is not in:\n{text}");
+        }
+    }
+    let onprem = keys.iter().find(|k| k["name"] == "onprem").unwrap();
+    assert_eq!((onprem["restricted"].as_bool(), onprem["id"].as_str()), (Some(true), Some("vk-onprem")));
+    // A key whose id is its value is never shown by it.
+    let any = keys.iter().find(|k| k["name"] == "any").unwrap();
+    assert!(any["id"].as_str().unwrap().starts_with('…'), "{any}");
+    assert!(!report.to_string().contains("vk-any"), "{report}");
+
+    // A key the API writes is in the report at once, against the providers in force.
+    let (s, b) = admin(
+        &c,
+        Method::POST,
+        gw.url("/api/governance/virtual-keys"),
+        Some(ADMIN),
+        Some(json!({"name": "cloudless", "residency": {"denied_tags": ["cloud"]}, "provider_configs": [{"provider": "ollama"}]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, report) = admin(&c, Method::GET, gw.url("/api/residency"), Some(ADMIN), None).await;
+    let k = report["virtual_keys"].as_array().unwrap().iter().find(|k| k["name"] == "cloudless").unwrap().clone();
+    let reached: Vec<(&str, bool)> =
+        k["providers"].as_array().unwrap().iter().map(|p| (p["provider"].as_str().unwrap(), p["reached"].as_bool().unwrap())).collect();
+    assert_eq!(reached, [("ollama", true), ("openai", false)], "{k}");
+    assert_eq!(k["rules"], "never providers tagged cloud");
+}

@@ -275,6 +275,22 @@ impl Live {
         check_governance(cfg, section(f, &customers, &teams, &all_keys)).map_err(WriteError::Invalid)
     }
 
+    /// The residency report of what is served now: the file's keys and the API's, against the providers in
+    /// force, by the same code as `switchyard check --explain`.
+    pub async fn residency(&self) -> Result<Vec<super::residency::KeyReach>, WriteError> {
+        let w = self.written.lock().await;
+        let mut cfg = (*self.file()).clone();
+        cfg.governance = self.check_against(&cfg, &w)?;
+        drop(w);
+        Ok(super::residency::report(&cfg))
+    }
+
+    /// The value of a key the API wrote (as its hash when it came from the store), so that a `PUT` that
+    /// changes a key's settings without sending its value keeps the value callers present.
+    pub async fn written_value(&self, id: &str) -> Option<SecretString> {
+        self.written.lock().await.keys.iter().find(|(k, _)| k.id == id).map(|(_, v)| v.clone())
+    }
+
     pub async fn keys(&self) -> Vec<Shown<VirtualKeySpec>> {
         let g = self.snapshot();
         let w = self.written.lock().await;

@@ -5,9 +5,13 @@
 //! a configured fallback in silence. What the request body asks for (its own `fallbacks`) is not known
 //! here: at run time such targets are dropped from the plan before anything is sent (`plan`).
 //!
-//! [`explain`] prints the same reachability for people: the artifact an auditor reads.
+//! [`report`] gives the same reachability for people: the artifact an auditor reads, printed by
+//! `switchyard check --explain` ([`explain`]) and answered by the management API's `GET /api/residency`.
 
 use std::collections::BTreeMap;
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
 
 use crate::config::{Config, ProviderConfig, RouteConfig};
 use crate::governance::model::{Residency, VirtualKeySpec};
@@ -156,30 +160,105 @@ pub fn violations(cfg: &Config) -> Vec<(String, String)> {
     views(cfg).iter().filter(|k| k.restricted()).flat_map(|k| reach(cfg, k).violations).collect()
 }
 
+/// One virtual key's reachability: what `switchyard check --explain` prints for it and what the management
+/// API's `GET /api/residency` answers, computed once by [`report`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyReach {
+    /// The key's id; a secret when `id_is_value` (then only the name may be shown).
+    pub id: String,
+    #[serde(skip)]
+    pub id_is_value: bool,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    pub active: bool,
+    /// The key's and its team's residency policy, or `no residency restriction`.
+    pub rules: String,
+    pub restricted: bool,
+    /// Every configured provider, in the configuration's order, reached or not.
+    pub providers: Vec<ProviderReach>,
+    /// Ways the key could reach a provider its policy forbids (a configuration with any is refused; shown
+    /// so that the report says what is wrong rather than hiding it).
+    pub violations: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderReach {
+    pub provider: String,
+    pub tags: Vec<String>,
+    pub reached: bool,
+    /// How it is reached (`provider_configs[0]`, `the route for gpt-4o: fallbacks[1] local/llama3`, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
+    /// Why it is never reached: `residency forbids it` or `not in its provider_configs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<&'static str>,
+}
+
 /// For each key: its residency and every provider it can reach with that provider's tags and how, then
-/// the providers it cannot reach. The lines `switchyard check --explain` prints.
+/// the providers it cannot reach.
+pub fn report(cfg: &Config) -> Vec<KeyReach> {
+    views(cfg)
+        .iter()
+        .zip(&cfg.governance.keys)
+        .map(|(key, (_, value))| {
+            let r = reach(cfg, key);
+            let providers = cfg
+                .providers
+                .iter()
+                .map(|p| {
+                    let via = r.reached.get(&p.name).cloned();
+                    let why_not = match via {
+                        Some(_) => None,
+                        None if !key.reaches_tags(p) => Some("residency forbids it"),
+                        None => Some("not in its provider_configs"),
+                    };
+                    ProviderReach {
+                        provider: p.name.clone(),
+                        tags: p.tags.clone(),
+                        reached: via.is_some(),
+                        via: via.unwrap_or_default(),
+                        why_not,
+                    }
+                })
+                .collect();
+            KeyReach {
+                id: key.spec.id.clone(),
+                id_is_value: super::key_hash(value.expose_secret()) == super::key_hash(&key.spec.id),
+                name: key.spec.name.clone(),
+                team: key.spec.team_id.clone(),
+                customer: key.spec.customer_id.clone(),
+                active: key.spec.is_active,
+                rules: key.rules(),
+                restricted: key.restricted(),
+                providers,
+                violations: r.violations.into_iter().map(|(_, v)| v).collect(),
+            }
+        })
+        .collect()
+}
+
+/// [`report`] as the lines `switchyard check --explain` prints.
 pub fn explain(cfg: &Config) -> Vec<String> {
     let mut lines = Vec::new();
-    for key in views(cfg) {
-        let r = reach(cfg, &key);
-        let owner = match (&key.spec.team_id, &key.spec.customer_id) {
+    for key in report(cfg) {
+        let owner = match (&key.team, &key.customer) {
             (Some(t), _) => format!(", team {t}"),
             (_, Some(c)) => format!(", customer {c}"),
             _ => String::new(),
         };
-        let active = if key.spec.is_active { "" } else { ", switched off" };
-        lines.push(format!("virtual key \"{}\"{owner}{active}: {}", key.spec.name, key.rules()));
-        for p in &cfg.providers {
+        let active = if key.active { "" } else { ", switched off" };
+        lines.push(format!("virtual key \"{}\"{owner}{active}: {}", key.name, key.rules));
+        for p in &key.providers {
             let tags = if p.tags.is_empty() { "no tags".to_string() } else { p.tags.join(", ") };
-            match r.reached.get(&p.name) {
-                Some(via) => lines.push(format!("  reaches {} [{tags}] via {}", p.name, via.join("; "))),
-                None => {
-                    let why = if !key.reaches_tags(p) { "residency forbids it" } else { "not in its provider_configs" };
-                    lines.push(format!("  never   {} [{tags}]: {why}", p.name));
-                }
+            match p.why_not {
+                None => lines.push(format!("  reaches {} [{tags}] via {}", p.provider, p.via.join("; "))),
+                Some(why) => lines.push(format!("  never   {} [{tags}]: {why}", p.provider)),
             }
         }
-        for (_, v) in &r.violations {
+        for v in &key.violations {
             lines.push(format!("  VIOLATION: {v}"));
         }
     }
