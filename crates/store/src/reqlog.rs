@@ -332,15 +332,8 @@ fn page_from(q: &LogQuery, mut records: Vec<RequestRecord>, bound: Option<Cursor
 }
 
 fn dim_column(d: StatsDim) -> &'static str {
-    match d {
-        StatsDim::Provider => "provider",
-        StatsDim::Model => "model",
-        StatsDim::VirtualKey => "virtual_key",
-        StatsDim::Team => "team",
-        StatsDim::Customer => "customer",
-        StatsDim::ProviderTags => "provider_tags",
-        StatsDim::StatusClass => "status_class",
-    }
+    // The rollup's columns are named as the API names the dimensions.
+    d.as_str()
 }
 
 /// Columns: t, the group's values (one per dimension), the key's name, the counters, the histogram.
