@@ -79,11 +79,6 @@ impl RequestCtx {
         self.traceparent.as_deref().and_then(|t| u8::from_str_radix(&t[53..55], 16).ok()).map(|f| f & 1 == 1)
     }
 
-    /// Milliseconds since the request arrived.
-    pub fn elapsed_ms(&self) -> u64 {
-        self.arrived.elapsed().as_millis() as u64
-    }
-
     /// The `traceparent` to send upstream for an attempt whose span is `span_id`: same trace, the
     /// caller's sampling flag (sampled when the caller sent none).
     pub fn upstream_traceparent(&self, span_id: &str) -> String {

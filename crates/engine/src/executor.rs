@@ -180,6 +180,7 @@ impl<'a> Run<'a> {
         message: Option<&str>,
     ) {
         let Some(t) = self.plan.targets.iter().chain(&self.plan.context).nth(index) else { return };
+        let latency_us = if skipped { 0 } else { (self.ctx.arrived.elapsed().as_micros() as u64).saturating_sub(at.start_us) };
         let record = AttemptRecord {
             target: t.label.clone(),
             provider: self.up.providers[t.provider].cfg.name.clone(),
@@ -188,10 +189,10 @@ impl<'a> Run<'a> {
             key,
             status,
             outcome: outcome.to_string(),
-            start_ms: at.start_ms,
-            latency_ms: if skipped { 0 } else { self.ctx.elapsed_ms().saturating_sub(at.start_ms) },
+            start_ms: at.start_us / 1000,
+            latency_ms: latency_us / 1000,
             start_us: at.start_us,
-            latency_us: if skipped { 0 } else { (self.ctx.arrived.elapsed().as_micros() as u64).saturating_sub(at.start_us) },
+            latency_us,
             hedged: at.hedged,
             skipped,
             message: message.map(|m| m.chars().take(500).collect()),
@@ -212,7 +213,7 @@ impl<'a> Run<'a> {
             skipped: true,
         };
         let start_us = self.ctx.arrived.elapsed().as_micros() as u64;
-        self.fail(index, attempt, Trail { start_ms: start_us / 1000, start_us, hedged: false, span_id: String::new() });
+        self.fail(index, attempt, Trail { start_us, hedged: false, span_id: String::new() });
     }
 
     fn note_reset(&self, in_ms: u64) {
@@ -598,8 +599,8 @@ impl<'a> Run<'a> {
             let slot = self.slot(p, t, index, key_cfg).await?;
             let started = std::time::Instant::now();
             let span_id = crate::ctx::new_span_id();
-            let since = started.duration_since(self.ctx.arrived);
-            let at = || Trail { start_ms: since.as_millis() as u64, start_us: since.as_micros() as u64, hedged, span_id: span_id.clone() };
+            let start_us = started.duration_since(self.ctx.arrived).as_micros() as u64;
+            let at = || Trail { start_us, hedged, span_id: span_id.clone() };
             let label = Label { target: &t.label, key: key_cfg.map(|k| k.name.as_str()) };
             let mut f = match self.send(p, t, key_cfg, &label, slot, last_resort, &span_id).await {
                 Ok(out) => {
@@ -880,8 +881,7 @@ impl<'a> Run<'a> {
 
 /// When an attempt started and under which span, for the request's trail.
 struct Trail {
-    start_ms: u64,
-    /// The same, precisely: the request's overhead is measured from it.
+    /// From the request's arrival, in microseconds: the request's overhead is measured from it.
     start_us: u64,
     hedged: bool,
     span_id: String,

@@ -254,7 +254,7 @@ impl std::fmt::Debug for Sinks {
 
 /// Time (in the spans' unit: milliseconds or microseconds) of `spans` (start, length) covered by at least
 /// one: overlapping hedges count once.
-pub fn covered_ms(spans: &mut [(u64, u64)]) -> u64 {
+pub fn covered(spans: &mut [(u64, u64)]) -> u64 {
     spans.sort_unstable();
     let (mut total, mut end) = (0u64, 0u64);
     for &(start, len) in spans.iter() {
@@ -273,12 +273,12 @@ mod tests {
 
     #[test]
     fn overlapping_attempts_count_once_in_upstream_time() {
-        assert_eq!(covered_ms(&mut []), 0);
-        assert_eq!(covered_ms(&mut [(10, 5)]), 5);
+        assert_eq!(covered(&mut []), 0);
+        assert_eq!(covered(&mut [(10, 5)]), 5);
         // A hedge started at 20 while the first ran from 10 to 40: 10..45 is 35 ms.
-        assert_eq!(covered_ms(&mut [(20, 25), (10, 30)]), 35);
+        assert_eq!(covered(&mut [(20, 25), (10, 30)]), 35);
         // A gap between a failed attempt and the fallback is the gateway's time, not the upstream's.
-        assert_eq!(covered_ms(&mut [(0, 10), (15, 10)]), 20);
-        assert_eq!(covered_ms(&mut [(0, 50), (10, 5)]), 50);
+        assert_eq!(covered(&mut [(0, 10), (15, 10)]), 20);
+        assert_eq!(covered(&mut [(0, 50), (10, 5)]), 50);
     }
 }

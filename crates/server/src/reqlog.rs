@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::Method;
-use switchyard_engine::observe::{covered_ms, ObservedCell, RequestRecord, Sinks};
+use switchyard_engine::observe::{covered, ObservedCell, RequestRecord, Sinks};
 use switchyard_engine::telemetry::metrics::RequestMetrics;
 use switchyard_engine::{Gateway, GatewayError, RequestCtx, Served};
 use switchyard_wire::types::Usage;
@@ -210,8 +210,8 @@ impl Record {
         r.attempts = observed.attempts;
         let took = self.started.elapsed();
         r.latency_ms = took.as_millis() as u64;
-        r.upstream_ms = covered_ms(&mut r.attempts.iter().filter(|a| !a.skipped).map(|a| (a.start_ms, a.latency_ms)).collect::<Vec<_>>());
-        let upstream_us = covered_ms(&mut r.attempts.iter().filter(|a| !a.skipped).map(|a| (a.start_us, a.latency_us)).collect::<Vec<_>>());
+        let upstream_us = covered(&mut r.attempts.iter().filter(|a| !a.skipped).map(|a| (a.start_us, a.latency_us)).collect::<Vec<_>>());
+        r.upstream_ms = upstream_us / 1000;
         // A stream's time after its first chunk is the upstream's pace, relayed; before it, the same split
         // as a complete answer's. A stream that never got a chunk is measured to its end.
         let own_until = if r.stream { self.first_chunk.unwrap_or(took) } else { took };
