@@ -146,3 +146,52 @@ pub(super) fn decode(v: Yaml, issues: &mut Issues) -> Option<RawTraces> {
         v => issues.decode::<RawTraces>("traces", v),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::parse_str;
+
+    fn env(vars: &[(&str, &str)]) -> BTreeMap<String, String> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn traces_are_off_without_an_endpoint_and_on_from_the_file_or_the_standard_variables() {
+        assert_eq!(parse_str("", &env(&[])).unwrap().traces, None);
+        let t = parse_str("traces:\n  otlp_endpoint: http://collector:4318/\n", &env(&[])).unwrap().traces.unwrap();
+        assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!((t.service_name.as_str(), t.sample_ratio, t.queue, t.batch), ("switchyard", 1.0, 4096, 256));
+        // The general variable names the collector; the traces-only one is the full URL, as the spec says.
+        let t = parse_str("", &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SERVICE_NAME", "edge-3")]));
+        let t = t.unwrap().traces.unwrap();
+        assert_eq!((t.endpoint.as_str(), t.service_name.as_str()), ("http://c:4318/v1/traces", "edge-3"));
+        let t = parse_str("", &env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom")])).unwrap().traces.unwrap();
+        assert_eq!(t.endpoint, "http://c:4318/custom");
+        let t =
+            parse_str("traces:\n  otlp_endpoint: http://c:4318\n  headers: {Authorization: env.TOKEN}\n", &env(&[("TOKEN", "Bearer x")]));
+        assert_eq!(t.unwrap().traces.unwrap().headers, vec![("authorization".to_string(), "Bearer x".to_string())]);
+    }
+
+    #[test]
+    fn every_mistake_in_the_traces_section_is_named_with_its_path() {
+        let text = parse_str("traces:\n  otlp_endpoint: collector:4317\n", &env(&[])).unwrap_err().to_string();
+        assert!(text.contains("traces.otlp_endpoint: expected an http:// or https:// URL"), "{text}");
+        let bad =
+            "traces:\n  otlp_endpoint: http://c:4318\n  sample_ratio: 2\n  queue: 0\n  flush: soon\n  headers: {x-auth: env.MISSING}\n";
+        let text = parse_str(bad, &env(&[])).unwrap_err().to_string();
+        for needle in [
+            "traces.sample_ratio: must be between 0 and 1",
+            "traces.queue: must be at least 1",
+            "traces.flush: expected a duration",
+            "traces.headers.x-auth: environment variable MISSING is not set",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        let text = parse_str("traces:\n  endpoint: http://c:4318\n", &env(&[])).unwrap_err().to_string();
+        assert!(text.contains("traces.endpoint: unknown field") && text.contains("otlp_endpoint"), "{text}");
+    }
+}
