@@ -152,7 +152,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use std::collections::BTreeMap;
 
-    use super::*;
     use crate::config::parse_str;
 
     fn env(vars: &[(&str, &str)]) -> BTreeMap<String, String> {
