@@ -93,7 +93,7 @@ pub fn chat(bytes: &[u8]) {
     let verbatim_dups = caller_repeats_keys(&req);
     let options = ProviderOptions::default();
     for (kind, base, options) in endpoints(&options) {
-        let ep = Endpoint { kind, base_url: &base, api_key: Some(KEY), options };
+        let ep = Endpoint { kind, base_url: &base, auth: switchyard_wire::Auth::Key(KEY), options };
         let Some(body) = assert_upstream_request(kind, codec::build_chat(&ep, &req, MODEL), "chat request", verbatim_dups) else {
             continue;
         };
@@ -117,7 +117,7 @@ pub fn embeddings(bytes: &[u8]) {
     assert_round_trips(&req, &expected, "embeddings request");
     let options = ProviderOptions::default();
     for (kind, base, options) in endpoints(&options) {
-        let ep = Endpoint { kind, base_url: &base, api_key: Some(KEY), options };
+        let ep = Endpoint { kind, base_url: &base, auth: switchyard_wire::Auth::Key(KEY), options };
         match codec::build_embeddings(&ep, &req, MODEL) {
             Err(WireError::Unsupported { .. }) if !kind.has_embeddings() => {}
             r => {

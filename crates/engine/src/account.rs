@@ -36,6 +36,8 @@ pub fn prompt_tokens(req: &ChatRequest) -> u64 {
                     n += match p {
                         ContentPart::Text { text: t } => text(t),
                         ContentPart::ImageUrl { .. } => IMAGE_TOKENS,
+                        // A document's tokens follow its text, which its bytes bound from above.
+                        ContentPart::File { file } => file.file_data.as_deref().map_or(IMAGE_TOKENS, text),
                         ContentPart::Other(v) => text(&v.to_string()),
                     };
                 }

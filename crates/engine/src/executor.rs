@@ -453,6 +453,7 @@ impl<'a> Run<'a> {
             }
             Op::Embeddings(_) => return false,
         };
+        let wire = wire.and_then(|mut w| codec::authorize(&ep, &mut w, unix_now()).map(|()| w));
         let (Ok(wire), Some(slot)) = (wire, p.limiter.try_acquire()) else {
             return false;
         };
@@ -842,6 +843,7 @@ impl<'a> Run<'a> {
                 }
                 let mut wire = codec::build_chat(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
                 wire.headers.push(("traceparent".into(), self.ctx.upstream_traceparent(span_id)));
+                codec::authorize(&ep, &mut wire, unix_now()).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
                 if body.is_stream() {
                     // The deadline bounds the wait for the first chunk; the stream itself may then run on.
                     let timeouts = Timeouts { first_byte: p.cfg.timeouts.first_byte.min(remaining), ..p.cfg.timeouts };
@@ -868,6 +870,7 @@ impl<'a> Run<'a> {
                 }
                 let mut wire = codec::build_embeddings(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
                 wire.headers.push(("traceparent".into(), self.ctx.upstream_traceparent(span_id)));
+                codec::authorize(&ep, &mut wire, unix_now()).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
                 let timeouts = Timeouts { total: p.cfg.timeouts.total.min(remaining), ..p.cfg.timeouts };
                 let bytes = upstream::send_complete(&p.client, p.cfg.kind, &timeouts, label, wire).await.map_err(Ok)?;
                 drop(slot);
@@ -936,4 +939,10 @@ fn with_params<T: Serialize + DeserializeOwned>(req: &T, params: &Map<String, Va
         param: None,
         code: "invalid_fallback_params",
     })
+}
+
+/// Unix seconds now, the time a request is signed at (AWS SigV4 refuses a signature more than five minutes
+/// off, so a retry minutes after the request arrived signs afresh).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

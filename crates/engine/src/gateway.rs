@@ -328,7 +328,10 @@ impl Gateway {
         let futures = pool.up.providers.iter().map(|p| async move {
             let key = p.cfg.keys.first();
             let ep = endpoint(p, key);
-            let Some(req) = codec::build_list_models(&ep) else { return (p.cfg.name.clone(), None) };
+            let Some(mut req) = codec::build_list_models(&ep) else { return (p.cfg.name.clone(), None) };
+            if codec::authorize(&ep, &mut req, crate::executor::unix_now()).is_err() {
+                return (p.cfg.name.clone(), None);
+            }
             let label = Label { target: &p.cfg.name, key: key.map(|k| k.name.as_str()) };
             let t = crate::config::Timeouts { total: MODEL_LIST_TIMEOUT, ..p.cfg.timeouts };
             let list = match upstream::send_complete(&p.client, p.cfg.kind, &t, &label, req).await {

@@ -173,7 +173,7 @@ pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a KeyConfig>) -> switc
     switchyard_wire::Endpoint {
         kind: p.cfg.kind,
         base_url: &p.cfg.base_url,
-        api_key: key.map(|k| k.secret.expose_secret()),
+        auth: key.map_or(switchyard_wire::Auth::None, |k| switchyard_wire::Auth::Key(k.secret.expose_secret())),
         options: &p.cfg.options,
     }
 }

@@ -206,7 +206,8 @@ model_list: []
         "providers.openai.api_base: unknown field `api_base`; the provider's address is `base_url`",
         "providers.openai.keys[0].wieght: unknown field `wieght`; did you mean `weight`?",
         "providers.openai.keys[0].env: environment variable OPENAI_KEY_PRIMARY is not set",
-        "providers.bedrock: provider type bedrock (AWS Bedrock) is not supported yet",
+        // The key's `region` is the provider's region (the published shape), not an unknown field.
+        "providers.bedrock.keys[0].env: environment variable BEDROCK_KEY is not set",
         "providers.anthropic.type: unknown provider type \"claude\"; did you mean \"anthropic\"?",
         "routes[0].fallbacks[2]: \"nobody/x\" names provider \"nobody\", which is not configured; providers in the file: anthropic, bedrock, openai",
         "model_list: unknown top-level key; this is LiteLLM's model_list",

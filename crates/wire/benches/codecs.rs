@@ -106,7 +106,7 @@ struct Provider {
     name: &'static str,
     kind: ProviderKind,
     base_url: String,
-    api_key: Option<&'static str>,
+    auth: switchyard_wire::Auth<'static>,
     /// The upstream model name (the gateway's `provider/` prefix removed).
     model: &'static str,
 }
@@ -118,23 +118,29 @@ fn providers() -> [Provider; 3] {
             name: "openai",
             kind: ProviderKind::OpenAi,
             base_url: base(ProviderKind::OpenAi),
-            api_key: Some("sk-bench-0000000000000000"),
+            auth: switchyard_wire::Auth::Key("sk-bench-0000000000000000"),
             model: "gpt-4o",
         },
         Provider {
             name: "anthropic",
             kind: ProviderKind::Anthropic,
             base_url: base(ProviderKind::Anthropic),
-            api_key: Some("sk-ant-bench-0000000000000000"),
+            auth: switchyard_wire::Auth::Key("sk-ant-bench-0000000000000000"),
             model: "claude-sonnet-4-20250514",
         },
-        Provider { name: "ollama", kind: ProviderKind::Ollama, base_url: base(ProviderKind::Ollama), api_key: None, model: "llama3.2" },
+        Provider {
+            name: "ollama",
+            kind: ProviderKind::Ollama,
+            base_url: base(ProviderKind::Ollama),
+            auth: switchyard_wire::Auth::None,
+            model: "llama3.2",
+        },
     ]
 }
 
 impl Provider {
     fn endpoint<'a>(&'a self, options: &'a ProviderOptions) -> Endpoint<'a> {
-        Endpoint { kind: self.kind, base_url: &self.base_url, api_key: self.api_key, options }
+        Endpoint { kind: self.kind, base_url: &self.base_url, auth: self.auth, options }
     }
 
     /// A typical non-streaming text answer, in this provider's own response shape.

@@ -2,8 +2,8 @@
 //!
 //! Providers form a closed enum ([`ProviderKind`], defined with the other shared types in [`crate::spec`])
 //! and every call here is a `match` on its family: no trait objects on the hot path, and adding a provider
-//! (Bedrock, Vertex, Gemini, Cohere later) means adding a variant in `spec`, a file under `providers/` and
-//! the arms here, without touching the engine. Outside `providers/` this is the only module that imports a
+//! means adding a variant in `spec`, a file under `providers/` and the arms here, without touching the
+//! engine. Outside `providers/` this is the only module that imports a
 //! provider, and no provider imports it. Every function is pure: the engine does the I/O and hands us bytes.
 
 use crate::error::{UpstreamError, WireError};
@@ -12,7 +12,15 @@ use crate::types::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsRespo
 
 // The shared types live in `spec` (so providers need not import this module); re-exported here so the
 // engine's `switchyard_wire::codec::…` paths keep resolving.
-pub use crate::spec::{normalize_base_url, Endpoint, Family, Method, ProviderKind, ProviderOptions, ResponseCtx, StreamEvent, WireRequest};
+pub use crate::spec::{
+    normalize_base_url, Auth, AwsCredentials, Endpoint, Family, Method, ProviderKind, ProviderOptions, ResponseCtx, StreamEvent,
+    WireRequest,
+};
+
+/// Until a family's codec lands, its requests fail here with a clear 400 instead of reaching the upstream.
+fn not_built(kind: ProviderKind) -> WireError {
+    WireError::unsupported(format!("the {} codec is not yet built", kind.as_str()), Some("model"))
+}
 
 /// Per-stream state for translating an upstream stream into canonical chunks.
 #[derive(Debug)]
@@ -25,7 +33,11 @@ pub enum StreamDecoder {
 impl StreamDecoder {
     pub fn new(kind: ProviderKind, ctx: ResponseCtx<'_>) -> Self {
         match kind.family() {
-            Family::OpenAi | Family::Azure => StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx)),
+            // Bedrock, Gemini, Vertex and Cohere: `build_chat` refuses them until their codecs land, so no
+            // stream of theirs reaches a decoder.
+            Family::OpenAi | Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => {
+                StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx))
+            }
             Family::Anthropic => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
             Family::Ollama => StreamDecoder::Ollama(ollama::StreamDecoder::new(ctx)),
         }
@@ -67,6 +79,17 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
         Family::Azure => azure::build_chat(ep, req, model),
         Family::Anthropic => anthropic::build_chat(ep, req, model),
         Family::Ollama => ollama::build_chat(ep, req, model),
+        Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => Err(not_built(ep.kind)),
+    }
+}
+
+/// Adds what must be computed over the finished request: an AWS SigV4 signature for [`Auth::Aws`]. A no-op
+/// for every other kind of auth, whose headers the codec already set. `now_unix` is the signing time.
+pub fn authorize(ep: &Endpoint<'_>, req: &mut WireRequest, now_unix: i64) -> Result<(), WireError> {
+    let _ = (req, now_unix);
+    match ep.auth {
+        Auth::Aws(_) => Err(WireError::unsupported("AWS request signing is not yet built", None)),
+        Auth::None | Auth::Key(_) | Auth::Bearer(_) => Ok(()),
     }
 }
 
@@ -76,6 +99,7 @@ pub fn parse_chat(kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Resu
         Family::OpenAi | Family::Azure => openai::parse_chat(kind, body, ctx),
         Family::Anthropic => anthropic::parse_chat(body, ctx),
         Family::Ollama => ollama::parse_chat(body, ctx),
+        Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => Err(not_built(kind)),
     }
 }
 
@@ -96,6 +120,7 @@ pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str)
         Family::Azure => azure::build_embeddings(ep, req, model),
         Family::Ollama => ollama::build_embeddings(ep, req, model),
         Family::Anthropic => Err(WireError::unsupported("anthropic has no embeddings endpoint", Some("model"))),
+        Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => Err(not_built(ep.kind)),
     }
 }
 
@@ -122,7 +147,7 @@ pub fn build_list_models(ep: &Endpoint<'_>) -> Option<WireRequest> {
         Family::OpenAi => openai::build_list_models(ep),
         Family::Anthropic => anthropic::build_list_models(ep),
         Family::Ollama => ollama::build_list_models(ep),
-        Family::Azure => return None,
+        Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => return None,
     })
 }
 
@@ -142,7 +167,7 @@ mod tests {
     #[test]
     fn dispatch_reaches_the_ollama_codec() {
         let opts = ProviderOptions::default();
-        let ep = Endpoint { kind: ProviderKind::Ollama, base_url: "http://127.0.0.1:11434", api_key: None, options: &opts };
+        let ep = Endpoint { kind: ProviderKind::Ollama, base_url: "http://127.0.0.1:11434", auth: crate::spec::Auth::None, options: &opts };
         let r: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         let w = build_chat(&ep, &r, "llama3.2").unwrap();
         assert!(w.url.ends_with("/api/chat"));

@@ -16,4 +16,4 @@ pub mod types;
 
 pub use codec::StreamDecoder;
 pub use error::{UpstreamError, WireError};
-pub use spec::{Endpoint, Family, Method, ProviderKind, ProviderOptions, ResponseCtx, StreamEvent, WireRequest};
+pub use spec::{Auth, AwsCredentials, Endpoint, Family, Method, ProviderKind, ProviderOptions, ResponseCtx, StreamEvent, WireRequest};

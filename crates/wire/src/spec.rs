@@ -29,6 +29,10 @@ pub enum ProviderKind {
     Cerebras,
     DeepSeek,
     Perplexity,
+    Bedrock,
+    Vertex,
+    Gemini,
+    Cohere,
 }
 
 /// Which codec speaks to a provider kind.
@@ -38,10 +42,15 @@ pub enum Family {
     Azure,
     Anthropic,
     Ollama,
+    Bedrock,
+    Gemini,
+    /// Google Vertex AI: Gemini models through the Gemini codec, `claude*` models through the Anthropic one.
+    Vertex,
+    Cohere,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 15] = [
+    pub const ALL: [ProviderKind; 19] = [
         ProviderKind::OpenAi,
         ProviderKind::Azure,
         ProviderKind::Anthropic,
@@ -57,6 +66,10 @@ impl ProviderKind {
         ProviderKind::Cerebras,
         ProviderKind::DeepSeek,
         ProviderKind::Perplexity,
+        ProviderKind::Bedrock,
+        ProviderKind::Vertex,
+        ProviderKind::Gemini,
+        ProviderKind::Cohere,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +89,10 @@ impl ProviderKind {
             ProviderKind::Cerebras => "cerebras",
             ProviderKind::DeepSeek => "deepseek",
             ProviderKind::Perplexity => "perplexity",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Vertex => "vertex",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Cohere => "cohere",
         }
     }
 
@@ -88,6 +105,10 @@ impl ProviderKind {
             ProviderKind::Azure => Family::Azure,
             ProviderKind::Anthropic => Family::Anthropic,
             ProviderKind::Ollama => Family::Ollama,
+            ProviderKind::Bedrock => Family::Bedrock,
+            ProviderKind::Vertex => Family::Vertex,
+            ProviderKind::Gemini => Family::Gemini,
+            ProviderKind::Cohere => Family::Cohere,
             _ => Family::OpenAi,
         }
     }
@@ -108,8 +129,21 @@ impl ProviderKind {
             ProviderKind::Cerebras => "https://api.cerebras.ai/v1",
             ProviderKind::DeepSeek => "https://api.deepseek.com/v1",
             ProviderKind::Perplexity => "https://api.perplexity.ai",
-            ProviderKind::Azure | ProviderKind::OpenAiCompatible => return None,
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
+            ProviderKind::Cohere => "https://api.cohere.com",
+            // Bedrock and Vertex derive theirs from the region (`regional_base_url`).
+            ProviderKind::Azure | ProviderKind::OpenAiCompatible | ProviderKind::Bedrock | ProviderKind::Vertex => return None,
         })
+    }
+
+    /// The API base of a regional service (Bedrock, Vertex), used when no `base_url` is configured.
+    pub fn regional_base_url(self, region: &str) -> Option<String> {
+        match self {
+            ProviderKind::Bedrock => Some(format!("https://bedrock-runtime.{region}.amazonaws.com")),
+            ProviderKind::Vertex if region == "global" => Some("https://aiplatform.googleapis.com".to_string()),
+            ProviderKind::Vertex => Some(format!("https://{region}-aiplatform.googleapis.com")),
+            _ => None,
+        }
     }
 
     /// The environment variable that holds the service's key by convention.
@@ -127,13 +161,22 @@ impl ProviderKind {
             ProviderKind::Cerebras => "CEREBRAS_API_KEY",
             ProviderKind::DeepSeek => "DEEPSEEK_API_KEY",
             ProviderKind::Perplexity => "PERPLEXITY_API_KEY",
+            ProviderKind::Gemini => "GEMINI_API_KEY",
+            ProviderKind::Cohere => "CO_API_KEY",
+            // A Bedrock API key; without one the AWS credential chain signs the requests.
+            ProviderKind::Bedrock => "AWS_BEARER_TOKEN_BEDROCK",
+            ProviderKind::Vertex => return None,
             ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible => return None,
         })
     }
 
     /// Self-hosted servers run without keys; clouds refuse a request without one.
+    /// Bedrock and Vertex take cloud credentials instead (or besides), which the engine resolves.
     pub fn requires_key(self) -> bool {
-        !matches!(self, ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible)
+        !matches!(
+            self,
+            ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible | ProviderKind::Bedrock | ProviderKind::Vertex
+        )
     }
 
     /// A server the gateway's operator runs (Ollama, vLLM, any OpenAI-compatible base URL), as opposed to a
@@ -145,12 +188,12 @@ impl ProviderKind {
 
     /// Whether the provider can take an image by http(s) URL; if not, the engine fetches it and inlines it.
     pub fn accepts_image_urls(self) -> bool {
-        !matches!(self, ProviderKind::Ollama)
+        !matches!(self, ProviderKind::Ollama | ProviderKind::Bedrock | ProviderKind::Gemini | ProviderKind::Vertex)
     }
 
     /// Whether the provider lists its models over HTTP in a shape we read.
     pub fn lists_models(self) -> bool {
-        !matches!(self, ProviderKind::Azure | ProviderKind::Perplexity)
+        !matches!(self, ProviderKind::Azure | ProviderKind::Perplexity | ProviderKind::Bedrock | ProviderKind::Vertex)
     }
 
     /// Whether the provider has an embeddings endpoint (asking one that has none gets a clear 400 instead
@@ -158,7 +201,12 @@ impl ProviderKind {
     pub fn has_embeddings(self) -> bool {
         !matches!(
             self,
-            ProviderKind::Anthropic | ProviderKind::Perplexity | ProviderKind::Cerebras | ProviderKind::Groq | ProviderKind::DeepSeek
+            ProviderKind::Anthropic
+                | ProviderKind::Perplexity
+                | ProviderKind::Cerebras
+                | ProviderKind::Groq
+                | ProviderKind::DeepSeek
+                | ProviderKind::Vertex
         )
     }
 }
@@ -175,6 +223,39 @@ pub struct ProviderOptions {
     pub deployments: BTreeMap<String, String>,
     /// Extra headers sent on every request to this provider.
     pub extra_headers: Vec<(String, String)>,
+    /// Bedrock's AWS region, or Vertex's location (`global` included).
+    pub region: Option<String>,
+    /// Vertex: the Google Cloud project id.
+    pub project: Option<String>,
+}
+
+/// Static AWS credentials (from the configuration, the environment or a shared credentials file), resolved
+/// by the engine; the wire crate only signs with them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
+}
+
+/// How one request proves who sends it.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    /// No credential (a self-hosted server without keys).
+    None,
+    /// A static API key, sent the provider's own way (`Authorization: Bearer`, `x-api-key`, `api-key`,
+    /// `x-goog-api-key`).
+    Key(&'a str),
+    /// An OAuth access token the engine obtained (Google service accounts and ADC).
+    Bearer(&'a str),
+    /// AWS SigV4: [`crate::codec::authorize`] signs the built request.
+    Aws(&'a AwsCredentials),
 }
 
 /// Where and how to reach one provider with one key.
@@ -183,8 +264,18 @@ pub struct Endpoint<'a> {
     pub kind: ProviderKind,
     /// Normalised with [`normalize_base_url`].
     pub base_url: &'a str,
-    pub api_key: Option<&'a str>,
+    pub auth: Auth<'a>,
     pub options: &'a ProviderOptions,
+}
+
+impl<'a> Endpoint<'a> {
+    /// The static API key, when that is how this endpoint authenticates.
+    pub fn api_key(&self) -> Option<&'a str> {
+        match self.auth {
+            Auth::Key(k) => Some(k),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +353,10 @@ pub fn normalize_base_url(kind: ProviderKind, url: &str) -> String {
         Family::Anthropic => strip_suffix_in_place(&mut u, &["/v1"]),
         Family::Ollama => strip_suffix_in_place(&mut u, &["/v1", "/api"]),
         Family::Azure => strip_suffix_in_place(&mut u, &["/openai/v1", "/openai"]),
+        Family::Gemini => strip_suffix_in_place(&mut u, &["/v1beta", "/v1"]),
+        Family::Cohere => strip_suffix_in_place(&mut u, &["/v2", "/v1"]),
+        Family::Vertex => strip_suffix_in_place(&mut u, &["/v1"]),
+        Family::Bedrock => {}
     }
     u
 }

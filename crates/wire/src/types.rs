@@ -216,8 +216,16 @@ impl<'de> Deserialize<'de> for Content {
 /// One part of a multi-part message. Unknown part types (`input_audio`, `file`, ...) are kept verbatim.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContentPart {
-    Text { text: String },
-    ImageUrl { image_url: ImageUrl },
+    Text {
+        text: String,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    /// OpenAI's `{"type":"file","file":{…}}`: a PDF or other document, inline as a data URL or by file id.
+    File {
+        file: FileData,
+    },
     Other(Value),
 }
 
@@ -228,12 +236,14 @@ impl<'de> Deserialize<'de> for ContentPart {
         enum Known {
             Text { text: String },
             ImageUrl { image_url: ImageUrl },
+            File { file: FileData },
         }
         let v = Value::deserialize(d)?;
         match v.get("type").and_then(Value::as_str) {
-            Some("text") | Some("image_url") => match Known::deserialize(v) {
+            Some("text") | Some("image_url") | Some("file") => match Known::deserialize(v) {
                 Ok(Known::Text { text }) => Ok(ContentPart::Text { text }),
                 Ok(Known::ImageUrl { image_url }) => Ok(ContentPart::ImageUrl { image_url }),
+                Ok(Known::File { file }) => Ok(ContentPart::File { file }),
                 Err(e) => Err(de::Error::custom(e)),
             },
             Some(_) => Ok(ContentPart::Other(v)),
@@ -249,12 +259,58 @@ impl Serialize for ContentPart {
         enum Known<'a> {
             Text { text: &'a str },
             ImageUrl { image_url: &'a ImageUrl },
+            File { file: &'a FileData },
         }
         match self {
             ContentPart::Text { text } => Known::Text { text }.serialize(s),
             ContentPart::ImageUrl { image_url } => Known::ImageUrl { image_url }.serialize(s),
+            ContentPart::File { file } => Known::File { file }.serialize(s),
             ContentPart::Other(v) => v.serialize(s),
         }
+    }
+}
+
+/// A `file` part's payload. At least one of `file_data` and `file_id` is present (checked on decode).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "RawFileData")]
+pub struct FileData {
+    /// A `data:<media type>;base64,<bytes>` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_data: Option<String>,
+    /// An id of OpenAI's Files API: only an OpenAI upstream can resolve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawFileData {
+    #[serde(default)]
+    file_data: Option<String>,
+    #[serde(default)]
+    file_id: Option<String>,
+    #[serde(default)]
+    filename: Option<String>,
+}
+
+impl TryFrom<RawFileData> for FileData {
+    type Error = &'static str;
+    fn try_from(r: RawFileData) -> Result<Self, Self::Error> {
+        if r.file_data.is_none() && r.file_id.is_none() {
+            return Err("a file part needs `file.file_data` (a base64 data URL) or `file.file_id`");
+        }
+        Ok(FileData { file_data: r.file_data, file_id: r.file_id, filename: r.filename })
+    }
+}
+
+impl FileData {
+    /// The media type and base64 payload of an inline `file_data` data URL.
+    pub fn inline(&self) -> Option<(&str, &str)> {
+        let rest = self.file_data.as_deref()?.strip_prefix("data:")?;
+        let (meta, data) = rest.split_once(',')?;
+        let media = meta.strip_suffix(";base64")?;
+        Some((if media.is_empty() { "application/octet-stream" } else { media }, data))
     }
 }
 

@@ -51,7 +51,8 @@ fn a_mistral_body_never_carries_random_seed_twice() {
     use switchyard_wire::{Endpoint, ProviderOptions};
 
     let opts = ProviderOptions::default();
-    let ep = Endpoint { kind: ProviderKind::Mistral, base_url: "https://api.mistral.ai/v1", api_key: None, options: &opts };
+    let ep =
+        Endpoint { kind: ProviderKind::Mistral, base_url: "https://api.mistral.ai/v1", auth: switchyard_wire::Auth::None, options: &opts };
     let body_of = |json: &str| {
         let req: ChatRequest = serde_json::from_str(json).unwrap();
         String::from_utf8(build_chat(&ep, &req, "mistral-small").unwrap().body).unwrap()

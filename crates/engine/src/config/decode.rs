@@ -170,7 +170,7 @@ fn field_hint(path: &str, field: &str) -> Option<String> {
     let in_route = path.starts_with("routes[");
     let hint = match field {
         "region" if in_key || in_provider => {
-            "`region` is a setting of AWS Bedrock; the bedrock provider type is not supported yet (it is planned), so there is nothing for it to set here: remove it"
+            "`region` is a setting of bedrock and vertex providers (`region: eu-central-1` under the provider); this provider type has none: remove it"
         }
         "api_key" | "apikey" | "key" | "secret" | "token" if in_key => "write the key as `value: sk-...` or `value: env.NAME` (or `env: NAME`)",
         "api_key" | "apikey" | "key" if in_provider => "write `keys: [{value: env.NAME}]` (a provider may have several weighted keys)",
@@ -222,30 +222,6 @@ pub(super) fn top_level_hint(key: &str) -> Option<&'static str> {
     })
 }
 
-/// Provider types that are planned but not built yet, with what to do until they are.
-pub(super) fn planned_kind(t: &str) -> Option<(&'static str, &'static str)> {
-    let n = normalize(t);
-    Some(match n.as_str() {
-        "bedrock" | "awsbedrock" | "aws" => (
-            "AWS Bedrock",
-            "remove this provider for now, or reach Bedrock through an OpenAI-compatible proxy (type: openai-compatible)",
-        ),
-        "vertex" | "vertexai" | "googlevertex" | "googlevertexai" => (
-            "Google Vertex AI",
-            "remove this provider for now, or use Gemini's OpenAI-compatible endpoint: type: openai-compatible, base_url: https://generativelanguage.googleapis.com/v1beta/openai, with a Gemini API key",
-        ),
-        "gemini" | "google" | "googleai" | "googlegenai" | "genai" => (
-            "the Gemini API",
-            "until then use Gemini's OpenAI-compatible endpoint: type: openai-compatible, base_url: https://generativelanguage.googleapis.com/v1beta/openai, with the Gemini API key in keys",
-        ),
-        "cohere" => (
-            "Cohere",
-            "until then use Cohere's OpenAI-compatible endpoint: type: openai-compatible, base_url: https://api.cohere.ai/compatibility/v1",
-        ),
-        _ => return None,
-    })
-}
-
 /// The provider type a misspelt or foreign type name means (`azure_openai` → `azure`).
 pub(super) fn kind_suggestion(t: &str) -> Option<ProviderKind> {
     let n = normalize(t);
@@ -256,6 +232,10 @@ pub(super) fn kind_suggestion(t: &str) -> Option<ProviderKind> {
             Some(ProviderKind::OpenAiCompatible)
         }
         "grok" | "xai" => Some(ProviderKind::Xai),
+        "awsbedrock" | "aws" | "bedrockruntime" => Some(ProviderKind::Bedrock),
+        "vertexai" | "googlevertex" | "googlevertexai" | "vertexgemini" => Some(ProviderKind::Vertex),
+        "google" | "googleai" | "googlegenai" | "genai" | "googleaistudio" | "aistudio" => Some(ProviderKind::Gemini),
+        "cohereai" | "coherev2" => Some(ProviderKind::Cohere),
         "togetherai" => Some(ProviderKind::Together),
         "fireworksai" => Some(ProviderKind::Fireworks),
         "mistralai" => Some(ProviderKind::Mistral),
@@ -304,13 +284,15 @@ mod tests {
 
     #[test]
     fn foreign_spellings_get_the_right_form() {
-        assert!(field_hint("providers.bedrock.keys[0].region", "region").unwrap().contains("not supported yet"));
+        assert!(field_hint("providers.openai.keys[0].region", "region").unwrap().contains("bedrock and vertex"));
         assert!(field_hint("providers.x.api_base", "api_base").unwrap().contains("base_url"));
         assert_eq!(kind_suggestion("azure_openai"), Some(ProviderKind::Azure));
         assert_eq!(kind_suggestion("openai_compatible"), Some(ProviderKind::OpenAiCompatible));
         assert_eq!(kind_suggestion("olama"), Some(ProviderKind::Ollama));
         assert_eq!(kind_suggestion("zzzzzz"), None);
-        assert!(planned_kind("bedrock").is_some() && planned_kind("Vertex_AI").is_some() && planned_kind("openai").is_none());
+        assert_eq!(kind_suggestion("aws_bedrock"), Some(ProviderKind::Bedrock));
+        assert_eq!(kind_suggestion("Vertex_AI"), Some(ProviderKind::Vertex));
+        assert_eq!(kind_suggestion("google-genai"), Some(ProviderKind::Gemini));
         assert_eq!(closest("wieght", ["name", "weight", "models"]), Some("weight"));
         assert_eq!(closest("zz", ["name", "weight"]), None);
     }

@@ -404,6 +404,10 @@ struct RawProvider {
     #[serde(default)]
     default_max_tokens: Option<u32>,
     #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
     retry: Option<RawRetry>,
@@ -446,6 +450,9 @@ struct RawKey {
     weight: Option<f64>,
     #[serde(default)]
     models: Vec<String>,
+    /// Bedrock keys in published field reports carry their region; it must agree with the provider's.
+    #[serde(default)]
+    region: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -630,9 +637,6 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
                         };
                         declared.insert(name.clone());
                         let path = format!("providers.{name}");
-                        if planned_provider(&name, &pv, &path, issues) {
-                            continue;
-                        }
                         let before = issues.len();
                         if let Some(raw) = issues.decode::<RawProvider>(&path, pv) {
                             if let Some(p) = provider(&name, raw, env, issues, before) {
@@ -732,23 +736,6 @@ fn build(root: Yaml, env: &dyn Env, issues: &mut Issues) -> Option<Config> {
         }
     }
     Some(cfg)
-}
-
-/// A provider whose type is planned but not built yet is reported once, plainly, and not decoded further:
-/// its fields (a Bedrock key's `region`) would otherwise each be "unknown".
-fn planned_provider(name: &str, v: &Yaml, path: &str, issues: &mut Issues) -> bool {
-    let declared_type = match v {
-        Yaml::Mapping(m) => m.get("type").and_then(Yaml::as_str),
-        _ => None,
-    };
-    let t = declared_type.unwrap_or(name);
-    if ProviderKind::parse(t).is_some() {
-        return false;
-    }
-    let Some((what, todo)) = decode::planned_kind(t) else { return false };
-    let at = if declared_type.is_some() { format!("{path}.type") } else { path.to_string() };
-    issues.push(at, format!("provider type {t} ({what}) is not supported yet (it is planned); {todo}"));
-    true
 }
 
 /// The top-level `fallbacks:` of published field reports, in either of their shapes: a list of
@@ -1099,13 +1086,9 @@ impl Known<'_> {
                 }
                 None if self.declared.contains(p) => {}
                 None => {
-                    let planned = decode::planned_kind(p).map(|(what, _)| format!(" ({what} is not supported yet)")).unwrap_or_default();
                     issues.push(
                         at,
-                        format!(
-                            "\"{t}\" names provider \"{p}\", which is not configured{planned}; providers in the file: {}",
-                            self.names()
-                        ),
+                        format!("\"{t}\" names provider \"{p}\", which is not configured; providers in the file: {}", self.names()),
                     );
                 }
             },
@@ -1379,23 +1362,9 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
     };
     let kind = kind?;
 
-    let base_url = match raw.base_url.as_deref().or(kind.default_base_url()) {
-        Some(u) => match check_base_url(u) {
-            Ok(()) => normalize_base_url(kind, u),
-            Err(problem) => {
-                issues.push(format!("{path}.base_url"), problem.message(&path, kind));
-                String::new()
-            }
-        },
-        None => {
-            issues
-                .push(format!("{path}.base_url"), format!("required for type {}; e.g. base_url: \"http://127.0.0.1:8000\"", kind.as_str()));
-            String::new()
-        }
-    };
-
     let mut keys = Vec::new();
     let mut key_names = HashSet::new();
+    let mut key_regions: Vec<(usize, String)> = Vec::new();
     for (i, k) in raw.keys.into_iter().enumerate() {
         let kpath = format!("{path}.keys[{i}]");
         let Some(k) = issues.decode::<RawKey>(&kpath, k) else { continue };
@@ -1407,6 +1376,13 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
         if !(weight.is_finite() && weight > 0.0) {
             issues.push(format!("{kpath}.weight"), format!("must be a number greater than 0, got {weight}"));
         }
+        if let Some(r) = k.region.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            if kind == ProviderKind::Bedrock {
+                key_regions.push((i, r.to_string()));
+            } else {
+                issues.push(format!("{kpath}.region"), "only bedrock keys take a region");
+            }
+        }
         let Some(secret) = key_secret(&kpath, k.value, k.env, env, issues) else { continue };
         keys.push(KeyConfig { name: key_name, secret: SecretString::from(secret), weight, models: k.models });
     }
@@ -1414,6 +1390,60 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
         let hint = kind.key_env_var().map(|v| format!(" (for example value: env.{v})")).unwrap_or_default();
         issues.push(format!("{path}.keys"), format!("type {} needs at least one key{hint}", kind.as_str()));
     }
+
+    let mut region = raw.region.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
+    if region.is_none() {
+        region = key_regions.first().map(|(_, r)| r.clone());
+    }
+    for (i, r) in &key_regions {
+        if region.as_deref() != Some(r.as_str()) {
+            issues.push(
+                format!("{path}.keys[{i}].region"),
+                format!("\"{r}\" differs from the provider's region; one provider serves one region: declare a provider per region, with `region:` under it"),
+            );
+        }
+    }
+    match kind {
+        ProviderKind::Bedrock | ProviderKind::Vertex if region.is_none() => {
+            let example = if kind == ProviderKind::Bedrock { "eu-central-1" } else { "europe-west4 (or global)" };
+            issues.push(format!("{path}.region"), format!("required for type {}; e.g. region: {example}", kind.as_str()));
+        }
+        ProviderKind::Bedrock | ProviderKind::Vertex => {
+            if let Some(r) = &region {
+                if !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                    issues.push(format!("{path}.region"), format!("\"{r}\" is not a region name (lowercase letters, digits and '-')"));
+                }
+            }
+        }
+        _ if region.is_some() => issues.push(format!("{path}.region"), "only bedrock and vertex providers take a region"),
+        _ => {}
+    }
+    let project = raw.project.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
+    match kind {
+        ProviderKind::Vertex if project.is_none() => {
+            issues.push(format!("{path}.project"), "required for type vertex: the Google Cloud project id, e.g. project: my-project");
+        }
+        ProviderKind::Vertex => {}
+        _ if project.is_some() => issues.push(format!("{path}.project"), "only vertex providers take a project"),
+        _ => {}
+    }
+    let regional = region.as_deref().and_then(|r| kind.regional_base_url(r));
+    let base_url = match raw.base_url.as_deref().or(kind.default_base_url()).or(regional.as_deref()) {
+        Some(u) => match check_base_url(u) {
+            Ok(()) => normalize_base_url(kind, u),
+            Err(problem) => {
+                issues.push(format!("{path}.base_url"), problem.message(&path, kind));
+                String::new()
+            }
+        },
+        // A regional service without its region was reported at `region`, which is what to fix.
+        None if matches!(kind, ProviderKind::Bedrock | ProviderKind::Vertex) => String::new(),
+        None => {
+            issues
+                .push(format!("{path}.base_url"), format!("required for type {}; e.g. base_url: \"http://127.0.0.1:8000\"", kind.as_str()));
+            String::new()
+        }
+    };
 
     let mut timeouts = Timeouts::default();
     if let Some(t) = raw.timeout {
@@ -1497,6 +1527,8 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
             default_max_tokens: raw.default_max_tokens,
             deployments: raw.deployments,
             extra_headers: raw.headers.into_iter().collect(),
+            region,
+            project,
         },
     })
 }
@@ -1528,9 +1560,6 @@ pub fn check_governance(cfg: &Config, section: Yaml) -> Result<GovernanceConfig,
 pub fn decode_provider(name: &str, section: Yaml, env: &dyn Env) -> Result<ProviderConfig, Vec<ConfigIssue>> {
     let mut issues = Issues(Vec::new());
     let path = format!("providers.{name}");
-    if planned_provider(name, &section, &path, &mut issues) {
-        return Err(issues.0);
-    }
     let p = issues.decode::<RawProvider>(&path, section).and_then(|raw| provider(name, raw, env, &mut issues, 0));
     match p {
         Some(p) if issues.0.is_empty() => Ok(p),
@@ -1576,6 +1605,7 @@ pub fn from_env(env: &dyn Env) -> Config {
     for kind in ProviderKind::ALL {
         let Some(var) = kind.key_env_var() else { continue };
         let Some(key) = env.var(var) else { continue };
+        let mut region = None;
         let base = match kind {
             ProviderKind::Azure => match env.var("AZURE_OPENAI_ENDPOINT") {
                 Some(e) => e,
@@ -1588,6 +1618,16 @@ pub fn from_env(env: &dyn Env) -> Config {
             ProviderKind::Anthropic => {
                 env.var("ANTHROPIC_BASE_URL").unwrap_or_else(|| kind.default_base_url().unwrap_or_default().to_string())
             }
+            ProviderKind::Bedrock => match env.var("AWS_REGION").or_else(|| env.var("AWS_DEFAULT_REGION")) {
+                Some(r) => {
+                    region = Some(r.clone());
+                    kind.regional_base_url(&r).unwrap_or_default()
+                }
+                None => {
+                    tracing::warn!("AWS_BEARER_TOKEN_BEDROCK is set but AWS_REGION is not; bedrock is not enabled");
+                    continue;
+                }
+            },
             _ => kind.default_base_url().unwrap_or_default().to_string(),
         };
         if let Err(problem) = check_base_url(&base) {
@@ -1609,6 +1649,7 @@ pub fn from_env(env: &dyn Env) -> Config {
         if kind == ProviderKind::Azure {
             options.api_version = env.var("OPENAI_API_VERSION");
         }
+        options.region = region;
         providers.push(ProviderConfig {
             name: kind.as_str().to_string(),
             kind,
@@ -1674,7 +1715,11 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn env() -> BTreeMap<String, String> {
-        BTreeMap::from([("OPENAI_KEY_PRIMARY".to_string(), "sk-primary".to_string()), ("ANTHROPIC_KEY".to_string(), "sk-ant".to_string())])
+        BTreeMap::from([
+            ("OPENAI_KEY_PRIMARY".to_string(), "sk-primary".to_string()),
+            ("ANTHROPIC_KEY".to_string(), "sk-ant".to_string()),
+            ("BEDROCK_KEY".to_string(), "ABSKbedrock".to_string()),
+        ])
     }
 
     const GOOD: &str = r#"
@@ -1969,19 +2014,27 @@ providers:
     }
 
     #[test]
-    fn a_bedrock_provider_is_one_plain_error_not_unknown_fields() {
-        let e = errors("providers:\n  openai:\n    keys:\n      - env: OPENAI_KEY_PRIMARY\n        weight: 0.7\n  bedrock:\n    keys:\n      - env: BEDROCK_KEY\n        region: eu-central-1\nroutes:\n  - models: [openai/gpt-4o]\n    fallbacks: [bedrock/anthropic.claude-3-5-haiku]\n");
-        assert_eq!(e.len(), 1, "{e:#?}");
-        assert!(e[0].starts_with("providers.bedrock: provider type bedrock (AWS Bedrock) is not supported yet"), "{e:#?}");
+    fn the_field_reports_bedrock_provider_with_its_key_region() {
+        // The published shape: the region written on the key, not the provider.
+        let c = parse_str("providers:\n  openai:\n    keys:\n      - env: OPENAI_KEY_PRIMARY\n        weight: 0.7\n  bedrock:\n    keys:\n      - env: BEDROCK_KEY\n        region: eu-central-1\nroutes:\n  - models: [openai/gpt-4o]\n    fallbacks: [bedrock/anthropic.claude-3-5-haiku]\n", &env()).unwrap();
+        let b = c.providers.iter().find(|p| p.name == "bedrock").unwrap();
+        assert_eq!(b.kind, ProviderKind::Bedrock);
+        assert_eq!(b.options.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(b.base_url, "https://bedrock-runtime.eu-central-1.amazonaws.com");
+        // Keys in two regions are two providers.
+        let e =
+            errors("providers:\n  bedrock:\n    region: us-east-1\n    keys:\n      - env: BEDROCK_KEY\n        region: eu-central-1\n");
+        assert!(e[0].starts_with("providers.bedrock.keys[0].region: \"eu-central-1\" differs from the provider's region"), "{e:#?}");
         // Elsewhere a region is explained, not just unknown.
         let e = errors("providers:\n  openai:\n    keys:\n      - env: OPENAI_KEY_PRIMARY\n        region: eu-central-1\n");
-        assert!(
-            e[0].starts_with("providers.openai.keys[0].region: unknown field `region`; `region` is a setting of AWS Bedrock"),
-            "{e:#?}"
-        );
+        assert_eq!(e, vec!["providers.openai.keys[0].region: only bedrock keys take a region".to_string()]);
+        let e = errors("providers:\n  bedrock: {}\n");
+        assert_eq!(e, vec!["providers.bedrock.region: required for type bedrock; e.g. region: eu-central-1".to_string()]);
+        let e = errors("providers:\n  vertex: {region: global}\n");
+        assert!(e[0].starts_with("providers.vertex.project: required for type vertex"), "{e:#?}");
         // A route naming a provider that is not configured says which are.
         let e = errors("providers:\n  openai:\n    keys: [{env: OPENAI_KEY_PRIMARY}]\nroutes:\n  - models: [openai/gpt-4o]\n    fallbacks: [bedrock/anthropic.claude-3-5-haiku]\n");
-        assert_eq!(e, vec!["routes[0].fallbacks[0]: \"bedrock/anthropic.claude-3-5-haiku\" names provider \"bedrock\", which is not configured (AWS Bedrock is not supported yet); providers in the file: openai".to_string()]);
+        assert_eq!(e, vec!["routes[0].fallbacks[0]: \"bedrock/anthropic.claude-3-5-haiku\" names provider \"bedrock\", which is not configured; providers in the file: openai".to_string()]);
     }
 
     #[test]

@@ -441,7 +441,7 @@ mod tests {
     #[test]
     fn what_switchyard_cannot_do_is_refused_at_its_path() {
         let s = spec(
-            serde_json::json!({"provider": "x", "custom_provider_config": {"base_provider_type": "bedrock", "allowed_requests": {"chat_completion": false}}, "send_back_raw_response": true}),
+            serde_json::json!({"provider": "x", "custom_provider_config": {"base_provider_type": "replicate", "allowed_requests": {"chat_completion": false}}, "send_back_raw_response": true}),
         );
         let paths: Vec<String> = s.to_section().unwrap_err().into_iter().map(|i| i.path).collect();
         assert_eq!(

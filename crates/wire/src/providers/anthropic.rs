@@ -191,7 +191,7 @@ fn passthrough<'a>(req: &'a ChatRequest, field: &str) -> Option<&'a Value> {
 }
 
 fn with_auth(mut r: WireRequest, ep: &Endpoint<'_>) -> WireRequest {
-    if let Some(k) = ep.api_key {
+    if let Some(k) = ep.api_key() {
         r = r.header("x-api-key", k);
     }
     let version = ep.options.api_version.as_deref().unwrap_or(DEFAULT_VERSION);
@@ -299,6 +299,7 @@ fn unsupported_part(part: &ContentPart, allowed: Allowed, i: usize, j: usize) ->
     let kind = match part {
         ContentPart::Text { .. } => "text",
         ContentPart::ImageUrl { .. } => "image_url",
+        ContentPart::File { .. } => "file",
         ContentPart::Other(v) => v.get("type").and_then(Value::as_str).unwrap_or("unknown"),
     };
     let message = match allowed {
@@ -935,7 +936,12 @@ mod tests {
     const RESPONSE_TOOLS: &str = include_str!("../../tests/fixtures/anthropic/response_tools.json");
 
     fn ep(opts: &ProviderOptions) -> Endpoint<'_> {
-        Endpoint { kind: ProviderKind::Anthropic, base_url: "https://api.anthropic.com", api_key: Some("sk-ant-test"), options: opts }
+        Endpoint {
+            kind: ProviderKind::Anthropic,
+            base_url: "https://api.anthropic.com",
+            auth: crate::spec::Auth::Key("sk-ant-test"),
+            options: opts,
+        }
     }
 
     fn ctx() -> ResponseCtx<'static> {
@@ -999,7 +1005,7 @@ mod tests {
     fn version_option_and_no_key() {
         let opts = ProviderOptions { api_version: Some("2025-01-01".into()), ..ProviderOptions::default() };
         let mut e = ep(&opts);
-        e.api_key = None;
+        e.auth = crate::spec::Auth::None;
         let r = build_chat(&e, &request(json!({"model": "m", "messages": [user("hi")]})), "m").unwrap();
         assert!(r.headers.iter().all(|(k, _)| k != "x-api-key"));
         assert!(r.headers.contains(&("anthropic-version".into(), "2025-01-01".into())));

@@ -32,7 +32,7 @@ fn encode_segment(s: &str) -> String {
 }
 
 fn with_key(mut r: WireRequest, ep: &Endpoint<'_>) -> WireRequest {
-    if let Some(k) = ep.api_key {
+    if let Some(k) = ep.api_key() {
         r = r.header("api-key", k);
     }
     r.with_extra_headers(ep)
@@ -62,7 +62,12 @@ mod tests {
     fn deployment_urls_and_api_key() {
         let mut opts = ProviderOptions::default();
         opts.deployments.insert("gpt-4o-mini".into(), "prod-mini".into());
-        let ep = Endpoint { kind: ProviderKind::Azure, base_url: "https://r.openai.azure.com", api_key: Some("k1"), options: &opts };
+        let ep = Endpoint {
+            kind: ProviderKind::Azure,
+            base_url: "https://r.openai.azure.com",
+            auth: crate::spec::Auth::Key("k1"),
+            options: &opts,
+        };
         let req: ChatRequest =
             serde_json::from_str(r#"{"model":"azure/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         let r = build_chat(&ep, &req, "gpt-4o-mini").unwrap();

@@ -143,7 +143,7 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
 
 /// Local servers take no key; ollama.com's hosted API takes a bearer key.
 fn authorized(mut r: WireRequest, ep: &Endpoint<'_>) -> WireRequest {
-    if let Some(k) = ep.api_key {
+    if let Some(k) = ep.api_key() {
         r = r.header("authorization", format!("Bearer {k}"));
     }
     r.with_extra_headers(ep)
@@ -219,6 +219,12 @@ fn flatten_content(i: usize, content: Option<&Content>) -> Result<(Cow<'_, str>,
                 } else {
                     return Err(WireError::unsupported("ollama takes images only as base64 data: URLs", Some(&param)));
                 }
+            }
+            ContentPart::File { .. } => {
+                return Err(WireError::unsupported(
+                    "ollama does not accept \"file\" content parts (documents): send the text, or route to a provider that reads files",
+                    Some(&format!("messages[{i}].content[{j}]")),
+                ));
             }
             ContentPart::Other(v) => {
                 let kind = v.get("type").and_then(Value::as_str).unwrap_or("unknown");
@@ -836,7 +842,12 @@ mod tests {
     const TAGS: &str = include_str!("../../tests/fixtures/ollama/tags.json");
 
     fn ep<'a>(opts: &'a ProviderOptions, key: Option<&'a str>) -> Endpoint<'a> {
-        Endpoint { kind: ProviderKind::Ollama, base_url: "http://127.0.0.1:11434", api_key: key, options: opts }
+        Endpoint {
+            kind: ProviderKind::Ollama,
+            base_url: "http://127.0.0.1:11434",
+            auth: key.map_or(crate::spec::Auth::None, crate::spec::Auth::Key),
+            options: opts,
+        }
     }
 
     fn ctx() -> ResponseCtx<'static> {

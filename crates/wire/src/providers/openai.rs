@@ -142,7 +142,7 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
 }
 
 fn with_bearer(mut r: WireRequest, ep: &Endpoint<'_>) -> WireRequest {
-    if let Some(k) = ep.api_key {
+    if let Some(k) = ep.api_key() {
         r = r.header("authorization", format!("Bearer {k}"));
     }
     r.with_extra_headers(ep)
@@ -447,7 +447,7 @@ mod tests {
     use crate::types::{Content, Role, ToolCall};
 
     fn ep<'a>(kind: ProviderKind, opts: &'a ProviderOptions) -> Endpoint<'a> {
-        Endpoint { kind, base_url: "http://up/v1", api_key: Some("sk-test"), options: opts }
+        Endpoint { kind, base_url: "http://up/v1", auth: crate::spec::Auth::Key("sk-test"), options: opts }
     }
 
     fn ctx() -> ResponseCtx<'static> {
