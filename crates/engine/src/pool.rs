@@ -173,7 +173,11 @@ pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a KeyConfig>) -> switc
     switchyard_wire::Endpoint {
         kind: p.cfg.kind,
         base_url: &p.cfg.base_url,
-        auth: key.map_or(switchyard_wire::Auth::None, |k| switchyard_wire::Auth::Key(k.secret.expose_secret())),
+        auth: match (key, &p.cfg.aws) {
+            (Some(k), _) => switchyard_wire::Auth::Key(k.secret.expose_secret()),
+            (None, Some(aws)) => switchyard_wire::Auth::Aws(aws),
+            (None, None) => switchyard_wire::Auth::None,
+        },
         options: &p.cfg.options,
     }
 }

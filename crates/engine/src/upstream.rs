@@ -68,7 +68,11 @@ pub fn remember_secrets(providers: &[crate::config::ProviderConfig]) {
         .flat_map(|p| p.options.extra_headers.iter())
         .filter(|(name, _)| scrub::is_secret_header(name))
         .map(|(_, value)| value.as_str());
-    scrub::remember(keys.chain(headers));
+    let aws = providers
+        .iter()
+        .filter_map(|p| p.aws.as_deref())
+        .flat_map(|c| std::iter::once(c.secret_access_key.as_str()).chain(c.session_token.as_deref()));
+    scrub::remember(keys.chain(headers).chain(aws));
 }
 
 /// One provider's upstream client.

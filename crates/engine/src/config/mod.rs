@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
+mod credentials;
 mod decode;
 pub mod governance;
 pub mod logs;
@@ -204,6 +205,8 @@ pub struct ProviderConfig {
     pub health: HealthPolicy,
     pub cooldown: CooldownPolicy,
     pub overload: OverloadPolicy,
+    /// Bedrock without an API key: the AWS credentials its requests are signed with.
+    pub aws: Option<std::sync::Arc<switchyard_wire::AwsCredentials>>,
 }
 
 #[derive(Debug, Clone)]
@@ -407,6 +410,8 @@ struct RawProvider {
     region: Option<String>,
     #[serde(default)]
     project: Option<String>,
+    #[serde(default)]
+    aws: Option<credentials::RawAws>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
@@ -1445,6 +1450,30 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
         }
     };
 
+    let aws = match kind {
+        ProviderKind::Bedrock if keys.is_empty() && issues.len() == before => {
+            let c = credentials::aws(&path, raw.aws, env, issues);
+            if c.is_none() && issues.len() == before {
+                issues.push(
+                    format!("{path}.keys"),
+                    "type bedrock needs credentials: a Bedrock API key (keys: [{value: env.AWS_BEARER_TOKEN_BEDROCK}]), an `aws:` section (access_key_id and secret_access_key, or profile), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+                );
+            }
+            c
+        }
+        ProviderKind::Bedrock => {
+            if raw.aws.is_some() && !keys.is_empty() {
+                issues.push(format!("{path}.aws"), "write either keys (Bedrock API keys) or aws (credentials to sign with), not both");
+            }
+            None
+        }
+        _ => {
+            if raw.aws.is_some() {
+                issues.push(format!("{path}.aws"), "only bedrock providers take AWS credentials");
+            }
+            None
+        }
+    };
     let mut timeouts = Timeouts::default();
     if let Some(t) = raw.timeout {
         timeouts.total = t.0;
@@ -1511,6 +1540,7 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
         return None;
     }
     Some(ProviderConfig {
+        aws,
         retry: raw.retry.unwrap_or_default().resolve(RetryPolicy::default()),
         health,
         cooldown: raw.key_cooldown.unwrap_or_default().resolve(),
@@ -1663,6 +1693,7 @@ pub fn from_env(env: &dyn Env) -> Config {
             health: HealthPolicy::default(),
             cooldown: CooldownPolicy::default(),
             overload: OverloadPolicy::default(),
+            aws: None,
         });
     }
     Config {
@@ -1706,6 +1737,7 @@ pub fn keyless_provider(name: &str, kind: ProviderKind, base_url: &str, tags: &[
         health: HealthPolicy::default(),
         cooldown: CooldownPolicy::default(),
         overload: OverloadPolicy::default(),
+        aws: None,
     }
 }
 
@@ -2035,6 +2067,35 @@ providers:
         // A route naming a provider that is not configured says which are.
         let e = errors("providers:\n  openai:\n    keys: [{env: OPENAI_KEY_PRIMARY}]\nroutes:\n  - models: [openai/gpt-4o]\n    fallbacks: [bedrock/anthropic.claude-3-5-haiku]\n");
         assert_eq!(e, vec!["routes[0].fallbacks[0]: \"bedrock/anthropic.claude-3-5-haiku\" names provider \"bedrock\", which is not configured; providers in the file: openai".to_string()]);
+    }
+
+    #[test]
+    fn bedrock_signs_with_the_aws_section_or_the_standard_chain() {
+        let mut e = env();
+        e.insert("AKID".into(), "AKIDEXAMPLE".into());
+        e.insert("AWS_SECRET".into(), "wJalrXUtnFEMI".into());
+        let c = parse_str(
+            "providers:\n  bedrock:\n    region: eu-central-1\n    aws: {access_key_id: env.AKID, secret_access_key: env.AWS_SECRET}\n",
+            &e,
+        )
+        .unwrap();
+        let aws = c.providers[0].aws.as_deref().unwrap();
+        assert_eq!((aws.access_key_id.as_str(), aws.secret_access_key.as_str()), ("AKIDEXAMPLE", "wJalrXUtnFEMI"));
+        // The standard variables, as every AWS SDK reads them.
+        e.insert("AWS_ACCESS_KEY_ID".into(), "AKIDENV".into());
+        e.insert("AWS_SECRET_ACCESS_KEY".into(), "secret".into());
+        e.insert("AWS_SESSION_TOKEN".into(), "tok".into());
+        let c = parse_str("providers:\n  bedrock: {region: us-east-1}\n", &e).unwrap();
+        let aws = c.providers[0].aws.as_deref().unwrap();
+        assert_eq!((aws.access_key_id.as_str(), aws.session_token.as_deref()), ("AKIDENV", Some("tok")));
+        // Nothing anywhere (HOME unset, so no shared file): one error naming every way.
+        let err = errors("providers:\n  bedrock: {region: us-east-1}\n");
+        assert_eq!(err.len(), 1, "{err:#?}");
+        assert!(err[0].starts_with("providers.bedrock.keys: type bedrock needs credentials"), "{err:#?}");
+        let err = errors("providers:\n  bedrock:\n    region: us-east-1\n    aws: {access_key_id: env.NOPE, secret_access_key: x}\n");
+        assert_eq!(err, vec!["providers.bedrock.aws.access_key_id: environment variable NOPE is not set".to_string()]);
+        let err = errors("providers:\n  openai:\n    keys: [{env: OPENAI_KEY_PRIMARY}]\n    aws: {profile: x}\n");
+        assert_eq!(err, vec!["providers.openai.aws: only bedrock providers take AWS credentials".to_string()]);
     }
 
     #[test]
