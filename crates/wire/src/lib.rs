@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod google_auth;
 pub mod image;
 pub mod outbound;
 pub mod providers;
