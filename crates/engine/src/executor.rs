@@ -431,7 +431,15 @@ impl<'a> Run<'a> {
                 None => return false,
             }
         };
-        let ep = endpoint(p, key);
+        // A probe never waits on a token exchange: without a fresh token it is not sent.
+        let token = match &p.tokens {
+            Some(t) => match t.fresh() {
+                Some(t) => Some(t),
+                None => return false,
+            },
+            None => None,
+        };
+        let ep = endpoint(p, key, token.as_deref());
         let (wire, kind) = match self.op {
             Op::Chat { req, .. } if p.cfg.kind.accepts_image_urls() || !req.has_http_image_urls() => {
                 let replaced;
@@ -827,7 +835,11 @@ impl<'a> Run<'a> {
     ) -> Result<Output, Result<Failure, GatewayError>> {
         let started = std::time::Instant::now();
         let remaining = attempt_budget(self.remaining(), last_resort);
-        let ep = endpoint(p, key);
+        let token = match &p.tokens {
+            Some(t) => Some(t.token(&p.client, &p.cfg.timeouts, label).await.map_err(Ok)?),
+            None => None,
+        };
+        let ep = endpoint(p, key, token.as_deref());
         let rctx = ResponseCtx { id: &self.ctx.id, created: self.ctx.created, model: &t.model };
         match self.op {
             Op::Chat { req, .. } => {

@@ -327,7 +327,7 @@ impl Gateway {
         let pool = self.pool.load_full();
         let futures = pool.up.providers.iter().map(|p| async move {
             let key = p.cfg.keys.first();
-            let ep = endpoint(p, key);
+            let ep = endpoint(p, key, None);
             let Some(mut req) = codec::build_list_models(&ep) else { return (p.cfg.name.clone(), None) };
             if codec::authorize(&ep, &mut req, crate::executor::unix_now()).is_err() {
                 return (p.cfg.name.clone(), None);

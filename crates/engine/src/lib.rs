@@ -25,6 +25,7 @@ pub mod ctx;
 pub mod error;
 mod executor;
 pub mod gateway;
+mod google;
 pub mod governance;
 pub mod health;
 pub mod human;

@@ -30,6 +30,8 @@ pub(crate) struct Provider {
     pub(crate) limiter: Arc<Limiter>,
     /// Times to first byte of successful attempts (for the `p95` hedge delay).
     pub(crate) latency: Arc<Latency>,
+    /// Vertex: its access tokens, kept across snapshots while the credential is the same.
+    pub(crate) tokens: Option<Arc<crate::google::TokenSource>>,
 }
 
 impl Provider {
@@ -63,7 +65,11 @@ impl Provider {
             })
             .collect();
         let latency = before.map(|b| Arc::clone(&b.latency)).unwrap_or_default();
-        Ok(Provider { cfg: p.clone(), client, health, keys, limiter, latency })
+        let tokens = p.google.as_ref().map(|g| match before.and_then(|b| b.tokens.as_ref()) {
+            Some(t) if Arc::ptr_eq(t.credential(), g) => Arc::clone(t),
+            _ => Arc::new(crate::google::TokenSource::new(Arc::clone(g))),
+        });
+        Ok(Provider { cfg: p.clone(), client, health, keys, limiter, latency, tokens })
     }
 }
 
@@ -169,14 +175,16 @@ pub struct KeyHealthView {
     pub cooldown_reason: Option<CooldownReason>,
 }
 
-pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a KeyConfig>) -> switchyard_wire::Endpoint<'a> {
+/// Where and how one attempt reaches `p`: a static key wins; otherwise the provider's AWS credentials, or
+/// the Google access token the caller obtained (`token`).
+pub(crate) fn endpoint<'a>(p: &'a Provider, key: Option<&'a KeyConfig>, token: Option<&'a str>) -> switchyard_wire::Endpoint<'a> {
     switchyard_wire::Endpoint {
         kind: p.cfg.kind,
         base_url: &p.cfg.base_url,
         auth: match (key, &p.cfg.aws) {
             (Some(k), _) => switchyard_wire::Auth::Key(k.secret.expose_secret()),
             (None, Some(aws)) => switchyard_wire::Auth::Aws(aws),
-            (None, None) => switchyard_wire::Auth::None,
+            (None, None) => token.map_or(switchyard_wire::Auth::None, switchyard_wire::Auth::Bearer),
         },
         options: &p.cfg.options,
     }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use switchyard_wire::google_auth::GoogleCredential;
 use switchyard_wire::AwsCredentials;
 
 use super::{Env, Issues};
@@ -92,6 +93,56 @@ pub(super) fn aws(path: &str, raw: Option<RawAws>, env: &dyn Env, issues: &mut I
     match profile_credentials(&text, &profile) {
         Ok(c) => Some(Arc::new(c)),
         Err(_) => None,
+    }
+}
+
+/// The Google credential of a Vertex provider: `credentials_file`, else `GOOGLE_APPLICATION_CREDENTIALS`,
+/// else gcloud's application-default credentials file (the order Google's client libraries use).
+pub(super) fn google(path: &str, file: Option<String>, env: &dyn Env, issues: &mut Issues) -> Option<Arc<GoogleCredential>> {
+    let (at, file) = match file {
+        Some(f) => {
+            let f = match f.strip_prefix("env.") {
+                Some(var) => match env.var(var) {
+                    Some(v) => v,
+                    None => {
+                        issues.push(format!("{path}.credentials_file"), format!("environment variable {var} is not set"));
+                        return None;
+                    }
+                },
+                None => f,
+            };
+            (format!("{path}.credentials_file"), PathBuf::from(f))
+        }
+        None => match env.var("GOOGLE_APPLICATION_CREDENTIALS") {
+            Some(f) => (format!("{path} (GOOGLE_APPLICATION_CREDENTIALS)"), PathBuf::from(f)),
+            None => {
+                let adc = env.var("HOME").map(|h| PathBuf::from(h).join(".config/gcloud/application_default_credentials.json"));
+                match adc.filter(|p| p.is_file()) {
+                    Some(p) => (format!("{path} (application-default credentials)"), p),
+                    None => {
+                        issues.push(
+                            format!("{path}.credentials_file"),
+                            "type vertex needs Google credentials: credentials_file: /path/to/service-account.json, GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`",
+                        );
+                        return None;
+                    }
+                }
+            }
+        },
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            issues.push(at, format!("cannot read {}: {e}", file.display()));
+            return None;
+        }
+    };
+    match GoogleCredential::from_json(&text) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            issues.push(at, format!("{}: {e}", file.display()));
+            None
+        }
     }
 }
 

@@ -207,6 +207,8 @@ pub struct ProviderConfig {
     pub overload: OverloadPolicy,
     /// Bedrock without an API key: the AWS credentials its requests are signed with.
     pub aws: Option<std::sync::Arc<switchyard_wire::AwsCredentials>>,
+    /// Vertex: the Google credential exchanged for access tokens.
+    pub google: Option<std::sync::Arc<switchyard_wire::google_auth::GoogleCredential>>,
 }
 
 #[derive(Debug, Clone)]
@@ -412,6 +414,9 @@ struct RawProvider {
     project: Option<String>,
     #[serde(default)]
     aws: Option<credentials::RawAws>,
+    /// Vertex: a Google credentials JSON (service account key or application-default credentials).
+    #[serde(default)]
+    credentials_file: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
@@ -1474,6 +1479,15 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
             None
         }
     };
+    let google = match kind {
+        ProviderKind::Vertex if keys.is_empty() && issues.len() == before => credentials::google(&path, raw.credentials_file, env, issues),
+        _ => {
+            if raw.credentials_file.is_some() && kind != ProviderKind::Vertex {
+                issues.push(format!("{path}.credentials_file"), "only vertex providers take a Google credentials file");
+            }
+            None
+        }
+    };
     let mut timeouts = Timeouts::default();
     if let Some(t) = raw.timeout {
         timeouts.total = t.0;
@@ -1541,6 +1555,7 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
     }
     Some(ProviderConfig {
         aws,
+        google,
         retry: raw.retry.unwrap_or_default().resolve(RetryPolicy::default()),
         health,
         cooldown: raw.key_cooldown.unwrap_or_default().resolve(),
@@ -1694,6 +1709,7 @@ pub fn from_env(env: &dyn Env) -> Config {
             cooldown: CooldownPolicy::default(),
             overload: OverloadPolicy::default(),
             aws: None,
+            google: None,
         });
     }
     Config {
@@ -1738,6 +1754,7 @@ pub fn keyless_provider(name: &str, kind: ProviderKind, base_url: &str, tags: &[
         cooldown: CooldownPolicy::default(),
         overload: OverloadPolicy::default(),
         aws: None,
+        google: None,
     }
 }
 
@@ -2096,6 +2113,26 @@ providers:
         assert_eq!(err, vec!["providers.bedrock.aws.access_key_id: environment variable NOPE is not set".to_string()]);
         let err = errors("providers:\n  openai:\n    keys: [{env: OPENAI_KEY_PRIMARY}]\n    aws: {profile: x}\n");
         assert_eq!(err, vec!["providers.openai.aws: only bedrock providers take AWS credentials".to_string()]);
+    }
+
+    #[test]
+    fn vertex_reads_its_service_account_from_the_file_or_the_standard_variable() {
+        let sa = concat!(env!("CARGO_MANIFEST_DIR"), "/../wire/tests/fixtures/google/service_account.json");
+        let c = parse_str(&format!("providers:\n  vertex:\n    project: p1\n    region: global\n    credentials_file: {sa}\n"), &env())
+            .unwrap();
+        let v = &c.providers[0];
+        assert_eq!(v.google.as_ref().unwrap().principal(), "gateway@switchyard-test.iam.gserviceaccount.com");
+        assert_eq!(v.base_url, "https://aiplatform.googleapis.com");
+        assert_eq!((v.options.project.as_deref(), v.options.region.as_deref()), (Some("p1"), Some("global")));
+        let mut e = env();
+        e.insert("GOOGLE_APPLICATION_CREDENTIALS".into(), sa.into());
+        let c = parse_str("providers:\n  vertex: {project: p1, region: europe-west4}\n", &e).unwrap();
+        assert!(c.providers[0].google.is_some());
+        assert_eq!(c.providers[0].base_url, "https://europe-west4-aiplatform.googleapis.com");
+        let err = errors("providers:\n  vertex: {project: p1, region: europe-west4}\n");
+        assert!(err[0].starts_with("providers.vertex.credentials_file: type vertex needs Google credentials"), "{err:#?}");
+        let err = errors("providers:\n  vertex: {project: p1, region: global, credentials_file: /nonexistent.json}\n");
+        assert!(err[0].starts_with("providers.vertex.credentials_file: cannot read /nonexistent.json"), "{err:#?}");
     }
 
     #[test]
