@@ -29,8 +29,8 @@ use serde_json::{Map, Value};
 use crate::outbound::ErrorBody;
 use crate::sse::write_named_frame;
 use crate::types::{
-    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Extra, FinishReason, FunctionCall, FunctionDef, ImageUrl, JsonSchemaFormat,
-    Message, ResponseFormat, ResponseMessage, Role, StreamOptions, Tool, ToolCall, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Extra, FileData, FinishReason, FunctionCall, FunctionDef, ImageUrl,
+    JsonSchemaFormat, Message, ResponseFormat, ResponseMessage, Role, StreamOptions, Tool, ToolCall, ToolChoice, Usage,
 };
 
 /// The key reasoning text travels under on the canonical side (as the codecs put it).
@@ -523,13 +523,7 @@ fn input_file(p: &Value, at: &str) -> Result<ContentPart, RequestError> {
     if file_data.is_none() && file_id.is_none() {
         return Err(RequestError::invalid(format!("{at} needs file_data (a base64 data: URL) or file_id"), format!("{at}.file_data")));
     }
-    let mut file = Map::new();
-    for (k, v) in [("file_data", file_data), ("file_id", file_id), ("filename", filename)] {
-        if let Some(v) = v {
-            file.insert(k.into(), Value::String(v));
-        }
-    }
-    Ok(ContentPart::Other(serde_json::json!({"type": "file", "file": file})))
+    Ok(ContentPart::File { file: FileData { file_data, file_id, filename } })
 }
 
 /// A flat function tool; any other tool type is one only OpenAI runs.
