@@ -10,11 +10,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use switchyard_engine::{ChatOutcome, GatewayError, RequestCtx, Served};
-use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
+use switchyard_wire::inbound;
+use switchyard_wire::inbound::responses::{ResponseShell, ResponsesRequest, ResponsesStreamEncoder};
+use switchyard_wire::outbound::OpenAiStreamEncoder;
+use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingsRequest};
 
 use crate::errors::{error_response, refusal_response, Refusal};
 use crate::reqlog::Record;
-use crate::sse::{sse_response, Phase};
+use crate::sse::{sse_response, Encoder, Phase};
 use crate::throttle::{more, Throttled};
 use crate::AppState;
 
@@ -26,7 +29,7 @@ pub async fn health() -> Response {
 
 pub async fn not_found() -> Response {
     error_response(&GatewayError::BadRequest {
-        message: "no such route; the OpenAI routes are /v1/chat/completions, /v1/embeddings and /v1/models".into(),
+        message: "no such route; the OpenAI routes are /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models".into(),
         param: None,
         code: "unknown_route",
     })
@@ -61,7 +64,73 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         Err(resp) => return logged(resp, rec),
     };
     rec.model(&req.model);
-    let include_usage = req.include_usage();
+    let shape = Shape::Chat { include_usage: req.include_usage() };
+    serve_chat(&state, req, ctx, shape, rec).await
+}
+
+/// `POST /v1/responses`: the Responses API, translated to a chat request (`switchyard_wire::inbound::responses`)
+/// and served as one, so routing, fallbacks, virtual keys, budgets and the attribution headers are the chat
+/// route's; the answer is rendered back as a Response object or the Responses event stream.
+pub async fn responses(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let ctx = caller_ctx(&headers);
+    let mut rec = Record::new(&ctx, &state.gateway, "responses", method, uri.path());
+    let req: ResponsesRequest = match read_json(body, &state, &mut rec).await {
+        Ok(r) => r,
+        Err(resp) => return logged(resp, rec),
+    };
+    rec.model(&req.model);
+    let id = inbound::responses::response_id(&ctx.id);
+    let (chat, shell) = match inbound::responses::to_chat(req, id, ctx.created) {
+        Ok(x) => x,
+        Err(e) => {
+            let e = GatewayError::BadRequest { message: e.message, param: e.param, code: e.code };
+            rec.failed(&e);
+            return logged(error_response(&e), rec);
+        }
+    };
+    serve_chat(&state, chat, ctx, Shape::Responses(Box::new(shell)), rec).await
+}
+
+/// `GET|DELETE /v1/responses/{id}`, `POST /v1/responses/{id}/cancel`, `GET /v1/responses/{id}/input_items`:
+/// the gateway keeps no responses (see `switchyard_wire::inbound::responses`), so there is none to find.
+pub async fn stored_response(uri: Uri) -> Response {
+    let id = uri.path().split("/responses/").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("");
+    let id: String = id.chars().take(100).collect();
+    error_response(&GatewayError::BadRequest {
+        message: format!(
+            "Response with id '{id}' not found: this gateway does not store responses (each is answered with store: false); \
+             keep the Response you were sent, and send the whole conversation in `input`"
+        ),
+        param: None,
+        code: "response_not_found",
+    })
+    .with_status(StatusCode::NOT_FOUND)
+}
+
+/// The API shape a chat answer is rendered in.
+enum Shape {
+    Chat { include_usage: bool },
+    Responses(Box<ResponseShell>),
+}
+
+impl Shape {
+    fn encoder(self) -> Encoder {
+        match self {
+            Shape::Chat { include_usage } => Encoder::OpenAi(OpenAiStreamEncoder::new(include_usage)),
+            Shape::Responses(shell) => Encoder::Responses(Box::new(ResponsesStreamEncoder::new(*shell))),
+        }
+    }
+
+    fn render(&self, resp: &ChatResponse) -> Result<Vec<u8>, GatewayError> {
+        match self {
+            Shape::Chat { .. } => serde_json::to_vec(resp).map_err(|e| GatewayError::Internal(format!("cannot encode the response: {e}"))),
+            Shape::Responses(shell) => Ok(shell.render(resp)),
+        }
+    }
+}
+
+/// Serves a decoded chat request and renders the answer in `shape`.
+async fn serve_chat(state: &AppState, req: ChatRequest, ctx: RequestCtx, shape: Shape, mut rec: Record) -> Response {
     let is_stream = req.is_stream();
     if is_stream {
         rec.stream_asked();
@@ -73,15 +142,15 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         // and headers) so that proxies do not cut it; from then on failures arrive as an error event.
         let keepalive = state.gateway.stream_keepalive();
         tokio::select! {
-            r = &mut answer => return chat_response(r, include_usage, rec),
+            r = &mut answer => return chat_response(r, shape, rec),
             _ = tokio::time::sleep(keepalive) => {
                 let id = rec.id().to_string();
-                let resp = sse_response(Phase::Waiting(answer), include_usage, keepalive, String::new(), rec);
+                let resp = sse_response(Phase::Waiting(answer), shape.encoder(), keepalive, String::new(), rec);
                 return with_id_header(resp, &id);
             }
         }
     }
-    chat_response(answer.await, include_usage, rec)
+    chat_response(answer.await, shape, rec)
 }
 
 /// The request's context with what the caller presented: its key (ours are virtual keys, in the first of
@@ -127,17 +196,17 @@ pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, Gatewa
 
 /// The answer to a chat request. Requests are counted from their record when it is finished (see
 /// `switchyard_engine::telemetry::metrics`), a stream's when it ends.
-fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut rec: Record) -> Response {
+fn chat_response(r: Result<ChatOutcome, GatewayError>, shape: Shape, mut rec: Record) -> Response {
     match r {
         Ok(ChatOutcome::Complete(resp, served)) => {
             rec.served(&served);
             rec.usage(resp.usage.as_ref());
-            let out = match serde_json::to_vec(&resp) {
+            let out = match shape.render(&resp) {
                 Ok(json) => {
                     rec.response_body(&json);
                     with_served(json_response(StatusCode::OK, json), &served)
                 }
-                Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
+                Err(e) => error_response(&e),
             };
             logged(out, rec)
         }
@@ -145,7 +214,7 @@ fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut 
             let label = format!("{}/{}", served.provider, served.model);
             rec.served(&served);
             let id = rec.id().to_string();
-            let resp = sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15), label, rec);
+            let resp = sse_response(Phase::Streaming(stream), shape.encoder(), Duration::from_secs(15), label, rec);
             with_id_header(with_served(resp, &served), &id)
         }
         Err(e) => {

@@ -119,6 +119,10 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))
+            .route(&format!("{prefix}/v1/responses"), post(handlers::responses))
+            .route(&format!("{prefix}/v1/responses/{{id}}"), get(handlers::stored_response).delete(handlers::stored_response))
+            .route(&format!("{prefix}/v1/responses/{{id}}/cancel"), post(handlers::stored_response))
+            .route(&format!("{prefix}/v1/responses/{{id}}/input_items"), get(handlers::stored_response))
             .route(&format!("{prefix}/v1/embeddings"), post(handlers::embeddings))
             .route(&format!("{prefix}/v1/models"), get(handlers::models));
     }

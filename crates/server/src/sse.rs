@@ -22,7 +22,9 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
+use switchyard_wire::inbound::responses::ResponsesStreamEncoder;
 use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
+use switchyard_wire::types::ChatChunk;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
@@ -43,6 +45,39 @@ const UNCOMMITTED_SEND_WAIT: Duration = Duration::from_secs(60);
 
 static STALLED: Throttled = Throttled::new("stream_client_stalled");
 
+/// The API shape a stream is written in: one encoder per client-facing API, chosen by the route (static
+/// dispatch; every encoder takes the same canonical chunks).
+#[derive(Debug)]
+pub(crate) enum Encoder {
+    /// Chat Completions: `data:` chunks and `[DONE]`.
+    OpenAi(OpenAiStreamEncoder),
+    /// The Responses API: named lifecycle and delta events (boxed: it carries the request's settings).
+    Responses(Box<ResponsesStreamEncoder>),
+}
+
+impl Encoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        match self {
+            Encoder::OpenAi(e) => e.encode(chunk, out),
+            Encoder::Responses(e) => e.encode(chunk, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Encoder::OpenAi(e) => e.finish(out),
+            Encoder::Responses(e) => e.finish(out),
+        }
+    }
+
+    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
+        match self {
+            Encoder::OpenAi(e) => e.fail(err, out),
+            Encoder::Responses(e) => e.fail(err, out),
+        }
+    }
+}
+
 /// Where a streaming response is.
 // One per stream, moved once into the driving task.
 #[allow(clippy::large_enum_variant)]
@@ -56,12 +91,12 @@ pub(crate) enum Phase {
 /// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
 /// `served` names the target (`provider/model`) once one is known, for the log; `rec` is the request's
 /// log record, written when the stream ends.
-pub(crate) fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration, served: String, mut rec: Record) -> Response {
+pub(crate) fn sse_response(phase: Phase, enc: Encoder, keepalive: Duration, served: String, mut rec: Record) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
     let abandoned = Arc::new(AtomicBool::new(false));
     rec.status(200);
     rec.streaming();
-    tokio::spawn(drive(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, tx, abandoned.clone(), rec));
+    tokio::spawn(drive(phase, enc, keepalive, served, tx, abandoned.clone(), rec));
     let frames = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
         Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(b))),
         // An error instead of a clean end: hyper then drops the connection without the final chunk, so the
@@ -128,7 +163,7 @@ fn send_limit(phase: &Phase) -> (Instant, Option<Duration>) {
 
 async fn drive(
     phase: Phase,
-    mut enc: OpenAiStreamEncoder,
+    mut enc: Encoder,
     keepalive: Duration,
     mut served: String,
     tx: mpsc::Sender<Bytes>,
@@ -143,7 +178,7 @@ async fn drive(
     if let Phase::Streaming(s) = &mut phase {
         settled_into(s, &rec);
     }
-    let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
+    let fail = |enc: &mut Encoder, e: &GatewayError, out: &mut Vec<u8>| {
         let code = e.code();
         let msg = e.to_string();
         enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
 use switchyard_wire::codec::{self, normalize_base_url};
+use switchyard_wire::inbound::responses::{self, ResponseShell, ResponsesRequest, ResponsesStreamEncoder};
 use switchyard_wire::outbound::OpenAiStreamEncoder;
 use switchyard_wire::types::{ChatRequest, FinishReason};
 use switchyard_wire::{Endpoint, ProviderKind, ProviderOptions, ResponseCtx, StreamDecoder, StreamEvent};
@@ -354,9 +355,84 @@ fn stream_translate(c: &mut Criterion) {
     g.finish();
 }
 
+/// A Responses request as the SDK sends it for an agent's second turn (fixture), and its shell.
+fn responses_request() -> (&'static [u8], ResponseShell) {
+    let body: &'static [u8] = include_bytes!("../tests/fixtures/responses/request_agent_turn.json");
+    let req: ResponsesRequest = serde_json::from_slice(body).unwrap();
+    let (_, shell) = responses::to_chat(req, "resp_bench7f3a9c2e51d04b6a".into(), 1_741_569_952).unwrap();
+    (body, shell)
+}
+
+/// Decodes an upstream stream as [`translate_stream`] does, encoding it as the Responses event stream.
+fn translate_stream_responses(kind: ProviderKind, upstream: &[u8], shell: &ResponseShell, mut sink: impl FnMut(&[u8])) {
+    let mut decoder = StreamDecoder::new(kind, CTX);
+    let mut encoder = ResponsesStreamEncoder::new(shell.clone());
+    let mut events = Vec::new();
+    let mut out = Vec::with_capacity(8 * 1024);
+    let mut flush = |events: &mut Vec<StreamEvent>, encoder: &mut ResponsesStreamEncoder| {
+        out.clear();
+        for ev in events.drain(..) {
+            match ev {
+                StreamEvent::Chunk(c) => encoder.encode(c, &mut out),
+                StreamEvent::Done => encoder.finish(&mut out),
+                StreamEvent::Error(e) => panic!("the bench stream produced an upstream error: {e:?}"),
+            }
+        }
+        if !out.is_empty() {
+            sink(&out);
+        }
+    };
+    for piece in upstream.chunks(PIECE) {
+        decoder.feed(piece, &mut events).unwrap();
+        flush(&mut events, &mut encoder);
+    }
+    decoder.finish(&mut events).unwrap();
+    flush(&mut events, &mut encoder);
+}
+
+/// The Responses API on the inbound side: request to canonical chat, a complete answer to a Response
+/// object, and an upstream stream to the Responses event stream.
+fn responses_api(c: &mut Criterion) {
+    let (body, shell) = responses_request();
+    let mut g = c.benchmark_group("responses");
+    let (chat, _) = responses::to_chat(serde_json::from_slice(body).unwrap(), "resp_x".into(), 0).unwrap();
+    assert_eq!(chat.messages.len(), 5, "instructions, two user turns, the assistant's call, its output");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("decode_to_chat", |b| {
+        b.iter(|| {
+            let req: ResponsesRequest = serde_json::from_slice(black_box(body)).unwrap();
+            responses::to_chat(req, "resp_bench".into(), 0).unwrap()
+        })
+    });
+
+    let openai = &providers()[0];
+    let resp = codec::parse_chat(openai.kind, &openai.response_body(), CTX).unwrap();
+    let rendered: serde_json::Value = serde_json::from_slice(&shell.render(&resp)).unwrap();
+    assert_eq!(rendered["output"][0]["content"][0]["text"], ANSWER);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("render_response", |b| b.iter(|| shell.render(black_box(&resp))));
+
+    let tokens = stream_tokens(STREAM_CHUNKS);
+    let upstream = openai.stream_body(&tokens);
+    let mut client = Vec::new();
+    translate_stream_responses(openai.kind, &upstream, &shell, |b| client.extend_from_slice(b));
+    let client = String::from_utf8(client).unwrap();
+    assert_eq!(client.matches("event: response.output_text.delta\n").count(), STREAM_CHUNKS);
+    assert!(client.contains("event: response.completed\n"), "{client}");
+    g.throughput(Throughput::Bytes(upstream.len() as u64));
+    g.bench_function("stream_openai_sse", |b| {
+        b.iter(|| {
+            let mut sent = 0usize;
+            translate_stream_responses(openai.kind, black_box(&upstream), &shell, |bytes| sent += black_box(bytes).len());
+            sent
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = decode_request, build_chat, parse_chat, stream_translate
+    targets = decode_request, build_chat, parse_chat, stream_translate, responses_api
 }
 criterion_main!(benches);

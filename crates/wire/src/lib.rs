@@ -9,6 +9,7 @@ pub mod codec;
 pub mod error;
 pub mod google_auth;
 pub mod image;
+pub mod inbound;
 pub mod outbound;
 pub mod providers;
 pub mod spec;
