@@ -5,12 +5,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use switchyard_engine::{ChatOutcome, GatewayError, RequestCtx, Served};
-use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
+use switchyard_wire::inbound::completions::{self, CompletionRequest, CompletionStreamEncoder, Echo};
+use switchyard_wire::outbound::OpenAiStreamEncoder;
+use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingsRequest};
 
 use crate::errors::{error_response, refusal_response, Refusal};
 use crate::reqlog::Record;
@@ -26,7 +28,7 @@ pub async fn health() -> Response {
 
 pub async fn not_found() -> Response {
     error_response(&GatewayError::BadRequest {
-        message: "no such route; the OpenAI routes are /v1/chat/completions, /v1/embeddings and /v1/models".into(),
+        message: "no such route; the OpenAI routes are /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models".into(),
         param: None,
         code: "unknown_route",
     })
@@ -61,7 +63,58 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         Err(resp) => return logged(resp, rec),
     };
     rec.model(&req.model);
+    let shape = Shape::Chat { include_usage: req.include_usage() };
+    answer(&state, ctx, req, shape, rec).await
+}
+
+/// `POST /v1/completions`: the legacy Completions API, served as a chat request (see
+/// `switchyard_wire::inbound::completions` for what is translated and what is refused).
+pub async fn completions(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let ctx = caller_ctx(&headers);
+    let mut rec = Record::new(&ctx, &state.gateway, "completions", method, uri.path());
+    let req: CompletionRequest = match read_json(body, &state, &mut rec).await {
+        Ok(r) => r,
+        Err(resp) => return logged(resp, rec),
+    };
+    rec.model(&req.model);
     let include_usage = req.include_usage();
+    let (chat, echo) = match completions::to_chat(req) {
+        Ok(c) => c,
+        Err(e) => {
+            let e = GatewayError::BadRequest { message: e.message, param: Some(e.param.to_string()), code: "invalid_request" };
+            rec.failed(&e);
+            return logged(error_response(&e), rec);
+        }
+    };
+    answer(&state, ctx, chat, Shape::Completion { include_usage, echo }, rec).await
+}
+
+/// Which client API an answer is written for.
+enum Shape {
+    Chat { include_usage: bool },
+    Completion { include_usage: bool, echo: Echo },
+}
+
+impl Shape {
+    fn body(&self, resp: ChatResponse) -> Result<Vec<u8>, serde_json::Error> {
+        match self {
+            Shape::Chat { .. } => serde_json::to_vec(&resp),
+            Shape::Completion { echo, .. } => serde_json::to_vec(&completions::from_chat(resp, echo)),
+        }
+    }
+
+    fn stream(self, phase: Phase, keepalive: Duration, served: String, rec: Record) -> Response {
+        match self {
+            Shape::Chat { include_usage } => sse_response(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, rec),
+            Shape::Completion { include_usage, echo } => {
+                sse_response(phase, CompletionStreamEncoder::new(include_usage, echo), keepalive, served, rec)
+            }
+        }
+    }
+}
+
+/// Runs a canonical chat request through the engine and writes the answer in `shape`.
+async fn answer(state: &AppState, ctx: RequestCtx, req: ChatRequest, shape: Shape, mut rec: Record) -> Response {
     let is_stream = req.is_stream();
     if is_stream {
         rec.stream_asked();
@@ -73,15 +126,15 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         // and headers) so that proxies do not cut it; from then on failures arrive as an error event.
         let keepalive = state.gateway.stream_keepalive();
         tokio::select! {
-            r = &mut answer => return chat_response(r, include_usage, rec),
+            r = &mut answer => return chat_response(r, shape, rec),
             _ = tokio::time::sleep(keepalive) => {
                 let id = rec.id().to_string();
-                let resp = sse_response(Phase::Waiting(answer), include_usage, keepalive, String::new(), rec);
+                let resp = shape.stream(Phase::Waiting(answer), keepalive, String::new(), rec);
                 return with_id_header(resp, &id);
             }
         }
     }
-    chat_response(answer.await, include_usage, rec)
+    chat_response(answer.await, shape, rec)
 }
 
 /// The request's context with what the caller presented: its key (ours are virtual keys, in the first of
@@ -127,12 +180,12 @@ pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, Gatewa
 
 /// The answer to a chat request. Requests are counted from their record when it is finished (see
 /// `switchyard_engine::telemetry::metrics`), a stream's when it ends.
-fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut rec: Record) -> Response {
+fn chat_response(r: Result<ChatOutcome, GatewayError>, shape: Shape, mut rec: Record) -> Response {
     match r {
         Ok(ChatOutcome::Complete(resp, served)) => {
             rec.served(&served);
             rec.usage(resp.usage.as_ref());
-            let out = match serde_json::to_vec(&resp) {
+            let out = match shape.body(resp) {
                 Ok(json) => {
                     rec.response_body(&json);
                     with_served(json_response(StatusCode::OK, json), &served)
@@ -145,7 +198,7 @@ fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut 
             let label = format!("{}/{}", served.provider, served.model);
             rec.served(&served);
             let id = rec.id().to_string();
-            let resp = sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15), label, rec);
+            let resp = shape.stream(Phase::Streaming(stream), Duration::from_secs(15), label, rec);
             with_id_header(with_served(resp, &served), &id)
         }
         Err(e) => {
@@ -206,6 +259,24 @@ pub async fn provider_health(State(state): State<AppState>) -> Response {
     match serde_json::to_vec(&Body { providers: state.gateway.health() }) {
         Ok(json) => json_response(StatusCode::OK, json),
         Err(e) => error_response(&GatewayError::Internal(format!("cannot encode provider health: {e}"))),
+    }
+}
+
+/// `GET /v1/models/{id}` (the SDK's `models.retrieve`): the entry `/v1/models` lists for this caller, or
+/// OpenAI's 404 `model_not_found`. The id is the rest of the path, so `openai/gpt-4o` works unescaped.
+pub async fn model(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let list = match state.gateway.models_for(&caller_ctx(&headers)).await {
+        Ok(l) => l,
+        Err(e) => return error_response(&e),
+    };
+    match list.data.into_iter().find(|m| m.id == id) {
+        Some(m) => match serde_json::to_vec(&m) {
+            Ok(json) => json_response(StatusCode::OK, json),
+            Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the model: {e}"))),
+        },
+        None => error_response(&GatewayError::ModelNotFound {
+            message: format!("The model '{id}' does not exist or you do not have access to it."),
+        }),
     }
 }
 

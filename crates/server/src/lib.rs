@@ -119,8 +119,10 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
     for prefix in ["", "/openai"] {
         r = r
             .route(&format!("{prefix}/v1/chat/completions"), post(handlers::chat_completions))
+            .route(&format!("{prefix}/v1/completions"), post(handlers::completions))
             .route(&format!("{prefix}/v1/embeddings"), post(handlers::embeddings))
-            .route(&format!("{prefix}/v1/models"), get(handlers::models));
+            .route(&format!("{prefix}/v1/models"), get(handlers::models))
+            .route(&format!("{prefix}/v1/models/{{*id}}"), get(handlers::model));
     }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

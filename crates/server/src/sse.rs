@@ -22,7 +22,9 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
+use switchyard_wire::inbound::completions::CompletionStreamEncoder;
 use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
+use switchyard_wire::types::ChatChunk;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
@@ -43,6 +45,40 @@ const UNCOMMITTED_SEND_WAIT: Duration = Duration::from_secs(60);
 
 static STALLED: Throttled = Throttled::new("stream_client_stalled");
 
+/// Writes canonical chunks in one client API's stream shape (chat chunks, legacy completions, ...). The
+/// driving task below is the same for every shape; only the bytes differ.
+pub(crate) trait StreamEncoder: Send + 'static {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>);
+    /// The stream ended well.
+    fn finish(&mut self, out: &mut Vec<u8>);
+    /// The stream failed after it started.
+    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>);
+}
+
+impl StreamEncoder for OpenAiStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        OpenAiStreamEncoder::encode(self, chunk, out)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        OpenAiStreamEncoder::finish(self, out)
+    }
+    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
+        OpenAiStreamEncoder::fail(self, err, out)
+    }
+}
+
+impl StreamEncoder for CompletionStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        CompletionStreamEncoder::encode(self, chunk, out)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        CompletionStreamEncoder::finish(self, out)
+    }
+    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
+        CompletionStreamEncoder::fail(self, err, out)
+    }
+}
+
 /// Where a streaming response is.
 // One per stream, moved once into the driving task.
 #[allow(clippy::large_enum_variant)]
@@ -52,16 +88,16 @@ pub(crate) enum Phase {
     Streaming(ChatStream),
 }
 
-/// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
-/// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
-/// `served` names the target (`provider/model`) once one is known, for the log; `rec` is the request's
-/// log record, written when the stream ends.
-pub(crate) fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration, served: String, mut rec: Record) -> Response {
+/// A streaming response. Each upstream chunk is translated by `enc` and written as it arrives; a failure
+/// after the first byte becomes an error event followed by `[DONE]`, so the client never sees a silent
+/// truncation. `served` names the target (`provider/model`) once one is known, for the log; `rec` is the
+/// request's log record, written when the stream ends.
+pub(crate) fn sse_response<E: StreamEncoder>(phase: Phase, enc: E, keepalive: Duration, served: String, mut rec: Record) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
     let abandoned = Arc::new(AtomicBool::new(false));
     rec.status(200);
     rec.streaming();
-    tokio::spawn(drive(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, tx, abandoned.clone(), rec));
+    tokio::spawn(drive(phase, enc, keepalive, served, tx, abandoned.clone(), rec));
     let frames = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
         Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(b))),
         // An error instead of a clean end: hyper then drops the connection without the final chunk, so the
@@ -126,9 +162,9 @@ fn send_limit(phase: &Phase) -> (Instant, Option<Duration>) {
     }
 }
 
-async fn drive(
+async fn drive<E: StreamEncoder>(
     phase: Phase,
-    mut enc: OpenAiStreamEncoder,
+    mut enc: E,
     keepalive: Duration,
     mut served: String,
     tx: mpsc::Sender<Bytes>,
@@ -143,7 +179,7 @@ async fn drive(
     if let Phase::Streaming(s) = &mut phase {
         settled_into(s, &rec);
     }
-    let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
+    let fail = |enc: &mut E, e: &GatewayError, out: &mut Vec<u8>| {
         let code = e.code();
         let msg = e.to_string();
         enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);

@@ -475,6 +475,7 @@ type HealthGauge = (&'static str, &'static str, fn(&ProviderHealthView) -> f64);
 fn endpoint(e: &str) -> &'static str {
     match e {
         "chat" => "chat",
+        "completions" => "completions",
         "embeddings" => "embeddings",
         "models" => "models",
         _ => OTHER,
