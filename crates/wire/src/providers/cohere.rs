@@ -39,13 +39,12 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::{UpstreamError, WireError};
-use crate::image::parse_data_url;
 use crate::spec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::{SseEvent, SseParser};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Embedding, EmbeddingsRequest,
-    EmbeddingsResponse, EmbeddingsUsage, Extra, FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, Stop,
-    ToolCall, ToolCallDelta, ToolChoice, Usage,
+    EmbeddingsResponse, EmbeddingsUsage, Extra, FileData, FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role,
+    Stop, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The field OpenAI-compatible reasoning servers use for a model's thinking text.
@@ -257,7 +256,7 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
 }
 
 fn authorized(mut r: WireRequest, ep: &Endpoint<'_>) -> WireRequest {
-    if let Some(k) = ep.api_key {
+    if let Some(k) = ep.api_key() {
         r = r.header("authorization", format!("Bearer {k}"));
     }
     r.with_extra_headers(ep)
@@ -395,9 +394,7 @@ fn parts<'a>(content: Option<&'a Content>, i: usize, allowed: Allowed, documents
                     (ContentPart::ImageUrl { image_url }, Allowed::Everything) => {
                         out.push(Part::ImageUrl { image_url: ImageOut { url: &image_url.url, detail: image_url.detail.as_deref() } })
                     }
-                    (ContentPart::Other(v), Allowed::Everything) if v.get("type").and_then(Value::as_str) == Some("file") => {
-                        documents.push(text_document(v.get("file").unwrap_or(&Value::Null), &param())?);
-                    }
+                    (ContentPart::File { file }, Allowed::Everything) => documents.push(text_document(file, &param())?),
                     (other, allowed) => return Err(unsupported_part(other, allowed, &param())),
                 }
             }
@@ -410,6 +407,7 @@ fn unsupported_part(part: &ContentPart, allowed: Allowed, param: &str) -> WireEr
     let kind = match part {
         ContentPart::Text { .. } => "text",
         ContentPart::ImageUrl { .. } => "image_url",
+        ContentPart::File { .. } => "file",
         ContentPart::Other(v) => v.get("type").and_then(Value::as_str).unwrap_or("unknown"),
     };
     let message = match allowed {
@@ -426,26 +424,22 @@ fn is_text_media_type(mt: &str) -> bool {
 }
 
 /// A `file` part (`{"file_data":"data:…;base64,…","filename":…}`) as a grounding document.
-fn text_document(file: &Value, param: &str) -> Result<Document, WireError> {
-    let filename = file.get("filename").and_then(Value::as_str).filter(|s| !s.is_empty());
+fn text_document(file: &FileData, param: &str) -> Result<Document, WireError> {
+    let filename = file.filename.as_deref().filter(|s| !s.is_empty());
     let refuse = |why: String| WireError::unsupported(why, Some(param));
-    if file.get("file_id").is_some_and(|v| !v.is_null()) && file.get("file_data").is_none_or(Value::is_null) {
+    if file.file_data.is_none() {
         return Err(refuse("cohere cannot read uploaded files by file_id; send the file's text inline as file_data".into()));
     }
-    let Some(data) = file.get("file_data").and_then(Value::as_str) else {
-        return Err(refuse("a file part needs file_data (a base64 data: URL)".into()));
-    };
-    let Some(d) = parse_data_url(data) else {
+    let Some((media_type, payload)) = file.inline() else {
         return Err(refuse("file_data must be a base64 data: URL (data:<media type>;base64,<data>)".into()));
     };
-    if !is_text_media_type(d.media_type) {
+    if !is_text_media_type(media_type) {
         return Err(refuse(format!(
-            "cohere reads documents as text only, not \"{}\" files; extract the text and send it as a text part or a text/plain file",
-            d.media_type
+            "cohere reads documents as text only, not \"{media_type}\" files; extract the text and send it as a text part or a text/plain file"
         )));
     }
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(d.base64.trim())
+        .decode(payload.trim())
         .map_err(|e| refuse(format!("file_data is not valid base64: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| refuse("a text file must be UTF-8".into()))?;
     Ok(Document { data: DocumentData { title: filename.map(str::to_string), text } })
@@ -1156,7 +1150,7 @@ mod tests {
     const MODELS: &str = include_str!("../../tests/fixtures/cohere/models.json");
 
     fn ep(opts: &ProviderOptions) -> Endpoint<'_> {
-        Endpoint { kind: ProviderKind::OpenAiCompatible, base_url: "https://api.cohere.com", api_key: Some("co-test"), options: opts }
+        Endpoint { kind: ProviderKind::Cohere, base_url: "https://api.cohere.com", auth: crate::spec::Auth::Key("co-test"), options: opts }
     }
 
     fn ctx() -> ResponseCtx<'static> {
