@@ -15,8 +15,16 @@ pub(crate) enum Role {
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Image {
-    Inline { media_type: String, data: Vec<u8> },
+    Inline {
+        media_type: String,
+        data: Vec<u8>,
+    },
     Url(String),
+    /// A text document the request grounds its answer in (Cohere's `documents`).
+    Document {
+        title: Option<String>,
+        text: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +171,10 @@ fn image_note(img: &Image) -> String {
             format!(" [image {media_type} {} bytes sha256={}]", data.len(), &hex[..16])
         }
         Image::Url(url) => format!(" [image-url {url}]"),
+        Image::Document { title, text } => {
+            let hex = sha256_hex(text.as_bytes());
+            format!(" [document {} {} bytes sha256={}]", title.as_deref().unwrap_or("untitled"), text.len(), &hex[..16])
+        }
     }
 }
 

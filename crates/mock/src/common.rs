@@ -144,12 +144,12 @@ fn bearer(h: &HeaderMap) -> Option<String> {
 }
 
 /// The key as the real service authenticates it, read only from the headers that service reads
-/// (OpenAI and Ollama: Bearer; Azure: `api-key` or Bearer; Anthropic: `x-api-key` or Bearer).
+/// (OpenAI, Ollama and Cohere: Bearer; Azure: `api-key` or Bearer; Anthropic: `x-api-key` or Bearer).
 pub(crate) fn auth_key(flavor: Flavor, h: &HeaderMap) -> Option<String> {
     match flavor {
         Flavor::Anthropic => header(h, "x-api-key").or_else(|| bearer(h)),
         Flavor::Azure => header(h, "api-key").or_else(|| bearer(h)),
-        Flavor::OpenAi | Flavor::Ollama => bearer(h),
+        Flavor::OpenAi | Flavor::Ollama | Flavor::Cohere => bearer(h),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic and Ollama (native) wire formats.
+//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic, Ollama (native) and Cohere (v2) wire formats.
 //!
 //! Why this crate exists: Switchyard's conformance suite, its fault-injection tests, `switchyard serve --demo`
 //! and `switchyard mock` all need upstreams that speak each provider's exact wire format (paths, headers,
@@ -28,28 +28,40 @@
 //!    - `[[error:STATUS]]`: answer that HTTP status with the flavour's error body (404 is model-not-found).
 //!    - `[[quota]]`: the flavour's out-of-quota error (see "Exhausted quota" below).
 //!    - `[[context]]`: the flavour's context-length error (400).
-//!    - `[[filter]]`: empty content, finish `content_filter` (Anthropic `refusal`, Ollama `stop`).
+//!    - `[[filter]]`: empty content, finish `content_filter` (Anthropic `refusal`, Ollama `stop`, Cohere
+//!      `COMPLETE`: Cohere has no filter finish).
 //!    - `[[tool:NAME {json}]]` (one or more): those tool calls in order, arguments exactly the JSON given
-//!      (`{}` when absent), no text, finish `tool_calls` (Anthropic `tool_use`, Ollama `stop`). Ids are
-//!      `call_` / `toolu_` + 24 alphanumerics derived from a hash of the request's `messages` and the call index.
+//!      (`{}` when absent), no text, finish `tool_calls` (Anthropic `tool_use`, Ollama `stop`, Cohere
+//!      `TOOL_CALL`). Ids are `call_` / `toolu_` + 24 alphanumerics (Cohere: the tool's name, `_` and 12
+//!      lower-case alphanumerics) derived from a hash of the request's `messages` and the call index.
+//!      Cohere's reply also carries the `tool_plan` `I will call NAME, NAME.` (streamed as
+//!      `tool-plan-delta`s split like text).
 //!    - otherwise `echo: ` + the text, then for each image of that message
 //!      ` [image MEDIA_TYPE BYTES bytes sha256=FIRST16HEX]` (hash of the decoded bytes) or
-//!      ` [image-url URL]` for an http(s) URL (OpenAI, Azure, Anthropic `url` source).
+//!      ` [image-url URL]` for an http(s) URL (OpenAI, Azure, Anthropic `url` source, Cohere), then for each
+//!      of Cohere's request `documents` ` [document TITLE BYTES bytes sha256=FIRST16HEX]` (TITLE `untitled`
+//!      when the document has none; the hash is of its text).
 //! 3. **Forced tools**: if tools were given, tool_choice forces a call (OpenAI `required` or named,
-//!    Anthropic `any`/`tool`) and nothing above produced calls, the named (or first) tool is called with `{}`.
-//! 4. **JSON mode** (OpenAI/Azure `response_format` json_object/json_schema, Ollama `format`): the text
+//!    Anthropic `any`/`tool`, Cohere `REQUIRED`) and nothing above produced calls, the named (or first) tool
+//!    is called with `{}`.
+//! 4. **JSON mode** (OpenAI/Azure `response_format` json_object/json_schema, Ollama `format`, Cohere
+//!    `response_format` json_object): the text
 //!    becomes `{"echo":"<X>"}` where X is the user text for the echo case, or the whole reply otherwise.
 //! 5. **Stop sequences** cut the reply before the earliest match (finish `stop`, Anthropic `stop_sequence`);
 //!    then **max tokens** keeps the first N words of the reply split on single spaces (finish `length`,
-//!    Anthropic `max_tokens`, Ollama `length`).
+//!    Anthropic `max_tokens`, Ollama `length`; Cohere `STOP_SEQUENCE` and `MAX_TOKENS`).
 //! 6. `n` (OpenAI/Azure) gives n identical choices.
 //! 7. **Usage**: prompt tokens = whitespace-separated words of every message text (tool results included)
 //!    plus the system prompt; completion tokens = words of the reply, or 5 per tool call, times `n`.
 //!    `[[cached:N]]` anywhere in the message text reports N cached tokens (OpenAI
 //!    `prompt_tokens_details.cached_tokens`; Anthropic `cache_read_input_tokens`, with
-//!    `input_tokens = total - N`).
+//!    `input_tokens = total - N`; Cohere `usage.cached_tokens`). Cohere reports these counts as
+//!    `billed_units` and adds 7 template tokens to the prompt count in `tokens`, as the real API's `tokens`
+//!    count its chat template.
 //! 8. **Streams** split the text after each space (`"echo: "`, `"hello "`, ...) and tool arguments into
-//!    fragments of at most 8 characters. `stream` defaults to false, except Ollama native (true).
+//!    fragments of at most 8 characters. `stream` defaults to false, except Ollama native (true). Cohere's
+//!    in-stream error (`stream_error`, `late_stream_error`) is a `message-end` with `finish_reason`
+//!    `ERROR` and `delta.error`, the way its API reports a generation that failed.
 //!
 //! # Faults and knobs
 //! [`Behavior`] holds the knobs. Per request they can be overridden by headers (`x-mock-latency-ms`,
@@ -96,6 +108,7 @@
 //! - Azure: only `x-ratelimit-remaining-requests` (of 100 per 10-second window) and
 //!   `x-ratelimit-remaining-tokens` (of 100,000 a minute); no limit or reset headers.
 //! - Ollama: none.
+//! - Cohere: none (it documents no rate-limit headers); every answer carries an `x-debug-trace-id`.
 //!
 //! An answer uses one request and its estimated tokens (one per 4 bytes of body, plus `max_tokens` or
 //! `max_completion_tokens`); limits refill continuously, so a reset is `used / limit` of a minute away. A
@@ -116,6 +129,9 @@
 //! - Anthropic: 400 `invalid_request_error` "Your credit balance is too low to access the Anthropic API.
 //!   Please go to Plans & Billing to upgrade or purchase credits.", with the usual `request-id` header and
 //!   body `request_id`.
+//! - Cohere: 402 `{"id":…,"message":"Please add or update your payment method at
+//!   https://dashboard.cohere.com/billing to continue"}` (Cohere documents 402 for billing; the wording is
+//!   the mock's).
 //! - Ollama: Ollama Cloud's plan-usage limit, 429 `{"error":"you (switchyard-mock) have reached your
 //!   weekly usage limit, upgrade for higher limits: https://ollama.com/upgrade"}` (Ollama documents the 429
 //!   and the `error` shape; the wording is the one its cloud API is seen to send).
@@ -139,7 +155,7 @@
 //!    (and, for a stream, until its last frame is sent) a client that goes away counts in `cancelled`.
 //! 3. `key_status` for the presented key answers before anything else, then `quota_exhausted_keys`.
 //! 4. Unknown route: the flavour's 404 (Azure deployments without `api-version` too); wrong method: 405.
-//! 5. Authentication as the real service reads it (OpenAI and Ollama: `Authorization: Bearer`; Azure:
+//! 5. Authentication as the real service reads it (OpenAI, Ollama and Cohere: `Authorization: Bearer`; Azure:
 //!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`).
 //!    A missing key is a 401 (Ollama needs none), and `require_key` turns every other key into a 401.
 //! 6. A fault is drawn ([`Stats::faults`] counts it): status faults answer now, `hang` waits until the
@@ -152,12 +168,13 @@
 //! # Module layout
 //! Imports run one way, so no two modules import each other: `knobs` (what a request asked for) is
 //! imported by `common` (request context, neutral errors, helpers), which `behaviour`, `faults` and
-//! `ratelimit` build on; the flavours (`openai`, `anthropic`, `ollama`, and `azure`, which reuses
+//! `ratelimit` build on; the flavours (`openai`, `anthropic`, `ollama`, `cohere`, and `azure`, which reuses
 //! `openai`'s renderers through its `Dialect`) import those; this file dispatches to the flavours.
 
 mod anthropic;
 mod azure;
 mod behaviour;
+mod cohere;
 mod common;
 mod faults;
 mod knobs;
@@ -199,16 +216,19 @@ pub enum Flavor {
     Anthropic,
     /// Ollama's native `/api/*` API.
     Ollama,
+    /// Cohere's v2 API: `/v2/chat`, `/v2/embed` and `/v1/models`.
+    Cohere,
 }
 
 impl Flavor {
-    /// Parses `openai`, `azure`, `anthropic` or `ollama` (ASCII case-insensitive).
+    /// Parses `openai`, `azure`, `anthropic`, `ollama` or `cohere` (ASCII case-insensitive).
     pub fn parse(s: &str) -> Option<Flavor> {
         match s.trim().to_ascii_lowercase().as_str() {
             "openai" => Some(Flavor::OpenAi),
             "azure" => Some(Flavor::Azure),
             "anthropic" => Some(Flavor::Anthropic),
             "ollama" => Some(Flavor::Ollama),
+            "cohere" => Some(Flavor::Cohere),
             _ => None,
         }
     }
@@ -220,6 +240,7 @@ impl Flavor {
             Flavor::Azure => "azure",
             Flavor::Anthropic => "anthropic",
             Flavor::Ollama => "ollama",
+            Flavor::Cohere => "cohere",
         }
     }
 }
@@ -367,6 +388,7 @@ impl MockConfig {
             Flavor::Azure => &["gpt-4o-mini", "text-embedding-3-small"],
             Flavor::Anthropic => &["claude-sonnet-4-6", "claude-haiku-4-5"],
             Flavor::Ollama => &["llava:latest", "llama3.2:latest", "all-minilm:latest"],
+            Flavor::Cohere => &["command-a-03-2025", "command-r-plus-08-2024", "embed-v4.0"],
         };
         MockConfig {
             flavor,
@@ -748,6 +770,7 @@ async fn answer(ctx: Ctx, behavior: &Behavior, too_large: bool) -> Response {
         Flavor::Azure => azure::handle(ctx).await,
         Flavor::Anthropic => anthropic::handle(ctx).await,
         Flavor::Ollama => ollama::handle(ctx).await,
+        Flavor::Cohere => cohere::handle(ctx).await,
     }
 }
 
@@ -760,6 +783,7 @@ fn error(ctx: &Ctx, err: ApiError) -> Response {
         Flavor::Azure => azure::error(ctx, err),
         Flavor::Anthropic => anthropic::error(ctx, err),
         Flavor::Ollama => ollama::error(ctx, err),
+        Flavor::Cohere => cohere::error(ctx, err),
     }
 }
 

@@ -11,7 +11,7 @@ use common::*;
 use serde_json::{json, Value};
 use switchyard_mock::{Behavior, FaultKind, Flavor, MockServer};
 
-const FLAVORS: [Flavor; 4] = [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama];
+const FLAVORS: [Flavor; 5] = [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama, Flavor::Cohere];
 /// Enough words for a stream of a dozen chunks.
 const LONG: &str = "one two three four five six seven eight nine ten eleven twelve";
 
@@ -35,6 +35,11 @@ fn chat(flavor: Flavor, text: &str, stream: bool) -> (&'static str, Vec<(&'stati
             json!({"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": messages, "stream": stream}),
         ),
         Flavor::Ollama => ("/api/chat", vec![], json!({"model": "llama3.2", "messages": messages, "stream": stream})),
+        Flavor::Cohere => (
+            "/v2/chat",
+            vec![("authorization", "Bearer co-test-0001")],
+            json!({"model": "command-a-03-2025", "messages": messages, "stream": stream}),
+        ),
     }
 }
 

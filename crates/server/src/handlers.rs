@@ -5,19 +5,20 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use switchyard_engine::{ChatOutcome, GatewayError, RequestCtx, Served};
 use switchyard_wire::inbound;
+use switchyard_wire::inbound::completions::{self, CompletionRequest, CompletionStreamEncoder, Echo};
 use switchyard_wire::inbound::responses::{ResponseShell, ResponsesRequest, ResponsesStreamEncoder};
 use switchyard_wire::outbound::OpenAiStreamEncoder;
 use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingsRequest};
 
 use crate::errors::{error_response, refusal_response, Refusal};
 use crate::reqlog::Record;
-use crate::sse::{sse_response, Encoder, Phase};
+use crate::sse::{sse_response, Phase};
 use crate::throttle::{more, Throttled};
 use crate::AppState;
 
@@ -29,7 +30,8 @@ pub async fn health() -> Response {
 
 pub async fn not_found() -> Response {
     error_response(&GatewayError::BadRequest {
-        message: "no such route; the OpenAI routes are /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models".into(),
+        message: "no such route; the OpenAI routes are /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings and /v1/models"
+            .into(),
         param: None,
         code: "unknown_route",
     })
@@ -65,7 +67,29 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
     };
     rec.model(&req.model);
     let shape = Shape::Chat { include_usage: req.include_usage() };
-    serve_chat(&state, req, ctx, shape, rec).await
+    answer(&state, ctx, req, shape, rec).await
+}
+
+/// `POST /v1/completions`: the legacy Completions API, served as a chat request (see
+/// `switchyard_wire::inbound::completions` for what is translated and what is refused).
+pub async fn completions(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let ctx = caller_ctx(&headers);
+    let mut rec = Record::new(&ctx, &state.gateway, "completions", method, uri.path());
+    let req: CompletionRequest = match read_json(body, &state, &mut rec).await {
+        Ok(r) => r,
+        Err(resp) => return logged(resp, rec),
+    };
+    rec.model(&req.model);
+    let include_usage = req.include_usage();
+    let (chat, echo) = match completions::to_chat(req) {
+        Ok(c) => c,
+        Err(e) => {
+            let e = GatewayError::BadRequest { message: e.message, param: Some(e.param.to_string()), code: "invalid_request" };
+            rec.failed(&e);
+            return logged(error_response(&e), rec);
+        }
+    };
+    answer(&state, ctx, chat, Shape::Completion { include_usage, echo }, rec).await
 }
 
 /// `POST /v1/responses`: the Responses API, translated to a chat request (`switchyard_wire::inbound::responses`)
@@ -88,7 +112,7 @@ pub async fn responses(State(state): State<AppState>, method: Method, uri: Uri, 
             return logged(error_response(&e), rec);
         }
     };
-    serve_chat(&state, chat, ctx, Shape::Responses(Box::new(shell)), rec).await
+    answer(&state, ctx, chat, Shape::Responses(Box::new(shell)), rec).await
 }
 
 /// `GET|DELETE /v1/responses/{id}`, `POST /v1/responses/{id}/cancel`, `GET /v1/responses/{id}/input_items`:
@@ -107,30 +131,41 @@ pub async fn stored_response(uri: Uri) -> Response {
     .with_status(StatusCode::NOT_FOUND)
 }
 
-/// The API shape a chat answer is rendered in.
+/// Which client API an answer is written for.
 enum Shape {
-    Chat { include_usage: bool },
+    Chat {
+        include_usage: bool,
+    },
+    Completion {
+        include_usage: bool,
+        echo: Echo,
+    },
+    /// The Responses API (boxed: it carries the request's settings).
     Responses(Box<ResponseShell>),
 }
 
 impl Shape {
-    fn encoder(self) -> Encoder {
+    fn body(&self, resp: ChatResponse) -> Result<Vec<u8>, serde_json::Error> {
         match self {
-            Shape::Chat { include_usage } => Encoder::OpenAi(OpenAiStreamEncoder::new(include_usage)),
-            Shape::Responses(shell) => Encoder::Responses(Box::new(ResponsesStreamEncoder::new(*shell))),
+            Shape::Chat { .. } => serde_json::to_vec(&resp),
+            Shape::Completion { echo, .. } => serde_json::to_vec(&completions::from_chat(resp, echo)),
+            Shape::Responses(shell) => Ok(shell.render(&resp)),
         }
     }
 
-    fn render(&self, resp: &ChatResponse) -> Result<Vec<u8>, GatewayError> {
+    fn stream(self, phase: Phase, keepalive: Duration, served: String, rec: Record) -> Response {
         match self {
-            Shape::Chat { .. } => serde_json::to_vec(resp).map_err(|e| GatewayError::Internal(format!("cannot encode the response: {e}"))),
-            Shape::Responses(shell) => Ok(shell.render(resp)),
+            Shape::Chat { include_usage } => sse_response(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, rec),
+            Shape::Completion { include_usage, echo } => {
+                sse_response(phase, CompletionStreamEncoder::new(include_usage, echo), keepalive, served, rec)
+            }
+            Shape::Responses(shell) => sse_response(phase, ResponsesStreamEncoder::new(*shell), keepalive, served, rec),
         }
     }
 }
 
-/// Serves a decoded chat request and renders the answer in `shape`.
-async fn serve_chat(state: &AppState, req: ChatRequest, ctx: RequestCtx, shape: Shape, mut rec: Record) -> Response {
+/// Runs a canonical chat request through the engine and writes the answer in `shape`.
+async fn answer(state: &AppState, ctx: RequestCtx, req: ChatRequest, shape: Shape, mut rec: Record) -> Response {
     let is_stream = req.is_stream();
     if is_stream {
         rec.stream_asked();
@@ -145,7 +180,7 @@ async fn serve_chat(state: &AppState, req: ChatRequest, ctx: RequestCtx, shape: 
             r = &mut answer => return chat_response(r, shape, rec),
             _ = tokio::time::sleep(keepalive) => {
                 let id = rec.id().to_string();
-                let resp = sse_response(Phase::Waiting(answer), shape.encoder(), keepalive, String::new(), rec);
+                let resp = shape.stream(Phase::Waiting(answer), keepalive, String::new(), rec);
                 return with_id_header(resp, &id);
             }
         }
@@ -201,12 +236,12 @@ fn chat_response(r: Result<ChatOutcome, GatewayError>, shape: Shape, mut rec: Re
         Ok(ChatOutcome::Complete(resp, served)) => {
             rec.served(&served);
             rec.usage(resp.usage.as_ref());
-            let out = match shape.render(&resp) {
+            let out = match shape.body(resp) {
                 Ok(json) => {
                     rec.response_body(&json);
                     with_served(json_response(StatusCode::OK, json), &served)
                 }
-                Err(e) => error_response(&e),
+                Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
             };
             logged(out, rec)
         }
@@ -214,7 +249,7 @@ fn chat_response(r: Result<ChatOutcome, GatewayError>, shape: Shape, mut rec: Re
             let label = format!("{}/{}", served.provider, served.model);
             rec.served(&served);
             let id = rec.id().to_string();
-            let resp = sse_response(Phase::Streaming(stream), shape.encoder(), Duration::from_secs(15), label, rec);
+            let resp = shape.stream(Phase::Streaming(stream), Duration::from_secs(15), label, rec);
             with_id_header(with_served(resp, &served), &id)
         }
         Err(e) => {
@@ -275,6 +310,24 @@ pub async fn provider_health(State(state): State<AppState>) -> Response {
     match serde_json::to_vec(&Body { providers: state.gateway.health() }) {
         Ok(json) => json_response(StatusCode::OK, json),
         Err(e) => error_response(&GatewayError::Internal(format!("cannot encode provider health: {e}"))),
+    }
+}
+
+/// `GET /v1/models/{id}` (the SDK's `models.retrieve`): the entry `/v1/models` lists for this caller, or
+/// OpenAI's 404 `model_not_found`. The id is the rest of the path, so `openai/gpt-4o` works unescaped.
+pub async fn model(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let list = match state.gateway.models_for(&caller_ctx(&headers)).await {
+        Ok(l) => l,
+        Err(e) => return error_response(&e),
+    };
+    match list.data.into_iter().find(|m| m.id == id) {
+        Some(m) => match serde_json::to_vec(&m) {
+            Ok(json) => json_response(StatusCode::OK, json),
+            Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the model: {e}"))),
+        },
+        None => error_response(&GatewayError::ModelNotFound {
+            message: format!("The model '{id}' does not exist or you do not have access to it."),
+        }),
     }
 }
 

@@ -123,8 +123,10 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
             .route(&format!("{prefix}/v1/responses/{{id}}"), get(handlers::stored_response).delete(handlers::stored_response))
             .route(&format!("{prefix}/v1/responses/{{id}}/cancel"), post(handlers::stored_response))
             .route(&format!("{prefix}/v1/responses/{{id}}/input_items"), get(handlers::stored_response))
+            .route(&format!("{prefix}/v1/completions"), post(handlers::completions))
             .route(&format!("{prefix}/v1/embeddings"), post(handlers::embeddings))
-            .route(&format!("{prefix}/v1/models"), get(handlers::models));
+            .route(&format!("{prefix}/v1/models"), get(handlers::models))
+            .route(&format!("{prefix}/v1/models/{{*id}}"), get(handlers::model));
     }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -22,6 +22,7 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
+use switchyard_wire::inbound::completions::CompletionStreamEncoder;
 use switchyard_wire::inbound::responses::ResponsesStreamEncoder;
 use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
 use switchyard_wire::types::ChatChunk;
@@ -45,36 +46,49 @@ const UNCOMMITTED_SEND_WAIT: Duration = Duration::from_secs(60);
 
 static STALLED: Throttled = Throttled::new("stream_client_stalled");
 
-/// The API shape a stream is written in: one encoder per client-facing API, chosen by the route (static
-/// dispatch; every encoder takes the same canonical chunks).
-#[derive(Debug)]
-pub(crate) enum Encoder {
-    /// Chat Completions: `data:` chunks and `[DONE]`.
-    OpenAi(OpenAiStreamEncoder),
-    /// The Responses API: named lifecycle and delta events (boxed: it carries the request's settings).
-    Responses(Box<ResponsesStreamEncoder>),
+/// Writes canonical chunks in one client API's stream shape (chat chunks, legacy completions, ...). The
+/// driving task below is the same for every shape; only the bytes differ.
+pub(crate) trait StreamEncoder: Send + 'static {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>);
+    /// The stream ended well.
+    fn finish(&mut self, out: &mut Vec<u8>);
+    /// The stream failed after it started.
+    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>);
 }
 
-impl Encoder {
+impl StreamEncoder for OpenAiStreamEncoder {
     fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
-        match self {
-            Encoder::OpenAi(e) => e.encode(chunk, out),
-            Encoder::Responses(e) => e.encode(chunk, out),
-        }
+        OpenAiStreamEncoder::encode(self, chunk, out)
     }
-
     fn finish(&mut self, out: &mut Vec<u8>) {
-        match self {
-            Encoder::OpenAi(e) => e.finish(out),
-            Encoder::Responses(e) => e.finish(out),
-        }
+        OpenAiStreamEncoder::finish(self, out)
     }
-
     fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
-        match self {
-            Encoder::OpenAi(e) => e.fail(err, out),
-            Encoder::Responses(e) => e.fail(err, out),
-        }
+        OpenAiStreamEncoder::fail(self, err, out)
+    }
+}
+
+impl StreamEncoder for ResponsesStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        ResponsesStreamEncoder::encode(self, chunk, out)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        ResponsesStreamEncoder::finish(self, out)
+    }
+    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
+        ResponsesStreamEncoder::fail(self, err, out)
+    }
+}
+
+impl StreamEncoder for CompletionStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        CompletionStreamEncoder::encode(self, chunk, out)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        CompletionStreamEncoder::finish(self, out)
+    }
+    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
+        CompletionStreamEncoder::fail(self, err, out)
     }
 }
 
@@ -87,11 +101,11 @@ pub(crate) enum Phase {
     Streaming(ChatStream),
 }
 
-/// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
-/// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
-/// `served` names the target (`provider/model`) once one is known, for the log; `rec` is the request's
-/// log record, written when the stream ends.
-pub(crate) fn sse_response(phase: Phase, enc: Encoder, keepalive: Duration, served: String, mut rec: Record) -> Response {
+/// A streaming response. Each upstream chunk is translated by `enc` and written as it arrives; a failure
+/// after the first byte becomes an error event followed by `[DONE]`, so the client never sees a silent
+/// truncation. `served` names the target (`provider/model`) once one is known, for the log; `rec` is the
+/// request's log record, written when the stream ends.
+pub(crate) fn sse_response<E: StreamEncoder>(phase: Phase, enc: E, keepalive: Duration, served: String, mut rec: Record) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
     let abandoned = Arc::new(AtomicBool::new(false));
     rec.status(200);
@@ -161,9 +175,9 @@ fn send_limit(phase: &Phase) -> (Instant, Option<Duration>) {
     }
 }
 
-async fn drive(
+async fn drive<E: StreamEncoder>(
     phase: Phase,
-    mut enc: Encoder,
+    mut enc: E,
     keepalive: Duration,
     mut served: String,
     tx: mpsc::Sender<Bytes>,
@@ -178,7 +192,7 @@ async fn drive(
     if let Phase::Streaming(s) = &mut phase {
         settled_into(s, &rec);
     }
-    let fail = |enc: &mut Encoder, e: &GatewayError, out: &mut Vec<u8>| {
+    let fail = |enc: &mut E, e: &GatewayError, out: &mut Vec<u8>| {
         let code = e.code();
         let msg = e.to_string();
         enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);

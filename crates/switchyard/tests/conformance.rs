@@ -217,6 +217,17 @@ impl Suite {
                     && b["max_tokens"] == 50
                     && b["top_k"] == 3
             }
+            Flavor::Cohere => {
+                // Cohere's own names; OpenAI-only fields (logit_bias) are not sent, since Cohere rejects
+                // fields it does not know.
+                b["temperature"] == 0.5
+                    && b["p"] == 0.9
+                    && b["seed"] == 7
+                    && b["stop_sequences"] == json!(["zzz"])
+                    && b["max_tokens"] == 50
+                    && b["k"] == 3
+                    && b.get("logit_bias").is_none()
+            }
             Flavor::Ollama => {
                 let o = &b["options"];
                 o["temperature"] == 0.5
@@ -404,9 +415,15 @@ impl Suite {
             let r = self.chat(json!({"messages": [{"role": "user", "content": "hi"}], "response_format": schema})).await;
             let parsed: Value = serde_json::from_str(&Self::content(&r)).unwrap_or(Value::Null);
             check!(f, "json schema", r.status == 200 && conforms(&parsed, &inner), "{} {}", r.status, r.body);
-            // The schema itself reached the upstream (OpenAI style as `response_format`, Ollama as `format`).
+            // The schema itself reached the upstream (OpenAI style as `response_format`, Ollama as `format`,
+            // Cohere as `response_format.json_schema`).
             let sent = self.upstream_body();
-            check!(f, "json schema forwarded", sent["response_format"] == schema || sent["format"] == inner, "{sent}");
+            check!(
+                f,
+                "json schema forwarded",
+                sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner,
+                "{sent}"
+            );
         } else {
             check!(
                 f,
@@ -622,6 +639,11 @@ conformance! {
     fireworks: Case { name: "fireworks", flavor: Flavor::OpenAi, model: "accounts/fireworks/models/llama-v3p1-8b-instruct", caps: OPENAI_LIKE, block: |b| keyed("fireworks", &format!("{b}/inference/v1")) };
     cerebras: Case { name: "cerebras", flavor: Flavor::OpenAi, model: "llama3.1-8b", caps: Caps { embeddings: false, ..OPENAI_LIKE }, block: |b| keyed("cerebras", b) };
     deepseek: Case { name: "deepseek", flavor: Flavor::OpenAi, model: "deepseek-chat", caps: Caps { embeddings: false, ..OPENAI_LIKE }, block: |b| keyed("deepseek", b) };
+    cohere: Case {
+        name: "cohere", flavor: Flavor::Cohere, model: "command-a-03-2025",
+        caps: Caps { n: false, content_filter: false, ..OPENAI_LIKE },
+        block: |b| keyed("cohere", b),
+    };
     perplexity: Case {
         name: "perplexity", flavor: Flavor::OpenAi, model: "sonar",
         caps: Caps { embeddings: false, lists_models: false, ..OPENAI_LIKE },

@@ -7,7 +7,7 @@
 //! provider, and no provider imports it. Every function is pure: the engine does the I/O and hands us bytes.
 
 use crate::error::{UpstreamError, WireError};
-use crate::providers::{anthropic, azure, ollama, openai};
+use crate::providers::{anthropic, azure, cohere, ollama, openai};
 use crate::types::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
 // The shared types live in `spec` (so providers need not import this module); re-exported here so the
@@ -28,16 +28,18 @@ pub enum StreamDecoder {
     OpenAi(openai::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Ollama(ollama::StreamDecoder),
+    Cohere(cohere::StreamDecoder),
 }
 
 impl StreamDecoder {
     pub fn new(kind: ProviderKind, ctx: ResponseCtx<'_>) -> Self {
         match kind.family() {
-            // Bedrock, Gemini, Vertex and Cohere: `build_chat` refuses them until their codecs land, so no
+            // Bedrock, Gemini and Vertex: `build_chat` refuses them until their codecs land, so no
             // stream of theirs reaches a decoder.
-            Family::OpenAi | Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => {
+            Family::OpenAi | Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex => {
                 StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx))
             }
+            Family::Cohere => StreamDecoder::Cohere(cohere::StreamDecoder::new(ctx)),
             Family::Anthropic => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
             Family::Ollama => StreamDecoder::Ollama(ollama::StreamDecoder::new(ctx)),
         }
@@ -49,6 +51,7 @@ impl StreamDecoder {
             StreamDecoder::OpenAi(d) => d.feed(bytes, out),
             StreamDecoder::Anthropic(d) => d.feed(bytes, out),
             StreamDecoder::Ollama(d) => d.feed(bytes, out),
+            StreamDecoder::Cohere(d) => d.feed(bytes, out),
         }
     }
 
@@ -59,6 +62,7 @@ impl StreamDecoder {
             StreamDecoder::OpenAi(d) => d.set_max_event_bytes(max),
             StreamDecoder::Anthropic(d) => d.set_max_event_bytes(max),
             StreamDecoder::Ollama(d) => d.set_max_event_bytes(max),
+            StreamDecoder::Cohere(d) => d.set_max_event_bytes(max),
         }
     }
 
@@ -68,6 +72,7 @@ impl StreamDecoder {
             StreamDecoder::OpenAi(d) => d.finish(out),
             StreamDecoder::Anthropic(d) => d.finish(out),
             StreamDecoder::Ollama(d) => d.finish(out),
+            StreamDecoder::Cohere(d) => d.finish(out),
         }
     }
 }
@@ -79,7 +84,8 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
         Family::Azure => azure::build_chat(ep, req, model),
         Family::Anthropic => anthropic::build_chat(ep, req, model),
         Family::Ollama => ollama::build_chat(ep, req, model),
-        Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => Err(not_built(ep.kind)),
+        Family::Cohere => cohere::build_chat(ep, req, model),
+        Family::Bedrock | Family::Gemini | Family::Vertex => Err(not_built(ep.kind)),
     }
 }
 
@@ -99,7 +105,8 @@ pub fn parse_chat(kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Resu
         Family::OpenAi | Family::Azure => openai::parse_chat(kind, body, ctx),
         Family::Anthropic => anthropic::parse_chat(body, ctx),
         Family::Ollama => ollama::parse_chat(body, ctx),
-        Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => Err(not_built(kind)),
+        Family::Cohere => cohere::parse_chat(body, ctx),
+        Family::Bedrock | Family::Gemini | Family::Vertex => Err(not_built(kind)),
     }
 }
 
@@ -107,6 +114,7 @@ pub fn parse_chat(kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Resu
 pub fn parse_error(kind: ProviderKind, status: u16, body: &[u8]) -> UpstreamError {
     match kind.family() {
         Family::Anthropic => anthropic::parse_error(status, body),
+        Family::Cohere => cohere::parse_error(status, body),
         _ => UpstreamError::from_body(status, body),
     }
 }
@@ -120,7 +128,8 @@ pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str)
         Family::Azure => azure::build_embeddings(ep, req, model),
         Family::Ollama => ollama::build_embeddings(ep, req, model),
         Family::Anthropic => Err(WireError::unsupported("anthropic has no embeddings endpoint", Some("model"))),
-        Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => Err(not_built(ep.kind)),
+        Family::Cohere => cohere::build_embeddings(ep, req, model),
+        Family::Bedrock | Family::Gemini | Family::Vertex => Err(not_built(ep.kind)),
     }
 }
 
@@ -134,6 +143,8 @@ pub fn parse_embeddings(
 ) -> Result<EmbeddingsResponse, WireError> {
     match kind.family() {
         Family::Ollama => ollama::parse_embeddings_as(body, ctx, encoding_format),
+        // The request asked Cohere for the encoding the caller wants.
+        Family::Cohere => cohere::parse_embeddings(body, ctx),
         _ => openai::parse_embeddings(body),
     }
 }
@@ -147,7 +158,8 @@ pub fn build_list_models(ep: &Endpoint<'_>) -> Option<WireRequest> {
         Family::OpenAi => openai::build_list_models(ep),
         Family::Anthropic => anthropic::build_list_models(ep),
         Family::Ollama => ollama::build_list_models(ep),
-        Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex | Family::Cohere => return None,
+        Family::Cohere => cohere::build_list_models(ep),
+        Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex => return None,
     })
 }
 
@@ -155,6 +167,7 @@ pub fn build_list_models(ep: &Endpoint<'_>) -> Option<WireRequest> {
 pub fn parse_models(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, WireError> {
     match kind.family() {
         Family::Ollama => ollama::parse_models(body),
+        Family::Cohere => cohere::parse_models(body),
         // OpenAI and Anthropic both answer `{"data":[{"id":…}]}`.
         _ => openai::parse_models(body),
     }

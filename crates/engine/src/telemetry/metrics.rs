@@ -476,6 +476,7 @@ fn endpoint(e: &str) -> &'static str {
     match e {
         "chat" => "chat",
         "responses" => "responses",
+        "completions" => "completions",
         "embeddings" => "embeddings",
         "models" => "models",
         _ => OTHER,

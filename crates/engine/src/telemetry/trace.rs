@@ -301,6 +301,8 @@ fn status(failed: bool, message: Option<&str>) -> Status {
 fn operation(endpoint: &str) -> &str {
     match endpoint {
         "embeddings" => "embeddings",
+        // The semantic conventions' name for the legacy Completions API.
+        "completions" => "text_completion",
         "chat" | "messages" | "responses" | "generate_content" | "converse" => "chat",
         other => other,
     }

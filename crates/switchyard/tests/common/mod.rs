@@ -202,6 +202,8 @@ pub fn calls(m: &MockServer) -> u64 {
                 || p.ends_with("/api/chat")
                 || p.ends_with("embeddings")
                 || p.ends_with("/api/embed")
+                || p.ends_with("/v2/chat")
+                || p.ends_with("/v2/embed")
         })
         .map(|(_, n)| n)
         .sum()

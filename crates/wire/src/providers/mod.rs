@@ -2,5 +2,6 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod cohere;
 pub mod ollama;
 pub mod openai;
