@@ -10,11 +10,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use switchyard_engine::{ChatOutcome, GatewayError, RequestCtx, Served};
-use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
+use switchyard_wire::outbound::OpenAiStreamEncoder;
+use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingsRequest};
 
 use crate::errors::{error_response, refusal_response, Refusal};
 use crate::reqlog::Record;
-use crate::sse::{sse_response, Phase};
+use crate::sse::{sse_response, ClientEncoder, Phase};
 use crate::throttle::{more, Throttled};
 use crate::AppState;
 
@@ -61,7 +62,44 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         Err(resp) => return logged(resp, rec),
     };
     rec.model(&req.model);
-    let include_usage = req.include_usage();
+    let api = OpenAiChat { include_usage: req.include_usage() };
+    answer_chat(&state, ctx, req, rec, api).await
+}
+
+/// What differs between the chat routes (OpenAI's, Anthropic's): how an answer, a stream and an error are
+/// written. The request path itself ([`answer_chat`]) is the same for all.
+pub(crate) trait ChatApi: Send + 'static {
+    type Encoder: ClientEncoder;
+    /// The stream encoder; `request_id` names a stream that fails before any chunk named itself.
+    fn encoder(self, request_id: &str) -> Self::Encoder;
+    fn complete(&self, resp: &ChatResponse) -> Vec<u8>;
+    fn error(&self, e: &GatewayError) -> Response;
+}
+
+struct OpenAiChat {
+    include_usage: bool,
+}
+
+impl ChatApi for OpenAiChat {
+    type Encoder = OpenAiStreamEncoder;
+
+    fn encoder(self, _: &str) -> OpenAiStreamEncoder {
+        OpenAiStreamEncoder::new(self.include_usage)
+    }
+
+    fn complete(&self, resp: &ChatResponse) -> Vec<u8> {
+        // Plain data with string keys: serializing cannot fail.
+        serde_json::to_vec(resp).unwrap_or_default()
+    }
+
+    fn error(&self, e: &GatewayError) -> Response {
+        error_response(e)
+    }
+}
+
+/// Stages 2 to 8 for a decoded chat request (see `switchyard_engine::Gateway::chat`), answered in `api`'s
+/// shape. `rec` is the request's record, logged when the answer (or the stream) is over.
+pub(crate) async fn answer_chat<A: ChatApi>(state: &AppState, ctx: RequestCtx, req: ChatRequest, mut rec: Record, api: A) -> Response {
     let is_stream = req.is_stream();
     if is_stream {
         rec.stream_asked();
@@ -73,20 +111,21 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         // and headers) so that proxies do not cut it; from then on failures arrive as an error event.
         let keepalive = state.gateway.stream_keepalive();
         tokio::select! {
-            r = &mut answer => return chat_response(r, include_usage, rec),
+            r = &mut answer => return chat_response(r, api, rec),
             _ = tokio::time::sleep(keepalive) => {
                 let id = rec.id().to_string();
-                let resp = sse_response(Phase::Waiting(answer), include_usage, keepalive, String::new(), rec);
+                let enc = api.encoder(&id);
+                let resp = sse_response(Phase::Waiting(answer), enc, keepalive, String::new(), rec);
                 return with_id_header(resp, &id);
             }
         }
     }
-    chat_response(answer.await, include_usage, rec)
+    chat_response(answer.await, api, rec)
 }
 
 /// The request's context with what the caller presented: its key (ours are virtual keys, in the first of
 /// `x-switchyard-vk`, Bifrost's `x-bf-vk`, `Authorization: Bearer`, `x-api-key`) and its `traceparent`.
-fn caller_ctx(headers: &HeaderMap) -> RequestCtx {
+pub(crate) fn caller_ctx(headers: &HeaderMap) -> RequestCtx {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     let bearer = get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
     let key = get("x-switchyard-vk").or_else(|| get("x-bf-vk")).or(bearer).or_else(|| get("x-api-key"));
@@ -104,7 +143,7 @@ pub(crate) fn usd(nano: u64) -> String {
 
 /// Puts the answer's status on the request's record, which logs it when dropped (here, for every answer
 /// but a stream's, whose record goes on with the stream).
-fn logged(resp: Response, mut rec: Record) -> Response {
+pub(crate) fn logged(resp: Response, mut rec: Record) -> Response {
     rec.status(resp.status().as_u16());
     with_request_id(resp, &rec)
 }
@@ -115,7 +154,7 @@ fn with_request_id(resp: Response, rec: &Record) -> Response {
     with_id_header(resp, rec.id())
 }
 
-fn with_id_header(mut resp: Response, id: &str) -> Response {
+pub(crate) fn with_id_header(mut resp: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert("x-switchyard-request-id", v.clone());
         resp.headers_mut().insert("x-request-id", v);
@@ -127,30 +166,25 @@ pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, Gatewa
 
 /// The answer to a chat request. Requests are counted from their record when it is finished (see
 /// `switchyard_engine::telemetry::metrics`), a stream's when it ends.
-fn chat_response(r: Result<ChatOutcome, GatewayError>, include_usage: bool, mut rec: Record) -> Response {
+fn chat_response<A: ChatApi>(r: Result<ChatOutcome, GatewayError>, api: A, mut rec: Record) -> Response {
     match r {
         Ok(ChatOutcome::Complete(resp, served)) => {
             rec.served(&served);
             rec.usage(resp.usage.as_ref());
-            let out = match serde_json::to_vec(&resp) {
-                Ok(json) => {
-                    rec.response_body(&json);
-                    with_served(json_response(StatusCode::OK, json), &served)
-                }
-                Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
-            };
-            logged(out, rec)
+            let json = api.complete(&resp);
+            rec.response_body(&json);
+            logged(with_served(json_response(StatusCode::OK, json), &served), rec)
         }
         Ok(ChatOutcome::Stream(stream, served)) => {
             let label = format!("{}/{}", served.provider, served.model);
             rec.served(&served);
             let id = rec.id().to_string();
-            let resp = sse_response(Phase::Streaming(stream), include_usage, Duration::from_secs(15), label, rec);
+            let resp = sse_response(Phase::Streaming(stream), api.encoder(&id), Duration::from_secs(15), label, rec);
             with_id_header(with_served(resp, &served), &id)
         }
         Err(e) => {
             rec.failed(&e);
-            logged(error_response(&e), rec)
+            logged(api.error(&e), rec)
         }
     }
 }
@@ -220,22 +254,36 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
     }
 }
 
+/// Why a request body could not be read: a bad body, or one the server's limits refused.
+pub(crate) enum BodyError {
+    Bad(GatewayError),
+    Refused(Refusal),
+}
+
+/// [`read_json_as`] with failures answered in OpenAI's shape.
+async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, Response> {
+    read_json_as(body, state, rec).await.map_err(|e| match e {
+        BodyError::Bad(e) => error_response(&e),
+        BodyError::Refused(r) => refusal_response(&r),
+    })
+}
+
 /// Reads the whole body under the size limit and within the body timeout, and decodes it, naming the
 /// offending field on failure. The content type was checked before (see `policy`). The bytes go on the
 /// request's record when bodies are kept.
-async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, Response> {
+pub(crate) async fn read_json_as<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, BodyError> {
     let limit = state.server.max_body_bytes;
     let within = state.server.body_read_timeout;
     let bytes = match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) if is_length_limit(&e) => {
-            return Err(error_response(&GatewayError::BadRequest {
+            return Err(BodyError::Bad(GatewayError::BadRequest {
                 message: format!("request body is larger than the {limit} byte limit (server.max_body_size)"),
                 param: None,
                 code: "payload_too_large",
             }))
         }
-        Ok(Err(e)) => return Err(error_response(&GatewayError::bad_request(format!("could not read the request body: {e}"), None))),
+        Ok(Err(e)) => return Err(BodyError::Bad(GatewayError::bad_request(format!("could not read the request body: {e}"), None))),
         Err(_) => {
             if let Some(n) = BODY_TIMEOUTS.hit() {
                 // The client's slowness, not the operator's problem: INFO.
@@ -245,11 +293,11 @@ async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut 
                     more(n)
                 );
             }
-            return Err(refusal_response(&Refusal::BodyTimeout(within)));
+            return Err(BodyError::Refused(Refusal::BodyTimeout(within)));
         }
     };
     rec.request_body(&bytes);
-    decode_json(&bytes).map_err(|e| error_response(&e))
+    decode_json(&bytes).map_err(BodyError::Bad)
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -297,11 +345,11 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     Ok(value)
 }
 
-fn json_response(status: StatusCode, json: Vec<u8>) -> Response {
+pub(crate) fn json_response(status: StatusCode, json: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
 }
 
-fn with_served(mut resp: Response, s: &Served) -> Response {
+pub(crate) fn with_served(mut resp: Response, s: &Served) -> Response {
     let h = resp.headers_mut();
     for (name, value) in [
         ("x-switchyard-provider", Some(s.provider.as_str())),

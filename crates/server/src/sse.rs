@@ -22,7 +22,9 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
+use switchyard_wire::inbound::anthropic::AnthropicStreamEncoder;
 use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
+use switchyard_wire::types::ChatChunk;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
@@ -43,6 +45,46 @@ const UNCOMMITTED_SEND_WAIT: Duration = Duration::from_secs(60);
 
 static STALLED: Throttled = Throttled::new("stream_client_stalled");
 
+/// The client-facing stream format of a route: canonical chunks in, the API's frames out. One per
+/// stream, driven by the task below.
+pub(crate) trait ClientEncoder: Send + 'static {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>);
+    /// The stream ended well.
+    fn finish(&mut self, out: &mut Vec<u8>);
+    /// The stream failed after its headers went out: the API's in-stream error.
+    fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>);
+}
+
+impl ClientEncoder for OpenAiStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        OpenAiStreamEncoder::encode(self, chunk, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        OpenAiStreamEncoder::finish(self, out)
+    }
+
+    fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>) {
+        let code = e.code();
+        let msg = e.to_string();
+        OpenAiStreamEncoder::fail(self, &ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);
+    }
+}
+
+impl ClientEncoder for AnthropicStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        AnthropicStreamEncoder::encode(self, chunk, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        AnthropicStreamEncoder::finish(self, out)
+    }
+
+    fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>) {
+        AnthropicStreamEncoder::fail(self, e.status(), &e.to_string(), out);
+    }
+}
+
 /// Where a streaming response is.
 // One per stream, moved once into the driving task.
 #[allow(clippy::large_enum_variant)]
@@ -56,12 +98,12 @@ pub(crate) enum Phase {
 /// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
 /// `served` names the target (`provider/model`) once one is known, for the log; `rec` is the request's
 /// log record, written when the stream ends.
-pub(crate) fn sse_response(phase: Phase, include_usage: bool, keepalive: Duration, served: String, mut rec: Record) -> Response {
+pub(crate) fn sse_response<E: ClientEncoder>(phase: Phase, enc: E, keepalive: Duration, served: String, mut rec: Record) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
     let abandoned = Arc::new(AtomicBool::new(false));
     rec.status(200);
     rec.streaming();
-    tokio::spawn(drive(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, tx, abandoned.clone(), rec));
+    tokio::spawn(drive(phase, enc, keepalive, served, tx, abandoned.clone(), rec));
     let frames = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
         Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(b))),
         // An error instead of a clean end: hyper then drops the connection without the final chunk, so the
@@ -126,9 +168,9 @@ fn send_limit(phase: &Phase) -> (Instant, Option<Duration>) {
     }
 }
 
-async fn drive(
+async fn drive<E: ClientEncoder>(
     phase: Phase,
-    mut enc: OpenAiStreamEncoder,
+    mut enc: E,
     keepalive: Duration,
     mut served: String,
     tx: mpsc::Sender<Bytes>,
@@ -143,11 +185,7 @@ async fn drive(
     if let Phase::Streaming(s) = &mut phase {
         settled_into(s, &rec);
     }
-    let fail = |enc: &mut OpenAiStreamEncoder, e: &GatewayError, out: &mut Vec<u8>| {
-        let code = e.code();
-        let msg = e.to_string();
-        enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);
-    };
+    let fail = |enc: &mut E, e: &GatewayError, out: &mut Vec<u8>| enc.fail(e, out);
     loop {
         let mut out = Vec::new();
         let finished = match &mut phase {

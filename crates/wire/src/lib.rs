@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod error;
 pub mod image;
+pub mod inbound;
 pub mod outbound;
 pub mod providers;
 pub mod spec;
