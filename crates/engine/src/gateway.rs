@@ -315,6 +315,20 @@ impl Gateway {
         }
     }
 
+    /// Anthropic's `count_tokens` for any model: the caller is identified and the model planned as for
+    /// [`Gateway::chat`] (an unknown model is a 404, a model the key may not use a 403), then the prompt is
+    /// estimated with the gateway's own bound (`account::prompt_tokens`, about four characters a token)
+    /// instead of asking an upstream: most providers have no counting endpoint, the answer must not cost a
+    /// provider call (clients ask before every turn), and the same request gets the same count whichever
+    /// target would serve it. Nothing is admitted or metered.
+    pub fn count_tokens(&self, req: &ChatRequest, ctx: &RequestCtx) -> Result<u64, GatewayError> {
+        let pool = self.pool.load();
+        let gov = self.governance.snapshot();
+        let who = gov.identify(ctx.credential.as_ref())?;
+        pool.planner.plan(&pool.up, &req.model, req.fallbacks.as_deref().unwrap_or(&[]), who.as_deref())?;
+        Ok(account::prompt_tokens(req))
+    }
+
     /// The ordered targets for a model and the request body's fallbacks (see `plan`).
     pub fn plan(&self, model: &str, request_fallbacks: &[String]) -> Result<Plan, GatewayError> {
         let pool = self.pool.load();

@@ -233,6 +233,37 @@ fn parse_image(b: &Value, path: &str) -> Result<Image, ApiError> {
     }
 }
 
+/// A `document` block: a base64 PDF (`application/pdf` only, as Anthropic has it) or a plain-text source,
+/// kept as bytes for the echo; URL, `content` and `file` sources are accepted and noted as empty.
+fn parse_document(b: &Value, path: &str) -> Result<Image, ApiError> {
+    let src = b.get("source").ok_or_else(|| field_required(&format!("{path}.source")))?;
+    match src.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let mt = src.get("media_type").and_then(Value::as_str).unwrap_or("");
+            if mt != "application/pdf" {
+                return Err(ApiError::invalid(format!("{path}.source.base64.media_type: Input should be 'application/pdf'")));
+            }
+            let data = src.get("data").and_then(Value::as_str).ok_or_else(|| field_required(&format!("{path}.source.base64.data")))?;
+            let bytes = b64_decode(data).map_err(|_| ApiError::invalid(format!("{path}.source.base64.data: Invalid base64 data")))?;
+            if !bytes.starts_with(b"%PDF-") {
+                return Err(ApiError::invalid(format!("{path}.source.base64.data: The PDF specified was not valid.")));
+            }
+            Ok(Image::Document { media_type: mt.to_string(), data: bytes })
+        }
+        Some("text") => {
+            if src.get("media_type").and_then(Value::as_str) != Some("text/plain") {
+                return Err(ApiError::invalid(format!("{path}.source.text.media_type: Input should be 'text/plain'")));
+            }
+            let data = src.get("data").and_then(Value::as_str).ok_or_else(|| field_required(&format!("{path}.source.text.data")))?;
+            Ok(Image::Document { media_type: "text/plain".into(), data: data.as_bytes().to_vec() })
+        }
+        Some(kind @ ("url" | "content" | "file")) => Ok(Image::Document { media_type: format!("({kind})"), data: Vec::new() }),
+        _ => Err(ApiError::invalid(format!(
+            "{path}.source: Input tag found using 'type' does not match any of the expected tags: 'base64', 'text', 'content', 'url', 'file'"
+        ))),
+    }
+}
+
 /// Parses and validates a Messages body. Returns the conversation and whether it asks for a stream.
 pub(crate) fn parse_messages(body: &Value, need_max_tokens: bool) -> Result<(Conversation, bool), ApiError> {
     let obj = body.as_object().ok_or_else(|| ApiError::invalid("Input should be a valid dictionary"))?;
@@ -296,6 +327,7 @@ pub(crate) fn parse_messages(body: &Value, need_max_tokens: bool) -> Result<(Con
                             None => return Err(field_required(&format!("{bp}.text"))),
                         },
                         "image" => msg.images.push(parse_image(b, &bp)?),
+                        "document" if role == Role::User => msg.images.push(parse_document(b, &bp)?),
                         "tool_use" => {
                             if role != Role::Assistant {
                                 return Err(ApiError::invalid(format!(
@@ -404,6 +436,20 @@ pub(crate) fn parse_messages(body: &Value, need_max_tokens: bool) -> Result<(Con
                 return Err(field_required(&format!("tools.{j}.custom.input_schema")));
             }
             conv.tools.push(name.to_string());
+            if let Some(schema) = t.get("input_schema").filter(|s| s.is_object()) {
+                conv.tool_schemas.insert(name.to_string(), schema.clone());
+            }
+        }
+    }
+    if let Some(oc) = obj.get("output_config").filter(|v| !v.is_null()) {
+        if let Some(f) = oc.get("format").filter(|v| !v.is_null()) {
+            if f.get("type").and_then(Value::as_str) != Some("json_schema") {
+                return Err(ApiError::invalid("output_config.format.type: Input should be 'json_schema'"));
+            }
+            if !f.get("schema").is_some_and(Value::is_object) {
+                return Err(field_required("output_config.format.schema"));
+            }
+            conv.json_mode = true;
         }
     }
     if let Some(tc) = obj.get("tool_choice").filter(|v| !v.is_null()) {

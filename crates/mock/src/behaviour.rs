@@ -13,6 +13,7 @@ pub(crate) enum Role {
     Tool,
 }
 
+/// An attachment of a user message: an image, or a document (Anthropic `document` blocks).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Image {
     Inline {
@@ -21,9 +22,14 @@ pub(crate) enum Image {
     },
     Url(String),
     /// A text document the request grounds its answer in (Cohere's `documents`).
-    Document {
+    TextDocument {
         title: Option<String>,
         text: String,
+    },
+    /// A document's bytes (a base64 source decoded, a text source's UTF-8).
+    Document {
+        media_type: String,
+        data: Vec<u8>,
     },
 }
 
@@ -63,6 +69,9 @@ pub(crate) struct Conversation {
     pub system: Vec<String>,
     pub messages: Vec<Message>,
     pub tools: Vec<String>,
+    /// Tool name → its parameter schema, for the flavours that read them (a forced call's arguments
+    /// are built from it; see [`schema_instance`]).
+    pub tool_schemas: std::collections::BTreeMap<String, serde_json::Value>,
     pub tool_choice: ToolChoice,
     pub max_tokens: Option<u64>,
     pub stop: Vec<String>,
@@ -171,9 +180,13 @@ fn image_note(img: &Image) -> String {
             format!(" [image {media_type} {} bytes sha256={}]", data.len(), &hex[..16])
         }
         Image::Url(url) => format!(" [image-url {url}]"),
-        Image::Document { title, text } => {
+        Image::TextDocument { title, text } => {
             let hex = sha256_hex(text.as_bytes());
             format!(" [document {} {} bytes sha256={}]", title.as_deref().unwrap_or("untitled"), text.len(), &hex[..16])
+        }
+        Image::Document { media_type, data } => {
+            let hex = sha256_hex(data);
+            format!(" [document {media_type} {} bytes sha256={}]", data.len(), &hex[..16])
         }
     }
 }
@@ -248,7 +261,11 @@ pub(crate) fn decide(conv: &Conversation, context_window: Option<u64>) -> Result
             ToolChoice::Auto | ToolChoice::None => None,
         };
         if let Some(name) = forced {
-            tool_calls.push(ToolCall { name, arguments: "{}".to_string() });
+            let arguments = match conv.tool_schemas.get(&name) {
+                Some(schema) => schema_instance(schema, schema, &base, 0).to_string(),
+                None => "{}".to_string(),
+            };
+            tool_calls.push(ToolCall { name, arguments });
         }
     }
 
@@ -284,6 +301,63 @@ pub(crate) fn decide(conv: &Conversation, context_window: Option<u64>) -> Result
     }
 
     Ok(Reply { usage: Usage { prompt, completion: words(&text) * n, cached }, text, tool_calls, finish, stop_sequence })
+}
+
+/// The smallest value a JSON schema accepts, built from `text` (the user's text): an object of its
+/// required properties only, a string `text` (an `enum`'s or `const`'s first value), a number or integer
+/// the count of `text`'s words, `true`, an empty array (or one item when `minItems` asks), `null`.
+/// `anyOf`/`oneOf` take their first branch; `$ref`s to `#/$defs/…` or `#/definitions/…` are followed
+/// (pydantic puts nested models there), 16 deep at most.
+pub(crate) fn schema_instance(schema: &serde_json::Value, root: &serde_json::Value, text: &str, depth: u32) -> serde_json::Value {
+    use serde_json::{json, Value};
+    if depth > 16 {
+        return Value::Null;
+    }
+    let next = |s: &Value| schema_instance(s, root, text, depth + 1);
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = r.strip_prefix("#/").map(|p| p.split('/').try_fold(root, |v, k| v.get(k)));
+        return match target.flatten() {
+            Some(t) => next(t),
+            None => Value::Null,
+        };
+    }
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|a| a.first()) {
+            return next(first);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "object",
+    };
+    match kind {
+        "object" => {
+            let mut out = serde_json::Map::new();
+            let props = schema.get("properties").and_then(Value::as_object);
+            for name in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                let prop = props.and_then(|p| p.get(name)).cloned().unwrap_or(json!({}));
+                out.insert(name.to_string(), next(&prop));
+            }
+            Value::Object(out)
+        }
+        "string" => Value::from(text),
+        "integer" | "number" => Value::from(words(text)),
+        "boolean" => Value::Bool(true),
+        "array" => {
+            let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+            let item = schema.get("items").cloned().unwrap_or(json!({}));
+            Value::Array((0..min.min(8)).map(|_| next(&item)).collect())
+        }
+        _ => Value::Null,
+    }
 }
 
 /// Text split after each space: `"echo: hi there"` -> `["echo: ", "hi ", "there"]`.
@@ -416,6 +490,38 @@ mod tests {
         assert_eq!(decide(&c, None).unwrap().tool_calls[0].name, "a");
         c.tool_choice = ToolChoice::Named("b".into());
         assert_eq!(decide(&c, None).unwrap().tool_calls[0].name, "b");
+    }
+
+    #[test]
+    fn forced_tool_arguments_follow_the_schema() {
+        let mut c = conv(vec![user("three little words")]);
+        c.tools = vec!["answer".into()];
+        c.tool_choice = ToolChoice::Required;
+        c.tool_schemas.insert(
+            "answer".into(),
+            serde_json::json!({"type": "object", "required": ["text", "count", "ok", "kind", "inner", "tags", "maybe"],
+                "properties": {"text": {"type": "string"}, "count": {"type": "integer"}, "ok": {"type": "boolean"},
+                    "kind": {"enum": ["b", "a"]}, "inner": {"$ref": "#/$defs/Inner"}, "tags": {"type": "array", "items": {"type": "string"}},
+                    "maybe": {"anyOf": [{"type": "number"}, {"type": "null"}]}, "optional": {"type": "string"}},
+                "$defs": {"Inner": {"type": "object", "properties": {"n": {"type": "number"}}, "required": ["n"]}}}),
+        );
+        let r = decide(&c, None).unwrap();
+        let args: serde_json::Value = serde_json::from_str(&r.tool_calls[0].arguments).unwrap();
+        assert_eq!(
+            args,
+            serde_json::json!({"text": "three little words", "count": 3, "ok": true, "kind": "b", "inner": {"n": 3}, "tags": [], "maybe": 3})
+        );
+        // Without a schema (or with no required properties) the call is `{}` as before.
+        c.tool_schemas.clear();
+        assert_eq!(decide(&c, None).unwrap().tool_calls[0].arguments, "{}");
+    }
+
+    #[test]
+    fn documents_are_noted() {
+        let mut m = user("read");
+        m.images.push(Image::Document { media_type: "text/plain".into(), data: b"hello".to_vec() });
+        let r = decide(&conv(vec![m]), None).unwrap();
+        assert_eq!(r.text, "echo: read [document text/plain 5 bytes sha256=2cf24dba5fb0a30e]");
     }
 
     #[test]

@@ -362,10 +362,10 @@ fn parse_chat(body: &Value) -> Result<(Conversation, bool), ApiError> {
         let mut notes = Vec::new();
         for (j, d) in docs.iter().enumerate() {
             notes.push(match d {
-                Value::String(s) => Image::Document { title: None, text: s.clone() },
+                Value::String(s) => Image::TextDocument { title: None, text: s.clone() },
                 Value::Object(o) => match o.get("data") {
-                    Some(Value::String(s)) => Image::Document { title: None, text: s.clone() },
-                    Some(Value::Object(data)) => Image::Document {
+                    Some(Value::String(s)) => Image::TextDocument { title: None, text: s.clone() },
+                    Some(Value::Object(data)) => Image::TextDocument {
                         title: data.get("title").and_then(Value::as_str).map(str::to_string),
                         text: data.get("text").or_else(|| data.get("snippet")).and_then(Value::as_str).unwrap_or_default().to_string(),
                     },

@@ -38,15 +38,22 @@
 //!      `tool-plan-delta`s split like text).
 //!    - otherwise `echo: ` + the text, then for each image of that message
 //!      ` [image MEDIA_TYPE BYTES bytes sha256=FIRST16HEX]` (hash of the decoded bytes) or
-//!      ` [image-url URL]` for an http(s) URL (OpenAI, Azure, Anthropic `url` source, Cohere), then for each
-//!      of Cohere's request `documents` ` [document TITLE BYTES bytes sha256=FIRST16HEX]` (TITLE `untitled`
-//!      when the document has none; the hash is of its text).
+//!      ` [image-url URL]` for an http(s) URL (OpenAI, Azure, Anthropic `url` source, Cohere); for each
+//!      Anthropic `document` block ` [document MEDIA_TYPE BYTES bytes sha256=FIRST16HEX]` (a base64 PDF's
+//!      decoded bytes, a text source's UTF-8; URL, `content` and `file` sources are noted as
+//!      `(url) 0 bytes` and so on; a base64 document must be `application/pdf` and start with `%PDF-`);
+//!      then for each of Cohere's request `documents` ` [document TITLE BYTES bytes sha256=FIRST16HEX]`
+//!      (TITLE `untitled` when the document has none; the hash is of its text).
 //! 3. **Forced tools**: if tools were given, tool_choice forces a call (OpenAI `required` or named,
-//!    Anthropic `any`/`tool`, Cohere `REQUIRED`) and nothing above produced calls, the named (or first) tool
-//!    is called with `{}`.
-//! 4. **JSON mode** (OpenAI/Azure `response_format` json_object/json_schema, Ollama `format`, Cohere
-//!    `response_format` json_object): the text
-//!    becomes `{"echo":"<X>"}` where X is the user text for the echo case, or the whole reply otherwise.
+//!    Anthropic `any`/`tool`, Cohere `REQUIRED`) and nothing above produced calls, the named (or first)
+//!    tool is called. Its arguments are the smallest value its parameter schema (OpenAI
+//!    `function.parameters`, Anthropic `input_schema`) accepts, built from the user text X: only the
+//!    required properties of an object, strings X (an `enum`'s or `const`'s first value), numbers and
+//!    integers the count of X's words, booleans `true`, arrays empty, `anyOf`/`oneOf` their first branch,
+//!    `$ref`s to `#/$defs/…` followed. A tool without required parameters is called with `{}`.
+//! 4. **JSON mode** (OpenAI/Azure `response_format` json_object/json_schema, Ollama `format`, Anthropic
+//!    `output_config.format`, Cohere `response_format` json_object): the text becomes `{"echo":"<X>"}`
+//!    where X is the user text for the echo case, or the whole reply otherwise.
 //! 5. **Stop sequences** cut the reply before the earliest match (finish `stop`, Anthropic `stop_sequence`);
 //!    then **max tokens** keeps the first N words of the reply split on single spaces (finish `length`,
 //!    Anthropic `max_tokens`, Ollama `length`; Cohere `STOP_SEQUENCE` and `MAX_TOKENS`).

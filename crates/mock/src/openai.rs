@@ -583,6 +583,9 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatRequest, ApiError> {
                 )
             })?;
             conv.tools.push(name.to_string());
+            if let Some(schema) = t.get("function").and_then(|f| f.get("parameters")).filter(|s| s.is_object()) {
+                conv.tool_schemas.insert(name.to_string(), schema.clone());
+            }
         }
     }
     if let Some(tc) = obj.get("tool_choice").filter(|v| !v.is_null()) {

@@ -123,3 +123,39 @@ fn raw_503(message: String) -> Vec<u8> {
     out.extend_from_slice(&json);
     out
 }
+
+/// A gateway error in Anthropic's shape (`{"type":"error","error":{"type","message"},"request_id"}`), for
+/// the `/anthropic` routes: the same status and retry headers as [`error_response`], the error type
+/// Anthropic uses for that status, and Anthropic's `request-id` header. The SDKs pick their exception
+/// classes by status, so the OpenAI routes' statuses carry over as they are.
+pub fn anthropic_error_response(e: &GatewayError, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = anthropic_response(status, &e.to_string(), request_id);
+    if let Some(ms) = e.retry_after_ms() {
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000).max(1)));
+        resp.headers_mut().insert("retry-after-ms", HeaderValue::from(ms));
+    }
+    if !e.attempts().is_empty() {
+        resp.headers_mut().insert("x-switchyard-attempts", HeaderValue::from(e.sent_attempts()));
+    }
+    resp
+}
+
+/// A server refusal (see [`Refusal`]) in Anthropic's shape.
+pub fn anthropic_refusal_response(r: &Refusal, request_id: &str) -> Response {
+    let mut resp = anthropic_response(r.status(), &r.to_string(), request_id);
+    if matches!(r, Refusal::BodyTimeout(_)) {
+        resp.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+pub(crate) fn anthropic_response(status: StatusCode, message: &str, request_id: &str) -> Response {
+    use switchyard_wire::inbound::anthropic::{error_json, error_type};
+    let json = error_json(error_type(status.as_u16()), message, Some(request_id));
+    let mut resp = (status, [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("request-id", v);
+    }
+    resp
+}

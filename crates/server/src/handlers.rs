@@ -18,7 +18,7 @@ use switchyard_wire::types::{ChatRequest, ChatResponse, EmbeddingsRequest};
 
 use crate::errors::{error_response, refusal_response, Refusal};
 use crate::reqlog::Record;
-use crate::sse::{sse_response, Phase};
+use crate::sse::{sse_response, ClientEncoder, Phase};
 use crate::throttle::{more, Throttled};
 use crate::AppState;
 
@@ -66,8 +66,8 @@ pub async fn chat_completions(State(state): State<AppState>, method: Method, uri
         Err(resp) => return logged(resp, rec),
     };
     rec.model(&req.model);
-    let shape = Shape::Chat { include_usage: req.include_usage() };
-    answer(&state, ctx, req, shape, rec).await
+    let api = OpenAiChat { include_usage: req.include_usage() };
+    answer_chat(&state, ctx, req, rec, api).await
 }
 
 /// `POST /v1/completions`: the legacy Completions API, served as a chat request (see
@@ -89,7 +89,7 @@ pub async fn completions(State(state): State<AppState>, method: Method, uri: Uri
             return logged(error_response(&e), rec);
         }
     };
-    answer(&state, ctx, chat, Shape::Completion { include_usage, echo }, rec).await
+    answer_chat(&state, ctx, chat, rec, CompletionApi { include_usage, echo }).await
 }
 
 /// `POST /v1/responses`: the Responses API, translated to a chat request (`switchyard_wire::inbound::responses`)
@@ -112,7 +112,7 @@ pub async fn responses(State(state): State<AppState>, method: Method, uri: Uri, 
             return logged(error_response(&e), rec);
         }
     };
-    answer(&state, ctx, chat, Shape::Responses(Box::new(shell)), rec).await
+    answer_chat(&state, ctx, chat, rec, ResponsesApi(Box::new(shell))).await
 }
 
 /// `GET|DELETE /v1/responses/{id}`, `POST /v1/responses/{id}/cancel`, `GET /v1/responses/{id}/input_items`:
@@ -131,41 +131,82 @@ pub async fn stored_response(uri: Uri) -> Response {
     .with_status(StatusCode::NOT_FOUND)
 }
 
-/// Which client API an answer is written for.
-enum Shape {
-    Chat {
-        include_usage: bool,
-    },
-    Completion {
-        include_usage: bool,
-        echo: Echo,
-    },
-    /// The Responses API (boxed: it carries the request's settings).
-    Responses(Box<ResponseShell>),
+/// The legacy Completions API's answers.
+struct CompletionApi {
+    include_usage: bool,
+    echo: Echo,
 }
 
-impl Shape {
-    fn body(&self, resp: ChatResponse) -> Result<Vec<u8>, serde_json::Error> {
-        match self {
-            Shape::Chat { .. } => serde_json::to_vec(&resp),
-            Shape::Completion { echo, .. } => serde_json::to_vec(&completions::from_chat(resp, echo)),
-            Shape::Responses(shell) => Ok(shell.render(&resp)),
-        }
+impl ChatApi for CompletionApi {
+    type Encoder = CompletionStreamEncoder;
+
+    fn encoder(self, _: &str) -> CompletionStreamEncoder {
+        CompletionStreamEncoder::new(self.include_usage, self.echo)
     }
 
-    fn stream(self, phase: Phase, keepalive: Duration, served: String, rec: Record) -> Response {
-        match self {
-            Shape::Chat { include_usage } => sse_response(phase, OpenAiStreamEncoder::new(include_usage), keepalive, served, rec),
-            Shape::Completion { include_usage, echo } => {
-                sse_response(phase, CompletionStreamEncoder::new(include_usage, echo), keepalive, served, rec)
-            }
-            Shape::Responses(shell) => sse_response(phase, ResponsesStreamEncoder::new(*shell), keepalive, served, rec),
-        }
+    fn complete(&self, resp: &ChatResponse) -> Vec<u8> {
+        // Plain data with string keys: serializing cannot fail.
+        serde_json::to_vec(&completions::from_chat(resp.clone(), &self.echo)).unwrap_or_default()
+    }
+
+    fn error(&self, e: &GatewayError) -> Response {
+        error_response(e)
     }
 }
 
-/// Runs a canonical chat request through the engine and writes the answer in `shape`.
-async fn answer(state: &AppState, ctx: RequestCtx, req: ChatRequest, shape: Shape, mut rec: Record) -> Response {
+/// The Responses API's answers (boxed: the shell carries the request's settings).
+struct ResponsesApi(Box<ResponseShell>);
+
+impl ChatApi for ResponsesApi {
+    type Encoder = ResponsesStreamEncoder;
+
+    fn encoder(self, _: &str) -> ResponsesStreamEncoder {
+        ResponsesStreamEncoder::new(*self.0)
+    }
+
+    fn complete(&self, resp: &ChatResponse) -> Vec<u8> {
+        self.0.render(resp)
+    }
+
+    fn error(&self, e: &GatewayError) -> Response {
+        error_response(e)
+    }
+}
+
+/// What differs between the chat routes (OpenAI's, Anthropic's): how an answer, a stream and an error are
+/// written. The request path itself ([`answer_chat`]) is the same for all.
+pub(crate) trait ChatApi: Send + 'static {
+    type Encoder: ClientEncoder;
+    /// The stream encoder; `request_id` names a stream that fails before any chunk named itself.
+    fn encoder(self, request_id: &str) -> Self::Encoder;
+    fn complete(&self, resp: &ChatResponse) -> Vec<u8>;
+    fn error(&self, e: &GatewayError) -> Response;
+}
+
+struct OpenAiChat {
+    include_usage: bool,
+}
+
+impl ChatApi for OpenAiChat {
+    type Encoder = OpenAiStreamEncoder;
+
+    fn encoder(self, _: &str) -> OpenAiStreamEncoder {
+        OpenAiStreamEncoder::new(self.include_usage)
+    }
+
+    fn complete(&self, resp: &ChatResponse) -> Vec<u8> {
+        // Plain data with string keys: serializing cannot fail.
+        serde_json::to_vec(resp).unwrap_or_default()
+    }
+
+    fn error(&self, e: &GatewayError) -> Response {
+        error_response(e)
+    }
+}
+
+/// Stages 2 to 8 for a decoded chat request (see `switchyard_engine::Gateway::chat`), answered in `api`'s
+/// shape. `rec` is the request's record, logged when the answer (or the stream) is over.
+pub(crate) async fn answer_chat<A: ChatApi>(state: &AppState, ctx: RequestCtx, req: ChatRequest, mut rec: Record, api: A) -> Response {
     let is_stream = req.is_stream();
     if is_stream {
         rec.stream_asked();
@@ -177,20 +218,21 @@ async fn answer(state: &AppState, ctx: RequestCtx, req: ChatRequest, shape: Shap
         // and headers) so that proxies do not cut it; from then on failures arrive as an error event.
         let keepalive = state.gateway.stream_keepalive();
         tokio::select! {
-            r = &mut answer => return chat_response(r, shape, rec),
+            r = &mut answer => return chat_response(r, api, rec),
             _ = tokio::time::sleep(keepalive) => {
                 let id = rec.id().to_string();
-                let resp = shape.stream(Phase::Waiting(answer), keepalive, String::new(), rec);
+                let enc = api.encoder(&id);
+                let resp = sse_response(Phase::Waiting(answer), enc, keepalive, String::new(), rec);
                 return with_id_header(resp, &id);
             }
         }
     }
-    chat_response(answer.await, shape, rec)
+    chat_response(answer.await, api, rec)
 }
 
 /// The request's context with what the caller presented: its key (ours are virtual keys, in the first of
 /// `x-switchyard-vk`, Bifrost's `x-bf-vk`, `Authorization: Bearer`, `x-api-key`) and its `traceparent`.
-fn caller_ctx(headers: &HeaderMap) -> RequestCtx {
+pub(crate) fn caller_ctx(headers: &HeaderMap) -> RequestCtx {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     let bearer = get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
     let key = get("x-switchyard-vk").or_else(|| get("x-bf-vk")).or(bearer).or_else(|| get("x-api-key"));
@@ -208,7 +250,7 @@ pub(crate) fn usd(nano: u64) -> String {
 
 /// Puts the answer's status on the request's record, which logs it when dropped (here, for every answer
 /// but a stream's, whose record goes on with the stream).
-fn logged(resp: Response, mut rec: Record) -> Response {
+pub(crate) fn logged(resp: Response, mut rec: Record) -> Response {
     rec.status(resp.status().as_u16());
     with_request_id(resp, &rec)
 }
@@ -219,7 +261,7 @@ fn with_request_id(resp: Response, rec: &Record) -> Response {
     with_id_header(resp, rec.id())
 }
 
-fn with_id_header(mut resp: Response, id: &str) -> Response {
+pub(crate) fn with_id_header(mut resp: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert("x-switchyard-request-id", v.clone());
         resp.headers_mut().insert("x-request-id", v);
@@ -231,30 +273,25 @@ pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<ChatOutcome, Gatewa
 
 /// The answer to a chat request. Requests are counted from their record when it is finished (see
 /// `switchyard_engine::telemetry::metrics`), a stream's when it ends.
-fn chat_response(r: Result<ChatOutcome, GatewayError>, shape: Shape, mut rec: Record) -> Response {
+fn chat_response<A: ChatApi>(r: Result<ChatOutcome, GatewayError>, api: A, mut rec: Record) -> Response {
     match r {
         Ok(ChatOutcome::Complete(resp, served)) => {
             rec.served(&served);
             rec.usage(resp.usage.as_ref());
-            let out = match shape.body(resp) {
-                Ok(json) => {
-                    rec.response_body(&json);
-                    with_served(json_response(StatusCode::OK, json), &served)
-                }
-                Err(e) => error_response(&GatewayError::Internal(format!("cannot encode the response: {e}"))),
-            };
-            logged(out, rec)
+            let json = api.complete(&resp);
+            rec.response_body(&json);
+            logged(with_served(json_response(StatusCode::OK, json), &served), rec)
         }
         Ok(ChatOutcome::Stream(stream, served)) => {
             let label = format!("{}/{}", served.provider, served.model);
             rec.served(&served);
             let id = rec.id().to_string();
-            let resp = shape.stream(Phase::Streaming(stream), Duration::from_secs(15), label, rec);
+            let resp = sse_response(Phase::Streaming(stream), api.encoder(&id), Duration::from_secs(15), label, rec);
             with_id_header(with_served(resp, &served), &id)
         }
         Err(e) => {
             rec.failed(&e);
-            logged(error_response(&e), rec)
+            logged(api.error(&e), rec)
         }
     }
 }
@@ -342,22 +379,36 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
     }
 }
 
+/// Why a request body could not be read: a bad body, or one the server's limits refused.
+pub(crate) enum BodyError {
+    Bad(GatewayError),
+    Refused(Refusal),
+}
+
+/// [`read_json_as`] with failures answered in OpenAI's shape.
+async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, Response> {
+    read_json_as(body, state, rec).await.map_err(|e| match e {
+        BodyError::Bad(e) => error_response(&e),
+        BodyError::Refused(r) => refusal_response(&r),
+    })
+}
+
 /// Reads the whole body under the size limit and within the body timeout, and decodes it, naming the
 /// offending field on failure. The content type was checked before (see `policy`). The bytes go on the
 /// request's record when bodies are kept.
-async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, Response> {
+pub(crate) async fn read_json_as<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, BodyError> {
     let limit = state.server.max_body_bytes;
     let within = state.server.body_read_timeout;
     let bytes = match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) if is_length_limit(&e) => {
-            return Err(error_response(&GatewayError::BadRequest {
+            return Err(BodyError::Bad(GatewayError::BadRequest {
                 message: format!("request body is larger than the {limit} byte limit (server.max_body_size)"),
                 param: None,
                 code: "payload_too_large",
             }))
         }
-        Ok(Err(e)) => return Err(error_response(&GatewayError::bad_request(format!("could not read the request body: {e}"), None))),
+        Ok(Err(e)) => return Err(BodyError::Bad(GatewayError::bad_request(format!("could not read the request body: {e}"), None))),
         Err(_) => {
             if let Some(n) = BODY_TIMEOUTS.hit() {
                 // The client's slowness, not the operator's problem: INFO.
@@ -367,11 +418,11 @@ async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut 
                     more(n)
                 );
             }
-            return Err(refusal_response(&Refusal::BodyTimeout(within)));
+            return Err(BodyError::Refused(Refusal::BodyTimeout(within)));
         }
     };
     rec.request_body(&bytes);
-    decode_json(&bytes).map_err(|e| error_response(&e))
+    decode_json(&bytes).map_err(BodyError::Bad)
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -419,11 +470,11 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     Ok(value)
 }
 
-fn json_response(status: StatusCode, json: Vec<u8>) -> Response {
+pub(crate) fn json_response(status: StatusCode, json: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
 }
 
-fn with_served(mut resp: Response, s: &Served) -> Response {
+pub(crate) fn with_served(mut resp: Response, s: &Served) -> Response {
     let h = resp.headers_mut();
     for (name, value) in [
         ("x-switchyard-provider", Some(s.provider.as_str())),

@@ -1,4 +1,5 @@
-//! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), error rendering,
+//! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), the Anthropic drop-in
+//! routes under `/anthropic` (`anthropic`), error rendering,
 //! streaming responses, and the guards every client connection and request passes.
 //!
 //! Handlers stay thin: read the body, decode it (stage 1 of the request path, see `switchyard_engine`),
@@ -11,6 +12,7 @@ pub mod admin;
 mod admin_logs;
 mod admin_providers;
 mod admin_usage;
+mod anthropic;
 mod conn;
 mod errors;
 mod handlers;
@@ -24,7 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use switchyard_engine::config::ServerSettings;
 use switchyard_engine::Gateway;
@@ -128,6 +130,13 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
             .route(&format!("{prefix}/v1/models"), get(handlers::models))
             .route(&format!("{prefix}/v1/models/{{*id}}"), get(handlers::model));
     }
+    r = r
+        .route("/anthropic/v1/messages", post(anthropic::messages))
+        .route("/anthropic/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/anthropic/v1/models", get(anthropic::models))
+        .route("/anthropic/v1/models/{*id}", get(anthropic::model))
+        .route("/anthropic", any(anthropic::not_found))
+        .route("/anthropic/{*rest}", any(anthropic::not_found));
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(hosts, policy::guard))

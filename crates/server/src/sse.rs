@@ -22,6 +22,7 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
+use switchyard_wire::inbound::anthropic::AnthropicStreamEncoder;
 use switchyard_wire::inbound::completions::CompletionStreamEncoder;
 use switchyard_wire::inbound::responses::ResponsesStreamEncoder;
 use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
@@ -46,49 +47,52 @@ const UNCOMMITTED_SEND_WAIT: Duration = Duration::from_secs(60);
 
 static STALLED: Throttled = Throttled::new("stream_client_stalled");
 
-/// Writes canonical chunks in one client API's stream shape (chat chunks, legacy completions, ...). The
-/// driving task below is the same for every shape; only the bytes differ.
-pub(crate) trait StreamEncoder: Send + 'static {
+/// The client-facing stream format of a route: canonical chunks in, the API's frames out. One per
+/// stream, driven by the task below.
+pub(crate) trait ClientEncoder: Send + 'static {
     fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>);
     /// The stream ended well.
     fn finish(&mut self, out: &mut Vec<u8>);
-    /// The stream failed after it started.
-    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>);
+    /// The stream failed after its headers went out: the API's in-stream error.
+    fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>);
 }
 
-impl StreamEncoder for OpenAiStreamEncoder {
-    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
-        OpenAiStreamEncoder::encode(self, chunk, out)
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        OpenAiStreamEncoder::finish(self, out)
-    }
-    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
-        OpenAiStreamEncoder::fail(self, err, out)
-    }
+/// The OpenAI-family encoders (chat, legacy completions, Responses) fail with OpenAI's error body.
+macro_rules! openai_client_encoder {
+    ($t:ty) => {
+        impl ClientEncoder for $t {
+            fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+                <$t>::encode(self, chunk, out)
+            }
+
+            fn finish(&mut self, out: &mut Vec<u8>) {
+                <$t>::finish(self, out)
+            }
+
+            fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>) {
+                let code = e.code();
+                let msg = e.to_string();
+                <$t>::fail(self, &ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);
+            }
+        }
+    };
 }
 
-impl StreamEncoder for ResponsesStreamEncoder {
-    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
-        ResponsesStreamEncoder::encode(self, chunk, out)
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        ResponsesStreamEncoder::finish(self, out)
-    }
-    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
-        ResponsesStreamEncoder::fail(self, err, out)
-    }
-}
+openai_client_encoder!(OpenAiStreamEncoder);
+openai_client_encoder!(CompletionStreamEncoder);
+openai_client_encoder!(ResponsesStreamEncoder);
 
-impl StreamEncoder for CompletionStreamEncoder {
+impl ClientEncoder for AnthropicStreamEncoder {
     fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
-        CompletionStreamEncoder::encode(self, chunk, out)
+        AnthropicStreamEncoder::encode(self, chunk, out)
     }
+
     fn finish(&mut self, out: &mut Vec<u8>) {
-        CompletionStreamEncoder::finish(self, out)
+        AnthropicStreamEncoder::finish(self, out)
     }
-    fn fail(&mut self, err: &ErrorBody<'_>, out: &mut Vec<u8>) {
-        CompletionStreamEncoder::fail(self, err, out)
+
+    fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>) {
+        AnthropicStreamEncoder::fail(self, e.status(), &e.to_string(), out);
     }
 }
 
@@ -101,11 +105,11 @@ pub(crate) enum Phase {
     Streaming(ChatStream),
 }
 
-/// A streaming response. Each upstream chunk is translated by `enc` and written as it arrives; a failure
-/// after the first byte becomes an error event followed by `[DONE]`, so the client never sees a silent
-/// truncation. `served` names the target (`provider/model`) once one is known, for the log; `rec` is the
-/// request's log record, written when the stream ends.
-pub(crate) fn sse_response<E: StreamEncoder>(phase: Phase, enc: E, keepalive: Duration, served: String, mut rec: Record) -> Response {
+/// A streaming response. Each upstream chunk is translated and written as it arrives; a failure after the
+/// first byte becomes an error event followed by `[DONE]`, so the client never sees a silent truncation.
+/// `served` names the target (`provider/model`) once one is known, for the log; `rec` is the request's
+/// log record, written when the stream ends.
+pub(crate) fn sse_response<E: ClientEncoder>(phase: Phase, enc: E, keepalive: Duration, served: String, mut rec: Record) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(BUFFERED_FRAMES);
     let abandoned = Arc::new(AtomicBool::new(false));
     rec.status(200);
@@ -175,7 +179,7 @@ fn send_limit(phase: &Phase) -> (Instant, Option<Duration>) {
     }
 }
 
-async fn drive<E: StreamEncoder>(
+async fn drive<E: ClientEncoder>(
     phase: Phase,
     mut enc: E,
     keepalive: Duration,
@@ -192,11 +196,7 @@ async fn drive<E: StreamEncoder>(
     if let Phase::Streaming(s) = &mut phase {
         settled_into(s, &rec);
     }
-    let fail = |enc: &mut E, e: &GatewayError, out: &mut Vec<u8>| {
-        let code = e.code();
-        let msg = e.to_string();
-        enc.fail(&ErrorBody { message: &msg, kind: e.kind(), param: e.param(), code: Some(&code) }, out);
-    };
+    let fail = |enc: &mut E, e: &GatewayError, out: &mut Vec<u8>| enc.fail(e, out);
     loop {
         let mut out = Vec::new();
         let finished = match &mut phase {

@@ -2,6 +2,9 @@
 //! request, parsing each provider's response, and translating a whole upstream stream into the OpenAI SSE
 //! the client reads.
 //!
+//! The `inbound_anthropic` group times the `/anthropic` route's side: an Anthropic Messages request to the
+//! canonical one, a canonical answer to a Messages body, and canonical stream chunks to Anthropic's SSE.
+//!
 //! Every input is built here, in the shape the provider really sends (see the provider reference), so the
 //! numbers cover the same code paths the engine runs. Each input is translated once before timing and the
 //! result checked, so a benchmark can never quietly measure an error path.
@@ -17,6 +20,7 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
 use switchyard_wire::codec::{self, normalize_base_url};
+use switchyard_wire::inbound::anthropic::{self as inbound, AnthropicStreamEncoder, MessagesRequest, Purpose};
 use switchyard_wire::inbound::responses::{self, ResponseShell, ResponsesRequest, ResponsesStreamEncoder};
 use switchyard_wire::outbound::OpenAiStreamEncoder;
 use switchyard_wire::types::{ChatRequest, FinishReason};
@@ -430,9 +434,96 @@ fn responses_api(c: &mut Criterion) {
     g.finish();
 }
 
+/// The conversation of [`chat_request_json`] as an Anthropic client sends it.
+fn messages_request_json(image: Option<&str>) -> Vec<u8> {
+    let mut last_user = vec![json!({"type": "tool_result", "tool_use_id": "toolu_01Wb2Xk9fQ3mZr7LpT1sYc4N",
+        "content": "{\"city\":\"Paris\",\"temperature\":18,\"unit\":\"celsius\",\"conditions\":\"sunny\",\"wind_kph\":9}"})];
+    last_user.push(json!({"type": "text", "text": "Thanks. Given that, should I take the train or fly to Lyon tomorrow morning?"}));
+    if let Some(url) = image {
+        let data = url.split_once(',').unwrap().1;
+        last_user.push(json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}}));
+    }
+    let body = json!({
+        "model": "openai/gpt-4o",
+        "max_tokens": 512,
+        "system": [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "I'm going from Paris to Lyon for a two-day client visit this week. What should I pack?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "For two days in Lyon in spring: a light jacket, one smart outfit \
+    for the client meeting, comfortable shoes for the old town, a phone charger and an umbrella just in case. Do you want me to check the weather?"}]},
+            {"role": "user", "content": "Yes, what's the weather in Paris right now?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01Wb2Xk9fQ3mZr7LpT1sYc4N", "name": "get_weather",
+                "input": {"city": "Paris", "unit": "celsius"}}]},
+            {"role": "user", "content": last_user}
+        ],
+        "tools": [{"name": "get_weather", "description": "Current weather conditions for a city",
+            "input_schema": {"type": "object", "properties": {
+                "city": {"type": "string", "description": "City name, e.g. Paris"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}
+            }, "required": ["city"]}}],
+        "tool_choice": {"type": "auto"},
+        "temperature": 0.2,
+        "stop_sequences": ["\n\nUser:"],
+        "metadata": {"user_id": "employee-4821"}
+    });
+    serde_json::to_vec(&body).unwrap()
+}
+
+fn inbound_anthropic(c: &mut Criterion) {
+    let image = image_data_url(IMAGE_RAW_BYTES);
+    let mut g = c.benchmark_group("inbound_anthropic");
+    for (name, body) in [("decode_small", messages_request_json(None)), ("decode_image_200k", messages_request_json(Some(&image)))] {
+        let decode = |b: &[u8]| {
+            let req: MessagesRequest = serde_json::from_slice(b).unwrap();
+            inbound::to_chat(req, Purpose::Messages).unwrap()
+        };
+        let (chat, _) = decode(&body);
+        assert_eq!(chat.messages.len(), 7, "system, five turns, and the tool result split from its turn");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| b.iter(|| decode(black_box(&body))));
+    }
+
+    // The answer as the OpenAI codec parsed it, rendered as a Messages body.
+    let openai = &providers()[0];
+    let resp = codec::parse_chat(openai.kind, &openai.response_body(), CTX).unwrap();
+    let inb = inbound::Inbound { model: "openai/gpt-4o".into(), ..inbound::Inbound::default() };
+    let rendered: serde_json::Value = serde_json::from_slice(&inbound::render_message(&resp, &inb)).unwrap();
+    assert_eq!((rendered["content"][0]["text"].as_str(), rendered["stop_reason"].as_str()), (Some(ANSWER), Some("end_turn")));
+    g.throughput(Throughput::Bytes(inbound::render_message(&resp, &inb).len() as u64));
+    g.bench_function("render_message", |b| b.iter(|| inbound::render_message(black_box(&resp), &inb)));
+
+    // A whole OpenAI stream's canonical chunks, encoded as Anthropic's SSE.
+    let mut decoder = StreamDecoder::new(openai.kind, CTX);
+    let mut events = Vec::new();
+    decoder.feed(&openai.stream_body(&stream_tokens(STREAM_CHUNKS)), &mut events).unwrap();
+    decoder.finish(&mut events).unwrap();
+    let chunks: Vec<_> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            StreamEvent::Chunk(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let encode = |chunks: Vec<_>| {
+        let mut enc = AnthropicStreamEncoder::new(inb.clone(), "req-bench");
+        let mut out = Vec::with_capacity(64 * 1024);
+        for c in chunks {
+            enc.encode(c, &mut out);
+        }
+        enc.finish(&mut out);
+        out
+    };
+    let sse = String::from_utf8(encode(chunks.clone())).unwrap();
+    assert_eq!(sse.matches("event: content_block_delta").count(), STREAM_CHUNKS);
+    assert!(sse.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    g.throughput(Throughput::Elements(STREAM_CHUNKS as u64));
+    g.bench_function("stream_encode", |b| b.iter_batched(|| chunks.clone(), encode, criterion::BatchSize::SmallInput));
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = decode_request, build_chat, parse_chat, stream_translate, responses_api
+    targets = decode_request, build_chat, parse_chat, stream_translate, responses_api, inbound_anthropic
 }
 criterion_main!(benches);

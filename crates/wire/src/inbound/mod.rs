@@ -1,7 +1,9 @@
-//! Client-facing API shapes other than OpenAI Chat Completions, each translated onto the canonical chat
-//! request and back, so that every provider serves every API the gateway speaks. Pure translation: the
-//! server's handlers decode the body into these types, hand the canonical request to the engine, and
-//! render the answer with the encoders here.
+//! Client-facing API shapes other than OpenAI Chat Completions (the Anthropic Messages API, the Responses
+//! API, legacy Completions, ...), each translated onto the canonical chat request and back, so the gateway is a
+//! drop-in base URL for clients built on any of those SDKs whatever provider serves the model. Pure
+//! translation: the server's handlers decode the body into these types, hand the canonical request to the
+//! engine, and render the answer, stream and errors with the encoders here.
 
+pub mod anthropic;
 pub mod completions;
 pub mod responses;

@@ -15,9 +15,20 @@
 //!   assistant message without text or tool calls, an empty user message) is dropped: Anthropic rejects
 //!   empty content in every form.
 //! - Refused with [`WireError::Unsupported`] (a 400 for the caller): `temperature` outside 0..=1 (clamping
-//!   would silently change the meaning), `n > 1`, `response_format` other than `text` (the Messages API
-//!   has no JSON mode), content parts Anthropic cannot take, and tool-call arguments that are not a JSON
-//!   object.
+//!   would silently change the meaning), `n > 1`, content parts Anthropic cannot take, and tool-call
+//!   arguments that are not a JSON object.
+//! - Structured output (`response_format` `json_schema` or `json_object`) is a forced tool call: a tool
+//!   named [`STRUCTURED_OUTPUT_TOOL`] whose `input_schema` is the schema, chosen with `tool_choice` (alone:
+//!   `tool`; beside the caller's tools: `any`, so the model may still call those). Its input comes back as
+//!   the message content with finish `stop`, in streams too (its `input_json_delta`s become content
+//!   deltas). This works on every Claude model; Anthropic's native `output_config.format` only on recent
+//!   ones. The exception is a request with `thinking` on, which Anthropic refuses with a forced tool: its
+//!   `json_schema` goes as `output_config.format` instead (and `json_object`, which has no schema, is
+//!   refused).
+//! - File parts (`{"type":"file"}`) become `document` blocks: PDFs as base64, `text/plain` as text
+//!   sources; other media types and OpenAI `file_id`s are refused.
+//! - A `stop_sequence` stop keeps the matched sequence as `stop_sequence` beside the finish reason (the
+//!   choice's, or the finish chunk's): OpenAI's shape has no field for it, and the Anthropic route needs it.
 //! - Dropped silently: `seed`, `presence_penalty`, `frequency_penalty` (hints Anthropic has no knob for;
 //!   failing a request over them would break callers that send them by default), `stream_options`
 //!   (Anthropic always reports usage), and unknown fields, which belong to OpenAI's API. The exceptions are
@@ -37,11 +48,14 @@ use crate::image::{is_http_url, parse_data_url};
 use crate::spec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::{SseEvent, SseParser};
 use crate::types::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Extra, FinishReason, FunctionCall,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Extra, FileData, FinishReason, FunctionCall,
     FunctionCallDelta, Message, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
+/// The tool that carries a structured answer (see the module docs). Callers may not define a tool of this
+/// name, so a call to it is always ours.
+pub const STRUCTURED_OUTPUT_TOOL: &str = "switchyard_structured_output";
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// The field OpenAI-compatible reasoning servers use for a model's thinking text.
@@ -76,7 +90,21 @@ struct MessagesBody<'a> {
     tool_choice: Option<ToolChoiceBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thinking: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<OutputConfig<'a>>,
     stream: bool,
+}
+
+#[derive(Serialize)]
+struct OutputConfig<'a> {
+    format: OutputFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct OutputFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: &'a Value,
 }
 
 #[derive(Serialize)]
@@ -124,6 +152,18 @@ enum Block<'a> {
         #[serde(skip_serializing_if = "Blocks::is_empty")]
         content: Blocks<'a>,
     },
+    Document {
+        source: DocumentSource<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<&'a str>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum DocumentSource<'a> {
+    Base64 { media_type: &'static str, data: &'a str },
+    Text { media_type: &'static str, data: String },
 }
 
 #[derive(Serialize)]
@@ -142,7 +182,7 @@ struct Metadata<'a> {
 struct ToolDef<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
+    description: Option<Cow<'a, str>>,
     input_schema: Cow<'a, Value>,
 }
 
@@ -159,8 +199,32 @@ struct ToolChoiceBody<'a> {
 pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<WireRequest, WireError> {
     check_unsupported(req)?;
     let (system, messages) = convert_messages(&req.messages)?;
-    let tools = convert_tools(req)?;
-    let tool_choice = convert_tool_choice(req, !tools.is_empty())?;
+    let mut tools = convert_tools(req)?;
+    let mut tool_choice = convert_tool_choice(req, !tools.is_empty())?;
+    let thinking = passthrough(req, "thinking");
+    let mut output_config = None;
+    if let Some(structured) = structured_output(req)? {
+        let thinking_on = thinking.and_then(|t| t.get("type")).and_then(Value::as_str).is_some_and(|t| t != "disabled");
+        if thinking_on {
+            let Structured { schema: Some(schema), .. } = structured else {
+                return Err(WireError::unsupported(
+                    "response_format json_object cannot be combined with thinking on anthropic (a forced tool call is refused with thinking, and native structured output needs a schema); send a json_schema",
+                    Some("response_format"),
+                ));
+            };
+            output_config = Some(OutputConfig { format: OutputFormat { kind: "json_schema", schema } });
+        } else {
+            tool_choice = Some(structured_choice(req, !tools.is_empty()));
+            tools.push(ToolDef {
+                name: STRUCTURED_OUTPUT_TOOL,
+                description: Some(structured.description),
+                input_schema: match structured.schema {
+                    Some(s) => Cow::Borrowed(s),
+                    None => Cow::Owned(serde_json::json!({"type": "object"})),
+                },
+            });
+        }
+    }
     let max_tokens = req.max_output_tokens().or(ep.options.default_max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
     let user_id = req.user.as_deref().or_else(|| req.extra.get("metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str));
     let body = MessagesBody {
@@ -178,7 +242,8 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
         metadata: user_id.map(|user_id| Metadata { user_id }),
         tools,
         tool_choice,
-        thinking: passthrough(req, "thinking"),
+        thinking,
+        output_config,
         stream: req.is_stream(),
     };
     let body = serde_json::to_vec(&body).map_err(|e| WireError::unsupported(format!("request cannot be encoded: {e}"), None))?;
@@ -210,13 +275,62 @@ fn check_unsupported(req: &ChatRequest) -> Result<(), WireError> {
             Some("n"),
         ));
     }
-    if let Some(f) = req.response_format.as_ref().filter(|f| f.kind != "text") {
-        return Err(WireError::unsupported(
-            format!("response_format \"{}\" is not supported by anthropic", f.kind),
-            Some("response_format"),
-        ));
-    }
     Ok(())
+}
+
+/// A structured-output request: the schema (none for `json_object`) and the tool description that asks
+/// for it.
+struct Structured<'a> {
+    schema: Option<&'a Value>,
+    description: Cow<'a, str>,
+}
+
+fn structured_output(req: &ChatRequest) -> Result<Option<Structured<'_>>, WireError> {
+    let Some(f) = &req.response_format else { return Ok(None) };
+    match f.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Structured {
+            schema: None,
+            description: Cow::Borrowed("Give your answer by calling this tool: its input is your answer, as a JSON object."),
+        })),
+        "json_schema" => {
+            let js = f.json_schema.as_ref();
+            let schema = js.and_then(|j| j.schema.as_ref()).filter(|s| !s.is_null());
+            if let Some(s) = schema {
+                // A tool's input is an object; a schema for anything else cannot be one.
+                let root = s.get("type").and_then(Value::as_str);
+                if !s.is_object() || root.is_some_and(|t| t != "object") {
+                    return Err(WireError::unsupported(
+                        "anthropic takes a structured output schema whose root is an object",
+                        Some("response_format.json_schema.schema"),
+                    ));
+                }
+            }
+            let name = js.map_or("answer", |j| j.name.as_str());
+            let mut description =
+                format!("Give your answer by calling this tool: its input is your answer, a JSON object matching the \"{name}\" schema.");
+            if let Some(d) = js.and_then(|j| j.description.as_deref()).filter(|d| !d.is_empty()) {
+                description.push(' ');
+                description.push_str(d);
+            }
+            Ok(Some(Structured { schema, description: Cow::Owned(description) }))
+        }
+        other => Err(WireError::unsupported(format!("response_format \"{other}\" is not supported by anthropic"), Some("response_format"))),
+    }
+}
+
+/// The `tool_choice` that makes the model answer through the structured-output tool: that tool alone
+/// when the caller has no tools (or allows none of them), `any` beside the caller's tools unless the
+/// caller named one of its own.
+fn structured_choice<'a>(req: &'a ChatRequest, caller_tools: bool) -> ToolChoiceBody<'a> {
+    let no_parallel = req.parallel_tool_calls == Some(false);
+    let (kind, name) = match &req.tool_choice {
+        _ if !caller_tools => ("tool", Some(STRUCTURED_OUTPUT_TOOL)),
+        Some(ToolChoice::None) => ("tool", Some(STRUCTURED_OUTPUT_TOOL)),
+        Some(ToolChoice::Function(n)) => ("tool", Some(n.as_str())),
+        None | Some(ToolChoice::Auto | ToolChoice::Required) => ("any", None),
+    };
+    ToolChoiceBody { kind, name, disable_parallel_tool_use: no_parallel }
 }
 
 /// Splits the conversation into the hoisted system blocks and alternating user/assistant turns.
@@ -280,6 +394,7 @@ fn push_content<'a>(content: Option<&'a Content>, i: usize, allowed: Allowed, ou
                     (ContentPart::ImageUrl { image_url }, Allowed::TextAndImages) => {
                         out.push(image_block(&image_url.url, i, j)?);
                     }
+                    (ContentPart::File { file }, Allowed::TextAndImages) => out.push(document_block(file, i, j)?),
                     (other, allowed) => return Err(unsupported_part(other, allowed, i, j)),
                 }
             }
@@ -333,6 +448,36 @@ fn image_block(url: &str, i: usize, j: usize) -> Result<Block<'_>, WireError> {
         return Ok(Block::Image { source: ImageSource::Url { url } });
     }
     Err(WireError::unsupported("anthropic takes images as base64 data: URLs or http(s) URLs only", Some(&param())))
+}
+
+/// A file part as a `document` block: a PDF as base64, plain text as a text source.
+fn document_block(file: &FileData, i: usize, j: usize) -> Result<Block<'_>, WireError> {
+    let param = || format!("messages[{i}].content[{j}].file");
+    let Some((media, data)) = file.inline() else {
+        let why = if file.file_id.is_some() {
+            "a file_id names a file in OpenAI's Files API, which anthropic cannot read; send the file inline as file_data"
+        } else {
+            "file_data must be a base64 data URL (data:<media type>;base64,...)"
+        };
+        return Err(WireError::unsupported(why, Some(&param())));
+    };
+    let title = file.filename.as_deref();
+    let media = media.split(';').next().unwrap_or(media).trim();
+    if media.eq_ignore_ascii_case("application/pdf") {
+        return Ok(Block::Document { source: DocumentSource::Base64 { media_type: "application/pdf", data }, title });
+    }
+    if media.eq_ignore_ascii_case("text/plain") {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| WireError::unsupported(format!("file_data is not valid base64: {e}"), Some(&param())))?;
+        let text = String::from_utf8(bytes).map_err(|_| WireError::unsupported("a text/plain file must be UTF-8", Some(&param())))?;
+        return Ok(Block::Document { source: DocumentSource::Text { media_type: "text/plain", data: text }, title });
+    }
+    Err(WireError::unsupported(
+        format!("file media type \"{media}\" is not supported by anthropic (application/pdf or text/plain)"),
+        Some(&param()),
+    ))
 }
 
 fn push_tool_uses<'a>(m: &'a Message, i: usize, out: &mut Vec<Block<'a>>) -> Result<(), WireError> {
@@ -397,9 +542,15 @@ fn convert_tools(req: &ChatRequest) -> Result<Vec<ToolDef<'_>>, WireError> {
                 ));
             }
             let f = &t.function;
+            if f.name == STRUCTURED_OUTPUT_TOOL {
+                return Err(WireError::unsupported(
+                    format!("the tool name \"{STRUCTURED_OUTPUT_TOOL}\" is reserved by the gateway (it carries structured output)"),
+                    Some(&format!("tools[{k}].function.name")),
+                ));
+            }
             Ok(ToolDef {
                 name: &f.name,
-                description: f.description.as_deref(),
+                description: f.description.as_deref().map(Cow::Borrowed),
                 // Anthropic requires a schema; a tool without parameters is an empty object.
                 input_schema: match &f.parameters {
                     Some(p) if !p.is_null() => Cow::Borrowed(p),
@@ -455,6 +606,8 @@ struct ApiMessage {
     content: Vec<ApiBlock>,
     #[serde(default)]
     stop_reason: Option<String>,
+    #[serde(default)]
+    stop_sequence: Option<String>,
     #[serde(default)]
     usage: Option<ApiUsage>,
     #[serde(default)]
@@ -547,6 +700,15 @@ fn finish_reason(stop_reason: &str) -> FinishReason {
     }
 }
 
+/// `{"stop_sequence": …}` when the model stopped at one of the request's stop sequences.
+fn stop_sequence_extra(stop_reason: Option<&str>, sequence: Option<String>) -> Extra {
+    let mut extra = Extra::new();
+    if let (Some("stop_sequence"), Some(seq)) = (stop_reason, sequence) {
+        extra.insert("stop_sequence".into(), Value::String(seq));
+    }
+    extra
+}
+
 /// The compact JSON text of a tool's input; a missing input is a call without parameters.
 fn arguments_text(input: Option<Value>) -> String {
     match input {
@@ -565,10 +727,13 @@ pub fn parse_chat(body: &[u8], ctx: ResponseCtx<'_>) -> Result<ChatResponse, Wir
     let mut content: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut calls = Vec::new();
+    let mut structured = None;
     for block in msg.content {
         match block {
             // Anthropic splits one answer into several text blocks around citations; they read as one text.
             ApiBlock::Text { text } => content.get_or_insert_with(String::new).push_str(&text),
+            // The structured answer replaces any text around it, which would break the JSON.
+            ApiBlock::ToolUse { name, input, .. } if name == STRUCTURED_OUTPUT_TOOL => structured = Some(arguments_text(input)),
             ApiBlock::ToolUse { id, name, input } => {
                 calls.push(ToolCall { id, kind: "function".to_string(), function: FunctionCall { name, arguments: arguments_text(input) } })
             }
@@ -576,10 +741,19 @@ pub fn parse_chat(body: &[u8], ctx: ResponseCtx<'_>) -> Result<ChatResponse, Wir
             ApiBlock::Other => {}
         }
     }
+    let answered = structured.is_some();
+    if answered {
+        content = structured;
+    }
     let mut extra = Extra::new();
     if let Some(r) = reasoning {
         extra.insert(REASONING_FIELD.into(), Value::String(r));
     }
+    let mut finish = msg.stop_reason.as_deref().map(finish_reason);
+    if finish == Some(FinishReason::ToolCalls) && answered && calls.is_empty() {
+        finish = Some(FinishReason::Stop);
+    }
+    let choice_extra = stop_sequence_extra(msg.stop_reason.as_deref(), msg.stop_sequence);
     let message =
         ResponseMessage { role: Role::Assistant, content, tool_calls: (!calls.is_empty()).then_some(calls), refusal: None, extra };
     Ok(ChatResponse {
@@ -587,13 +761,7 @@ pub fn parse_chat(body: &[u8], ctx: ResponseCtx<'_>) -> Result<ChatResponse, Wir
         object: "chat.completion".to_string(),
         created: ctx.created,
         model: if msg.model.is_empty() { ctx.model.to_string() } else { msg.model },
-        choices: vec![Choice {
-            index: 0,
-            message,
-            finish_reason: msg.stop_reason.as_deref().map(finish_reason),
-            logprobs: None,
-            extra: Extra::new(),
-        }],
+        choices: vec![Choice { index: 0, message, finish_reason: finish, logprobs: None, extra: choice_extra }],
         usage: msg.usage.as_ref().map(ApiUsage::to_usage),
         system_fingerprint: None,
         extra: Extra::new(),
@@ -703,6 +871,8 @@ enum BlockDelta {
 struct MessageDeltaBody {
     #[serde(default)]
     stop_reason: Option<String>,
+    #[serde(default)]
+    stop_sequence: Option<String>,
 }
 
 /// A `tool_use` block seen in this stream.
@@ -714,6 +884,8 @@ struct ToolSlot {
     index: u32,
     /// Whether any argument text went out; a call that got none is closed with `{}`.
     has_arguments: bool,
+    /// The structured-output tool: its input streams as content, not as a tool call.
+    structured: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -818,11 +990,18 @@ impl StreamDecoder {
                         Some(Value::Object(o)) if !o.is_empty() => Value::Object(o).to_string(),
                         _ => String::new(),
                     };
+                    let callers = self.tools.iter().filter(|t| !t.structured).count();
                     let slot = ToolSlot {
                         block: index,
-                        index: u32::try_from(self.tools.len()).unwrap_or(u32::MAX),
+                        index: u32::try_from(callers).unwrap_or(u32::MAX),
                         has_arguments: !arguments.is_empty(),
+                        structured: name == STRUCTURED_OUTPUT_TOOL,
                     };
+                    if slot.structured {
+                        self.tools.push(slot);
+                        self.text(arguments, out);
+                        return;
+                    }
                     let call = ToolCallDelta {
                         index: slot.index,
                         id: Some(id),
@@ -855,7 +1034,14 @@ impl StreamDecoder {
                     self.absorb_usage(u);
                 }
                 if let Some(reason) = delta.stop_reason {
-                    out.push(self.chunk(Delta::default(), Some(finish_reason(&reason))));
+                    let mut finish = finish_reason(&reason);
+                    if finish == FinishReason::ToolCalls && !self.tools.is_empty() && self.tools.iter().all(|t| t.structured) {
+                        finish = FinishReason::Stop;
+                    }
+                    let extra = stop_sequence_extra(Some(&reason), delta.stop_sequence);
+                    let mut c = ChatChunk::new(&self.id, self.created, &self.model);
+                    c.choices.push(ChunkChoice { index: 0, delta: Delta::default(), finish_reason: Some(finish), logprobs: None, extra });
+                    out.push(StreamEvent::Chunk(c));
                 }
             }
             Frame::MessageStop => {
@@ -904,6 +1090,10 @@ impl StreamDecoder {
             return;
         };
         slot.has_arguments = true;
+        if slot.structured {
+            self.text(text, out);
+            return;
+        }
         let call = ToolCallDelta {
             index: slot.index,
             id: None,
@@ -1088,13 +1278,150 @@ mod tests {
         assert_eq!(unsupported_param(json!({"model": "m", "messages": [user("hi")], "n": 2})), "n");
     }
 
+    fn weather_schema() -> Value {
+        json!({"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}, "required": ["city", "temp"]})
+    }
+
     #[test]
-    fn json_response_formats_are_refused() {
-        for f in
-            [json!({"type": "json_object"}), json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}})]
-        {
-            assert_eq!(unsupported_param(json!({"model": "m", "messages": [user("hi")], "response_format": f})), "response_format");
-        }
+    fn structured_output_is_a_forced_tool() {
+        let rf = json!({"type": "json_schema", "json_schema": {"name": "Weather", "description": "Today.", "schema": weather_schema(), "strict": true}});
+        let b = build_ok(json!({"model": "m", "messages": [user("hi")], "response_format": rf}));
+        assert_eq!(
+            b["tools"],
+            json!([{"name": STRUCTURED_OUTPUT_TOOL, "input_schema": weather_schema(),
+                "description": "Give your answer by calling this tool: its input is your answer, a JSON object matching the \"Weather\" schema. Today."}])
+        );
+        assert_eq!(b["tool_choice"], json!({"type": "tool", "name": STRUCTURED_OUTPUT_TOOL}));
+        assert!(b.get("output_config").is_none());
+        let b = build_ok(json!({"model": "m", "messages": [user("hi")], "response_format": {"type": "json_object"}}));
+        assert_eq!(b["tools"][0]["input_schema"], json!({"type": "object"}));
+
+        // Beside the caller's tools: any tool, so the model may still call the caller's.
+        let tools = json!([{"type": "function", "function": {"name": "get_time"}}]);
+        let with_tools = |choice: Value| {
+            let mut r =
+                json!({"model": "m", "messages": [user("hi")], "tools": tools, "response_format": rf, "parallel_tool_calls": false});
+            if !choice.is_null() {
+                r["tool_choice"] = choice;
+            }
+            build_ok(r)
+        };
+        let b = with_tools(Value::Null);
+        assert_eq!(b["tools"].as_array().unwrap().len(), 2);
+        assert_eq!(b["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+        assert_eq!(with_tools(json!("none"))["tool_choice"]["name"], STRUCTURED_OUTPUT_TOOL);
+        assert_eq!(with_tools(json!({"type": "function", "function": {"name": "get_time"}}))["tool_choice"]["name"], "get_time");
+
+        let reserved = json!([{"type": "function", "function": {"name": STRUCTURED_OUTPUT_TOOL}}]);
+        assert_eq!(unsupported_param(json!({"model": "m", "messages": [user("hi")], "tools": reserved})), "tools[0].function.name");
+        let array_root = json!({"type": "json_schema", "json_schema": {"name": "l", "schema": {"type": "array"}}});
+        assert_eq!(
+            unsupported_param(json!({"model": "m", "messages": [user("hi")], "response_format": array_root})),
+            "response_format.json_schema.schema"
+        );
+        assert_eq!(
+            unsupported_param(json!({"model": "m", "messages": [user("hi")], "response_format": {"type": "yaml"}})),
+            "response_format"
+        );
+    }
+
+    #[test]
+    fn structured_output_with_thinking_is_native() {
+        let rf = json!({"type": "json_schema", "json_schema": {"name": "Weather", "schema": weather_schema()}});
+        let thinking = json!({"type": "enabled", "budget_tokens": 1024});
+        let b = build_ok(json!({"model": "m", "messages": [user("hi")], "response_format": rf, "thinking": thinking}));
+        assert_eq!(b["output_config"], json!({"format": {"type": "json_schema", "schema": weather_schema()}}));
+        assert!(b.get("tools").is_none() && b.get("tool_choice").is_none());
+        let json_object = json!({"model": "m", "messages": [user("hi")], "response_format": {"type": "json_object"}, "thinking": thinking});
+        assert_eq!(unsupported_param(json_object), "response_format");
+        // Thinking switched off is no thinking.
+        let off = build_ok(json!({"model": "m", "messages": [user("hi")], "response_format": rf, "thinking": {"type": "disabled"}}));
+        assert_eq!(off["tool_choice"]["name"], STRUCTURED_OUTPUT_TOOL);
+    }
+
+    #[test]
+    fn structured_answers_become_content() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": STRUCTURED_OUTPUT_TOOL, "input": {"city": "Paris", "temp": 18}}],
+            "usage": {"input_tokens": 5, "output_tokens": 9}});
+        let r = parse_chat(body.to_string().as_bytes(), ctx()).unwrap();
+        let c = &r.choices[0];
+        assert_eq!(c.message.content.as_deref(), Some(r#"{"city":"Paris","temp":18}"#));
+        assert!(c.message.tool_calls.is_none());
+        assert_eq!(c.finish_reason, Some(FinishReason::Stop));
+        // Beside a caller's call: the call stays a call, the structured input is the content.
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": STRUCTURED_OUTPUT_TOOL, "input": {}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}}]});
+        let r = parse_chat(body.to_string().as_bytes(), ctx()).unwrap();
+        assert_eq!(r.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(r.choices[0].message.tool_calls.as_ref().unwrap()[0].function.name, "get_time");
+        assert_eq!(r.choices[0].message.content.as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn structured_stream_becomes_content_deltas() {
+        let input = start()
+            + &frame(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_s", "name": STRUCTURED_OUTPUT_TOOL, "input": {}}}),
+            )
+            + &block_delta(0, json!({"type": "input_json_delta", "partial_json": ""}))
+            + &block_delta(0, json!({"type": "input_json_delta", "partial_json": "{\"city\":"}))
+            + &block_delta(0, json!({"type": "input_json_delta", "partial_json": "\"Oslo\"}"}))
+            + &frame("content_block_stop", json!({"type": "content_block_stop", "index": 0}))
+            + &frame(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_e", "name": STRUCTURED_OUTPUT_TOOL, "input": {}}}),
+            )
+            + &frame("content_block_stop", json!({"type": "content_block_stop", "index": 1}))
+            + &end("tool_use");
+        let ev = decode_every_way(&input);
+        let cs = chunks(&ev);
+        let text: String = cs.iter().filter_map(|c| c.choices.first()?.delta.content.clone()).collect();
+        assert_eq!(text, r#"{"city":"Oslo"}{}"#);
+        assert!(cs.iter().all(|c| c.choices.iter().all(|ch| ch.delta.tool_calls.is_none())));
+        let finish: Vec<_> = cs.iter().filter_map(|c| c.choices.first()?.finish_reason.clone()).collect();
+        assert_eq!(finish, vec![FinishReason::Stop]);
+    }
+
+    #[test]
+    fn stop_sequences_are_named() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": [{"type": "text", "text": "a"}],
+            "stop_reason": "stop_sequence", "stop_sequence": "###", "usage": {"input_tokens": 1, "output_tokens": 1}});
+        let r = parse_chat(body.to_string().as_bytes(), ctx()).unwrap();
+        assert_eq!(r.choices[0].extra.get("stop_sequence"), Some(&json!("###")));
+        let input = start()
+            + &frame(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "stop_sequence", "stop_sequence": "###"}, "usage": {"output_tokens": 3}}),
+            )
+            + &frame("message_stop", json!({"type": "message_stop"}));
+        let ev = decode_every_way(&input);
+        let fin = chunks(&ev).into_iter().find_map(|c| c.choices.first().filter(|ch| ch.finish_reason.is_some()).cloned()).unwrap();
+        assert_eq!((fin.finish_reason, fin.extra.get("stop_sequence")), (Some(FinishReason::Stop), Some(&json!("###"))));
+    }
+
+    #[test]
+    fn file_parts_become_documents() {
+        let b = build_ok(json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "summarise"},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0xLjQ=", "filename": "r.pdf"}},
+            {"type": "file", "file": {"file_data": "data:text/plain;base64,aGVsbG8gd29ybGQ="}}]}]}));
+        assert_eq!(
+            b["messages"][0]["content"],
+            json!([{"type": "text", "text": "summarise"},
+                {"type": "document", "title": "r.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQ="}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "hello world"}}])
+        );
+        let file =
+            |f: Value| unsupported_param(json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "file", "file": f}]}]}));
+        assert_eq!(file(json!({"file_id": "file-abc"})), "messages[0].content[0].file");
+        assert_eq!(file(json!({"file_data": "data:image/svg+xml;base64,PHN2Zz4="})), "messages[0].content[0].file");
+        assert_eq!(file(json!({"file_data": "data:text/plain;base64,//79"})), "messages[0].content[0].file");
+        // Not in assistant turns.
+        let asst = json!([user("x"), {"role": "assistant", "content": [{"type": "file", "file": {"file_data": "data:application/pdf;base64,AA=="}}]}]);
+        assert_eq!(unsupported_param(json!({"model": "m", "messages": asst})), "messages[1].content[0]");
     }
 
     #[test]

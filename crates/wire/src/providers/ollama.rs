@@ -351,10 +351,16 @@ fn map_options(req: &ChatRequest) -> Result<Map<String, Value>, WireError> {
     Ok(o)
 }
 
-/// `think` passes through; otherwise OpenAI's `reasoning_effort` becomes the level Ollama's `think` takes.
+/// `think` passes through; otherwise OpenAI's `reasoning_effort` becomes the level Ollama's `think` takes,
+/// or Anthropic's `thinking` (from the `/anthropic` route) switches it on or off.
 fn map_think(req: &ChatRequest) -> Result<Option<Cow<'_, Value>>, WireError> {
     if let Some(t) = req.extra.get("think").filter(|v| !v.is_null()) {
         return Ok(Some(Cow::Borrowed(t)));
+    }
+    if req.extra.get("reasoning_effort").is_none_or(Value::is_null) {
+        if let Some(kind) = req.extra.get("thinking").and_then(|t| t.get("type")).and_then(Value::as_str) {
+            return Ok(Some(Cow::Owned(Value::Bool(kind != "disabled"))));
+        }
     }
     let Some(effort) = req.extra.get("reasoning_effort").filter(|v| !v.is_null()) else {
         return Ok(None);
@@ -1061,6 +1067,15 @@ mod tests {
         assert_eq!(unsupported_param(think("extreme").unwrap_err()).as_deref(), Some("reasoning_effort"));
         let b = build(r#"{"model":"m","messages":[],"reasoning_effort":"high","think":"low"}"#).unwrap();
         assert_eq!(b["think"], "low");
+    }
+
+    #[test]
+    fn anthropic_thinking_switches_think() {
+        let think = |t: &str| build(&format!(r#"{{"model":"m","messages":[],"thinking":{t}}}"#)).unwrap()["think"].clone();
+        assert_eq!(think(r#"{"type":"enabled","budget_tokens":1024}"#), true);
+        assert_eq!(think(r#"{"type":"disabled"}"#), false);
+        let both = build(r#"{"model":"m","messages":[],"thinking":{"type":"enabled"},"reasoning_effort":"low"}"#).unwrap();
+        assert_eq!(both["think"], "low");
     }
 
     #[test]

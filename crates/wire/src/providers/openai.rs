@@ -77,7 +77,7 @@ pub(crate) struct ChatBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
     #[serde(flatten)]
-    extra: &'a Extra,
+    extra: Cow<'a, Extra>,
 }
 
 impl<'a> ChatBody<'a> {
@@ -127,12 +127,25 @@ impl<'a> ChatBody<'a> {
             parallel_tool_calls: req.parallel_tool_calls,
             response_format: req.response_format.as_ref(),
             user: if q.mistral_params { None } else { req.user.as_deref() },
-            extra: &req.extra,
+            extra: extra_for(kind, &req.extra),
         }
     }
 
     pub(crate) fn to_vec(&self) -> Result<Vec<u8>, WireError> {
         serde_json::to_vec(self).map_err(|e| WireError::unsupported(format!("request cannot be encoded: {e}"), None))
+    }
+}
+
+/// Anthropic's `thinking` (sent by clients of the `/anthropic` route) is not OpenAI's: OpenAI and Azure
+/// refuse unknown fields, so it is left out for them; other OpenAI-compatible servers get it as sent (some,
+/// such as GLM and Kimi servers, take the same field).
+fn extra_for(kind: ProviderKind, extra: &Extra) -> Cow<'_, Extra> {
+    if matches!(kind, ProviderKind::OpenAi | ProviderKind::Azure) && extra.contains_key("thinking") {
+        let mut e = extra.clone();
+        e.remove("thinking");
+        Cow::Owned(e)
+    } else {
+        Cow::Borrowed(extra)
     }
 }
 
@@ -474,6 +487,27 @@ mod tests {
         assert_eq!(b["seed"], 1);
         assert_eq!(b["stream_options"]["include_usage"], true);
         assert!(b.get("fallbacks").is_none());
+    }
+
+    #[test]
+    fn thinking_is_left_out_for_openai_only_and_file_parts_pass() {
+        let req: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"sum"},
+                {"type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0=","filename":"a.pdf"}},
+                {"type":"file","file":{"file_id":"file-1"}}]}],"thinking":{"type":"enabled","budget_tokens":1024},"top_k":2}"#,
+        )
+        .unwrap();
+        let opts = ProviderOptions::default();
+        for (kind, kept) in [(ProviderKind::OpenAi, false), (ProviderKind::Azure, false), (ProviderKind::Vllm, true)] {
+            let b = body_of(&build_chat(&ep(kind, &opts), &req, "m").unwrap());
+            assert_eq!(b.get("thinking").is_some(), kept, "{kind:?}");
+            assert_eq!(b["top_k"], 2);
+            assert_eq!(
+                b["messages"][0]["content"][1],
+                serde_json::json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}})
+            );
+            assert_eq!(b["messages"][0]["content"][2], serde_json::json!({"type": "file", "file": {"file_id": "file-1"}}));
+        }
     }
 
     #[test]
