@@ -424,6 +424,32 @@ impl Suite {
                 sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner,
                 "{sent}"
             );
+        } else if self.case.flavor == Flavor::Anthropic {
+            // Anthropic has no JSON mode: the gateway emulates it with a forced tool whose arguments become the
+            // content, so the answer is a JSON object (the mock's forced call is the smallest value the
+            // schema accepts) and the schema went up as that tool's input_schema.
+            let parsed: Value = serde_json::from_str(&Self::content(&r)).unwrap_or(Value::Null);
+            check!(
+                f,
+                "json mode (emulated)",
+                r.status == 200 && parsed.is_object() && r.body["choices"][0]["finish_reason"] == "stop",
+                "{} {}",
+                r.status,
+                r.body
+            );
+            let inner =
+                json!({"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": false});
+            let schema = json!({"type": "json_schema", "json_schema": {"name": "out", "schema": inner}});
+            let r = self.chat(json!({"messages": [{"role": "user", "content": "hi"}], "response_format": schema})).await;
+            let parsed: Value = serde_json::from_str(&Self::content(&r)).unwrap_or(Value::Null);
+            check!(f, "json schema (emulated)", r.status == 200 && conforms(&parsed, &inner), "{} {}", r.status, r.body);
+            let sent = self.upstream_body();
+            check!(
+                f,
+                "json schema sent as a tool",
+                sent["tools"].as_array().is_some_and(|t| t.iter().any(|t| t["input_schema"] == inner)),
+                "{sent}"
+            );
         } else {
             check!(
                 f,
