@@ -172,7 +172,7 @@ async fn invalid_bodies_are_refused_with_the_path_at_fault_and_change_nothing() 
         ),
         (json!({"provider": "x", "type": "vllm", "bogus": 1}), "invalid_request", "bogus"),
         (
-            json!({"provider": "x", "custom_provider_config": {"base_provider_type": "bedrock"}}),
+            json!({"provider": "x", "custom_provider_config": {"base_provider_type": "replicate"}}),
             "invalid_provider",
             "custom_provider_config.base_provider_type",
         ),
