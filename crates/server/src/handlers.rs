@@ -146,7 +146,7 @@ impl ChatApi for CompletionApi {
 
     fn complete(&self, resp: &ChatResponse) -> Vec<u8> {
         // Plain data with string keys: serializing cannot fail.
-        serde_json::to_vec(&completions::from_chat(resp.clone(), &self.echo)).unwrap_or_default()
+        serde_json::to_vec(&completions::from_chat(resp, &self.echo)).unwrap_or_default()
     }
 
     fn error(&self, e: &GatewayError) -> Response {

@@ -196,25 +196,25 @@ pub struct CompletionChoice {
 }
 
 /// The chat answer as a completion.
-pub fn from_chat(resp: ChatResponse, echo: &Echo) -> Completion {
+pub fn from_chat(resp: &ChatResponse, echo: &Echo) -> Completion {
     let choices = resp
         .choices
-        .into_iter()
+        .iter()
         .map(|c| CompletionChoice {
-            text: format!("{}{}", echo.prefix(), c.message.content.unwrap_or_default()),
+            text: format!("{}{}", echo.prefix(), c.message.content.as_deref().unwrap_or_default()),
             index: c.index,
             logprobs: None,
-            finish_reason: c.finish_reason,
+            finish_reason: c.finish_reason.clone(),
         })
         .collect();
     Completion {
         id: completion_id(&resp.id),
         object: "text_completion",
         created: resp.created,
-        model: resp.model,
+        model: resp.model.clone(),
         choices,
-        usage: resp.usage,
-        system_fingerprint: resp.system_fingerprint,
+        usage: resp.usage.clone(),
+        system_fingerprint: resp.system_fingerprint.clone(),
     }
 }
 
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn answers_in_the_text_completion_shape() {
-        let c = from_chat(chat_response(), &Echo(None));
+        let c = from_chat(&chat_response(), &Echo(None));
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             json!({"id": "cmpl-abc", "object": "text_completion", "created": 7, "model": "gpt-4o-mini", "system_fingerprint": "fp_1",
@@ -389,11 +389,11 @@ mod tests {
                             {"text": "", "index": 1, "logprobs": null, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}})
         );
-        let echoed = from_chat(chat_response(), &Echo(Some("hello".into())));
+        let echoed = from_chat(&chat_response(), &Echo(Some("hello".into())));
         assert_eq!((echoed.choices[0].text.as_str(), echoed.choices[1].text.as_str()), ("hello world", "hello"));
         let mut other = chat_response();
         other.id = "msg_01X".into();
-        assert_eq!(from_chat(other, &Echo(None)).id, "cmpl-msg_01X");
+        assert_eq!(from_chat(&other, &Echo(None)).id, "cmpl-msg_01X");
     }
 
     fn chunk(index: u32, delta: Delta, finish: Option<FinishReason>) -> ChatChunk {
