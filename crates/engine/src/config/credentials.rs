@@ -46,42 +46,37 @@ pub(super) fn aws(path: &str, raw: Option<RawAws>, env: &dyn Env, issues: &mut I
             return from_shared_file(&apath, &profile, env, issues);
         }
         let field = |name: &str, v: Option<String>, issues: &mut Issues| -> Option<String> {
-            let v = v?;
-            match v.strip_prefix("env.") {
-                Some(var) => match env.var(var) {
-                    Some(x) => Some(x),
-                    None => {
-                        issues.push(format!("{apath}.{name}"), format!("environment variable {var} is not set"));
-                        None
-                    }
-                },
-                None if v.is_empty() => {
-                    issues.push(format!("{apath}.{name}"), "must not be empty");
-                    None
-                }
-                None => Some(v),
+            let at = format!("{apath}.{name}");
+            let v = from_env(&at, v?, env, issues)?;
+            if v.is_empty() {
+                issues.push(at, "must not be empty");
+                return None;
             }
+            Some(v)
         };
+        let before = issues.len();
         let id = field("access_key_id", raw.access_key_id, issues);
         let secret = field("secret_access_key", raw.secret_access_key, issues);
         let token = field("session_token", raw.session_token, issues);
+        // A half that is absent (not one whose variable is unset, already reported) is what to say.
+        let reported = issues.len() > before;
         return match (id, secret) {
             (Some(access_key_id), Some(secret_access_key)) => {
                 Some(Arc::new(AwsCredentials { access_key_id, secret_access_key, session_token: token }))
             }
-            (None, _) if !issues.0.iter().any(|i| i.path.starts_with(&apath)) => {
+            _ if reported => None,
+            (None, _) => {
                 issues
                     .push(format!("{apath}.access_key_id"), "required with secret_access_key (e.g. access_key_id: env.AWS_ACCESS_KEY_ID)");
                 None
             }
-            (_, None) if !issues.0.iter().any(|i| i.path.starts_with(&apath)) => {
+            (_, None) => {
                 issues.push(
                     format!("{apath}.secret_access_key"),
                     "required with access_key_id (e.g. secret_access_key: env.AWS_SECRET_ACCESS_KEY)",
                 );
                 None
             }
-            _ => None,
         };
     }
     if let (Some(access_key_id), Some(secret_access_key)) = (env.var("AWS_ACCESS_KEY_ID"), env.var("AWS_SECRET_ACCESS_KEY")) {
@@ -101,17 +96,9 @@ pub(super) fn aws(path: &str, raw: Option<RawAws>, env: &dyn Env, issues: &mut I
 pub(super) fn google(path: &str, file: Option<String>, env: &dyn Env, issues: &mut Issues) -> Option<Arc<GoogleCredential>> {
     let (at, file) = match file {
         Some(f) => {
-            let f = match f.strip_prefix("env.") {
-                Some(var) => match env.var(var) {
-                    Some(v) => v,
-                    None => {
-                        issues.push(format!("{path}.credentials_file"), format!("environment variable {var} is not set"));
-                        return None;
-                    }
-                },
-                None => f,
-            };
-            (format!("{path}.credentials_file"), PathBuf::from(f))
+            let at = format!("{path}.credentials_file");
+            let f = from_env(&at, f, env, issues)?;
+            (at, PathBuf::from(f))
         }
         None => match env.var("GOOGLE_APPLICATION_CREDENTIALS") {
             Some(f) => (format!("{path} (GOOGLE_APPLICATION_CREDENTIALS)"), PathBuf::from(f)),
@@ -144,6 +131,16 @@ pub(super) fn google(path: &str, file: Option<String>, env: &dyn Env, issues: &m
             None
         }
     }
+}
+
+/// `env.NAME` read from the environment (an unset variable is an issue at `at`), anything else as written.
+fn from_env(at: &str, v: String, env: &dyn Env, issues: &mut Issues) -> Option<String> {
+    let Some(var) = v.strip_prefix("env.") else { return Some(v) };
+    let value = env.var(var);
+    if value.is_none() {
+        issues.push(at, format!("environment variable {var} is not set"));
+    }
+    value
 }
 
 /// Where the shared credentials file is: `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`.
