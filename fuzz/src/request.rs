@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard_wire::codec;
 use switchyard_wire::spec::normalize_base_url;
-use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
+use switchyard_wire::types::{ChatRequest, EmbeddingsRequest, Message, Role};
 use switchyard_wire::{Endpoint, Family, Method, ProviderKind, ProviderOptions, WireError, WireRequest};
 
 use crate::json::{assert_clean_json, has_duplicate_keys};
@@ -58,6 +58,11 @@ fn caller_repeats_keys(req: &ChatRequest) -> bool {
     req.messages.iter().flat_map(|m| m.tool_calls.iter().flatten()).any(|c| has_duplicate_keys(&c.function.arguments))
 }
 
+/// An assistant message with neither text nor tool calls (reasoning alone is not a turn Cohere keeps).
+fn is_empty_assistant_turn(m: &Message) -> bool {
+    m.role == Role::Assistant && m.tool_calls.as_ref().is_none_or(Vec::is_empty) && m.joined_text().is_empty()
+}
+
 /// What every built upstream request must be, whatever the caller sent.
 fn assert_upstream_request(
     kind: ProviderKind,
@@ -98,9 +103,16 @@ pub fn chat(bytes: &[u8]) {
             continue;
         };
         let sent = body.get("messages").and_then(|m| m.as_array()).map(Vec::len);
-        if kind.family() != Family::Anthropic {
-            // Anthropic merges turns and hoists the system prompt; every other codec keeps each message.
-            assert_eq!(sent, Some(req.messages.len()), "chat request for {}: messages were lost or added", kind.as_str());
+        match kind.family() {
+            // Anthropic merges turns and hoists the system prompt.
+            Family::Anthropic => {}
+            // Cohere refuses empty turns, so an assistant turn with no text and no tool calls carries nothing
+            // and is left out; every other message goes on.
+            Family::Cohere => {
+                let kept = req.messages.iter().filter(|m| !is_empty_assistant_turn(m)).count();
+                assert_eq!(sent, Some(kept), "chat request for cohere: messages were lost or added");
+            }
+            _ => assert_eq!(sent, Some(req.messages.len()), "chat request for {}: messages were lost or added", kind.as_str()),
         }
         if kind.family() == Family::Ollama || kind.family() == Family::Anthropic {
             let stream = body.get("stream").and_then(|s| s.as_bool());
