@@ -10,6 +10,7 @@ pub mod error;
 pub mod google_auth;
 pub mod image;
 pub mod inbound;
+pub mod kind;
 pub mod outbound;
 pub mod providers;
 pub mod spec;

@@ -234,8 +234,15 @@ pub fn build_vertex_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> R
     let method = if req.is_stream() { "streamRawPredict" } else { "rawPredict" };
     let url = format!("{}/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}:{method}", ep.base_url);
     let mut r = WireRequest::post_json(url, encode(&body)?);
-    if let Auth::Bearer(token) = ep.auth {
-        r = r.header("authorization", format!("Bearer {token}"));
+    match ep.auth {
+        Auth::Bearer(token) => r = r.header("authorization", format!("Bearer {token}")),
+        Auth::Key(_) => return Err(WireError::unsupported(
+            format!(
+                "claude model \"{model}\" on vertex needs Google OAuth credentials: express-mode API keys reach Google's own models only"
+            ),
+            Some("model"),
+        )),
+        Auth::None | Auth::Aws(_) => {}
     }
     Ok(r.with_extra_headers(ep))
 }
@@ -1238,6 +1245,8 @@ mod tests {
         for bad in ["", "claude/../x", "claude?x=1", "claude#f", "claude%2F"] {
             assert!(build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Bearer("t")), &req, bad).is_err(), "{bad}");
         }
+        let e = build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Key("AQ.express")), &req, "claude-sonnet-4").unwrap_err();
+        assert!(e.to_string().contains("OAuth"), "{e}");
         // Without a region Claude's global endpoint is meant.
         let w = build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Bearer("t")), &req, "claude-sonnet-4").unwrap();
         assert!(w.url.contains("/projects/p/locations/global/publishers/anthropic/"), "{}", w.url);
