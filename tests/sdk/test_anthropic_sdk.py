@@ -186,6 +186,39 @@ def test_streamed_tool_use(stack: Stack, provider: str):
     ]
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_thinking_with_tools_sends_the_signed_thinking_back(stack: Stack, streamed: bool):
+    # With thinking on, Anthropic refuses a tool loop whose last assistant turn does not start with its own
+    # signed thinking (the mock too): the signature must survive the gateway both ways, streamed or not.
+    c = client(stack)
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    ask = user('weather please [[tool:get_weather {"city": "Paris"}]]')
+    kw: dict[str, Any] = {"model": CHAT["anthropic"], "max_tokens": 2048, "tools": [WEATHER], "thinking": thinking}
+    if streamed:
+        with c.messages.stream(messages=ask, **kw) as s:
+            first = s.get_final_message()
+    else:
+        first = c.messages.create(messages=ask, **kw)
+    assert [b.type for b in first.content] == ["thinking", "tool_use"]
+    assert first.content[0].signature.startswith("mocksig_")
+    assert first.content[0].thinking == "The user needs get_weather; I will call it."
+    call = first.content[1]
+    follow = ask + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C"}]},
+    ]
+    second = c.messages.create(messages=follow, **kw)
+    assert [b.type for b in second.content] == ["thinking", "text"]
+    assert second.content[1].text == "tool results: 18C"
+    sent = last_post(stack, "anthropic")["body"]["messages"][1]["content"]
+    assert sent[0] == {"type": "thinking", "thinking": first.content[0].thinking, "signature": first.content[0].signature}
+    # Without its thinking the same turn is refused, as Anthropic refuses it.
+    bare = ask + [{"role": "assistant", "content": [call.model_dump(exclude_none=True)]}, follow[-1]]
+    with pytest.raises(anthropic.BadRequestError) as e:
+        c.messages.create(messages=bare, **kw)
+    assert "must start with a thinking block" in str(e.value)
+
+
 def test_forced_tool_choice(stack: Stack):
     for provider in ("openai", "anthropic"):
         msg = client(stack).messages.create(

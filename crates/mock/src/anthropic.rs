@@ -3,6 +3,10 @@
 //! `anthropic-version`, user/assistant roles only, `tool_result` ids that match the previous turn's
 //! `tool_use` blocks, raw base64 images of the allowed types) and its error bodies. The strictness is the
 //! point: an OpenAI-to-Anthropic translation bug in the gateway should fail loudly here.
+//!
+//! Extended thinking as Anthropic does it: with `thinking` enabled an answer starts with a `thinking` block
+//! whose `signature` the mock can check later (a hash of its text), and a request whose last assistant turn
+//! called tools must send that turn's thinking back first, unchanged, or it is refused with Anthropic's 400.
 
 use axum::http::Method;
 use axum::response::Response;
@@ -502,6 +506,10 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
         Ok(p) => p,
         Err(e) => return error(ctx, e),
     };
+    let thinking = match check_thinking(body) {
+        Ok(t) => t,
+        Err(e) => return error(ctx, e),
+    };
     let model = ctx.model_or_empty().to_string();
     if !ctx.model_known(&model) {
         return error(ctx, ApiError::ModelNotFound(model));
@@ -516,8 +524,12 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     let id = format!("msg_01{}", random_alnum(22));
     let seed = ctx.seed();
     let u = reply.usage;
+    let thought = thinking.then(|| thought_of(&reply));
     if !stream {
         let mut content: Vec<Value> = Vec::new();
+        if let Some(t) = &thought {
+            content.push(json!({"type": "thinking", "thinking": t, "signature": signature_of(t)}));
+        }
         if !reply.text.is_empty() {
             content.push(json!({"type": "text", "text": reply.text}));
         }
@@ -546,6 +558,31 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     )];
     let ping = Frame::named("ping", &json!({"type": "ping"}));
     let mut index = 0usize;
+    if let Some(t) = &thought {
+        frames.push(Frame::named(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ));
+        frames.push(ping.clone());
+        for piece in text_chunks(t) {
+            frames.push(
+                Frame::named(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": piece}}),
+                )
+                .content(),
+            );
+        }
+        frames.push(Frame::named(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "signature_delta", "signature": signature_of(t)}}),
+        ));
+        frames.push(Frame::named("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
+        index += 1;
+    }
     if !reply.text.is_empty() {
         frames.push(Frame::named(
             "content_block_start",
@@ -603,6 +640,51 @@ fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     echo_key_into(ctx, &mut err, "/error/message");
     let err = Frame::named("error", &err);
     stream_response(ctx, Framing::Sse, frames, err, kind, answer_headers(ctx))
+}
+
+/// What the mock "thinks" before an answer: a sentence about what it will do.
+fn thought_of(reply: &Reply) -> String {
+    match reply.tool_calls.first() {
+        Some(c) => format!("The user needs {}; I will call it.", c.name),
+        None => "The user asked something; I will answer it.".to_string(),
+    }
+}
+
+/// A thinking block's signature: what lets Anthropic (and this mock) tell its own thinking, unchanged.
+fn signature_of(thinking: &str) -> String {
+    format!("mocksig_{}", &crate::common::sha256_hex(thinking.as_bytes())[..32])
+}
+
+/// With `thinking` on: every thinking block sent back must carry its own signature, and a last assistant
+/// turn that called tools (whose results this request answers) must start with its thinking. Whether
+/// thinking is on is the answer.
+fn check_thinking(body: &Value) -> Result<bool, ApiError> {
+    let on = body.pointer("/thinking/type").and_then(Value::as_str).is_some_and(|t| t == "enabled" || t == "adaptive");
+    let msgs = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    for (i, m) in msgs.iter().enumerate() {
+        for (j, b) in m.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if b.get("type").and_then(Value::as_str) != Some("thinking") {
+                continue;
+            }
+            let text = b.get("thinking").and_then(Value::as_str).unwrap_or("");
+            if b.get("signature").and_then(Value::as_str) != Some(signature_of(text).as_str()) {
+                return Err(ApiError::invalid(format!("messages.{i}.content.{j}: Invalid `signature` in `thinking` block")));
+            }
+        }
+    }
+    if !on {
+        return Ok(false);
+    }
+    let Some(last) = msgs.iter().rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant")) else { return Ok(true) };
+    let blocks = msgs[last].get("content").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let calls_tools = blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"));
+    let first = blocks.first().and_then(|b| b.get("type")).and_then(Value::as_str).unwrap_or("text");
+    if calls_tools && last + 1 < msgs.len() && first != "thinking" && first != "redacted_thinking" {
+        return Err(ApiError::invalid(format!(
+            "messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from previous turns. To avoid this requirement, disable `thinking`."
+        )));
+    }
+    Ok(true)
 }
 
 fn count_tokens(ctx: &Ctx, kind: Option<FaultKind>) -> Response {

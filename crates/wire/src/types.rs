@@ -110,6 +110,12 @@ impl Stop {
     }
 }
 
+/// Anthropic's signed thinking, as the blocks themselves (`thinking` with its `signature`,
+/// `redacted_thinking` with its `data`), in the `extra` of an answer's message or delta and of an assistant
+/// message sent back: a request with thinking on must return them unchanged beside its tool calls. Only the
+/// Anthropic codecs read it; the others leave it out. (LiteLLM's name for the same.)
+pub const THINKING_BLOCKS_FIELD: &str = "thinking_blocks";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -20,9 +20,12 @@
 //!   own could resolve them). `image` blocks take base64 and URL sources.
 //! - `thinking` is kept as the canonical `thinking` field: the Anthropic codec sends it as is, the Ollama
 //!   codec turns it into `think`, OpenAI itself is not sent it (Chat Completions has no switch for it),
-//!   other OpenAI-compatible servers get it as sent. Thinking blocks in the history are dropped (their
-//!   signatures only mean something to Anthropic); thinking text in the answer comes back as `thinking`
-//!   blocks only when the request enabled thinking.
+//!   other OpenAI-compatible servers get it as sent. Signed thinking blocks in the history (and
+//!   `redacted_thinking`) are kept whole as the canonical `thinking_blocks` of their message: the Anthropic
+//!   codecs send them back first in the turn (Anthropic insists on it when thinking is on with tools), every
+//!   other codec leaves them out; unsigned ones are dropped. Thinking in the answer comes back as
+//!   `thinking` blocks only when the request enabled thinking, with Anthropic's signatures when the
+//!   upstream gave them (`signature_delta` in streams) and empty signatures otherwise.
 //! - `output_config.format` (and the beta `output_format`) of type `json_schema` becomes the canonical
 //!   `response_format` json_schema. `output_config.effort`, `service_tier` and `speed` are hints and are
 //!   dropped; fields tied to Anthropic's own services (`container`, `mcp_servers`, `context_management`,
@@ -39,7 +42,7 @@ use serde_json::{Map, Value};
 use crate::sse::write_named_frame;
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FileData, FinishReason, FunctionCall, FunctionDef, ImageUrl,
-    JsonSchemaFormat, Message, ResponseFormat, Role, Stop, Tool, ToolCall, ToolChoice, Usage,
+    JsonSchemaFormat, Message, ResponseFormat, Role, Stop, Tool, ToolCall, ToolChoice, Usage, THINKING_BLOCKS_FIELD,
 };
 
 /// The field OpenAI-shaped reasoning text travels in (canonical messages and deltas).
@@ -524,6 +527,7 @@ fn assistant_turn(i: usize, content: Value, out: &mut Vec<Message>) -> Result<()
     let base = format!("messages.{i}.content");
     let mut texts: Vec<ContentPart> = Vec::new();
     let mut calls = Vec::new();
+    let mut signed = Vec::new();
     for (j, mut b) in blocks(content, &base)?.into_iter().enumerate() {
         let path = format!("{base}.{j}");
         match block_type(&b, &path)?.as_str() {
@@ -543,8 +547,14 @@ fn assistant_turn(i: usize, content: Value, out: &mut Vec<Message>) -> Result<()
                 };
                 calls.push(ToolCall { id, kind: "function".into(), function: FunctionCall { name, arguments } });
             }
-            // Signed reasoning only Anthropic can check; no other upstream could take it.
-            "thinking" | "redacted_thinking" => {}
+            // Signed reasoning only Anthropic can check: kept whole for the Anthropic codecs, left out by
+            // every other one. Unsigned thinking is nothing Anthropic would take back, so it is dropped.
+            "thinking" => {
+                if b.get("signature").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                    signed.push(b);
+                }
+            }
+            "redacted_thinking" => signed.push(b),
             "image" | "document" | "tool_result" => {
                 return Err(InboundError::at(&path, "this block type can only be in `user` messages"));
             }
@@ -554,6 +564,10 @@ fn assistant_turn(i: usize, content: Value, out: &mut Vec<Message>) -> Result<()
     if texts.is_empty() && calls.is_empty() {
         return Ok(());
     }
+    let mut extra = Map::new();
+    if !signed.is_empty() {
+        extra.insert(THINKING_BLOCKS_FIELD.into(), Value::Array(signed));
+    }
     let mut m = Message {
         role: Role::Assistant,
         content: None,
@@ -561,7 +575,7 @@ fn assistant_turn(i: usize, content: Value, out: &mut Vec<Message>) -> Result<()
         tool_calls: (!calls.is_empty()).then_some(calls),
         tool_call_id: None,
         refusal: None,
-        extra: Map::new(),
+        extra,
     };
     if !texts.is_empty() {
         m.content = Some(content_of(texts));
@@ -611,6 +625,7 @@ struct OutMessage<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum OutBlock<'a> {
     Thinking { thinking: &'a str, signature: &'a str },
+    RedactedThinking { data: &'a str },
     Text { text: &'a str },
     ToolUse { id: &'a str, name: &'a str, input: ToolInput<'a> },
 }
@@ -698,8 +713,20 @@ pub fn render_message(resp: &ChatResponse, inb: &Inbound) -> Vec<u8> {
     let msg = choice.map(|c| &c.message);
     let mut content = Vec::new();
     if inb.thinking {
-        if let Some(r) = msg.and_then(|m| m.extra.get(REASONING_FIELD)).and_then(Value::as_str).filter(|r| !r.is_empty()) {
-            content.push(OutBlock::Thinking { thinking: r, signature: "" });
+        let signed = msg.and_then(|m| m.extra.get(THINKING_BLOCKS_FIELD)).and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        for b in signed {
+            let field = |name: &str| b.get(name).and_then(Value::as_str);
+            match (field("type"), field("thinking"), field("signature"), field("data")) {
+                (Some("thinking"), Some(thinking), Some(signature), _) => content.push(OutBlock::Thinking { thinking, signature }),
+                (Some("redacted_thinking"), _, _, Some(data)) => content.push(OutBlock::RedactedThinking { data }),
+                _ => {}
+            }
+        }
+        // Another provider's reasoning has no signature; it is shown as thinking all the same.
+        if content.is_empty() {
+            if let Some(r) = msg.and_then(|m| m.extra.get(REASONING_FIELD)).and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                content.push(OutBlock::Thinking { thinking: r, signature: "" });
+            }
         }
     }
     if let Some(t) = msg.and_then(|m| m.content.as_deref()).filter(|t| !t.is_empty()) {
@@ -751,6 +778,7 @@ struct BlockDelta<D: Serialize> {
 enum DeltaBody<'a> {
     TextDelta { text: &'a str },
     ThinkingDelta { thinking: &'a str },
+    SignatureDelta { signature: &'a str },
     InputJsonDelta { partial_json: &'a str },
 }
 
@@ -849,6 +877,30 @@ impl AnthropicStreamEncoder {
         }
     }
 
+    /// Signed thinking from an Anthropic upstream: a signature closes the thinking block it signs (one
+    /// opened for it if the text went out in none); a redacted block is a block of its own.
+    fn signed(&mut self, b: &Value, out: &mut Vec<u8>) {
+        let field = |name: &str| b.get(name).and_then(Value::as_str);
+        match (field("type"), field("signature"), field("data")) {
+            (Some("thinking"), Some(signature), _) if !signature.is_empty() => {
+                let index = self.ensure(Open::Thinking, None, out);
+                Self::delta(out, index, DeltaBody::SignatureDelta { signature });
+                // The next thinking is another block, as it was upstream.
+                self.close(out);
+            }
+            (Some("redacted_thinking"), _, Some(data)) => {
+                self.close(out);
+                let index = self.next_index;
+                self.next_index += 1;
+                let block = serde_json::json!({"type": "redacted_thinking", "data": data});
+                let frame = serde_json::json!({"type": "content_block_start", "index": index, "content_block": block});
+                write_named_frame(out, "content_block_start", frame.to_string().as_bytes());
+                write_named_frame(out, "content_block_stop", format!(r#"{{"type":"content_block_stop","index":{index}}}"#).as_bytes());
+            }
+            _ => {}
+        }
+    }
+
     /// Appends the frames for one canonical chunk.
     pub fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
         if self.finished {
@@ -865,6 +917,9 @@ impl AnthropicStreamEncoder {
             if let Some(r) = d.extra.get(REASONING_FIELD).and_then(Value::as_str).filter(|r| !r.is_empty()) {
                 let index = self.ensure(Open::Thinking, None, out);
                 Self::delta(out, index, DeltaBody::ThinkingDelta { thinking: r });
+            }
+            for b in d.extra.get(THINKING_BLOCKS_FIELD).and_then(Value::as_array).into_iter().flatten() {
+                self.signed(b, out);
             }
         }
         if let Some(text) = d.content.as_deref().filter(|t| !t.is_empty()) {
@@ -1198,7 +1253,7 @@ mod tests {
             v["messages"],
             json!([
                 {"role": "user", "content": "weather?"},
-                {"role": "assistant", "content": "Checking.", "tool_calls": [
+                {"role": "assistant", "content": "Checking.", "thinking_blocks": [{"type": "thinking", "thinking": "hm", "signature": "sig"}], "tool_calls": [
                     {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
                     {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
                 {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
@@ -1453,6 +1508,57 @@ mod tests {
         let f = frames(&out);
         assert_eq!(names(&f), ["message_start", "ping", "message_delta", "message_stop"]);
         assert_eq!(f[0].1["message"]["id"], "msg_req-9");
+    }
+
+    #[test]
+    fn signed_thinking_goes_back_to_the_client_as_anthropic_sent_it() {
+        let inb = Inbound { thinking: true, ..Inbound::default() };
+        let mut r = response(Some("Sunny."), vec![], FinishReason::Stop, Usage::new(1, 1));
+        r.choices[0].message.extra.insert("reasoning_content".into(), json!("t"));
+        r.choices[0].message.extra.insert(
+            THINKING_BLOCKS_FIELD.into(),
+            json!([{"type": "thinking", "thinking": "t", "signature": "sig-1"}, {"type": "redacted_thinking", "data": "opaque"}]),
+        );
+        assert_eq!(
+            rendered(&r, &inb)["content"],
+            json!([{"type": "thinking", "thinking": "t", "signature": "sig-1"}, {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "text", "text": "Sunny."}])
+        );
+
+        let mut e = AnthropicStreamEncoder::new(inb, "r");
+        let mut out = Vec::new();
+        let mut d = Delta::default();
+        d.extra.insert("reasoning_content".into(), json!("hmm"));
+        e.encode(chunk(d, None), &mut out);
+        let mut d = Delta::default();
+        d.extra.insert(THINKING_BLOCKS_FIELD.into(), json!([{"type": "thinking", "thinking": "", "signature": "sig-2"}]));
+        e.encode(chunk(d, None), &mut out);
+        let mut d = Delta::default();
+        d.extra.insert(THINKING_BLOCKS_FIELD.into(), json!([{"type": "redacted_thinking", "data": "opaque"}]));
+        e.encode(chunk(d, None), &mut out);
+        e.encode(text("answer"), &mut out);
+        e.encode(chunk(Delta::default(), Some(FinishReason::Stop)), &mut out);
+        e.finish(&mut out);
+        let f: Vec<(String, Value)> = frames(&out).into_iter().filter(|(n, _)| n != "ping").collect();
+        let names: Vec<&str> = f.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            &names[..9],
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta"
+            ]
+        );
+        assert_eq!(f[3].1["delta"], json!({"type": "signature_delta", "signature": "sig-2"}));
+        assert_eq!(f[5].1["content_block"], json!({"type": "redacted_thinking", "data": "opaque"}));
+        assert_eq!((f[5].1["index"].as_u64(), f[7].1["index"].as_u64()), (Some(1), Some(2)));
+        assert_eq!(f[7].1["content_block"]["type"], "text");
     }
 
     #[test]

@@ -35,7 +35,10 @@
 //!   Anthropic's own `top_k` and `thinking`, passed through, and `metadata.user_id`. Other `metadata`
 //!   keys are OpenAI's stored-completion tags and Anthropic rejects unknown metadata fields.
 //! - Thinking comes back as `reasoning_content` on the message (or on stream deltas), the field name
-//!   OpenAI-compatible reasoning servers use; signatures and redacted thinking are dropped.
+//!   OpenAI-compatible reasoning servers use. Its signed form ([`THINKING_BLOCKS_FIELD`]: the `thinking`
+//!   blocks with their signatures, `redacted_thinking` blocks) comes back beside it (a stream sends each
+//!   signature, and each redacted block, on a delta of its own), and an assistant message that carries it
+//!   sends those blocks first in its turn: a request with thinking on must return them with its tool calls.
 //!
 //! Claude on Google Vertex AI speaks the same Messages body with three differences, all in
 //! [`build_vertex_chat`]: the model is in the path (`…/publishers/anthropic/models/{model}:rawPredict`, or
@@ -55,7 +58,7 @@ use crate::spec::{Auth, Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::{SseEvent, SseParser};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Extra, FileData, FinishReason, FunctionCall,
-    FunctionCallDelta, Message, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    FunctionCallDelta, Message, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, Usage, THINKING_BLOCKS_FIELD,
 };
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -170,6 +173,13 @@ enum Block<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         title: Option<&'a str>,
     },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
+    },
 }
 
 #[derive(Serialize)]
@@ -236,12 +246,14 @@ pub fn build_vertex_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> R
     let mut r = WireRequest::post_json(url, encode(&body)?);
     match ep.auth {
         Auth::Bearer(token) => r = r.header("authorization", format!("Bearer {token}")),
-        Auth::Key(_) => return Err(WireError::unsupported(
-            format!(
+        Auth::Key(_) => {
+            return Err(WireError::unsupported(
+                format!(
                 "claude model \"{model}\" on vertex needs Google OAuth credentials: express-mode API keys reach Google's own models only"
             ),
-            Some("model"),
-        )),
+                Some("model"),
+            ))
+        }
         Auth::None | Auth::Aws(_) => {}
     }
     Ok(r.with_extra_headers(ep))
@@ -403,6 +415,7 @@ fn convert_messages(messages: &[Message]) -> Result<(Blocks<'_>, Vec<Turn<'_>>),
                 "user"
             }
             Role::Assistant => {
+                push_signed_thinking(m, i, &mut blocks)?;
                 push_content(m.content.as_ref(), i, Allowed::TextOnly("assistant"), &mut blocks)?;
                 push_tool_uses(m, i, &mut blocks)?;
                 "assistant"
@@ -427,6 +440,35 @@ fn convert_messages(messages: &[Message]) -> Result<(Blocks<'_>, Vec<Turn<'_>>),
         }
     }
     Ok((Blocks(system), turns))
+}
+
+/// An assistant message's signed thinking ([`THINKING_BLOCKS_FIELD`]), first in its turn as Anthropic wants.
+fn push_signed_thinking<'a>(m: &'a Message, i: usize, blocks: &mut Vec<Block<'a>>) -> Result<(), WireError> {
+    let Some(list) = m.extra.get(THINKING_BLOCKS_FIELD).filter(|v| !v.is_null()) else { return Ok(()) };
+    let at = |j: usize| format!("messages[{i}].{THINKING_BLOCKS_FIELD}[{j}]");
+    let Some(list) = list.as_array() else {
+        return Err(WireError::unsupported(
+            "thinking_blocks must be a list of thinking or redacted_thinking blocks",
+            Some(&format!("messages[{i}].{THINKING_BLOCKS_FIELD}")),
+        ));
+    };
+    for (j, b) in list.iter().enumerate() {
+        let field = |name: &str| b.get(name).and_then(Value::as_str);
+        match field("type") {
+            Some("thinking") => match (field("thinking"), field("signature")) {
+                (Some(thinking), Some(signature)) if !signature.is_empty() => blocks.push(Block::Thinking { thinking, signature }),
+                // Unsigned thinking (another provider's reasoning) is nothing Anthropic would accept back.
+                (Some(_), _) => {}
+                (None, _) => return Err(WireError::unsupported("a thinking block needs its thinking text", Some(&at(j)))),
+            },
+            Some("redacted_thinking") => match field("data") {
+                Some(data) => blocks.push(Block::RedactedThinking { data }),
+                None => return Err(WireError::unsupported("a redacted_thinking block needs its data", Some(&at(j)))),
+            },
+            _ => return Err(WireError::unsupported("expected a thinking or redacted_thinking block", Some(&at(j)))),
+        }
+    }
+    Ok(())
 }
 
 /// Which content parts a role may carry on Anthropic's side.
@@ -686,6 +728,12 @@ enum ApiBlock {
     Thinking {
         #[serde(default)]
         thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
     },
     #[serde(other)]
     Other,
@@ -782,6 +830,7 @@ pub fn parse_chat(body: &[u8], ctx: ResponseCtx<'_>) -> Result<ChatResponse, Wir
     let mut reasoning: Option<String> = None;
     let mut calls = Vec::new();
     let mut structured = None;
+    let mut signed = Vec::new();
     for block in msg.content {
         match block {
             // Anthropic splits one answer into several text blocks around citations; they read as one text.
@@ -791,7 +840,11 @@ pub fn parse_chat(body: &[u8], ctx: ResponseCtx<'_>) -> Result<ChatResponse, Wir
             ApiBlock::ToolUse { id, name, input } => {
                 calls.push(ToolCall { id, kind: "function".to_string(), function: FunctionCall { name, arguments: arguments_text(input) } })
             }
-            ApiBlock::Thinking { thinking } => reasoning.get_or_insert_with(String::new).push_str(&thinking),
+            ApiBlock::Thinking { thinking, signature } => {
+                reasoning.get_or_insert_with(String::new).push_str(&thinking);
+                signed.push(serde_json::json!({"type": "thinking", "thinking": thinking, "signature": signature}));
+            }
+            ApiBlock::RedactedThinking { data } => signed.push(serde_json::json!({"type": "redacted_thinking", "data": data})),
             ApiBlock::Other => {}
         }
     }
@@ -802,6 +855,9 @@ pub fn parse_chat(body: &[u8], ctx: ResponseCtx<'_>) -> Result<ChatResponse, Wir
     let mut extra = Extra::new();
     if let Some(r) = reasoning {
         extra.insert(REASONING_FIELD.into(), Value::String(r));
+    }
+    if !signed.is_empty() {
+        extra.insert(THINKING_BLOCKS_FIELD.into(), Value::Array(signed));
     }
     let mut finish = msg.stop_reason.as_deref().map(finish_reason);
     if finish == Some(FinishReason::ToolCalls) && answered && calls.is_empty() {
@@ -916,7 +972,10 @@ enum BlockDelta {
     ThinkingDelta {
         thinking: String,
     },
-    /// `signature_delta`, `citations_delta` and anything newer.
+    SignatureDelta {
+        signature: String,
+    },
+    /// `citations_delta` and anything newer.
     #[serde(other)]
     Other,
 }
@@ -1036,7 +1095,8 @@ impl StreamDecoder {
             }
             Frame::ContentBlockStart { index, content_block } => match content_block {
                 ApiBlock::Text { text } => self.text(text, out),
-                ApiBlock::Thinking { thinking } => self.reasoning(thinking, out),
+                ApiBlock::Thinking { thinking, .. } => self.reasoning(thinking, out),
+                ApiBlock::RedactedThinking { data } => self.signed(serde_json::json!({"type": "redacted_thinking", "data": data}), out),
                 ApiBlock::ToolUse { id, name, input } => {
                     // The input is normally `{}` here and arrives as `input_json_delta`s; a proxy that
                     // sends it whole at the start is taken at its word.
@@ -1070,6 +1130,11 @@ impl StreamDecoder {
             Frame::ContentBlockDelta { index, delta } => match delta {
                 BlockDelta::TextDelta { text } => self.text(text, out),
                 BlockDelta::ThinkingDelta { thinking } => self.reasoning(thinking, out),
+                // The thinking streamed so far in this block is signed: the signature goes out as a
+                // block of its own, with no text (the text went out as reasoning deltas).
+                BlockDelta::SignatureDelta { signature } => {
+                    self.signed(serde_json::json!({"type": "thinking", "thinking": "", "signature": signature}), out)
+                }
                 BlockDelta::InputJsonDelta { partial_json } => {
                     if !partial_json.is_empty() {
                         self.arguments(index, partial_json, out);
@@ -1135,6 +1200,13 @@ impl StreamDecoder {
             delta.extra.insert(REASONING_FIELD.into(), Value::String(text));
             out.push(self.chunk(delta, None));
         }
+    }
+
+    /// Signed thinking ([`THINKING_BLOCKS_FIELD`]) on a delta of its own.
+    fn signed(&self, block: Value, out: &mut Vec<StreamEvent>) {
+        let mut delta = Delta::default();
+        delta.extra.insert(THINKING_BLOCKS_FIELD.into(), Value::Array(vec![block]));
+        out.push(self.chunk(delta, None));
     }
 
     /// Argument text for the tool call in content block `block`; deltas for other blocks (server tools)
@@ -2058,7 +2130,7 @@ mod tests {
     }
 
     #[test]
-    fn thinking_streams_as_reasoning_content_and_signatures_are_dropped() {
+    fn thinking_streams_as_reasoning_content_and_its_signature_on_a_delta_of_its_own() {
         let input = start()
             + &frame(
                 "content_block_start",
@@ -2067,12 +2139,62 @@ mod tests {
             + &block_delta(0, json!({"type": "thinking_delta", "thinking": "Let me think."}))
             + &block_delta(0, json!({"type": "signature_delta", "signature": "EqQBCgIYAh"}))
             + &frame("content_block_stop", json!({"type": "content_block_stop", "index": 0}))
+            + &frame(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "EmwKAhgB"}}),
+            )
+            + &frame("content_block_stop", json!({"type": "content_block_stop", "index": 1}))
             + &end("end_turn");
         let ev = decode_every_way(&input);
         let cs = chunks(&ev);
-        assert_eq!(cs.len(), 4, "{ev:#?}");
+        // role, reasoning, signature, redacted, finish, usage
+        assert_eq!(cs.len(), 6, "{ev:#?}");
         assert_eq!(cs[1].choices[0].delta.extra.get("reasoning_content"), Some(&json!("Let me think.")));
         assert_eq!(cs[1].choices[0].delta.content, None);
+        assert_eq!(
+            cs[2].choices[0].delta.extra.get(THINKING_BLOCKS_FIELD),
+            Some(&json!([{"type": "thinking", "thinking": "", "signature": "EqQBCgIYAh"}]))
+        );
+        assert_eq!(
+            cs[3].choices[0].delta.extra.get(THINKING_BLOCKS_FIELD),
+            Some(&json!([{"type": "redacted_thinking", "data": "EmwKAhgB"}]))
+        );
+    }
+
+    #[test]
+    fn signed_thinking_comes_back_and_goes_first_in_its_turn() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": [
+            {"type": "thinking", "thinking": "Weather needs a tool.", "signature": "sig-1"},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 4}});
+        let r = parse_chat(body.to_string().as_bytes(), ctx()).unwrap();
+        let m = &r.choices[0].message;
+        assert_eq!(m.extra.get("reasoning_content"), Some(&json!("Weather needs a tool.")));
+        let signed = m.extra.get(THINKING_BLOCKS_FIELD).cloned().unwrap();
+        assert_eq!(
+            signed,
+            json!([{"type": "thinking", "thinking": "Weather needs a tool.", "signature": "sig-1"}, {"type": "redacted_thinking", "data": "opaque"}])
+        );
+        // The next turn sends the answer back as it came: the signed blocks first, then the tool call.
+        let b = build_ok(json!({"model": "m", "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": [
+            user("weather in Oslo?"),
+            {"role": "assistant", "content": null, "thinking_blocks": signed, "reasoning_content": "Weather needs a tool.",
+             "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"}]}));
+        let blocks = &b["messages"][1]["content"];
+        assert_eq!(blocks[0], json!({"type": "thinking", "thinking": "Weather needs a tool.", "signature": "sig-1"}));
+        assert_eq!(blocks[1], json!({"type": "redacted_thinking", "data": "opaque"}));
+        assert_eq!(blocks[2]["type"], "tool_use");
+        // Unsigned thinking (another provider's) is left out; a malformed list is refused by path.
+        let b = build_ok(json!({"model": "m", "messages": [user("q"),
+            {"role": "assistant", "content": "a", "thinking_blocks": [{"type": "thinking", "thinking": "t", "signature": ""}]}, user("q2")]}));
+        assert_eq!(b["messages"][1]["content"], "a");
+        let e = build(
+            json!({"model": "m", "messages": [user("q"), {"role": "assistant", "content": "a", "thinking_blocks": [{"type": "text"}]}]}),
+        )
+        .unwrap_err();
+        assert!(matches!(&e, WireError::Unsupported { param: Some(p), .. } if p == "messages[1].thinking_blocks[0]"), "{e:?}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::spec::{Endpoint, ProviderKind, ResponseCtx, StreamEvent, WireRequest}
 use crate::sse::{SseEvent, SseParser};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, Extra, FinishReason, Message,
-    ResponseFormat, Stop, StreamOptions, Tool, ToolChoice,
+    ResponseFormat, Stop, StreamOptions, Tool, ToolChoice, THINKING_BLOCKS_FIELD,
 };
 
 /// What differs between OpenAI-compatible services, decided once per provider kind.
@@ -93,8 +93,9 @@ impl<'a> ChatBody<'a> {
         } else {
             None
         };
-        let messages = if q.nine_char_tool_ids && needs_id_rewrite(&req.messages) {
-            Cow::Owned(rewrite_tool_ids(&req.messages))
+        let rewrite_ids = q.nine_char_tool_ids && needs_id_rewrite(&req.messages);
+        let messages = if rewrite_ids || req.messages.iter().any(has_signed_thinking) {
+            Cow::Owned(outgoing_messages(&req.messages, rewrite_ids))
         } else {
             Cow::Borrowed(req.messages.as_slice())
         };
@@ -168,11 +169,23 @@ fn needs_id_rewrite(messages: &[Message]) -> bool {
     })
 }
 
-fn rewrite_tool_ids(messages: &[Message]) -> Vec<Message> {
+/// Anthropic's signed thinking means nothing to any other provider, and strict OpenAI-shaped servers refuse
+/// a message field they do not know.
+fn has_signed_thinking(m: &Message) -> bool {
+    m.extra.contains_key(THINKING_BLOCKS_FIELD)
+}
+
+/// The messages with what this upstream cannot take changed: tool ids rewritten (`rewrite_ids`), signed
+/// thinking left out.
+fn outgoing_messages(messages: &[Message], rewrite_ids: bool) -> Vec<Message> {
     messages
         .iter()
         .map(|m| {
             let mut m = m.clone();
+            m.extra.remove(THINKING_BLOCKS_FIELD);
+            if !rewrite_ids {
+                return m;
+            }
             if let Some(id) = &mut m.tool_call_id {
                 *id = nine_alnum(id);
             }
@@ -507,6 +520,20 @@ mod tests {
                 serde_json::json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}})
             );
             assert_eq!(b["messages"][0]["content"][2], serde_json::json!({"type": "file", "file": {"file_id": "file-1"}}));
+        }
+    }
+
+    #[test]
+    fn signed_thinking_is_left_out_and_the_rest_of_the_message_kept() {
+        let req: ChatRequest = serde_json::from_value(serde_json::json!({"model": "m", "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a", "reasoning_content": "r",
+             "thinking_blocks": [{"type": "thinking", "thinking": "r", "signature": "sig"}]}]}))
+        .unwrap();
+        let opts = ProviderOptions::default();
+        for kind in [ProviderKind::OpenAi, ProviderKind::Mistral, ProviderKind::Vllm] {
+            let b = body_of(&build_chat(&ep(kind, &opts), &req, "m").unwrap());
+            assert_eq!(b["messages"][1], serde_json::json!({"role": "assistant", "content": "a", "reasoning_content": "r"}), "{kind:?}");
         }
     }
 
