@@ -184,6 +184,7 @@ impl Suite {
         let b = self.upstream_body();
         let ok = match self.case.flavor {
             Flavor::Anthropic => b["system"].to_string().contains("be terse") && b["messages"][0]["role"] == "user",
+            Flavor::Gemini => b["systemInstruction"] == json!({"parts": [{"text": "be terse"}]}) && b["contents"][0]["role"] == "user",
             _ => b["messages"][0]["role"] == "system" && b["messages"][0]["content"] == "be terse",
         };
         check!(f, "system", ok, "upstream body {b}");
@@ -226,6 +227,16 @@ impl Suite {
                     && b["stop_sequences"] == json!(["zzz"])
                     && b["max_tokens"] == 50
                     && b["k"] == 3
+                    && b.get("logit_bias").is_none()
+            }
+            Flavor::Gemini => {
+                let g = &b["generationConfig"];
+                g["temperature"] == 0.5
+                    && g["topP"] == 0.9
+                    && g["seed"] == 7
+                    && g["stopSequences"] == json!(["zzz"])
+                    && g["maxOutputTokens"] == 50
+                    && g["topK"] == 3
                     && b.get("logit_bias").is_none()
             }
             Flavor::Ollama => {
@@ -418,10 +429,12 @@ impl Suite {
             // The schema itself reached the upstream (OpenAI style as `response_format`, Ollama as `format`,
             // Cohere as `response_format.json_schema`).
             let sent = self.upstream_body();
+            // Gemini as `responseJsonSchema`, which takes JSON Schema as it is.
+            let gemini = sent["generationConfig"]["responseJsonSchema"] == inner;
             check!(
                 f,
                 "json schema forwarded",
-                sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner,
+                sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner || gemini,
                 "{sent}"
             );
         } else if self.case.flavor == Flavor::Anthropic {
@@ -669,6 +682,17 @@ conformance! {
         name: "cohere", flavor: Flavor::Cohere, model: "command-a-03-2025",
         caps: Caps { n: false, content_filter: false, ..OPENAI_LIKE },
         block: |b| keyed("cohere", b),
+    };
+    gemini: Case {
+        name: "gemini", flavor: Flavor::Gemini, model: "gemini-2.5-flash",
+        caps: Caps { image_urls: false, ..OPENAI_LIKE },
+        block: |b| keyed("gemini", b),
+    };
+    // Vertex with an API key (express mode); `vertex_oauth` below takes the service-account path.
+    vertex_gemini: Case {
+        name: "vertex", flavor: Flavor::Gemini, model: "gemini-2.5-pro",
+        caps: Caps { image_urls: false, lists_models: false, ..OPENAI_LIKE },
+        block: |b| format!("{}    region: us-central1\n    project: proj-1\n", keyed("vertex", b)),
     };
     perplexity: Case {
         name: "perplexity", flavor: Flavor::OpenAi, model: "sonar",
