@@ -5,6 +5,8 @@
 //! `:streamGenerateContent` (`alt=sse`: `data:` frames with CRLF, each a whole response with only the new
 //! text, no end marker; without it, one JSON array), `:countTokens`, `:embedContent`,
 //! `:batchEmbedContents`, Vertex's `:predict`, and `GET /v1beta/models` (paged) and `/v1beta/models/{m}`.
+//! `POST /token` stands in for Google's OAuth token endpoint (`oauth2.googleapis.com/token`), so that a
+//! service account whose `token_uri` points here gets the Bearer token Vertex paths then accept.
 //!
 //! Like the real service it refuses what a translation bug produces: unknown fields (`Unknown name "x":
 //! Cannot find field.`), roles other than `user`/`model`, empty `parts`, function responses that do not
@@ -129,6 +131,9 @@ pub(crate) fn query_key(query: Option<&str>) -> Option<String> {
 }
 
 pub(crate) async fn handle(ctx: Ctx) -> Response {
+    if ctx.path == "/token" {
+        return token(&ctx);
+    }
     let (style, route) = route(&ctx.path);
     let Some(style) = style.filter(|_| route != Route::Unknown) else { return error(&ctx, ApiError::NoRoute) };
     let want = match route {
@@ -170,8 +175,93 @@ fn authenticate(ctx: &Ctx, style: Style) -> Result<(), ApiError> {
     };
     match (presented, &ctx.handle.config().require_key) {
         (None, _) => Err(ApiError::MissingKey),
+        // One of our own tokens that `/token` never issued: forged, or from another mock run.
+        (Some(t), _) if style == Style::Vertex && t.starts_with(MOCK_TOKEN_PREFIX) && !ctx.handle.token_issued(&t) => Err(ApiError::BadKey),
         (Some(k), Some(want)) if &k != want => Err(ApiError::BadKey),
         _ => Ok(()),
+    }
+}
+
+/// The prefix of the access tokens `/token` issues. A Vertex request that presents one the mock did not
+/// issue is refused as Google refuses an expired or revoked token; other Bearer tokens pass as before (the
+/// mock checks how a token is sent, not who signed it).
+pub(crate) const MOCK_TOKEN_PREFIX: &str = "ya29.mock-";
+
+/// The only grant a service account uses.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Google's OAuth error body (`{"error","error_description"}`, not the RPC shape of the APIs).
+fn oauth_error(status: u16, error: &str, description: &str) -> Response {
+    json_response(status, &[], &json!({"error": error, "error_description": description}))
+}
+
+/// `POST /token` as Google answers a service account: a form with `grant_type` = the JWT-bearer grant and
+/// `assertion` = an RS256 JWT whose claims name the issuer, a scope, this endpoint as audience and at most
+/// an hour's validity around now, answered with `{"access_token","expires_in","token_type":"Bearer"}`. The
+/// signature is not verified (the mock does not know the key); its shape and the claims are, so a gateway
+/// that sends a malformed assertion gets Google's `invalid_grant`.
+fn token(ctx: &Ctx) -> Response {
+    if ctx.method != Method::POST {
+        return error(ctx, ApiError::MethodNotAllowed);
+    }
+    let form_type = ctx.header("content-type").unwrap_or_default().to_ascii_lowercase();
+    if !form_type.starts_with("application/x-www-form-urlencoded") {
+        return oauth_error(400, "invalid_request", "Invalid request: the body must be application/x-www-form-urlencoded.");
+    }
+    let text = String::from_utf8_lossy(&ctx.raw);
+    let field = |name: &str| {
+        text.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| percent_decode(&v.replace('+', " ")))
+        })
+    };
+    match field("grant_type") {
+        Some(g) if g == JWT_BEARER => {}
+        Some(g) => return oauth_error(400, "unsupported_grant_type", &format!("Invalid grant_type: {g}")),
+        None => return oauth_error(400, "invalid_request", "Missing required parameter: grant_type"),
+    }
+    let Some(assertion) = field("assertion") else {
+        return oauth_error(400, "invalid_request", "Missing required parameter: assertion");
+    };
+    if let Err(why) = check_assertion(&assertion) {
+        return oauth_error(400, "invalid_grant", &format!("Invalid JWT: {why}"));
+    }
+    let token = ctx.handle.issue_token();
+    json_response(200, &[], &json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
+}
+
+/// The checks Google makes on an assertion that the mock can make without the key.
+fn check_assertion(jwt: &str) -> Result<(), String> {
+    use base64::Engine;
+    let decode = |part: &str| -> Result<Value, String> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| "a part is not base64url".to_string())?;
+        serde_json::from_slice(&raw).map_err(|_| "a part is not JSON".to_string())
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [head, claims, sig] = parts.as_slice() else { return Err("not a JWT of three parts".into()) };
+    let head = decode(head)?;
+    if head["alg"] != "RS256" {
+        return Err(format!("alg must be RS256, got {}", head["alg"]));
+    }
+    if sig.is_empty() || base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).is_err() {
+        return Err("Invalid JWT Signature.".into());
+    }
+    let c = decode(claims)?;
+    for name in ["iss", "scope", "aud"] {
+        if c[name].as_str().is_none_or(str::is_empty) {
+            return Err(format!("the claim {name} is missing"));
+        }
+    }
+    if c["aud"].as_str().is_none_or(|a| !a.ends_with("/token")) {
+        return Err(format!("the audience {} is not this token endpoint", c["aud"]));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    match (c["iat"].as_i64(), c["exp"].as_i64()) {
+        (Some(iat), Some(exp)) if exp > iat && exp - iat <= 3600 && (iat - now).abs() <= 300 => Ok(()),
+        _ => Err(
+            "Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."
+                .into(),
+        ),
     }
 }
 

@@ -176,6 +176,9 @@
 //!    A missing key is a 401 (Ollama needs none), and `require_key` turns every other key into a 401.
 //!    Gemini answers as Google does: the Gemini API reads `x-goog-api-key` or `?key=` (missing: 403
 //!    `PERMISSION_DENIED`; wrong: 400 `API_KEY_INVALID`), Vertex paths a Bearer token (401 `UNAUTHENTICATED`).
+//!    The Gemini mock's `POST /token` answers a service account's JWT-bearer grant as Google's token
+//!    endpoint does ([`MockHandle::issued_tokens`] lists what it issued); a Vertex path refuses a
+//!    `ya29.mock-` token it did not issue.
 //! 6. A fault is drawn ([`Stats::faults`] counts it): status faults answer now, `hang` waits until the
 //!    client leaves or the mock shuts down, `slow_first_byte` sleeps 30 s, and `reset`, `malformed`,
 //!    `stream_error` are applied to the body.
@@ -468,6 +471,9 @@ struct Shared {
     behavior: Mutex<Behavior>,
     stats: Mutex<Stats>,
     log: Mutex<VecDeque<RecordedRequest>>,
+    /// Gemini: the OAuth access tokens `/token` handed out (kept across `reset`, as a real token outlives
+    /// a test's counters).
+    tokens: Mutex<Vec<String>>,
     closing_tx: watch::Sender<bool>,
     closing_rx: watch::Receiver<bool>,
 }
@@ -499,6 +505,7 @@ impl MockHandle {
                 behavior: Mutex::new(behavior),
                 stats: Mutex::new(Stats::default()),
                 log: Mutex::new(VecDeque::new()),
+                tokens: Mutex::new(Vec::new()),
                 closing_tx,
                 closing_rx,
             }),
@@ -543,6 +550,22 @@ impl MockHandle {
 
     pub(crate) fn config(&self) -> &MockConfig {
         &self.shared.cfg
+    }
+
+    /// The OAuth access tokens the Gemini mock's `/token` issued, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).clone()
+    }
+
+    /// A new access token, remembered so that Vertex paths can tell it from a forged one.
+    pub(crate) fn issue_token(&self) -> String {
+        let t = format!("{}{}", gemini::MOCK_TOKEN_PREFIX, common::random_alnum(32));
+        lock(&self.shared.tokens).push(t.clone());
+        t
+    }
+
+    pub(crate) fn token_issued(&self, token: &str) -> bool {
+        lock(&self.shared.tokens).iter().any(|t| t == token)
     }
 
     pub(crate) fn count_fault(&self) {
@@ -674,6 +697,11 @@ impl MockServer {
     /// Recent requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.handle.requests()
+    }
+
+    /// The OAuth access tokens the Gemini mock's `/token` issued, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.handle.issued_tokens()
     }
 
     /// Replaces the knobs.

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use switchyard_mock::{Flavor, MockServer};
+use switchyard_mock::{Flavor, MockServer, RecordedRequest};
 
 #[derive(Clone, Copy)]
 struct Caps {
@@ -29,6 +29,9 @@ struct Caps {
     lists_models: bool,
     /// Can be made to call a named tool (Ollama has no `tool_choice`; the gateway narrows the tools instead).
     forced_tool_choice: bool,
+    /// Authenticates with an OAuth token the gateway obtains from the mock's `/token` (Vertex through a
+    /// service account), not with a configured key.
+    oauth: bool,
 }
 
 const OPENAI_LIKE: Caps = Caps {
@@ -41,6 +44,7 @@ const OPENAI_LIKE: Caps = Caps {
     stream_usage: true,
     lists_models: true,
     forced_tool_choice: true,
+    oauth: false,
 };
 
 struct Case {
@@ -55,6 +59,21 @@ struct Case {
 
 fn keyed(kind: &str, base: &str) -> String {
     format!("    type: {kind}\n    base_url: \"{base}\"\n    keys: [{{name: k1, value: sk-test-{kind}}}]\n")
+}
+
+/// A Vertex provider that authenticates with the test service account (the fixture key), its `token_uri`
+/// pointed at the mock, written to a file of its own as `credentials_file` takes it.
+fn service_account_block(base: &str) -> String {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../wire/tests/fixtures/google/service_account.json");
+    let mut sa: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    sa["token_uri"] = Value::String(format!("{base}/token"));
+    let port = base.rsplit(':').next().unwrap_or("0").trim_end_matches('/');
+    let path = std::env::temp_dir().join(format!("switchyard-conformance-sa-{}-{port}.json", std::process::id()));
+    std::fs::write(&path, sa.to_string()).unwrap();
+    format!(
+        "    type: vertex\n    base_url: \"{base}\"\n    region: us-central1\n    project: proj-1\n    credentials_file: \"{}\"\n",
+        path.display()
+    )
 }
 
 async fn run(case: Case) {
@@ -134,6 +153,7 @@ impl Suite {
         self.errors(f).await;
         self.embeddings(f).await;
         self.models(f).await;
+        self.credentials(f);
         self.failures.append(f);
         assert!(
             self.failures.is_empty(),
@@ -617,6 +637,37 @@ impl Suite {
         }
     }
 
+    /// An OAuth provider traded its service account's assertion at the credential's `token_uri` (the
+    /// mock's `/token`) once, the token was cached for every later call, and each upstream call carried that
+    /// token as Bearer on the project's regional path, with no API key beside it.
+    fn credentials(&self, f: &mut Vec<String>) {
+        if !self.case.caps.oauth {
+            return;
+        }
+        let tokens = self.mock.issued_tokens();
+        let exchanges = self.mock.stats().by_path.get("/token").copied().unwrap_or(0);
+        check!(
+            f,
+            "oauth token exchange",
+            tokens.len() == 1 && exchanges == 1,
+            "{} token(s) issued in {exchanges} exchange(s)",
+            tokens.len()
+        );
+        let want = tokens.first().map(|t| format!("Bearer {t}"));
+        let calls: Vec<RecordedRequest> = self.mock.requests().into_iter().filter(|r| r.path != "/token").collect();
+        let bad: Vec<String> = calls
+            .iter()
+            .filter(|r| {
+                r.headers.get("authorization") != want.as_ref()
+                    || r.headers.contains_key("x-goog-api-key")
+                    || r.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
+                    || !r.path.starts_with("/v1/projects/proj-1/locations/us-central1/publishers/google/models/")
+            })
+            .map(|r| format!("{} {:?} {:?}", r.path, r.query, r.headers.get("authorization")))
+            .collect();
+        check!(f, "oauth bearer on every call", !calls.is_empty() && bad.is_empty(), "{} call(s), off: {bad:?}", calls.len());
+    }
+
     async fn models(&self, f: &mut Vec<String>) {
         let r = self.c.get(self.gw.url("/v1/models")).send().await.unwrap();
         let status = r.status().as_u16();
@@ -693,6 +744,13 @@ conformance! {
         name: "vertex", flavor: Flavor::Gemini, model: "gemini-2.5-pro",
         caps: Caps { image_urls: false, lists_models: false, ..OPENAI_LIKE },
         block: |b| format!("{}    region: us-central1\n    project: proj-1\n", keyed("vertex", b)),
+    };
+    // Vertex as most deployments run it: a service account's credentials file, whose token endpoint is the
+    // mock's, and a Bearer token on the project's paths.
+    vertex_oauth: Case {
+        name: "vertex", flavor: Flavor::Gemini, model: "gemini-2.5-pro",
+        caps: Caps { image_urls: false, lists_models: false, oauth: true, ..OPENAI_LIKE },
+        block: service_account_block,
     };
     perplexity: Case {
         name: "perplexity", flavor: Flavor::OpenAi, model: "sonar",
