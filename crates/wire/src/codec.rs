@@ -225,7 +225,11 @@ mod tests {
         let w = build_chat(&ep, &r, "gemini-2.5-flash").unwrap();
         assert!(w.url.ends_with("/projects/p/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent"), "{}", w.url);
         let w = build_chat(&ep, &r, "claude-sonnet-4@20250514").unwrap();
-        assert!(w.url.ends_with("/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"), "{}", w.url);
+        assert!(
+            w.url.ends_with("/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"),
+            "{}",
+            w.url
+        );
         let ctx = |model| ResponseCtx { id: "chatcmpl-gw1", created: 1, model };
         assert!(matches!(StreamDecoder::new(ProviderKind::Vertex, ctx("gemini-2.5-pro")), StreamDecoder::Gemini(_)));
         assert!(matches!(StreamDecoder::new(ProviderKind::Vertex, ctx("claude-haiku-4-5@20251001")), StreamDecoder::Anthropic(_)));
