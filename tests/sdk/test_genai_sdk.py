@@ -124,15 +124,18 @@ def test_image(client: genai.Client, provider: str, png_bytes: bytes) -> None:
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_json_output(client: genai.Client, provider: str) -> None:
-    if provider == "anthropic":
-        pytest.skip("response_format on Anthropic is another branch's work (emulation by a forced tool call)")
     schema = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
     r = client.models.generate_content(
         model=MODELS[provider],
         contents="hi",
         config=types.GenerateContentConfig(response_mime_type="application/json", response_json_schema=schema),
     )
-    assert r.parsed == {"echo": "hi"}
+    if provider == "anthropic":
+        # Anthropic has no JSON mode: the gateway forces a tool whose input schema is this one, and the mock's
+        # forced call is the smallest object the schema accepts.
+        assert isinstance(r.parsed, dict) and isinstance(r.parsed.get("echo"), str), r.text
+    else:
+        assert r.parsed == {"echo": "hi"}
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
