@@ -215,3 +215,50 @@ async fn embeddings_and_models() {
     let r = post(m.addr(), &format!("{API}:countTokens"), &[KEY], &ask("one two three")).await;
     assert_eq!(r.json()["totalTokens"], 3);
 }
+
+/// A JWT of `claims` in a service account's form (RS256); the mock checks the form and the claims, not the
+/// signature.
+fn jwt(claims: &Value) -> String {
+    use base64::Engine as _;
+    let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let head = json!({"alg": "RS256", "typ": "JWT"}).to_string();
+    format!("{}.{}.{}", enc(head.as_bytes()), enc(claims.to_string().as_bytes()), enc(b"not-checked"))
+}
+
+#[tokio::test]
+async fn the_token_endpoint_trades_an_assertion_for_a_token_vertex_accepts() {
+    let m = start(Flavor::Gemini).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = |iat: i64, exp: i64| {
+        json!({"iss": "gateway@p.iam.gserviceaccount.com", "scope": "https://www.googleapis.com/auth/cloud-platform",
+            "aud": format!("http://{}/token", m.addr()), "iat": iat, "exp": exp})
+    };
+    let addr = m.addr();
+    let exchange = |grant: &str, assertion: String| {
+        let body = format!("grant_type={}&assertion={assertion}", grant.replace(':', "%3A"));
+        async move { send(addr, "POST", "/token", &[("content-type", "application/x-www-form-urlencoded")], Some(&body)).await }
+    };
+    let jwt_bearer = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+    let r = exchange(jwt_bearer, jwt(&claims(now, now + 3600))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let token = b["access_token"].as_str().unwrap().to_string();
+    assert_eq!((b["token_type"].as_str(), b["expires_in"].as_u64()), (Some("Bearer"), Some(3599)));
+    assert_eq!(m.issued_tokens(), vec![token.clone()]);
+    let bearer = format!("Bearer {token}");
+    let r = post(m.addr(), &format!("{VERTEX}:generateContent"), &[("authorization", &bearer)], &ask("x")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A token in the mock's own form that it never issued is refused as Google refuses a revoked one.
+    let r = post(m.addr(), &format!("{VERTEX}:generateContent"), &[("authorization", "Bearer ya29.mock-forged")], &ask("x")).await;
+    assert_eq!((r.status, r.json()["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
+    // Refusals come in Google's OAuth shape, not the APIs' RPC one.
+    let r = exchange("refresh_token", jwt(&claims(now, now + 3600))).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("unsupported_grant_type")));
+    let r = exchange(jwt_bearer, jwt(&claims(now - 7200, now - 3600))).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("invalid_grant")), "{}", r.text());
+    let r = exchange(jwt_bearer, jwt(&claims(now, now + 7200))).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("invalid_grant")), "longer than an hour: {}", r.text());
+    let r = exchange(jwt_bearer, "not.a-jwt".into()).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(m.issued_tokens().len(), 1, "a refused exchange issues nothing");
+}
