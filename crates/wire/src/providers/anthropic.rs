@@ -236,12 +236,14 @@ pub fn build_vertex_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> R
     let mut r = WireRequest::post_json(url, encode(&body)?);
     match ep.auth {
         Auth::Bearer(token) => r = r.header("authorization", format!("Bearer {token}")),
-        Auth::Key(_) => return Err(WireError::unsupported(
-            format!(
+        Auth::Key(_) => {
+            return Err(WireError::unsupported(
+                format!(
                 "claude model \"{model}\" on vertex needs Google OAuth credentials: express-mode API keys reach Google's own models only"
             ),
-            Some("model"),
-        )),
+                Some("model"),
+            ))
+        }
         Auth::None | Auth::Aws(_) => {}
     }
     Ok(r.with_extra_headers(ep))
