@@ -10,7 +10,7 @@ use serde::Serialize;
 use switchyard_wire::codec;
 use switchyard_wire::spec::normalize_base_url;
 use switchyard_wire::types::{ChatRequest, EmbeddingsRequest, Message, Role};
-use switchyard_wire::{Endpoint, Family, Method, ProviderKind, ProviderOptions, WireError, WireRequest};
+use switchyard_wire::{Auth, Endpoint, Family, Method, ProviderKind, ProviderOptions, WireError, WireRequest};
 
 use crate::json::{assert_clean_json, has_duplicate_keys};
 use crate::must;
@@ -52,6 +52,25 @@ fn endpoints(options: &ProviderOptions) -> Vec<(ProviderKind, String, &ProviderO
         .collect()
 }
 
+/// The options every fuzzed endpoint gets: a region and project, so that Vertex builds its project path.
+fn fuzz_options() -> ProviderOptions {
+    ProviderOptions { region: Some("us-central1".into()), project: Some("fuzz-proj".into()), ..ProviderOptions::default() }
+}
+
+/// How each kind is reached: Vertex with a Bearer token (its service-account path, project in the URL),
+/// every other kind with its key. The secret is the same string either way, so the leak checks hold both.
+fn auth_for(kind: ProviderKind) -> Auth<'static> {
+    match kind {
+        ProviderKind::Vertex => Auth::Bearer(KEY),
+        _ => Auth::Key(KEY),
+    }
+}
+
+/// Gemini and Vertex name the model in the URL path (`…/models/{model}:{method}`), not in the body.
+fn model_in_path(kind: ProviderKind) -> bool {
+    matches!(kind.family(), Family::Gemini | Family::Vertex)
+}
+
 /// Anthropic and Ollama embed a tool call's `arguments` text verbatim (key order kept, no re-encoding), so
 /// a caller whose own arguments repeat a key gets exactly that in the body; that is theirs, not ours.
 fn caller_repeats_keys(req: &ChatRequest) -> bool {
@@ -63,12 +82,24 @@ fn is_empty_assistant_turn(m: &Message) -> bool {
     m.role == Role::Assistant && m.tool_calls.as_ref().is_none_or(Vec::is_empty) && m.joined_text().is_empty()
 }
 
+fn contains_key(bytes: &[u8]) -> bool {
+    bytes.windows(KEY.len()).any(|win| win == KEY.as_bytes())
+}
+
+/// Whether the caller's own request holds the key's text (the fuzzer finds it): then a body that carries it
+/// carries the caller's words, not a leak. Checked on the bytes sent and on the request as the codecs
+/// serialize its strings.
+fn caller_sent_key<T: Serialize>(bytes: &[u8], req: &T) -> bool {
+    contains_key(bytes) || serde_json::to_vec(req).map_or(true, |v| contains_key(&v))
+}
+
 /// What every built upstream request must be, whatever the caller sent.
 fn assert_upstream_request(
     kind: ProviderKind,
     r: Result<WireRequest, WireError>,
     what: &str,
     verbatim_dups: bool,
+    caller_sent_key: bool,
 ) -> Option<serde_json::Value> {
     let w = match r {
         Ok(w) => w,
@@ -84,9 +115,47 @@ fn assert_upstream_request(
     }
     let body: serde_json::Value = must(serde_json::from_slice(&w.body), "a clean body parses");
     assert!(body.is_object(), "{what} for {}: the body is not an object", kind.as_str());
-    assert_eq!(body.get("model").and_then(|m| m.as_str()), Some(MODEL), "{what} for {}: the body names another model", kind.as_str());
-    assert!(!w.body.windows(KEY.len()).any(|win| win == KEY.as_bytes()), "{what} for {}: the provider key is in the body", kind.as_str());
+    if model_in_path(kind) {
+        let named = format!("/models/{MODEL}:");
+        assert!(w.url.contains(&named), "{what} for {}: the URL {} does not name the model", kind.as_str(), w.url);
+    } else {
+        assert_eq!(body.get("model").and_then(|m| m.as_str()), Some(MODEL), "{what} for {}: the body names another model", kind.as_str());
+    }
+    if !caller_sent_key {
+        assert!(!contains_key(&w.body), "{what} for {}: the provider key is in the body", kind.as_str());
+    }
+    assert!(!w.url.contains(KEY), "{what} for {}: the provider key is in the URL", kind.as_str());
     Some(body)
+}
+
+/// Gemini's `contents`: the conversation without its system and developer messages (hoisted into
+/// `systemInstruction`), consecutive turns of one role merged and tool results sent as `user` turns, so
+/// there are at most as many turns as such messages, at least one, strictly alternating `user`/`model`,
+/// none empty.
+fn assert_gemini_contents(kind: ProviderKind, req: &ChatRequest, body: &serde_json::Value, w_url: &str) {
+    let name = kind.as_str();
+    let conversational = req.messages.iter().filter(|m| !matches!(m.role, Role::System | Role::Developer)).count();
+    let Some(turns) = body.get("contents").and_then(|c| c.as_array()) else {
+        panic!("chat request for {name}: no contents array in {body}")
+    };
+    assert!(
+        !turns.is_empty() && turns.len() <= conversational,
+        "chat request for {name}: {} turns from {conversational} messages",
+        turns.len()
+    );
+    let roles: Vec<&str> = turns.iter().map(|t| t.get("role").and_then(|r| r.as_str()).unwrap_or("")).collect();
+    assert!(roles.iter().all(|r| *r == "user" || *r == "model"), "chat request for {name}: roles {roles:?}");
+    assert!(roles.windows(2).all(|p| p[0] != p[1]), "chat request for {name}: two turns of one role in a row: {roles:?}");
+    for t in turns {
+        assert!(t.get("parts").and_then(|p| p.as_array()).is_some_and(|p| !p.is_empty()), "chat request for {name}: an empty turn {t}");
+    }
+    let has_system = req.messages.iter().any(|m| matches!(m.role, Role::System | Role::Developer));
+    if !has_system {
+        assert!(body.get("systemInstruction").is_none(), "chat request for {name}: a system instruction from no system message");
+    }
+    assert!(body.get("messages").is_none(), "chat request for {name}: OpenAI's messages sent to Gemini");
+    let streams = w_url.contains(":streamGenerateContent?alt=sse");
+    assert_eq!(streams, req.is_stream(), "chat request for {name}: the stream flag changed ({w_url})");
 }
 
 /// `POST /v1/chat/completions`.
@@ -96,10 +165,13 @@ pub fn chat(bytes: &[u8]) {
     expected.fallbacks = None; // a gateway extension, never sent on
     assert_round_trips(&req, &expected, "chat request");
     let verbatim_dups = caller_repeats_keys(&req);
-    let options = ProviderOptions::default();
+    let sent_key = caller_sent_key(bytes, &req);
+    let options = fuzz_options();
     for (kind, base, options) in endpoints(&options) {
-        let ep = Endpoint { kind, base_url: &base, auth: switchyard_wire::Auth::Key(KEY), options };
-        let Some(body) = assert_upstream_request(kind, codec::build_chat(&ep, &req, MODEL), "chat request", verbatim_dups) else {
+        let ep = Endpoint { kind, base_url: &base, auth: auth_for(kind), options };
+        let built = codec::build_chat(&ep, &req, MODEL);
+        let url = built.as_ref().map(|w| w.url.clone()).unwrap_or_default();
+        let Some(body) = assert_upstream_request(kind, built, "chat request", verbatim_dups, sent_key) else {
             continue;
         };
         let sent = body.get("messages").and_then(|m| m.as_array()).map(Vec::len);
@@ -107,11 +179,13 @@ pub fn chat(bytes: &[u8]) {
             // Anthropic merges turns and hoists the system prompt.
             Family::Anthropic => {}
             // Cohere refuses empty turns, so an assistant turn with no text and no tool calls carries nothing
-            // and is left out; every other message goes on.
+            // and is left out.
             Family::Cohere => {
                 let kept = req.messages.iter().filter(|m| !is_empty_assistant_turn(m)).count();
                 assert_eq!(sent, Some(kept), "chat request for cohere: messages were lost or added");
             }
+            Family::Gemini | Family::Vertex => assert_gemini_contents(kind, &req, &body, &url),
+            // Every other codec keeps each message.
             _ => assert_eq!(sent, Some(req.messages.len()), "chat request for {}: messages were lost or added", kind.as_str()),
         }
         if kind.family() == Family::Ollama || kind.family() == Family::Anthropic {
@@ -127,14 +201,15 @@ pub fn embeddings(bytes: &[u8]) {
     let mut expected = req.clone();
     expected.fallbacks = None;
     assert_round_trips(&req, &expected, "embeddings request");
-    let options = ProviderOptions::default();
+    let sent_key = caller_sent_key(bytes, &req);
+    let options = fuzz_options();
     for (kind, base, options) in endpoints(&options) {
-        let ep = Endpoint { kind, base_url: &base, auth: switchyard_wire::Auth::Key(KEY), options };
+        let ep = Endpoint { kind, base_url: &base, auth: auth_for(kind), options };
         match codec::build_embeddings(&ep, &req, MODEL) {
             Err(WireError::Unsupported { .. }) if !kind.has_embeddings() => {}
             r => {
                 assert!(kind.has_embeddings(), "embeddings for {}: built for a provider without embeddings", kind.as_str());
-                assert_upstream_request(kind, r, "embeddings request", false);
+                assert_upstream_request(kind, r, "embeddings request", false, sent_key);
             }
         }
     }

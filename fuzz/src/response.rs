@@ -121,6 +121,21 @@ pub fn ollama(body: &[u8]) {
     models(ProviderKind::Ollama, body);
 }
 
+/// Gemini and Vertex (one codec): `generateContent` answers, embeddings as `batchEmbedContents` and
+/// Vertex's `:predict` answer them (floats and base64 must agree on whether the body parses), the model list.
+pub fn gemini(body: &[u8]) {
+    for kind in [ProviderKind::Gemini, ProviderKind::Vertex] {
+        chat(kind, body);
+        let floats = embeddings(kind, body, None);
+        let encoded = embeddings(kind, body, Some("base64"));
+        assert_eq!(floats.is_some(), encoded.is_some(), "{} embeddings: the encoding changed whether the body parses", kind.as_str());
+        if let (Some(f), Some(b)) = (floats, encoded) {
+            assert_eq!(f.data.len(), b.data.len(), "{} embeddings: base64 and float disagree on the count", kind.as_str());
+        }
+    }
+    models(ProviderKind::Gemini, body);
+}
+
 /// The error the gateway renders must carry the status, a message, and encode as clean JSON.
 fn assert_error(kind: ProviderKind, status: u16, e: &UpstreamError, body: &[u8]) {
     let name = kind.as_str();
@@ -154,5 +169,16 @@ pub fn error_anthropic(body: &[u8]) {
     for status in STATUSES {
         let e = codec::parse_error(ProviderKind::Anthropic, status, body);
         assert_error(ProviderKind::Anthropic, status, &e, body);
+    }
+}
+
+/// A non-2xx body from Google: the RPC shape (also as the one-element array the non-SSE stream endpoint
+/// answers with), or anything a proxy sends. Vertex falls back to Anthropic's reader for Claude's errors.
+pub fn error_gemini(body: &[u8]) {
+    for kind in [ProviderKind::Gemini, ProviderKind::Vertex] {
+        for status in STATUSES {
+            let e = codec::parse_error(kind, status, body);
+            assert_error(kind, status, &e, body);
+        }
     }
 }

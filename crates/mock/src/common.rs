@@ -144,12 +144,15 @@ fn bearer(h: &HeaderMap) -> Option<String> {
 }
 
 /// The key as the real service authenticates it, read only from the headers that service reads
-/// (OpenAI, Ollama and Cohere: Bearer; Azure: `api-key` or Bearer; Anthropic: `x-api-key` or Bearer).
+/// (OpenAI, Ollama and Cohere: Bearer; Azure: `api-key` or Bearer; Anthropic: `x-api-key` or Bearer; Gemini:
+/// `x-goog-api-key` or Bearer).
 pub(crate) fn auth_key(flavor: Flavor, h: &HeaderMap) -> Option<String> {
     match flavor {
         Flavor::Anthropic => header(h, "x-api-key").or_else(|| bearer(h)),
         Flavor::Azure => header(h, "api-key").or_else(|| bearer(h)),
         Flavor::OpenAi | Flavor::Ollama | Flavor::Cohere => bearer(h),
+        // The Gemini API's key, or Vertex's OAuth token (`?key=` is read in `lib.rs`, which sees the query).
+        Flavor::Gemini => header(h, "x-goog-api-key").or_else(|| bearer(h)),
     }
 }
 

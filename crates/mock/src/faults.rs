@@ -93,6 +93,8 @@ pub(crate) async fn gate(ctx: &Ctx) -> Result<Option<FaultKind>, ApiError> {
 pub(crate) enum Framing {
     /// `event: name\n` (optional) + `data: json\n\n`.
     Sse,
+    /// `data: json\r\n\r\n`, as Google's servers write SSE.
+    SseCrlf,
     /// One JSON object per line.
     Ndjson,
 }
@@ -104,19 +106,26 @@ pub(crate) struct Frame {
     pub data: String,
     /// Carries answer content (text or tool arguments); `reset` counts these.
     pub content: bool,
+    /// Written as it is, without SSE fields (Google writes a mid-stream error as plain JSON lines).
+    pub verbatim: bool,
 }
 
 impl Frame {
     pub fn data(v: &Value) -> Frame {
-        Frame { event: None, data: v.to_string(), content: false }
+        Frame { event: None, data: v.to_string(), content: false, verbatim: false }
     }
 
     pub fn raw(data: &str) -> Frame {
-        Frame { event: None, data: data.to_string(), content: false }
+        Frame { event: None, data: data.to_string(), content: false, verbatim: false }
     }
 
     pub fn named(event: &'static str, v: &Value) -> Frame {
-        Frame { event: Some(event), data: v.to_string(), content: false }
+        Frame { event: Some(event), data: v.to_string(), content: false, verbatim: false }
+    }
+
+    /// Text sent as it is, outside any SSE field.
+    pub fn verbatim(text: String) -> Frame {
+        Frame { event: None, data: text, content: false, verbatim: true }
     }
 
     pub fn content(mut self) -> Frame {
@@ -125,7 +134,11 @@ impl Frame {
     }
 
     fn encode(&self, framing: Framing) -> Bytes {
+        if self.verbatim {
+            return Bytes::from(self.data.clone());
+        }
         match framing {
+            Framing::SseCrlf => Bytes::from(format!("data: {}\r\n\r\n", self.data)),
             Framing::Sse => {
                 let mut s = String::with_capacity(self.data.len() + 32);
                 if let Some(e) = self.event {
@@ -148,7 +161,7 @@ impl Frame {
         while cut > 0 && !self.data.is_char_boundary(cut) {
             cut -= 1;
         }
-        Frame { event: self.event, data: self.data[..cut].to_string(), content: self.content }
+        Frame { event: self.event, data: self.data[..cut].to_string(), content: self.content, verbatim: self.verbatim }
     }
 }
 
@@ -194,7 +207,7 @@ fn endless_line(frames: &[Frame], framing: Framing, bytes: u64) -> Vec<Step> {
     let first = frames.iter().position(|f| f.content).unwrap_or(0);
     let mut steps: Vec<Step> = frames.iter().take(first + 1).map(|f| Step::Send(f.encode(framing))).collect();
     let opening: &'static [u8] = match framing {
-        Framing::Sse => b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
+        Framing::Sse | Framing::SseCrlf => b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
         Framing::Ndjson => b"{\"message\":{\"role\":\"assistant\",\"content\":\"",
     };
     steps.push(Step::Send(Bytes::from_static(opening)));
@@ -339,7 +352,7 @@ pub(crate) fn stream_response(
     mut headers: Vec<(&'static str, String)>,
 ) -> Response {
     let content_type = match framing {
-        Framing::Sse => "text/event-stream; charset=utf-8",
+        Framing::Sse | Framing::SseCrlf => "text/event-stream; charset=utf-8",
         Framing::Ndjson => "application/x-ndjson",
     };
     headers.push(("cache-control", "no-cache".to_string()));

@@ -1,4 +1,5 @@
-//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic, Ollama (native) and Cohere (v2) wire formats.
+//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic, Ollama (native), Cohere (v2) and Gemini
+//! (Gemini API and Vertex AI) wire formats.
 //!
 //! Why this crate exists: Switchyard's conformance suite, its fault-injection tests, `switchyard serve --demo`
 //! and `switchyard mock` all need upstreams that speak each provider's exact wire format (paths, headers,
@@ -69,6 +70,14 @@
 //!    fragments of at most 8 characters. `stream` defaults to false, except Ollama native (true). Cohere's
 //!    in-stream error (`stream_error`, `late_stream_error`) is a `message-end` with `finish_reason`
 //!    `ERROR` and `delta.error`, the way its API reports a generation that failed.
+//!    Gemini, as Google does, sends tool calls whole in one frame and the last text piece with the
+//!    `finishReason` and the final `usageMetadata`; it is a stream by route (`:streamGenerateContent`).
+//!
+//! Gemini's words for the above: tool results are `functionResponse` parts (a `response` object of one
+//! string value reads as that string, any other as its JSON), finish `STOP` (also for tool calls),
+//! `MAX_TOKENS`, `SAFETY` (no content); JSON mode is `responseMimeType: application/json`, `n` is
+//! `candidateCount`, cached tokens are `cachedContentTokenCount`; calls carry no ids (Gemini 2.5 sends
+//! none) and Gemini 3 models sign the first call of a turn.
 //!
 //! # Faults and knobs
 //! [`Behavior`] holds the knobs. Per request they can be overridden by headers (`x-mock-latency-ms`,
@@ -114,7 +123,7 @@
 //!   token limit); a reset is an RFC 3339 time in whole seconds.
 //! - Azure: only `x-ratelimit-remaining-requests` (of 100 per 10-second window) and
 //!   `x-ratelimit-remaining-tokens` (of 100,000 a minute); no limit or reset headers.
-//! - Ollama: none.
+//! - Ollama and Gemini: none (a Gemini 429 names its wait in a `RetryInfo` detail instead).
 //! - Cohere: none (it documents no rate-limit headers); every answer carries an `x-debug-trace-id`.
 //!
 //! An answer uses one request and its estimated tokens (one per 4 bytes of body, plus `max_tokens` or
@@ -165,6 +174,11 @@
 //! 5. Authentication as the real service reads it (OpenAI, Ollama and Cohere: `Authorization: Bearer`; Azure:
 //!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`).
 //!    A missing key is a 401 (Ollama needs none), and `require_key` turns every other key into a 401.
+//!    Gemini answers as Google does: the Gemini API reads `x-goog-api-key` or `?key=` (missing: 403
+//!    `PERMISSION_DENIED`; wrong: 400 `API_KEY_INVALID`), Vertex paths a Bearer token (401 `UNAUTHENTICATED`).
+//!    The Gemini mock's `POST /token` answers a service account's JWT-bearer grant as Google's token
+//!    endpoint does ([`MockHandle::issued_tokens`] lists what it issued); a Vertex path refuses a
+//!    `ya29.mock-` token it did not issue.
 //! 6. A fault is drawn ([`Stats::faults`] counts it): status faults answer now, `hang` waits until the
 //!    client leaves or the mock shuts down, `slow_first_byte` sleeps 30 s, and `reset`, `malformed`,
 //!    `stream_error` are applied to the body.
@@ -184,6 +198,7 @@ mod behaviour;
 mod cohere;
 mod common;
 mod faults;
+mod gemini;
 mod knobs;
 mod ollama;
 mod openai;
@@ -225,10 +240,14 @@ pub enum Flavor {
     Ollama,
     /// Cohere's v2 API: `/v2/chat`, `/v2/embed` and `/v1/models`.
     Cohere,
+    /// Google Gemini: the Gemini API's `/v1beta/models/…` and Vertex AI's
+    /// `/v1/projects/…/publishers/google/models/…` paths.
+    Gemini,
 }
 
 impl Flavor {
-    /// Parses `openai`, `azure`, `anthropic`, `ollama` or `cohere` (ASCII case-insensitive).
+    /// Parses `openai`, `azure`, `anthropic`, `ollama`, `cohere` or `gemini` (ASCII case-insensitive;
+    /// `vertex` is `gemini`, whose mock serves both path styles).
     pub fn parse(s: &str) -> Option<Flavor> {
         match s.trim().to_ascii_lowercase().as_str() {
             "openai" => Some(Flavor::OpenAi),
@@ -236,6 +255,7 @@ impl Flavor {
             "anthropic" => Some(Flavor::Anthropic),
             "ollama" => Some(Flavor::Ollama),
             "cohere" => Some(Flavor::Cohere),
+            "gemini" | "vertex" => Some(Flavor::Gemini),
             _ => None,
         }
     }
@@ -248,6 +268,7 @@ impl Flavor {
             Flavor::Anthropic => "anthropic",
             Flavor::Ollama => "ollama",
             Flavor::Cohere => "cohere",
+            Flavor::Gemini => "gemini",
         }
     }
 }
@@ -396,6 +417,7 @@ impl MockConfig {
             Flavor::Anthropic => &["claude-sonnet-4-6", "claude-haiku-4-5"],
             Flavor::Ollama => &["llava:latest", "llama3.2:latest", "all-minilm:latest"],
             Flavor::Cohere => &["command-a-03-2025", "command-r-plus-08-2024", "embed-v4.0"],
+            Flavor::Gemini => &["gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview", "gemini-embedding-001", "text-embedding-005"],
         };
         MockConfig {
             flavor,
@@ -449,6 +471,9 @@ struct Shared {
     behavior: Mutex<Behavior>,
     stats: Mutex<Stats>,
     log: Mutex<VecDeque<RecordedRequest>>,
+    /// Gemini: the OAuth access tokens `/token` handed out (kept across `reset`, as a real token outlives
+    /// a test's counters).
+    tokens: Mutex<Vec<String>>,
     closing_tx: watch::Sender<bool>,
     closing_rx: watch::Receiver<bool>,
 }
@@ -480,6 +505,7 @@ impl MockHandle {
                 behavior: Mutex::new(behavior),
                 stats: Mutex::new(Stats::default()),
                 log: Mutex::new(VecDeque::new()),
+                tokens: Mutex::new(Vec::new()),
                 closing_tx,
                 closing_rx,
             }),
@@ -524,6 +550,22 @@ impl MockHandle {
 
     pub(crate) fn config(&self) -> &MockConfig {
         &self.shared.cfg
+    }
+
+    /// The OAuth access tokens the Gemini mock's `/token` issued, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).clone()
+    }
+
+    /// A new access token, remembered so that Vertex paths can tell it from a forged one.
+    pub(crate) fn issue_token(&self) -> String {
+        let t = format!("{}{}", gemini::MOCK_TOKEN_PREFIX, common::random_alnum(32));
+        lock(&self.shared.tokens).push(t.clone());
+        t
+    }
+
+    pub(crate) fn token_issued(&self, token: &str) -> bool {
+        lock(&self.shared.tokens).iter().any(|t| t == token)
     }
 
     pub(crate) fn count_fault(&self) {
@@ -657,6 +699,11 @@ impl MockServer {
         self.handle.requests()
     }
 
+    /// The OAuth access tokens the Gemini mock's `/token` issued, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.handle.issued_tokens()
+    }
+
     /// Replaces the knobs.
     pub fn set_behavior(&self, b: Behavior) {
         self.handle.set_behavior(b);
@@ -710,9 +757,13 @@ async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
         Err(_) => (bytes::Bytes::new(), true),
     };
     let body_json: Option<serde_json::Value> = if raw.is_empty() { None } else { serde_json::from_slice(&raw).ok() };
-    let key = common::extract_key(flavor, &parts.headers);
+    let mut key = common::extract_key(flavor, &parts.headers);
+    if flavor == Flavor::Gemini && key.is_none() {
+        key = gemini::query_key(query.as_deref());
+    }
     let raw_model = match flavor {
         Flavor::Azure => azure::deployment_of(&path).or_else(|| body_model(body_json.as_ref(), "model")),
+        Flavor::Gemini => gemini::model_of(&path),
         _ => body_model(body_json.as_ref(), "model"),
     };
     let (model, suffix) = match raw_model {
@@ -778,6 +829,7 @@ async fn answer(ctx: Ctx, behavior: &Behavior, too_large: bool) -> Response {
         Flavor::Anthropic => anthropic::handle(ctx).await,
         Flavor::Ollama => ollama::handle(ctx).await,
         Flavor::Cohere => cohere::handle(ctx).await,
+        Flavor::Gemini => gemini::handle(ctx).await,
     }
 }
 
@@ -791,6 +843,7 @@ fn error(ctx: &Ctx, err: ApiError) -> Response {
         Flavor::Anthropic => anthropic::error(ctx, err),
         Flavor::Ollama => ollama::error(ctx, err),
         Flavor::Cohere => cohere::error(ctx, err),
+        Flavor::Gemini => gemini::error(ctx, err),
     }
 }
 

@@ -11,7 +11,7 @@ use common::*;
 use serde_json::{json, Value};
 use switchyard_mock::{Behavior, FaultKind, Flavor, MockServer};
 
-const FLAVORS: [Flavor; 5] = [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama, Flavor::Cohere];
+const FLAVORS: [Flavor; 6] = [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama, Flavor::Cohere, Flavor::Gemini];
 /// Enough words for a stream of a dozen chunks.
 const LONG: &str = "one two three four five six seven eight nine ten eleven twelve";
 
@@ -39,6 +39,15 @@ fn chat(flavor: Flavor, text: &str, stream: bool) -> (&'static str, Vec<(&'stati
             "/v2/chat",
             vec![("authorization", "Bearer co-test-0001")],
             json!({"model": "command-a-03-2025", "messages": messages, "stream": stream}),
+        ),
+        Flavor::Gemini => (
+            if stream {
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+            } else {
+                "/v1beta/models/gemini-2.5-flash:generateContent"
+            },
+            vec![("x-goog-api-key", "AIza-test-0001")],
+            json!({"contents": [{"role": "user", "parts": [{"text": text}]}]}),
         ),
     }
 }

@@ -233,9 +233,16 @@ pub(crate) async fn answer_chat<A: ChatApi>(state: &AppState, ctx: RequestCtx, r
 /// The request's context with what the caller presented: its key (ours are virtual keys, in the first of
 /// `x-switchyard-vk`, Bifrost's `x-bf-vk`, `Authorization: Bearer`, `x-api-key`) and its `traceparent`.
 pub(crate) fn caller_ctx(headers: &HeaderMap) -> RequestCtx {
+    caller_ctx_with(headers, None)
+}
+
+/// [`caller_ctx`] for a route whose SDK sends the key its own way (`x-goog-api-key`, `?key=`): `sdk_key`,
+/// when present, is tried after our own headers and before the generic ones.
+pub(crate) fn caller_ctx_with(headers: &HeaderMap, sdk_key: Option<&str>) -> RequestCtx {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     let bearer = get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
-    let key = get("x-switchyard-vk").or_else(|| get("x-bf-vk")).or(bearer).or_else(|| get("x-api-key"));
+    let sdk_key = sdk_key.map(str::trim).filter(|k| !k.is_empty());
+    let key = get("x-switchyard-vk").or_else(|| get("x-bf-vk")).or(sdk_key).or(bearer).or_else(|| get("x-api-key"));
     RequestCtx::new()
         .with_caller(key.map(|k| secrecy::SecretString::from(k.to_string())), get("traceparent"))
         .with_request_id(get("x-request-id"))
@@ -397,6 +404,13 @@ async fn read_json<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut 
 /// offending field on failure. The content type was checked before (see `policy`). The bytes go on the
 /// request's record when bodies are kept.
 pub(crate) async fn read_json_as<T: DeserializeOwned>(body: Body, state: &AppState, rec: &mut Record) -> Result<T, BodyError> {
+    let bytes = read_body(body, state, rec).await?;
+    decode_json(&bytes).map_err(BodyError::Bad)
+}
+
+/// Reads the whole body under the size limit and within the body timeout, for a route that decodes it
+/// itself (the GenAI routes parse Google's shapes with their own errors). The bytes go on the record.
+pub(crate) async fn read_body(body: Body, state: &AppState, rec: &mut Record) -> Result<bytes::Bytes, BodyError> {
     let limit = state.server.max_body_bytes;
     let within = state.server.body_read_timeout;
     let bytes = match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
@@ -422,7 +436,7 @@ pub(crate) async fn read_json_as<T: DeserializeOwned>(body: Body, state: &AppSta
         }
     };
     rec.request_body(&bytes);
-    decode_json(&bytes).map_err(BodyError::Bad)
+    Ok(bytes)
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {

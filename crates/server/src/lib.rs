@@ -1,6 +1,6 @@
 //! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), the Anthropic drop-in
-//! routes under `/anthropic` (`anthropic`), error rendering,
-//! streaming responses, and the guards every client connection and request passes.
+//! routes under `/anthropic` (`anthropic`), the Google GenAI drop-in routes under `/genai` (`genai`), error
+//! rendering, streaming responses, and the guards every client connection and request passes.
 //!
 //! Handlers stay thin: read the body, decode it (stage 1 of the request path, see `switchyard_engine`),
 //! call the engine, render. Everything about routing, keys and upstreams lives in the engine. What lives
@@ -15,6 +15,7 @@ mod admin_usage;
 mod anthropic;
 mod conn;
 mod errors;
+mod genai;
 mod handlers;
 mod policy;
 mod reqlog;
@@ -137,6 +138,15 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/anthropic/v1/models/{*id}", get(anthropic::model))
         .route("/anthropic", any(anthropic::not_found))
         .route("/anthropic/{*rest}", any(anthropic::not_found));
+    // The Google GenAI SDK's routes, with `http_options.base_url` = `{gateway}/genai`.
+    for version in genai::VERSIONS {
+        r = r
+            .route(&format!("/genai/{version}/models"), get(genai::list))
+            .route(&format!("/genai/{version}/models/{{*rest}}"), post(genai::post).get(genai::get));
+    }
+    // Any other path under `/genai` gets Google's 404 rather than the OpenAI routes' one (a Google client
+    // prints that as `404 None`).
+    r = r.route("/genai", any(genai::not_found)).route("/genai/{*rest}", any(genai::not_found));
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(hosts, policy::guard))

@@ -55,6 +55,16 @@ pub(crate) trait ClientEncoder: Send + 'static {
     fn finish(&mut self, out: &mut Vec<u8>);
     /// The stream failed after its headers went out: the API's in-stream error.
     fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>);
+    /// Bytes that keep an idle stream open without meaning anything to the client: an SSE comment, which
+    /// every SSE reader skips; a route whose SDK parses every line (Google's) says otherwise.
+    fn keepalive(&self) -> &'static [u8] {
+        b": keep-alive\n\n"
+    }
+    /// Names the chosen target to the client once it is known, as an SSE comment where the API's reader
+    /// skips comments; a route whose reader would choke on one writes nothing.
+    fn served(&self, served: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(format!(": served by {served}\n\n").as_bytes());
+    }
 }
 
 /// The OpenAI-family encoders (chat, legacy completions, Responses) fail with OpenAI's error body.
@@ -196,7 +206,6 @@ async fn drive<E: ClientEncoder>(
     if let Phase::Streaming(s) = &mut phase {
         settled_into(s, &rec);
     }
-    let fail = |enc: &mut E, e: &GatewayError, out: &mut Vec<u8>| enc.fail(e, out);
     loop {
         let mut out = Vec::new();
         let finished = match &mut phase {
@@ -209,7 +218,7 @@ async fn drive<E: ClientEncoder>(
                             served = format!("{}/{}", s.provider, s.model);
                             rec.served(&s);
                             settled_into(&mut stream, &rec);
-                            out.extend_from_slice(format!(": served by {served}\n\n").as_bytes());
+                            enc.served(&served, &mut out);
                             phase = Phase::Streaming(stream);
                             false
                         }
@@ -217,7 +226,7 @@ async fn drive<E: ClientEncoder>(
                             let e = GatewayError::Internal("a stream request got a complete answer".into());
                             rec.failed(&e);
                             rec.ended("failed");
-                            fail(&mut enc, &e, &mut out);
+                            enc.fail(&e, &mut out);
                             true
                         }
                         Err(e) => {
@@ -229,13 +238,13 @@ async fn drive<E: ClientEncoder>(
                             }
                             rec.failed(&e);
                             rec.ended("failed");
-                            fail(&mut enc, &e, &mut out);
+                            enc.fail(&e, &mut out);
                             true
                         }
                     },
                     _ = tokio::time::sleep(keepalive) => {
                         // A client with keep-alives still unread does not need another.
-                        if let Err(TrySendError::Closed(_)) = tx.try_send(Bytes::from_static(b": keep-alive\n\n")) {
+                        if let Err(TrySendError::Closed(_)) = tx.try_send(Bytes::from_static(enc.keepalive())) {
                             return;
                         }
                         false
@@ -267,7 +276,7 @@ async fn drive<E: ClientEncoder>(
                         tracing::warn!("stream failed after it started: {e}");
                         rec.failed(&e);
                         rec.ended("failed");
-                        fail(&mut enc, &e, &mut out);
+                        enc.fail(&e, &mut out);
                         true
                     }
                 }

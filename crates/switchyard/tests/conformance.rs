@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use switchyard_mock::{Flavor, MockServer};
+use switchyard_mock::{Flavor, MockServer, RecordedRequest};
 
 #[derive(Clone, Copy)]
 struct Caps {
@@ -29,6 +29,9 @@ struct Caps {
     lists_models: bool,
     /// Can be made to call a named tool (Ollama has no `tool_choice`; the gateway narrows the tools instead).
     forced_tool_choice: bool,
+    /// Authenticates with an OAuth token the gateway obtains from the mock's `/token` (Vertex through a
+    /// service account), not with a configured key.
+    oauth: bool,
 }
 
 const OPENAI_LIKE: Caps = Caps {
@@ -41,6 +44,7 @@ const OPENAI_LIKE: Caps = Caps {
     stream_usage: true,
     lists_models: true,
     forced_tool_choice: true,
+    oauth: false,
 };
 
 struct Case {
@@ -55,6 +59,21 @@ struct Case {
 
 fn keyed(kind: &str, base: &str) -> String {
     format!("    type: {kind}\n    base_url: \"{base}\"\n    keys: [{{name: k1, value: sk-test-{kind}}}]\n")
+}
+
+/// A Vertex provider that authenticates with the test service account (the fixture key), its `token_uri`
+/// pointed at the mock, written to a file of its own as `credentials_file` takes it.
+fn service_account_block(base: &str) -> String {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../wire/tests/fixtures/google/service_account.json");
+    let mut sa: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    sa["token_uri"] = Value::String(format!("{base}/token"));
+    let port = base.rsplit(':').next().unwrap_or("0").trim_end_matches('/');
+    let path = std::env::temp_dir().join(format!("switchyard-conformance-sa-{}-{port}.json", std::process::id()));
+    std::fs::write(&path, sa.to_string()).unwrap();
+    format!(
+        "    type: vertex\n    base_url: \"{base}\"\n    region: us-central1\n    project: proj-1\n    credentials_file: \"{}\"\n",
+        path.display()
+    )
 }
 
 async fn run(case: Case) {
@@ -134,6 +153,7 @@ impl Suite {
         self.errors(f).await;
         self.embeddings(f).await;
         self.models(f).await;
+        self.credentials(f);
         self.failures.append(f);
         assert!(
             self.failures.is_empty(),
@@ -184,6 +204,7 @@ impl Suite {
         let b = self.upstream_body();
         let ok = match self.case.flavor {
             Flavor::Anthropic => b["system"].to_string().contains("be terse") && b["messages"][0]["role"] == "user",
+            Flavor::Gemini => b["systemInstruction"] == json!({"parts": [{"text": "be terse"}]}) && b["contents"][0]["role"] == "user",
             _ => b["messages"][0]["role"] == "system" && b["messages"][0]["content"] == "be terse",
         };
         check!(f, "system", ok, "upstream body {b}");
@@ -226,6 +247,16 @@ impl Suite {
                     && b["stop_sequences"] == json!(["zzz"])
                     && b["max_tokens"] == 50
                     && b["k"] == 3
+                    && b.get("logit_bias").is_none()
+            }
+            Flavor::Gemini => {
+                let g = &b["generationConfig"];
+                g["temperature"] == 0.5
+                    && g["topP"] == 0.9
+                    && g["seed"] == 7
+                    && g["stopSequences"] == json!(["zzz"])
+                    && g["maxOutputTokens"] == 50
+                    && g["topK"] == 3
                     && b.get("logit_bias").is_none()
             }
             Flavor::Ollama => {
@@ -418,10 +449,12 @@ impl Suite {
             // The schema itself reached the upstream (OpenAI style as `response_format`, Ollama as `format`,
             // Cohere as `response_format.json_schema`).
             let sent = self.upstream_body();
+            // Gemini as `responseJsonSchema`, which takes JSON Schema as it is.
+            let gemini = sent["generationConfig"]["responseJsonSchema"] == inner;
             check!(
                 f,
                 "json schema forwarded",
-                sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner,
+                sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner || gemini,
                 "{sent}"
             );
         } else if self.case.flavor == Flavor::Anthropic {
@@ -604,6 +637,37 @@ impl Suite {
         }
     }
 
+    /// An OAuth provider traded its service account's assertion at the credential's `token_uri` (the
+    /// mock's `/token`) once, the token was cached for every later call, and each upstream call carried that
+    /// token as Bearer on the project's regional path, with no API key beside it.
+    fn credentials(&self, f: &mut Vec<String>) {
+        if !self.case.caps.oauth {
+            return;
+        }
+        let tokens = self.mock.issued_tokens();
+        let exchanges = self.mock.stats().by_path.get("/token").copied().unwrap_or(0);
+        check!(
+            f,
+            "oauth token exchange",
+            tokens.len() == 1 && exchanges == 1,
+            "{} token(s) issued in {exchanges} exchange(s)",
+            tokens.len()
+        );
+        let want = tokens.first().map(|t| format!("Bearer {t}"));
+        let calls: Vec<RecordedRequest> = self.mock.requests().into_iter().filter(|r| r.path != "/token").collect();
+        let bad: Vec<String> = calls
+            .iter()
+            .filter(|r| {
+                r.headers.get("authorization") != want.as_ref()
+                    || r.headers.contains_key("x-goog-api-key")
+                    || r.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
+                    || !r.path.starts_with("/v1/projects/proj-1/locations/us-central1/publishers/google/models/")
+            })
+            .map(|r| format!("{} {:?} {:?}", r.path, r.query, r.headers.get("authorization")))
+            .collect();
+        check!(f, "oauth bearer on every call", !calls.is_empty() && bad.is_empty(), "{} call(s), off: {bad:?}", calls.len());
+    }
+
     async fn models(&self, f: &mut Vec<String>) {
         let r = self.c.get(self.gw.url("/v1/models")).send().await.unwrap();
         let status = r.status().as_u16();
@@ -669,6 +733,24 @@ conformance! {
         name: "cohere", flavor: Flavor::Cohere, model: "command-a-03-2025",
         caps: Caps { n: false, content_filter: false, ..OPENAI_LIKE },
         block: |b| keyed("cohere", b),
+    };
+    gemini: Case {
+        name: "gemini", flavor: Flavor::Gemini, model: "gemini-2.5-flash",
+        caps: Caps { image_urls: false, ..OPENAI_LIKE },
+        block: |b| keyed("gemini", b),
+    };
+    // Vertex with an API key (express mode); `vertex_oauth` below takes the service-account path.
+    vertex_gemini: Case {
+        name: "vertex", flavor: Flavor::Gemini, model: "gemini-2.5-pro",
+        caps: Caps { image_urls: false, lists_models: false, ..OPENAI_LIKE },
+        block: |b| format!("{}    region: us-central1\n    project: proj-1\n", keyed("vertex", b)),
+    };
+    // Vertex as most deployments run it: a service account's credentials file, whose token endpoint is the
+    // mock's, and a Bearer token on the project's paths.
+    vertex_oauth: Case {
+        name: "vertex", flavor: Flavor::Gemini, model: "gemini-2.5-pro",
+        caps: Caps { image_urls: false, lists_models: false, oauth: true, ..OPENAI_LIKE },
+        block: service_account_block,
     };
     perplexity: Case {
         name: "perplexity", flavor: Flavor::OpenAi, model: "sonar",

@@ -762,6 +762,44 @@ async fn slow_first_tokens_get_keep_alives_and_disconnects_close_the_upstream() 
     wait_health(&c, &gw, |p| p["in_flight"] == 0).await;
 }
 
+/// The GenAI route shares the stream machinery but not its SSE comments: Google's SDK parses every line
+/// that is not blank, so its keep-alives are blank lines and no `served by` note is written, and a failure
+/// after they began is a last `data:` frame holding Google's error body.
+#[tokio::test]
+async fn genai_streams_keep_alive_with_blank_lines_and_fail_in_googles_shape() {
+    let up = mock(Flavor::OpenAi).await;
+    let yaml = format!("routing:\n  stream_keepalive: 150ms\nproviders:\n{}", provider("openai", "openai", &up.base_url(), "k", ""));
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    up.set_behavior(Behavior { latency_ms: 700, ..Behavior::default() });
+    let ask = |text: &str| json!({"contents": [{"role": "user", "parts": [{"text": text}]}]});
+    let url = |model: &str| gw.url(&format!("/genai/v1beta/models/{model}:streamGenerateContent?alt=sse"));
+    // Read raw: Google's frames end in CRLF pairs, which the OpenAI-shaped `stream` helper does not split.
+    let raw = |model: &str, text: &str| {
+        let req = c.post(url(model)).header("content-type", "application/json").body(ask(text).to_string());
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned())
+        }
+    };
+    let data = |raw: &str| -> Vec<Value> {
+        raw.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
+    };
+    let (status, body) = raw("openai/m", "wait for it").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("\r\n"), "{body:?}");
+    assert!(!body.lines().any(|l| l.starts_with(':')), "no SSE comment may reach Google's parser: {body:?}");
+    let frames = data(&body);
+    let text: String = frames.iter().filter_map(|f| f["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
+    assert_eq!(text, "echo: wait for it", "{body:?}");
+    assert_eq!(frames.last().unwrap()["candidates"][0]["finishReason"], "STOP", "{body:?}");
+
+    let (status, body) = raw("openai/m+code=500", "x").await;
+    assert_eq!(status, 200);
+    let e = data(&body).pop().unwrap();
+    assert_eq!((e["error"]["code"].as_u64(), e["error"]["status"].as_str()), (Some(502), Some("UNAVAILABLE")), "{body:?}");
+}
+
 #[tokio::test]
 async fn image_fetch_limits_hold_end_to_end() {
     let images = image_server().await;

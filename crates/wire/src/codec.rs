@@ -7,7 +7,7 @@
 //! provider, and no provider imports it. Every function is pure: the engine does the I/O and hands us bytes.
 
 use crate::error::{UpstreamError, WireError};
-use crate::providers::{anthropic, azure, cohere, ollama, openai};
+use crate::providers::{anthropic, azure, cohere, gemini, ollama, openai};
 use crate::types::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
 // The shared types live in `spec` (so providers need not import this module); re-exported here so the
@@ -35,18 +35,17 @@ pub enum StreamDecoder {
     Anthropic(anthropic::StreamDecoder),
     Ollama(ollama::StreamDecoder),
     Cohere(cohere::StreamDecoder),
+    Gemini(gemini::StreamDecoder),
 }
 
 impl StreamDecoder {
     pub fn new(kind: ProviderKind, ctx: ResponseCtx<'_>) -> Self {
         match kind.family() {
-            Family::Vertex if vertex_claude(ctx.model) => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
-            // Bedrock, Gemini and Vertex: `build_chat` refuses them until their codecs land, so no
-            // stream of theirs reaches a decoder.
-            Family::OpenAi | Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex => {
-                StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx))
-            }
+            // Bedrock: `build_chat` refuses it until its codec lands, so no stream of its reaches a decoder.
+            Family::OpenAi | Family::Azure | Family::Bedrock => StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx)),
             Family::Cohere => StreamDecoder::Cohere(cohere::StreamDecoder::new(ctx)),
+            Family::Vertex if vertex_claude(ctx.model) => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
+            Family::Gemini | Family::Vertex => StreamDecoder::Gemini(gemini::StreamDecoder::new(ctx)),
             Family::Anthropic => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
             Family::Ollama => StreamDecoder::Ollama(ollama::StreamDecoder::new(ctx)),
         }
@@ -59,6 +58,7 @@ impl StreamDecoder {
             StreamDecoder::Anthropic(d) => d.feed(bytes, out),
             StreamDecoder::Ollama(d) => d.feed(bytes, out),
             StreamDecoder::Cohere(d) => d.feed(bytes, out),
+            StreamDecoder::Gemini(d) => d.feed(bytes, out),
         }
     }
 
@@ -70,6 +70,7 @@ impl StreamDecoder {
             StreamDecoder::Anthropic(d) => d.set_max_event_bytes(max),
             StreamDecoder::Ollama(d) => d.set_max_event_bytes(max),
             StreamDecoder::Cohere(d) => d.set_max_event_bytes(max),
+            StreamDecoder::Gemini(d) => d.set_max_event_bytes(max),
         }
     }
 
@@ -80,6 +81,7 @@ impl StreamDecoder {
             StreamDecoder::Anthropic(d) => d.finish(out),
             StreamDecoder::Ollama(d) => d.finish(out),
             StreamDecoder::Cohere(d) => d.finish(out),
+            StreamDecoder::Gemini(d) => d.finish(out),
         }
     }
 }
@@ -93,7 +95,8 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
         Family::Ollama => ollama::build_chat(ep, req, model),
         Family::Cohere => cohere::build_chat(ep, req, model),
         Family::Vertex if vertex_claude(model) => anthropic::build_vertex_chat(ep, req, model),
-        Family::Bedrock | Family::Gemini | Family::Vertex => Err(not_built(ep.kind)),
+        Family::Gemini | Family::Vertex => gemini::build_chat(ep, req, model),
+        Family::Bedrock => Err(not_built(ep.kind)),
     }
 }
 
@@ -115,7 +118,8 @@ pub fn parse_chat(kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Resu
         Family::Ollama => ollama::parse_chat(body, ctx),
         Family::Cohere => cohere::parse_chat(body, ctx),
         Family::Vertex if vertex_claude(ctx.model) => anthropic::parse_chat(body, ctx),
-        Family::Bedrock | Family::Gemini | Family::Vertex => Err(not_built(kind)),
+        Family::Gemini | Family::Vertex => gemini::parse_chat(body, ctx),
+        Family::Bedrock => Err(not_built(kind)),
     }
 }
 
@@ -124,6 +128,9 @@ pub fn parse_error(kind: ProviderKind, status: u16, body: &[u8]) -> UpstreamErro
     match kind.family() {
         Family::Anthropic => anthropic::parse_error(status, body),
         Family::Cohere => cohere::parse_error(status, body),
+        Family::Gemini => gemini::parse_error(status, body),
+        // Google's front end answers quota and auth in its RPC shape; Claude's own errors keep Anthropic's.
+        Family::Vertex => gemini::parse_rpc_error(status, body).unwrap_or_else(|| anthropic::parse_error(status, body)),
         _ => UpstreamError::from_body(status, body),
     }
 }
@@ -138,7 +145,8 @@ pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str)
         Family::Ollama => ollama::build_embeddings(ep, req, model),
         Family::Anthropic => Err(WireError::unsupported("anthropic has no embeddings endpoint", Some("model"))),
         Family::Cohere => cohere::build_embeddings(ep, req, model),
-        Family::Bedrock | Family::Gemini | Family::Vertex => Err(not_built(ep.kind)),
+        Family::Gemini | Family::Vertex => gemini::build_embeddings(ep, req, model),
+        Family::Bedrock => Err(not_built(ep.kind)),
     }
 }
 
@@ -154,6 +162,7 @@ pub fn parse_embeddings(
         Family::Ollama => ollama::parse_embeddings_as(body, ctx, encoding_format),
         // The request asked Cohere for the encoding the caller wants.
         Family::Cohere => cohere::parse_embeddings(body, ctx),
+        Family::Gemini | Family::Vertex => gemini::parse_embeddings(body, ctx, encoding_format),
         _ => openai::parse_embeddings(body),
     }
 }
@@ -168,7 +177,8 @@ pub fn build_list_models(ep: &Endpoint<'_>) -> Option<WireRequest> {
         Family::Anthropic => anthropic::build_list_models(ep),
         Family::Ollama => ollama::build_list_models(ep),
         Family::Cohere => cohere::build_list_models(ep),
-        Family::Azure | Family::Bedrock | Family::Gemini | Family::Vertex => return None,
+        Family::Gemini | Family::Vertex => return gemini::build_list_models(ep),
+        Family::Azure | Family::Bedrock => return None,
     })
 }
 
@@ -177,6 +187,7 @@ pub fn parse_models(kind: ProviderKind, body: &[u8]) -> Result<Vec<String>, Wire
     match kind.family() {
         Family::Ollama => ollama::parse_models(body),
         Family::Cohere => cohere::parse_models(body),
+        Family::Gemini | Family::Vertex => gemini::parse_models(body),
         // OpenAI and Anthropic both answer `{"data":[{"id":…}]}`.
         _ => openai::parse_models(body),
     }
@@ -199,5 +210,37 @@ mod tests {
         d.feed(include_bytes!("../tests/fixtures/ollama/stream_text.ndjson"), &mut out).unwrap();
         d.finish(&mut out).unwrap();
         assert_eq!(out.last(), Some(&StreamEvent::Done));
+    }
+
+    #[test]
+    fn vertex_dispatches_by_model() {
+        let opts = ProviderOptions { region: Some("us-east5".into()), project: Some("p".into()), ..ProviderOptions::default() };
+        let ep = Endpoint {
+            kind: ProviderKind::Vertex,
+            base_url: "https://us-east5-aiplatform.googleapis.com",
+            auth: Auth::Bearer("t"),
+            options: &opts,
+        };
+        let r: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let w = build_chat(&ep, &r, "gemini-2.5-flash").unwrap();
+        assert!(w.url.ends_with("/projects/p/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent"), "{}", w.url);
+        let w = build_chat(&ep, &r, "claude-sonnet-4@20250514").unwrap();
+        assert!(
+            w.url.ends_with("/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"),
+            "{}",
+            w.url
+        );
+        let ctx = |model| ResponseCtx { id: "chatcmpl-gw1", created: 1, model };
+        assert!(matches!(StreamDecoder::new(ProviderKind::Vertex, ctx("gemini-2.5-pro")), StreamDecoder::Gemini(_)));
+        assert!(matches!(StreamDecoder::new(ProviderKind::Vertex, ctx("claude-haiku-4-5@20251001")), StreamDecoder::Anthropic(_)));
+        assert!(matches!(StreamDecoder::new(ProviderKind::Gemini, ctx("x")), StreamDecoder::Gemini(_)));
+        let e = parse_error(
+            ProviderKind::Vertex,
+            429,
+            br#"{"error":{"code":429,"message":"Resource exhausted.","status":"RESOURCE_EXHAUSTED"}}"#,
+        );
+        assert_eq!(e.kind.as_deref(), Some("RESOURCE_EXHAUSTED"));
+        let e = parse_error(ProviderKind::Vertex, 529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
+        assert_eq!(e.kind.as_deref(), Some("overloaded_error"));
     }
 }

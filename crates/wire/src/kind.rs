@@ -353,7 +353,8 @@ static KINDS: [KindSpec; 19] = [
         key_env: &[],
         base_url_env: None,
         self_hosted: false,
-        caps: Caps { embeddings: false, lists_models: false, image_urls: false },
+        // Embeddings: Google's models through `:predict` (the Gemini codec).
+        caps: Caps { embeddings: true, lists_models: false, image_urls: false },
         // default_max_tokens: Claude on Vertex insists on max_tokens as Anthropic does.
         settings: &[Setting::Region, Setting::Project, Setting::CredentialsFile, Setting::DefaultMaxTokens],
         required: &[Setting::Region, Setting::Project],

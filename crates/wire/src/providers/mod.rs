@@ -3,5 +3,6 @@
 pub mod anthropic;
 pub mod azure;
 pub mod cohere;
+pub mod gemini;
 pub mod ollama;
 pub mod openai;
