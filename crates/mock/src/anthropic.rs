@@ -498,7 +498,7 @@ fn args_object(args: &str) -> Value {
     serde_json::from_str::<Value>(args).ok().filter(Value::is_object).unwrap_or_else(|| json!({}))
 }
 
-fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
+pub(crate) fn messages(ctx: &Ctx, kind: Option<FaultKind>) -> Response {
     let Some(body) = ctx.body.as_ref() else {
         return error(ctx, ApiError::invalid("There was an error parsing the body of your request: it is not valid JSON"));
     };

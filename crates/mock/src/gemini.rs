@@ -5,6 +5,10 @@
 //! `:streamGenerateContent` (`alt=sse`: `data:` frames with CRLF, each a whole response with only the new
 //! text, no end marker; without it, one JSON array), `:countTokens`, `:embedContent`,
 //! `:batchEmbedContents`, Vertex's `:predict`, and `GET /v1beta/models` (paged) and `/v1beta/models/{m}`.
+//! Claude on Vertex (`/v1/projects/{p}/locations/{l}/publishers/anthropic/models/{model}:rawPredict` and
+//! `:streamRawPredict`) is the Anthropic flavour's Messages API behind Vertex's differences: the model in the
+//! path (never the body), `anthropic_version: "vertex-2023-10-16"` in the body instead of a header, and a
+//! Bearer token; answers and errors are Anthropic's.
 //! `POST /token` stands in for Google's OAuth token endpoint (`oauth2.googleapis.com/token`), so that a
 //! service account whose `token_uri` points here gets the Bearer token Vertex paths then accept.
 //!
@@ -44,6 +48,8 @@ enum Style {
     Vertex,
     /// `/v1/publishers/google/…`: Vertex with an API key.
     Express,
+    /// `/v1/projects/…/publishers/anthropic/…`: Claude on Vertex, an OAuth token.
+    VertexClaude,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -54,6 +60,8 @@ enum Route {
     Embed(String),
     BatchEmbed(String),
     Predict(String),
+    /// Claude on Vertex: `:rawPredict` (`false`) or `:streamRawPredict` (`true`).
+    RawPredict(String, bool),
     Models,
     Model(String),
     Unknown,
@@ -80,6 +88,9 @@ fn split(path: &str) -> Option<(Style, &str)> {
             if let Some(m) = segs[5].strip_prefix("publishers/google/models") {
                 return Some((Style::Vertex, m));
             }
+            if let Some(m) = segs[5].strip_prefix("publishers/anthropic/models") {
+                return Some((Style::VertexClaude, m));
+            }
         }
     }
     None
@@ -96,6 +107,9 @@ fn route(path: &str) -> (Option<Style>, Route) {
         Some((m, method)) if !m.is_empty() && !m.contains('/') => {
             let m = m.to_string();
             match method {
+                "rawPredict" if style == Style::VertexClaude => Route::RawPredict(m, false),
+                "streamRawPredict" if style == Style::VertexClaude => Route::RawPredict(m, true),
+                _ if style == Style::VertexClaude => Route::Unknown,
                 "generateContent" => Route::Generate(m),
                 "streamGenerateContent" => Route::Stream(m),
                 "countTokens" => Route::CountTokens(m),
@@ -114,9 +128,13 @@ fn route(path: &str) -> (Option<Style>, Route) {
 /// The model a path names, for counting (suffix included; the caller strips it).
 pub(crate) fn model_of(path: &str) -> Option<String> {
     match route(path).1 {
-        Route::Generate(m) | Route::Stream(m) | Route::CountTokens(m) | Route::Embed(m) | Route::BatchEmbed(m) | Route::Predict(m) => {
-            Some(m)
-        }
+        Route::Generate(m)
+        | Route::Stream(m)
+        | Route::CountTokens(m)
+        | Route::Embed(m)
+        | Route::BatchEmbed(m)
+        | Route::Predict(m)
+        | Route::RawPredict(m, _) => Some(m),
         Route::Model(m) => Some(m),
         Route::Models | Route::Unknown => None,
     }
@@ -157,6 +175,7 @@ pub(crate) async fn handle(ctx: Ctx) -> Response {
         Route::Embed(_) => embed(&ctx, kind, false),
         Route::BatchEmbed(_) => embed(&ctx, kind, true),
         Route::Predict(_) => predict(&ctx, kind),
+        Route::RawPredict(_, stream) => claude(ctx, kind, stream),
         Route::Models => models(&ctx, kind),
         Route::Model(m) => model(&ctx, &m, kind),
         Route::Unknown => error(&ctx, ApiError::NoRoute),
@@ -168,7 +187,7 @@ fn authenticate(ctx: &Ctx, style: Style) -> Result<(), ApiError> {
     let header = |n: &str| ctx.header(n).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
     let presented = match style {
         Style::Api | Style::Express => header("x-goog-api-key").or_else(|| query_key(ctx.query.as_deref())),
-        Style::Vertex => header("authorization").and_then(|v| {
+        Style::Vertex | Style::VertexClaude => header("authorization").and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
         }),
@@ -176,10 +195,48 @@ fn authenticate(ctx: &Ctx, style: Style) -> Result<(), ApiError> {
     match (presented, &ctx.handle.config().require_key) {
         (None, _) => Err(ApiError::MissingKey),
         // One of our own tokens that `/token` never issued: forged, or from another mock run.
-        (Some(t), _) if style == Style::Vertex && t.starts_with(MOCK_TOKEN_PREFIX) && !ctx.handle.token_issued(&t) => Err(ApiError::BadKey),
+        (Some(t), _)
+            if matches!(style, Style::Vertex | Style::VertexClaude) && t.starts_with(MOCK_TOKEN_PREFIX) && !ctx.handle.token_issued(&t) =>
+        {
+            Err(ApiError::BadKey)
+        }
         (Some(k), Some(want)) if &k != want => Err(ApiError::BadKey),
         _ => Ok(()),
     }
+}
+
+/// The `anthropic_version` Vertex's Claude endpoints take.
+const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
+/// Claude on Vertex: Vertex's own checks, then the Anthropic flavour's Messages API on the body with the
+/// path's model put in (and `stream` as the method says), answered and refused in Anthropic's shapes.
+fn claude(mut ctx: Ctx, kind: Option<FaultKind>, stream: bool) -> Response {
+    let Some(Value::Object(mut body)) = ctx.body.take() else {
+        return crate::anthropic::error(
+            &ctx,
+            ApiError::invalid("There was an error parsing the body of your request: it is not valid JSON"),
+        );
+    };
+    if body.contains_key("model") {
+        return crate::anthropic::error(&ctx, ApiError::invalid("model: Extra inputs are not permitted"));
+    }
+    match body.remove("anthropic_version") {
+        Some(Value::String(v)) if v == VERTEX_ANTHROPIC_VERSION => {}
+        None => return crate::anthropic::error(&ctx, ApiError::invalid("anthropic_version: Field required")),
+        Some(_) => {
+            return crate::anthropic::error(
+                &ctx,
+                ApiError::invalid(format!("anthropic_version: Input should be '{VERTEX_ANTHROPIC_VERSION}'")),
+            )
+        }
+    }
+    if body.get("stream").and_then(Value::as_bool).unwrap_or(false) != stream {
+        let what = if stream { "streamRawPredict needs \"stream\": true" } else { "rawPredict does not stream; use streamRawPredict" };
+        return crate::anthropic::error(&ctx, ApiError::invalid(what));
+    }
+    body.insert("model".into(), Value::String(ctx.model_or_empty().to_string()));
+    ctx.body = Some(Value::Object(body));
+    crate::anthropic::messages(&ctx, kind)
 }
 
 /// The prefix of the access tokens `/token` issues. A Vertex request that presents one the mock did not

@@ -111,6 +111,16 @@ macro_rules! check {
 }
 
 impl Suite {
+    /// The wire format the upstream speaks: the mock's flavour, except for Claude on Vertex, which the
+    /// Gemini mock serves with Anthropic's Messages API.
+    fn wire(&self) -> Flavor {
+        if self.case.flavor == Flavor::Gemini && self.case.model.starts_with("claude") {
+            Flavor::Anthropic
+        } else {
+            self.case.flavor
+        }
+    }
+
     fn model(&self) -> String {
         format!("{}/{}", self.case.name, self.case.model)
     }
@@ -202,7 +212,7 @@ impl Suite {
         check!(f, "system", r.status == 200 && Self::content(&r) == "echo: hi", "{} {}", r.status, r.body);
         check!(f, "system", r.body["usage"]["prompt_tokens"] == 3, "system words not counted upstream: {}", r.body["usage"]);
         let b = self.upstream_body();
-        let ok = match self.case.flavor {
+        let ok = match self.wire() {
             Flavor::Anthropic => b["system"].to_string().contains("be terse") && b["messages"][0]["role"] == "user",
             Flavor::Gemini => b["systemInstruction"] == json!({"parts": [{"text": "be terse"}]}) && b["contents"][0]["role"] == "user",
             _ => b["messages"][0]["role"] == "system" && b["messages"][0]["content"] == "be terse",
@@ -230,7 +240,7 @@ impl Suite {
             .await;
         check!(f, "params", r.status == 200, "{} {}", r.status, r.body);
         let b = self.upstream_body();
-        let ok = match self.case.flavor {
+        let ok = match self.wire() {
             Flavor::Anthropic => {
                 b["temperature"] == 0.5
                     && b["top_p"] == 0.9
@@ -281,7 +291,7 @@ impl Suite {
             }
         };
         check!(f, "params", ok, "upstream body {b}");
-        if self.case.flavor == Flavor::Anthropic {
+        if self.wire() == Flavor::Anthropic {
             let r = self.chat(json!({"messages": [{"role": "user", "content": "p"}]})).await;
             let b = self.upstream_body();
             check!(f, "anthropic default max_tokens", r.status == 200 && b["max_tokens"].as_u64().is_some_and(|n| n > 0), "{b}");
@@ -457,7 +467,7 @@ impl Suite {
                 sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner || gemini,
                 "{sent}"
             );
-        } else if self.case.flavor == Flavor::Anthropic {
+        } else if self.wire() == Flavor::Anthropic {
             // Anthropic has no JSON mode: the gateway emulates it with a forced tool whose arguments become the
             // content, so the answer is a JSON object (the mock's forced call is the smallest value the
             // schema accepts) and the schema went up as that tool's input_schema.
@@ -661,7 +671,9 @@ impl Suite {
                 r.headers.get("authorization") != want.as_ref()
                     || r.headers.contains_key("x-goog-api-key")
                     || r.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
-                    || !r.path.starts_with("/v1/projects/proj-1/locations/us-central1/publishers/google/models/")
+                    || !["google", "anthropic"]
+                        .iter()
+                        .any(|p| r.path.starts_with(&format!("/v1/projects/proj-1/locations/us-central1/publishers/{p}/models/")))
             })
             .map(|r| format!("{} {:?} {:?}", r.path, r.query, r.headers.get("authorization")))
             .collect();
@@ -750,6 +762,12 @@ conformance! {
     vertex_oauth: Case {
         name: "vertex", flavor: Flavor::Gemini, model: "gemini-2.5-pro",
         caps: Caps { image_urls: false, lists_models: false, oauth: true, ..OPENAI_LIKE },
+        block: service_account_block,
+    };
+    // Claude on Vertex: the same service account, Anthropic's Messages API on the rawPredict paths.
+    vertex_claude: Case {
+        name: "vertex", flavor: Flavor::Gemini, model: "claude-sonnet-4@20250514",
+        caps: Caps { image_urls: false, lists_models: false, oauth: true, json_mode: false, n: false, embeddings: false, ..OPENAI_LIKE },
         block: service_account_block,
     };
     perplexity: Case {

@@ -145,6 +145,10 @@ pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str)
         Family::Ollama => ollama::build_embeddings(ep, req, model),
         Family::Anthropic => Err(WireError::unsupported("anthropic has no embeddings endpoint", Some("model"))),
         Family::Cohere => cohere::build_embeddings(ep, req, model),
+        Family::Vertex if vertex_claude(model) => Err(WireError::unsupported(
+            format!("\"{model}\" on vertex is one of Anthropic's models, which have no embeddings endpoint"),
+            Some("model"),
+        )),
         Family::Gemini | Family::Vertex => gemini::build_embeddings(ep, req, model),
         Family::Bedrock => Err(not_built(ep.kind)),
     }
