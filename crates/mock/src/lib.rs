@@ -1,4 +1,5 @@
-//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic, Ollama (native) and Cohere (v2) wire formats.
+//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic, Ollama (native), Cohere (v2) and AWS Bedrock
+//! wire formats.
 //!
 //! Why this crate exists: Switchyard's conformance suite, its fault-injection tests, `switchyard serve --demo`
 //! and `switchyard mock` all need upstreams that speak each provider's exact wire format (paths, headers,
@@ -116,6 +117,7 @@
 //!   `x-ratelimit-remaining-tokens` (of 100,000 a minute); no limit or reset headers.
 //! - Ollama: none.
 //! - Cohere: none (it documents no rate-limit headers); every answer carries an `x-debug-trace-id`.
+//! - Bedrock: none (AWS documents no rate-limit headers for Bedrock Runtime).
 //!
 //! An answer uses one request and its estimated tokens (one per 4 bytes of body, plus `max_tokens` or
 //! `max_completion_tokens`); limits refill continuously, so a reset is `used / limit` of a minute away. A
@@ -142,6 +144,7 @@
 //! - Ollama: Ollama Cloud's plan-usage limit, 429 `{"error":"you (switchyard-mock) have reached your
 //!   weekly usage limit, upgrade for higher limits: https://ollama.com/upgrade"}` (Ollama documents the 429
 //!   and the `error` shape; the wording is the one its cloud API is seen to send).
+//! - Bedrock: 400 `ServiceQuotaExceededException` (the `x-amzn-ErrorType` header, body `{"message":…}`).
 //!
 //! # Cancellation
 //! [`Stats::cancelled`] counts the requests whose answer was not delivered to its end because the client
@@ -163,8 +166,10 @@
 //! 3. `key_status` for the presented key answers before anything else, then `quota_exhausted_keys`.
 //! 4. Unknown route: the flavour's 404 (Azure deployments without `api-version` too); wrong method: 405.
 //! 5. Authentication as the real service reads it (OpenAI, Ollama and Cohere: `Authorization: Bearer`; Azure:
-//!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`).
-//!    A missing key is a 401 (Ollama needs none), and `require_key` turns every other key into a 401.
+//!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`;
+//!    Bedrock: a SigV4 signature checked against the test credentials, or a Bedrock API key as Bearer).
+//!    A missing key is a 401 (Ollama needs none; Bedrock answers 403, as AWS does), and `require_key`
+//!    turns every other key into a 401 (Bedrock: 403).
 //! 6. A fault is drawn ([`Stats::faults`] counts it): status faults answer now, `hang` waits until the
 //!    client leaves or the mock shuts down, `slow_first_byte` sleeps 30 s, and `reset`, `malformed`,
 //!    `stream_error` are applied to the body.
@@ -180,6 +185,7 @@
 
 mod anthropic;
 mod azure;
+mod bedrock;
 mod behaviour;
 mod cohere;
 mod common;
@@ -202,6 +208,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+pub use crate::bedrock::{ACCESS_KEY_ID as BEDROCK_ACCESS_KEY_ID, SECRET_ACCESS_KEY as BEDROCK_SECRET_ACCESS_KEY};
 use crate::common::{ApiError, Ctx};
 use crate::faults::CancelGuard;
 
@@ -225,10 +232,13 @@ pub enum Flavor {
     Ollama,
     /// Cohere's v2 API: `/v2/chat`, `/v2/embed` and `/v1/models`.
     Cohere,
+    /// AWS Bedrock Runtime: Converse, ConverseStream (event-stream framing) and InvokeModel for
+    /// embeddings, authenticated by SigV4 (the test credentials in `bedrock`) or a Bedrock API key.
+    Bedrock,
 }
 
 impl Flavor {
-    /// Parses `openai`, `azure`, `anthropic`, `ollama` or `cohere` (ASCII case-insensitive).
+    /// Parses `openai`, `azure`, `anthropic`, `ollama`, `cohere` or `bedrock` (ASCII case-insensitive).
     pub fn parse(s: &str) -> Option<Flavor> {
         match s.trim().to_ascii_lowercase().as_str() {
             "openai" => Some(Flavor::OpenAi),
@@ -236,6 +246,7 @@ impl Flavor {
             "anthropic" => Some(Flavor::Anthropic),
             "ollama" => Some(Flavor::Ollama),
             "cohere" => Some(Flavor::Cohere),
+            "bedrock" => Some(Flavor::Bedrock),
             _ => None,
         }
     }
@@ -248,6 +259,7 @@ impl Flavor {
             Flavor::Anthropic => "anthropic",
             Flavor::Ollama => "ollama",
             Flavor::Cohere => "cohere",
+            Flavor::Bedrock => "bedrock",
         }
     }
 }
@@ -396,6 +408,7 @@ impl MockConfig {
             Flavor::Anthropic => &["claude-sonnet-4-6", "claude-haiku-4-5"],
             Flavor::Ollama => &["llava:latest", "llama3.2:latest", "all-minilm:latest"],
             Flavor::Cohere => &["command-a-03-2025", "command-r-plus-08-2024", "embed-v4.0"],
+            Flavor::Bedrock => &bedrock::DEFAULT_MODELS,
         };
         MockConfig {
             flavor,
@@ -713,6 +726,7 @@ async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
     let key = common::extract_key(flavor, &parts.headers);
     let raw_model = match flavor {
         Flavor::Azure => azure::deployment_of(&path).or_else(|| body_model(body_json.as_ref(), "model")),
+        Flavor::Bedrock => bedrock::model_of(&path),
         _ => body_model(body_json.as_ref(), "model"),
     };
     let (model, suffix) = match raw_model {
@@ -778,6 +792,7 @@ async fn answer(ctx: Ctx, behavior: &Behavior, too_large: bool) -> Response {
         Flavor::Anthropic => anthropic::handle(ctx).await,
         Flavor::Ollama => ollama::handle(ctx).await,
         Flavor::Cohere => cohere::handle(ctx).await,
+        Flavor::Bedrock => bedrock::handle(ctx).await,
     }
 }
 
@@ -791,6 +806,7 @@ fn error(ctx: &Ctx, err: ApiError) -> Response {
         Flavor::Anthropic => anthropic::error(ctx, err),
         Flavor::Ollama => ollama::error(ctx, err),
         Flavor::Cohere => cohere::error(ctx, err),
+        Flavor::Bedrock => bedrock::error(ctx, err),
     }
 }
 

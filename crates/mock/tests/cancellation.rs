@@ -11,7 +11,7 @@ use common::*;
 use serde_json::{json, Value};
 use switchyard_mock::{Behavior, FaultKind, Flavor, MockServer};
 
-const FLAVORS: [Flavor; 5] = [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama, Flavor::Cohere];
+const FLAVORS: [Flavor; 6] = [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama, Flavor::Cohere, Flavor::Bedrock];
 /// Enough words for a stream of a dozen chunks.
 const LONG: &str = "one two three four five six seven eight nine ten eleven twelve";
 
@@ -39,6 +39,15 @@ fn chat(flavor: Flavor, text: &str, stream: bool) -> (&'static str, Vec<(&'stati
             "/v2/chat",
             vec![("authorization", "Bearer co-test-0001")],
             json!({"model": "command-a-03-2025", "messages": messages, "stream": stream}),
+        ),
+        Flavor::Bedrock => (
+            if stream {
+                "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream"
+            } else {
+                "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+            },
+            vec![("authorization", "Bearer ABSKbedrock-api-key-0001")],
+            json!({"messages": [{"role": "user", "content": [{"text": text}]}]}),
         ),
     }
 }
