@@ -505,14 +505,16 @@ fn parse_converse(body: &Value) -> Result<Conversation, ApiError> {
                 }
                 let schema =
                     spec.get("inputSchema").ok_or_else(|| invalid(format!("{path}.toolSpec.inputSchema: a required member is missing")))?;
-                match union_member(schema, &format!("{path}.toolSpec.inputSchema"), &["json"])? {
-                    (_, j) if j.is_object() => {}
+                let schema = match union_member(schema, &format!("{path}.toolSpec.inputSchema"), &["json"])? {
+                    (_, j) if j.is_object() => j,
                     _ => return Err(invalid(format!("{path}.toolSpec.inputSchema.json: expected a JSON object"))),
-                }
+                };
                 if conv.tools.iter().any(|t| t == name) {
                     return Err(invalid(format!("toolConfig.tools: the tool name {name} is used more than once")));
                 }
                 conv.tools.push(name.to_string());
+                // A forced call's input is the smallest value this schema accepts (see `behaviour`).
+                conv.tool_schemas.insert(name.to_string(), schema.clone());
             }
             if let Some(choice) = tc.get("toolChoice") {
                 conv.tool_choice = match union_member(choice, "toolConfig.toolChoice", &["auto", "any", "tool"])? {
