@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard_wire::codec;
 use switchyard_wire::spec::normalize_base_url;
-use switchyard_wire::types::{ChatRequest, EmbeddingsRequest};
+use switchyard_wire::providers::bedrock;
+use switchyard_wire::types::{ChatRequest, Content, EmbeddingsRequest, Role};
 use switchyard_wire::{Endpoint, Family, Method, ProviderKind, ProviderOptions, WireError, WireRequest};
 
 use crate::json::{assert_clean_json, has_duplicate_keys};
@@ -58,13 +59,17 @@ fn caller_repeats_keys(req: &ChatRequest) -> bool {
     req.messages.iter().flat_map(|m| m.tool_calls.iter().flatten()).any(|c| has_duplicate_keys(&c.function.arguments))
 }
 
-/// What every built upstream request must be, whatever the caller sent.
+/// What every built upstream request must be, whatever the caller sent: a POST of one clean JSON object
+/// (Anthropic and Ollama may repeat what the caller repeated, see [`caller_repeats_keys`]) that names the
+/// upstream model and never holds the provider key. The model is in the body for every family but
+/// Bedrock, whose Converse and InvokeModel calls name it in the path (`/model/{id}/...`, the id one
+/// percent-encoded segment) and take no `model` field.
 fn assert_upstream_request(
     kind: ProviderKind,
     r: Result<WireRequest, WireError>,
     what: &str,
     verbatim_dups: bool,
-) -> Option<serde_json::Value> {
+) -> Option<(serde_json::Value, String)> {
     let w = match r {
         Ok(w) => w,
         Err(WireError::Unsupported { message, .. }) => {
@@ -79,9 +84,15 @@ fn assert_upstream_request(
     }
     let body: serde_json::Value = must(serde_json::from_slice(&w.body), "a clean body parses");
     assert!(body.is_object(), "{what} for {}: the body is not an object", kind.as_str());
-    assert_eq!(body.get("model").and_then(|m| m.as_str()), Some(MODEL), "{what} for {}: the body names another model", kind.as_str());
+    if kind.family() == Family::Bedrock {
+        let segment = format!("/model/{}/", bedrock::model_segment(MODEL));
+        assert!(w.url.contains(&segment), "{what} for {}: the path {} does not name the model", kind.as_str(), w.url);
+        assert!(body.get("model").is_none(), "{what} for {}: Converse takes no model field", kind.as_str());
+    } else {
+        assert_eq!(body.get("model").and_then(|m| m.as_str()), Some(MODEL), "{what} for {}: the body names another model", kind.as_str());
+    }
     assert!(!w.body.windows(KEY.len()).any(|win| win == KEY.as_bytes()), "{what} for {}: the provider key is in the body", kind.as_str());
-    Some(body)
+    Some((body, w.url))
 }
 
 /// `POST /v1/chat/completions`.
@@ -94,18 +105,61 @@ pub fn chat(bytes: &[u8]) {
     let options = ProviderOptions::default();
     for (kind, base, options) in endpoints(&options) {
         let ep = Endpoint { kind, base_url: &base, auth: switchyard_wire::Auth::Key(KEY), options };
-        let Some(body) = assert_upstream_request(kind, codec::build_chat(&ep, &req, MODEL), "chat request", verbatim_dups) else {
+        let Some((body, url)) = assert_upstream_request(kind, codec::build_chat(&ep, &req, MODEL), "chat request", verbatim_dups) else {
             continue;
         };
-        let sent = body.get("messages").and_then(|m| m.as_array()).map(Vec::len);
-        if kind.family() != Family::Anthropic {
-            // Anthropic merges turns and hoists the system prompt; every other codec keeps each message.
-            assert_eq!(sent, Some(req.messages.len()), "chat request for {}: messages were lost or added", kind.as_str());
+        assert_messages(kind, &req, &body, &url);
+    }
+}
+
+/// What holds for the conversation and the stream flag, per family.
+/// - OpenAI-shaped, Ollama, Cohere: every message goes as one message, system prompts included.
+/// - Anthropic and Bedrock hoist system and developer messages into `system` and merge consecutive turns
+///   of one role (Bedrock also drops empty texts), so there are at most as many turns as non-system
+///   messages, none of them a system turn; Bedrock's turns alternate between user and assistant, and a
+///   system text the caller sent is in `system`.
+/// - The stream flag: Ollama and Anthropic carry `stream` in the body; Bedrock has none, a stream is the
+///   `converse-stream` operation in the path.
+fn assert_messages(kind: ProviderKind, req: &ChatRequest, body: &serde_json::Value, url: &str) {
+    let name = kind.as_str();
+    let turns = body.get("messages").and_then(|m| m.as_array());
+    let sent = turns.map(Vec::len);
+    match kind.family() {
+        Family::Anthropic | Family::Bedrock => {
+            let turns = turns.map(Vec::as_slice).unwrap_or_default();
+            let system_like = |r: &Role| matches!(r, Role::System | Role::Developer);
+            let conversational = req.messages.iter().filter(|m| !system_like(&m.role)).count();
+            assert!(turns.len() <= conversational, "chat request for {name}: {} turns from {conversational} messages", turns.len());
+            let role = |t: &serde_json::Value| t.get("role").and_then(|r| r.as_str()).map(str::to_string);
+            for t in turns {
+                let r = role(t);
+                assert!(matches!(r.as_deref(), Some("user" | "assistant")), "chat request for {name}: a turn with role {r:?}");
+            }
+            if kind.family() == Family::Bedrock {
+                for pair in turns.windows(2) {
+                    assert_ne!(role(&pair[0]), role(&pair[1]), "chat request for {name}: two turns of one role in a row");
+                }
+                let system_text: String =
+                    body.get("system").and_then(|s| s.as_array()).into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
+                for m in req.messages.iter().filter(|m| system_like(&m.role)) {
+                    if let Some(Content::Text(t)) = &m.content {
+                        assert!(system_text.contains(t.as_str()), "chat request for {name}: the system text {t:?} is not in `system`");
+                    }
+                }
+            }
         }
-        if kind.family() == Family::Ollama || kind.family() == Family::Anthropic {
+        _ => assert_eq!(sent, Some(req.messages.len()), "chat request for {name}: messages were lost or added"),
+    }
+    match kind.family() {
+        Family::Ollama | Family::Anthropic => {
             let stream = body.get("stream").and_then(|s| s.as_bool());
-            assert_eq!(stream, Some(req.is_stream()), "chat request for {}: the stream flag changed", kind.as_str());
+            assert_eq!(stream, Some(req.is_stream()), "chat request for {name}: the stream flag changed");
         }
+        Family::Bedrock => {
+            let op = if req.is_stream() { "/converse-stream" } else { "/converse" };
+            assert!(url.ends_with(op), "chat request for {name}: a stream flag of {} went to {url}", req.is_stream());
+        }
+        _ => {}
     }
 }
 
