@@ -1,5 +1,5 @@
 //! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), the Anthropic drop-in
-//! routes under `/anthropic` (`anthropic`), error rendering,
+//! routes under `/anthropic` (`anthropic`), the Bedrock Runtime drop-in routes under `/bedrock` (`bedrock`), error rendering,
 //! streaming responses, and the guards every client connection and request passes.
 //!
 //! Handlers stay thin: read the body, decode it (stage 1 of the request path, see `switchyard_engine`),
@@ -13,6 +13,7 @@ mod admin_logs;
 mod admin_providers;
 mod admin_usage;
 mod anthropic;
+mod bedrock;
 mod conn;
 mod errors;
 mod handlers;
@@ -136,7 +137,9 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/anthropic/v1/models", get(anthropic::models))
         .route("/anthropic/v1/models/{*id}", get(anthropic::model))
         .route("/anthropic", any(anthropic::not_found))
-        .route("/anthropic/{*rest}", any(anthropic::not_found));
+        .route("/anthropic/{*rest}", any(anthropic::not_found))
+        .route("/bedrock", any(bedrock::route))
+        .route("/bedrock/{*rest}", any(bedrock::route));
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(hosts, policy::guard))

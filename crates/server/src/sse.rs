@@ -23,6 +23,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
 use switchyard_wire::inbound::anthropic::AnthropicStreamEncoder;
+use switchyard_wire::inbound::bedrock::BedrockStreamEncoder;
 use switchyard_wire::inbound::completions::CompletionStreamEncoder;
 use switchyard_wire::inbound::responses::ResponsesStreamEncoder;
 use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
@@ -55,6 +56,16 @@ pub(crate) trait ClientEncoder: Send + 'static {
     fn finish(&mut self, out: &mut Vec<u8>);
     /// The stream failed after its headers went out: the API's in-stream error.
     fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>);
+    /// The response's media type.
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+    /// A note for the client that is not an event (a keep-alive while targets are tried, the target that
+    /// serves): an SSE comment. `None` for a format that has no comments (AWS's binary event-stream, whose
+    /// every frame is a message a client parses), which then sends nothing until its first event.
+    fn comment(&self, text: &str) -> Option<Vec<u8>> {
+        Some(format!(": {text}\n\n").into_bytes())
+    }
 }
 
 /// The OpenAI-family encoders (chat, legacy completions, Responses) fail with OpenAI's error body.
@@ -96,6 +107,28 @@ impl ClientEncoder for AnthropicStreamEncoder {
     }
 }
 
+impl ClientEncoder for BedrockStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        BedrockStreamEncoder::encode(self, chunk, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        BedrockStreamEncoder::finish(self, out)
+    }
+
+    fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>) {
+        BedrockStreamEncoder::fail(self, e.status(), &e.to_string(), out);
+    }
+
+    fn content_type(&self) -> &'static str {
+        "application/vnd.amazon.eventstream"
+    }
+
+    fn comment(&self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// Where a streaming response is.
 // One per stream, moved once into the driving task.
 #[allow(clippy::large_enum_variant)]
@@ -114,6 +147,7 @@ pub(crate) fn sse_response<E: ClientEncoder>(phase: Phase, enc: E, keepalive: Du
     let abandoned = Arc::new(AtomicBool::new(false));
     rec.status(200);
     rec.streaming();
+    let content_type = enc.content_type();
     tokio::spawn(drive(phase, enc, keepalive, served, tx, abandoned.clone(), rec));
     let frames = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
         Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(b))),
@@ -127,7 +161,7 @@ pub(crate) fn sse_response<E: ClientEncoder>(phase: Phase, enc: E, keepalive: Du
     });
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
         .body(Body::from_stream(frames))
@@ -209,7 +243,9 @@ async fn drive<E: ClientEncoder>(
                             served = format!("{}/{}", s.provider, s.model);
                             rec.served(&s);
                             settled_into(&mut stream, &rec);
-                            out.extend_from_slice(format!(": served by {served}\n\n").as_bytes());
+                            if let Some(note) = enc.comment(&format!("served by {served}")) {
+                                out.extend_from_slice(&note);
+                            }
                             phase = Phase::Streaming(stream);
                             false
                         }
@@ -235,8 +271,15 @@ async fn drive<E: ClientEncoder>(
                     },
                     _ = tokio::time::sleep(keepalive) => {
                         // A client with keep-alives still unread does not need another.
-                        if let Err(TrySendError::Closed(_)) = tx.try_send(Bytes::from_static(b": keep-alive\n\n")) {
-                            return;
+                        match enc.comment("keep-alive") {
+                            Some(note) => {
+                                if let Err(TrySendError::Closed(_)) = tx.try_send(Bytes::from(note)) {
+                                    return;
+                                }
+                            }
+                            // No comments in this format: only see whether the client is still there.
+                            None if tx.is_closed() => return,
+                            None => {}
                         }
                         false
                     }

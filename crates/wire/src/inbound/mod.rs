@@ -5,5 +5,6 @@
 //! engine, and render the answer, stream and errors with the encoders here.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod completions;
 pub mod responses;
