@@ -1,6 +1,7 @@
 //! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), the Anthropic drop-in
-//! routes under `/anthropic` (`anthropic`), the Bedrock Runtime drop-in routes under `/bedrock` (`bedrock`), error rendering,
-//! streaming responses, and the guards every client connection and request passes.
+//! routes under `/anthropic` (`anthropic`), the Bedrock Runtime drop-in routes under `/bedrock`
+//! (`bedrock`), error rendering, streaming responses, and the guards every client connection and request
+//! passes.
 //!
 //! Handlers stay thin: read the body, decode it (stage 1 of the request path, see `switchyard_engine`),
 //! call the engine, render. Everything about routing, keys and upstreams lives in the engine. What lives
