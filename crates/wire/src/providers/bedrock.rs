@@ -1030,11 +1030,15 @@ impl StreamDecoder {
     }
 
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        self.frames.feed(bytes, &mut self.messages).map_err(frame_error)?;
+        let framed = self.frames.feed(bytes, &mut self.messages);
+        // The messages completed before a broken frame are events like any other and go out before the
+        // error, so what the caller gets does not depend on where the network split the bytes (found by
+        // the stream_bedrock fuzz target: fed whole, an event ahead of a bad CRC was lost).
         let mut messages = std::mem::take(&mut self.messages);
         let result = messages.drain(..).try_for_each(|m| self.on_message(&m, out));
         self.messages = messages;
-        result
+        result?;
+        framed.map_err(frame_error)
     }
 
     /// A stream that ended after an exception is complete (it was reported), and so is one that ended
