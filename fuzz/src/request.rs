@@ -113,7 +113,8 @@ pub fn chat(bytes: &[u8]) {
 }
 
 /// What holds for the conversation and the stream flag, per family.
-/// - OpenAI-shaped, Ollama, Cohere: every message goes as one message, system prompts included.
+/// - OpenAI-shaped and Ollama: every message goes as one message, system prompts included; Cohere too,
+///   but for assistant messages with neither text nor tool calls, which it refuses (found by request_chat).
 /// - Anthropic and Bedrock hoist system and developer messages into `system` and merge consecutive turns
 ///   of one role (Bedrock also drops empty texts), so there are at most as many turns as non-system
 ///   messages, none of them a system turn; Bedrock's turns alternate between user and assistant, and a
@@ -147,6 +148,14 @@ fn assert_messages(kind: ProviderKind, req: &ChatRequest, body: &serde_json::Val
                     }
                 }
             }
+        }
+        Family::Cohere => {
+            // Cohere refuses empty turns, so an assistant message with neither text nor tool calls is left out.
+            let empty = |m: &&switchyard_wire::types::Message| {
+                m.role == Role::Assistant && m.tool_calls.as_ref().is_none_or(Vec::is_empty) && m.joined_text().is_empty()
+            };
+            let kept = req.messages.len() - req.messages.iter().filter(empty).count();
+            assert_eq!(sent, Some(kept), "chat request for {name}: messages were lost or added");
         }
         _ => assert_eq!(sent, Some(req.messages.len()), "chat request for {name}: messages were lost or added"),
     }
