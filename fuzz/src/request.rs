@@ -10,7 +10,7 @@ use serde::Serialize;
 use switchyard_wire::codec;
 use switchyard_wire::spec::normalize_base_url;
 use switchyard_wire::providers::bedrock;
-use switchyard_wire::types::{ChatRequest, Content, EmbeddingsRequest, Role};
+use switchyard_wire::types::{ChatRequest, Content, EmbeddingsRequest, Message, Role};
 use switchyard_wire::{Endpoint, Family, Method, ProviderKind, ProviderOptions, WireError, WireRequest};
 
 use crate::json::{assert_clean_json, has_duplicate_keys};
@@ -57,6 +57,11 @@ fn endpoints(options: &ProviderOptions) -> Vec<(ProviderKind, String, &ProviderO
 /// a caller whose own arguments repeat a key gets exactly that in the body; that is theirs, not ours.
 fn caller_repeats_keys(req: &ChatRequest) -> bool {
     req.messages.iter().flat_map(|m| m.tool_calls.iter().flatten()).any(|c| has_duplicate_keys(&c.function.arguments))
+}
+
+/// An assistant message with neither text nor tool calls (reasoning alone is not a turn Cohere keeps).
+fn is_empty_assistant_turn(m: &Message) -> bool {
+    m.role == Role::Assistant && m.tool_calls.as_ref().is_none_or(Vec::is_empty) && m.joined_text().is_empty()
 }
 
 /// What every built upstream request must be, whatever the caller sent: a POST of one clean JSON object
@@ -114,7 +119,7 @@ pub fn chat(bytes: &[u8]) {
 
 /// What holds for the conversation and the stream flag, per family.
 /// - OpenAI-shaped and Ollama: every message goes as one message, system prompts included; Cohere too,
-///   but for assistant messages with neither text nor tool calls, which it refuses (found by request_chat).
+///   but for assistant messages with neither text nor tool calls, which it refuses.
 /// - Anthropic and Bedrock hoist system and developer messages into `system` and merge consecutive turns
 ///   of one role (Bedrock also drops empty texts), so there are at most as many turns as non-system
 ///   messages, none of them a system turn; Bedrock's turns alternate between user and assistant, and a
@@ -151,10 +156,7 @@ fn assert_messages(kind: ProviderKind, req: &ChatRequest, body: &serde_json::Val
         }
         Family::Cohere => {
             // Cohere refuses empty turns, so an assistant message with neither text nor tool calls is left out.
-            let empty = |m: &&switchyard_wire::types::Message| {
-                m.role == Role::Assistant && m.tool_calls.as_ref().is_none_or(Vec::is_empty) && m.joined_text().is_empty()
-            };
-            let kept = req.messages.len() - req.messages.iter().filter(empty).count();
+            let kept = req.messages.iter().filter(|m| !is_empty_assistant_turn(m)).count();
             assert_eq!(sent, Some(kept), "chat request for {name}: messages were lost or added");
         }
         _ => assert_eq!(sent, Some(req.messages.len()), "chat request for {name}: messages were lost or added"),

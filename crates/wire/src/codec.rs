@@ -22,6 +22,12 @@ fn not_built(kind: ProviderKind) -> WireError {
     WireError::unsupported(format!("the {} codec is not yet built", kind.as_str()), Some("model"))
 }
 
+/// Vertex AI serves Anthropic's models (`claude-…@version`) through the Anthropic codec; Google's through
+/// the Gemini one.
+fn vertex_claude(model: &str) -> bool {
+    model.starts_with("claude")
+}
+
 /// Per-stream state for translating an upstream stream into canonical chunks.
 #[derive(Debug)]
 pub enum StreamDecoder {
@@ -35,8 +41,9 @@ pub enum StreamDecoder {
 impl StreamDecoder {
     pub fn new(kind: ProviderKind, ctx: ResponseCtx<'_>) -> Self {
         match kind.family() {
-            // Gemini and Vertex: `build_chat` refuses them until their codecs land, so no stream of theirs
-            // reaches a decoder.
+            Family::Vertex if vertex_claude(ctx.model) => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
+            // Gemini and Vertex's other models: `build_chat` refuses them until their codecs land, so no
+            // stream of theirs reaches a decoder.
             Family::OpenAi | Family::Azure | Family::Gemini | Family::Vertex => {
                 StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx))
             }
@@ -91,6 +98,7 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
         Family::Ollama => ollama::build_chat(ep, req, model),
         Family::Cohere => cohere::build_chat(ep, req, model),
         Family::Bedrock => bedrock::build_chat(ep, req, model),
+        Family::Vertex if vertex_claude(model) => anthropic::build_vertex_chat(ep, req, model),
         Family::Gemini | Family::Vertex => Err(not_built(ep.kind)),
     }
 }
@@ -120,6 +128,7 @@ pub fn parse_chat(kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Resu
         Family::Ollama => ollama::parse_chat(body, ctx),
         Family::Cohere => cohere::parse_chat(body, ctx),
         Family::Bedrock => bedrock::parse_chat(body, ctx),
+        Family::Vertex if vertex_claude(ctx.model) => anthropic::parse_chat(body, ctx),
         Family::Gemini | Family::Vertex => Err(not_built(kind)),
     }
 }

@@ -11,6 +11,7 @@ pub mod eventstream;
 pub mod google_auth;
 pub mod image;
 pub mod inbound;
+pub mod kind;
 pub mod outbound;
 pub mod providers;
 pub mod sigv4;

@@ -1,5 +1,5 @@
-//! The vocabulary every codec shares: provider kinds and their static facts (base URLs and their
-//! normalisation included), per-provider options, the endpoint a request goes to, the request the engine
+//! The vocabulary every codec shares: provider kinds (their static facts are [`crate::kind`]'s table) and
+//! base-URL normalisation, per-provider options, the endpoint a request goes to, the request the engine
 //! sends, the identity given to responses, and the events a stream decoder yields.
 //!
 //! It exists so the dependency graph stays a tree: each module under `providers/` imports these types from
@@ -11,205 +11,7 @@ use std::collections::BTreeMap;
 use crate::error::UpstreamError;
 use crate::types::ChatChunk;
 
-/// Every provider type the configuration accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    OpenAi,
-    Azure,
-    Anthropic,
-    Ollama,
-    Vllm,
-    OpenAiCompatible,
-    Groq,
-    Mistral,
-    Xai,
-    OpenRouter,
-    Together,
-    Fireworks,
-    Cerebras,
-    DeepSeek,
-    Perplexity,
-    Bedrock,
-    Vertex,
-    Gemini,
-    Cohere,
-}
-
-/// Which codec speaks to a provider kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    OpenAi,
-    Azure,
-    Anthropic,
-    Ollama,
-    Bedrock,
-    Gemini,
-    /// Google Vertex AI: Gemini models through the Gemini codec, `claude*` models through the Anthropic one.
-    Vertex,
-    Cohere,
-}
-
-impl ProviderKind {
-    pub const ALL: [ProviderKind; 19] = [
-        ProviderKind::OpenAi,
-        ProviderKind::Azure,
-        ProviderKind::Anthropic,
-        ProviderKind::Ollama,
-        ProviderKind::Vllm,
-        ProviderKind::OpenAiCompatible,
-        ProviderKind::Groq,
-        ProviderKind::Mistral,
-        ProviderKind::Xai,
-        ProviderKind::OpenRouter,
-        ProviderKind::Together,
-        ProviderKind::Fireworks,
-        ProviderKind::Cerebras,
-        ProviderKind::DeepSeek,
-        ProviderKind::Perplexity,
-        ProviderKind::Bedrock,
-        ProviderKind::Vertex,
-        ProviderKind::Gemini,
-        ProviderKind::Cohere,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "openai",
-            ProviderKind::Azure => "azure",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Ollama => "ollama",
-            ProviderKind::Vllm => "vllm",
-            ProviderKind::OpenAiCompatible => "openai-compatible",
-            ProviderKind::Groq => "groq",
-            ProviderKind::Mistral => "mistral",
-            ProviderKind::Xai => "xai",
-            ProviderKind::OpenRouter => "openrouter",
-            ProviderKind::Together => "together",
-            ProviderKind::Fireworks => "fireworks",
-            ProviderKind::Cerebras => "cerebras",
-            ProviderKind::DeepSeek => "deepseek",
-            ProviderKind::Perplexity => "perplexity",
-            ProviderKind::Bedrock => "bedrock",
-            ProviderKind::Vertex => "vertex",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Cohere => "cohere",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    pub fn family(self) -> Family {
-        match self {
-            ProviderKind::Azure => Family::Azure,
-            ProviderKind::Anthropic => Family::Anthropic,
-            ProviderKind::Ollama => Family::Ollama,
-            ProviderKind::Bedrock => Family::Bedrock,
-            ProviderKind::Vertex => Family::Vertex,
-            ProviderKind::Gemini => Family::Gemini,
-            ProviderKind::Cohere => Family::Cohere,
-            _ => Family::OpenAi,
-        }
-    }
-
-    /// The public API base (everything before `/chat/completions` or `/messages`), when the service has one.
-    pub fn default_base_url(self) -> Option<&'static str> {
-        Some(match self {
-            ProviderKind::OpenAi => "https://api.openai.com/v1",
-            ProviderKind::Anthropic => "https://api.anthropic.com",
-            ProviderKind::Ollama => "http://127.0.0.1:11434",
-            ProviderKind::Vllm => "http://127.0.0.1:8000/v1",
-            ProviderKind::Groq => "https://api.groq.com/openai/v1",
-            ProviderKind::Mistral => "https://api.mistral.ai/v1",
-            ProviderKind::Xai => "https://api.x.ai/v1",
-            ProviderKind::OpenRouter => "https://openrouter.ai/api/v1",
-            ProviderKind::Together => "https://api.together.xyz/v1",
-            ProviderKind::Fireworks => "https://api.fireworks.ai/inference/v1",
-            ProviderKind::Cerebras => "https://api.cerebras.ai/v1",
-            ProviderKind::DeepSeek => "https://api.deepseek.com/v1",
-            ProviderKind::Perplexity => "https://api.perplexity.ai",
-            ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
-            ProviderKind::Cohere => "https://api.cohere.com",
-            // Bedrock and Vertex derive theirs from the region (`regional_base_url`).
-            ProviderKind::Azure | ProviderKind::OpenAiCompatible | ProviderKind::Bedrock | ProviderKind::Vertex => return None,
-        })
-    }
-
-    /// The API base of a regional service (Bedrock, Vertex), used when no `base_url` is configured.
-    pub fn regional_base_url(self, region: &str) -> Option<String> {
-        match self {
-            ProviderKind::Bedrock => Some(format!("https://bedrock-runtime.{region}.amazonaws.com")),
-            ProviderKind::Vertex if region == "global" => Some("https://aiplatform.googleapis.com".to_string()),
-            ProviderKind::Vertex => Some(format!("https://{region}-aiplatform.googleapis.com")),
-            _ => None,
-        }
-    }
-
-    /// The environment variable that holds the service's key by convention.
-    pub fn key_env_var(self) -> Option<&'static str> {
-        Some(match self {
-            ProviderKind::OpenAi => "OPENAI_API_KEY",
-            ProviderKind::Azure => "AZURE_OPENAI_API_KEY",
-            ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
-            ProviderKind::Groq => "GROQ_API_KEY",
-            ProviderKind::Mistral => "MISTRAL_API_KEY",
-            ProviderKind::Xai => "XAI_API_KEY",
-            ProviderKind::OpenRouter => "OPENROUTER_API_KEY",
-            ProviderKind::Together => "TOGETHER_API_KEY",
-            ProviderKind::Fireworks => "FIREWORKS_API_KEY",
-            ProviderKind::Cerebras => "CEREBRAS_API_KEY",
-            ProviderKind::DeepSeek => "DEEPSEEK_API_KEY",
-            ProviderKind::Perplexity => "PERPLEXITY_API_KEY",
-            ProviderKind::Gemini => "GEMINI_API_KEY",
-            ProviderKind::Cohere => "CO_API_KEY",
-            // A Bedrock API key; without one the AWS credential chain signs the requests.
-            ProviderKind::Bedrock => "AWS_BEARER_TOKEN_BEDROCK",
-            ProviderKind::Vertex => return None,
-            ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible => return None,
-        })
-    }
-
-    /// Self-hosted servers run without keys; clouds refuse a request without one.
-    /// Bedrock and Vertex take cloud credentials instead (or besides), which the engine resolves.
-    pub fn requires_key(self) -> bool {
-        !matches!(
-            self,
-            ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible | ProviderKind::Bedrock | ProviderKind::Vertex
-        )
-    }
-
-    /// A server the gateway's operator runs (Ollama, vLLM, any OpenAI-compatible base URL), as opposed to a
-    /// cloud. Which models it serves is the operator's choice: a model it lacks is the operator's to fix
-    /// (pull it, start the server with it, or fix the route), not the caller's.
-    pub fn is_self_hosted(self) -> bool {
-        matches!(self, ProviderKind::Ollama | ProviderKind::Vllm | ProviderKind::OpenAiCompatible)
-    }
-
-    /// Whether the provider can take an image by http(s) URL; if not, the engine fetches it and inlines it.
-    pub fn accepts_image_urls(self) -> bool {
-        !matches!(self, ProviderKind::Ollama | ProviderKind::Bedrock | ProviderKind::Gemini | ProviderKind::Vertex)
-    }
-
-    /// Whether the provider lists its models over HTTP in a shape we read.
-    pub fn lists_models(self) -> bool {
-        !matches!(self, ProviderKind::Azure | ProviderKind::Perplexity | ProviderKind::Bedrock | ProviderKind::Vertex)
-    }
-
-    /// Whether the provider has an embeddings endpoint (asking one that has none gets a clear 400 instead
-    /// of the upstream's 404).
-    pub fn has_embeddings(self) -> bool {
-        !matches!(
-            self,
-            ProviderKind::Anthropic
-                | ProviderKind::Perplexity
-                | ProviderKind::Cerebras
-                | ProviderKind::Groq
-                | ProviderKind::DeepSeek
-                | ProviderKind::Vertex
-        )
-    }
-}
+pub use crate::kind::{Family, ProviderKind};
 
 /// Per-provider settings the codecs need, resolved from configuration.
 #[derive(Debug, Clone, Default)]
@@ -343,21 +145,12 @@ pub enum StreamEvent {
 /// Anthropic and Ollama: a trailing `/v1` (or Ollama's `/api`) is removed, since their paths carry it.
 /// Azure: a trailing `/openai` or `/openai/v1` is removed.
 pub fn normalize_base_url(kind: ProviderKind, url: &str) -> String {
+    let spec = kind.spec();
     let mut u = url.trim().trim_end_matches('/').to_string();
-    match kind.family() {
-        Family::OpenAi => {
-            if kind != ProviderKind::Perplexity && !ends_with_version_segment(&u) {
-                u.push_str("/v1");
-            }
-        }
-        Family::Anthropic => strip_suffix_in_place(&mut u, &["/v1"]),
-        Family::Ollama => strip_suffix_in_place(&mut u, &["/v1", "/api"]),
-        Family::Azure => strip_suffix_in_place(&mut u, &["/openai/v1", "/openai"]),
-        Family::Gemini => strip_suffix_in_place(&mut u, &["/v1beta", "/v1"]),
-        Family::Cohere => strip_suffix_in_place(&mut u, &["/v2", "/v1"]),
-        Family::Vertex => strip_suffix_in_place(&mut u, &["/v1"]),
-        Family::Bedrock => {}
+    if spec.append_v1 && !ends_with_version_segment(&u) {
+        u.push_str("/v1");
     }
+    strip_suffix_in_place(&mut u, spec.strip_suffixes);
     u
 }
 

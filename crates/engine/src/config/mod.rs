@@ -30,6 +30,7 @@ pub use policy::{CooldownPolicy, Fallback, HealthPolicy, HedgeDelay, HedgePolicy
 use policy::{RawCooldown, RawFallback, RawHealth, RawHedge, RawRetry};
 pub use pricing::{PriceOverride, PricingConfig};
 use switchyard_wire::codec::normalize_base_url;
+use switchyard_wire::kind::{BaseUrl, Credential, Setting};
 use switchyard_wire::{ProviderKind, ProviderOptions};
 pub use traces::TracesConfig;
 
@@ -1413,29 +1414,34 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
             );
         }
     }
-    match kind {
-        ProviderKind::Bedrock | ProviderKind::Vertex if region.is_none() => {
-            let example = if kind == ProviderKind::Bedrock { "eu-central-1" } else { "europe-west4 (or global)" };
-            issues.push(format!("{path}.region"), format!("required for type {}; e.g. region: {example}", kind.as_str()));
-        }
-        ProviderKind::Bedrock | ProviderKind::Vertex => {
-            if let Some(r) = &region {
-                if !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-                    issues.push(format!("{path}.region"), format!("\"{r}\" is not a region name (lowercase letters, digits and '-')"));
-                }
-            }
-        }
-        _ if region.is_some() => issues.push(format!("{path}.region"), "only bedrock and vertex providers take a region"),
-        _ => {}
-    }
     let project = raw.project.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
-    match kind {
-        ProviderKind::Vertex if project.is_none() => {
-            issues.push(format!("{path}.project"), "required for type vertex: the Google Cloud project id, e.g. project: my-project");
+    let spec = kind.spec();
+    let given = [
+        (Setting::ApiVersion, raw.api_version.is_some()),
+        (Setting::Deployments, !raw.deployments.is_empty()),
+        (Setting::DefaultMaxTokens, raw.default_max_tokens.is_some()),
+        (Setting::Region, region.is_some()),
+        (Setting::Project, project.is_some()),
+        (Setting::Aws, raw.aws.is_some()),
+        (Setting::CredentialsFile, raw.credentials_file.is_some()),
+    ];
+    for (setting, present) in given {
+        let at = format!("{path}.{}", setting.field());
+        if present && !spec.takes(setting) {
+            issues.push(at, format!("only {} providers take {}", setting.taken_by(), setting.described()));
+        } else if !present && spec.requires(setting) {
+            let example = match setting {
+                Setting::Region => format!("e.g. region: {}", spec.region_example.unwrap_or("<region>")),
+                Setting::Project => "the Google Cloud project id, e.g. project: my-project".to_string(),
+                other => format!("e.g. {}: <value>", other.field()),
+            };
+            issues.push(at, format!("required for type {}; {example}", kind.as_str()));
         }
-        ProviderKind::Vertex => {}
-        _ if project.is_some() => issues.push(format!("{path}.project"), "only vertex providers take a project"),
-        _ => {}
+    }
+    if let Some(r) = region.as_deref().filter(|_| spec.takes(Setting::Region)) {
+        if !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            issues.push(format!("{path}.region"), format!("\"{r}\" is not a region name (lowercase letters, digits and '-')"));
+        }
     }
     let regional = region.as_deref().and_then(|r| kind.regional_base_url(r));
     let base_url = match raw.base_url.as_deref().or(kind.default_base_url()).or(regional.as_deref()) {
@@ -1447,7 +1453,7 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
             }
         },
         // A regional service without its region was reported at `region`, which is what to fix.
-        None if matches!(kind, ProviderKind::Bedrock | ProviderKind::Vertex) => String::new(),
+        None if matches!(spec.base_url, BaseUrl::Regional(_)) => String::new(),
         None => {
             issues
                 .push(format!("{path}.base_url"), format!("required for type {}; e.g. base_url: \"http://127.0.0.1:8000\"", kind.as_str()));
@@ -1455,8 +1461,8 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
         }
     };
 
-    let aws = match kind {
-        ProviderKind::Bedrock if keys.is_empty() && issues.len() == before => {
+    let aws = match spec.credential {
+        Credential::KeyOrAws if keys.is_empty() && issues.len() == before => {
             let c = credentials::aws(&path, raw.aws, env, issues);
             if c.is_none() && issues.len() == before {
                 issues.push(
@@ -1466,27 +1472,17 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
             }
             c
         }
-        ProviderKind::Bedrock => {
-            if raw.aws.is_some() && !keys.is_empty() {
-                issues.push(format!("{path}.aws"), "write either keys (Bedrock API keys) or aws (credentials to sign with), not both");
-            }
+        Credential::KeyOrAws if raw.aws.is_some() && !keys.is_empty() => {
+            issues.push(format!("{path}.aws"), "write either keys (Bedrock API keys) or aws (credentials to sign with), not both");
             None
         }
-        _ => {
-            if raw.aws.is_some() {
-                issues.push(format!("{path}.aws"), "only bedrock providers take AWS credentials");
-            }
-            None
-        }
+        _ => None,
     };
-    let google = match kind {
-        ProviderKind::Vertex if keys.is_empty() && issues.len() == before => credentials::google(&path, raw.credentials_file, env, issues),
-        _ => {
-            if raw.credentials_file.is_some() && kind != ProviderKind::Vertex {
-                issues.push(format!("{path}.credentials_file"), "only vertex providers take a Google credentials file");
-            }
-            None
+    let google = match spec.credential {
+        Credential::KeyOrGoogle if keys.is_empty() && issues.len() == before => {
+            credentials::google(&path, raw.credentials_file, env, issues)
         }
+        _ => None,
     };
     let mut timeouts = Timeouts::default();
     if let Some(t) = raw.timeout {
@@ -1510,15 +1506,6 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
         if d.is_zero() {
             issues.push(format!("{path}.{field}"), "must be greater than zero");
         }
-    }
-    if raw.api_version.is_some() && !matches!(kind, ProviderKind::Azure | ProviderKind::Anthropic) {
-        issues.push(format!("{path}.api_version"), "only azure and anthropic providers take an api_version");
-    }
-    if !raw.deployments.is_empty() && kind != ProviderKind::Azure {
-        issues.push(format!("{path}.deployments"), "only azure providers take deployments");
-    }
-    if raw.default_max_tokens.is_some() && kind != ProviderKind::Anthropic {
-        issues.push(format!("{path}.default_max_tokens"), "only anthropic providers take default_max_tokens");
     }
     let models = raw.models;
     if !models.is_empty() {
@@ -1648,44 +1635,38 @@ pub fn check_routes(cfg: &Config) -> Vec<ConfigIssue> {
 pub fn from_env(env: &dyn Env) -> Config {
     let mut providers = Vec::new();
     for kind in ProviderKind::ALL {
-        let Some(var) = kind.key_env_var() else { continue };
-        let Some(key) = env.var(var) else { continue };
+        let spec = kind.spec();
+        let Some((var, key)) = spec.key_env.iter().copied().find_map(|v| env.var(v).map(|k| (v, k))) else { continue };
         let mut region = None;
-        let base = match kind {
-            ProviderKind::Azure => match env.var("AZURE_OPENAI_ENDPOINT") {
+        let base = match (spec.base_url, spec.base_url_env) {
+            (BaseUrl::Configured, Some(base_var)) => match env.var(base_var) {
                 Some(e) => e,
                 None => {
-                    tracing::warn!("AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not; azure is not enabled");
+                    tracing::warn!("{var} is set but {base_var} is not; {} is not enabled", kind.as_str());
                     continue;
                 }
             },
-            ProviderKind::OpenAi => env.var("OPENAI_BASE_URL").unwrap_or_else(|| kind.default_base_url().unwrap_or_default().to_string()),
-            ProviderKind::Anthropic => {
-                env.var("ANTHROPIC_BASE_URL").unwrap_or_else(|| kind.default_base_url().unwrap_or_default().to_string())
-            }
-            ProviderKind::Bedrock => match env.var("AWS_REGION").or_else(|| env.var("AWS_DEFAULT_REGION")) {
+            (BaseUrl::Configured, None) => continue,
+            (BaseUrl::Fixed(u), base_var) => base_var.and_then(|v| env.var(v)).unwrap_or_else(|| u.to_string()),
+            (BaseUrl::Regional(regional), _) => match spec.region_env.iter().copied().find_map(|v| env.var(v)) {
                 Some(r) => {
-                    region = Some(r.clone());
-                    kind.regional_base_url(&r).unwrap_or_default()
+                    let base = regional(&r);
+                    region = Some(r);
+                    base
                 }
                 None => {
-                    tracing::warn!("AWS_BEARER_TOKEN_BEDROCK is set but AWS_REGION is not; bedrock is not enabled");
+                    let wanted = spec.region_env.first().copied().unwrap_or("a region variable");
+                    tracing::warn!("{var} is set but {wanted} is not; {} is not enabled", kind.as_str());
                     continue;
                 }
             },
-            _ => kind.default_base_url().unwrap_or_default().to_string(),
         };
         if let Err(problem) = check_base_url(&base) {
             // Never the URL itself: it may hold the very credential this refuses.
-            let var = match kind {
-                ProviderKind::Azure => "AZURE_OPENAI_ENDPOINT",
-                ProviderKind::OpenAi => "OPENAI_BASE_URL",
-                _ => "ANTHROPIC_BASE_URL",
-            };
             tracing::warn!(
-                "{var} is refused: it holds {}, which would be logged and sent with every request; put the key in {} alone; {} is not enabled",
+                "{} is refused: it holds {}, which would be logged and sent with every request; put the key in {var} alone; {} is not enabled",
+                spec.base_url_env.unwrap_or("the base URL"),
                 problem.what(),
-                kind.key_env_var().unwrap_or("the key variable"),
                 kind.as_str()
             );
             continue;
@@ -1933,6 +1914,48 @@ providers:
         ]);
         let names: Vec<String> = from_env(&env).providers.into_iter().map(|p| p.name).collect();
         assert_eq!(names, vec!["anthropic"]);
+    }
+
+    #[test]
+    fn every_conventional_key_variable_enables_its_provider() {
+        // The second names of the table: what Cohere's and Google's other tools read.
+        let env = BTreeMap::from([
+            ("COHERE_API_KEY".to_string(), "co-1".to_string()),
+            ("GOOGLE_API_KEY".to_string(), "AIza-1".to_string()),
+            ("AWS_BEARER_TOKEN_BEDROCK".to_string(), "ABSK-1".to_string()),
+            ("AWS_DEFAULT_REGION".to_string(), "eu-central-1".to_string()),
+        ]);
+        let c = from_env(&env);
+        let got: Vec<(&str, &str, &str)> =
+            c.providers.iter().map(|p| (p.name.as_str(), p.base_url.as_str(), p.keys[0].name.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("bedrock", "https://bedrock-runtime.eu-central-1.amazonaws.com", "aws_bearer_token_bedrock"),
+                ("gemini", "https://generativelanguage.googleapis.com", "google_api_key"),
+                ("cohere", "https://api.cohere.com", "cohere_api_key"),
+            ]
+        );
+        assert_eq!(c.providers[0].options.region.as_deref(), Some("eu-central-1"));
+        // A region-bound key without its region is not a provider.
+        let env = BTreeMap::from([("AWS_BEARER_TOKEN_BEDROCK".to_string(), "ABSK-1".to_string())]);
+        assert!(from_env(&env).providers.is_empty());
+    }
+
+    #[test]
+    fn a_setting_another_type_takes_is_refused_by_name() {
+        let e = parse_str(
+            "providers:\n  openai:\n    keys: [{value: sk}]\n    region: eu-west-1\n    project: p\n    deployments: {a: b}\n",
+            &env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("providers.openai.region: only bedrock and vertex providers take a region"), "{e}");
+        assert!(e.contains("providers.openai.project: only vertex providers take a project"), "{e}");
+        assert!(e.contains("providers.openai.deployments: only azure providers take deployments"), "{e}");
+        let e = parse_str("providers:\n  v:\n    type: vertex\n", &env()).unwrap_err().to_string();
+        assert!(e.contains("providers.v.region: required for type vertex; e.g. region: europe-west4 (or global)"), "{e}");
+        assert!(e.contains("providers.v.project: required for type vertex; the Google Cloud project id"), "{e}");
     }
 
     #[test]

@@ -36,6 +36,12 @@
 //!   keys are OpenAI's stored-completion tags and Anthropic rejects unknown metadata fields.
 //! - Thinking comes back as `reasoning_content` on the message (or on stream deltas), the field name
 //!   OpenAI-compatible reasoning servers use; signatures and redacted thinking are dropped.
+//!
+//! Claude on Google Vertex AI speaks the same Messages body with three differences, all in
+//! [`build_vertex_chat`]: the model is in the path (`…/publishers/anthropic/models/{model}:rawPredict`, or
+//! `:streamRawPredict` for a stream) instead of the body, the API version is the body's
+//! `anthropic_version` ([`VERTEX_VERSION`]) instead of a header, and the credential is a Google OAuth token.
+//! Answers, streams and Claude's own errors are Anthropic's, so the parsers here serve both.
 
 use std::borrow::Cow;
 
@@ -45,7 +51,7 @@ use serde_json::Value;
 
 use crate::error::{UpstreamError, WireError};
 use crate::image::{is_http_url, parse_data_url};
-use crate::spec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
+use crate::spec::{Auth, Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::{SseEvent, SseParser};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Extra, FileData, FinishReason, FunctionCall,
@@ -57,6 +63,8 @@ pub const DEFAULT_VERSION: &str = "2023-06-01";
 /// name, so a call to it is always ours.
 pub const STRUCTURED_OUTPUT_TOOL: &str = "switchyard_structured_output";
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+/// The `anthropic_version` Vertex AI's Claude endpoints take in the body.
+pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
 /// The field OpenAI-compatible reasoning servers use for a model's thinking text.
 const REASONING_FIELD: &str = "reasoning_content";
@@ -69,7 +77,12 @@ const REASONING_FIELD: &str = "reasoning_content";
 /// images, long histories) are serialized straight from the caller's buffers.
 #[derive(Serialize)]
 struct MessagesBody<'a> {
-    model: &'a str,
+    /// `None` on Vertex, where the model is in the path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    /// Vertex only: the API version, which Anthropic's own API reads from a header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anthropic_version: Option<&'a str>,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Blocks::is_empty")]
     system: Blocks<'a>,
@@ -197,6 +210,51 @@ struct ToolChoiceBody<'a> {
 }
 
 pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<WireRequest, WireError> {
+    let body = encode(&messages_body(ep, req, Some(model))?)?;
+    let url = format!("{}/v1/messages", ep.base_url);
+    Ok(with_auth(WireRequest::post_json(url, body), ep))
+}
+
+/// Claude on Vertex AI: `POST {base}/v1/projects/{project}/locations/{region}/publishers/anthropic/models/
+/// {model}:rawPredict` (`:streamRawPredict` for a stream), the body without `model` and with
+/// `anthropic_version`, the OAuth token as Bearer. Claude has no Vertex "express mode": a project is needed.
+pub fn build_vertex_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<WireRequest, WireError> {
+    let Some(project) = ep.options.project.as_deref() else {
+        return Err(WireError::unsupported(
+            format!("claude model \"{model}\" on vertex needs the provider's project (Anthropic's models have no express mode)"),
+            Some("model"),
+        ));
+    };
+    if model.is_empty() || model.contains(['/', '?', '#', ' ', '%']) || model.contains("..") {
+        return Err(WireError::unsupported(format!("\"{model}\" is not a valid vertex model id"), Some("model")));
+    }
+    let region = ep.options.region.as_deref().unwrap_or("global");
+    let mut body = messages_body(ep, req, None)?;
+    body.anthropic_version = Some(ep.options.api_version.as_deref().unwrap_or(VERTEX_VERSION));
+    let method = if req.is_stream() { "streamRawPredict" } else { "rawPredict" };
+    let url = format!("{}/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}:{method}", ep.base_url);
+    let mut r = WireRequest::post_json(url, encode(&body)?);
+    match ep.auth {
+        Auth::Bearer(token) => r = r.header("authorization", format!("Bearer {token}")),
+        Auth::Key(_) => {
+            return Err(WireError::unsupported(
+                format!(
+                "claude model \"{model}\" on vertex needs Google OAuth credentials: express-mode API keys reach Google's own models only"
+            ),
+                Some("model"),
+            ))
+        }
+        Auth::None | Auth::Aws(_) => {}
+    }
+    Ok(r.with_extra_headers(ep))
+}
+
+fn encode(body: &MessagesBody<'_>) -> Result<Vec<u8>, WireError> {
+    serde_json::to_vec(body).map_err(|e| WireError::unsupported(format!("request cannot be encoded: {e}"), None))
+}
+
+/// The Messages body both APIs take; `model` is `None` where the path names it.
+fn messages_body<'a>(ep: &Endpoint<'_>, req: &'a ChatRequest, model: Option<&'a str>) -> Result<MessagesBody<'a>, WireError> {
     check_unsupported(req)?;
     let (system, messages) = convert_messages(&req.messages)?;
     let mut tools = convert_tools(req)?;
@@ -227,8 +285,9 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
     }
     let max_tokens = req.max_output_tokens().or(ep.options.default_max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
     let user_id = req.user.as_deref().or_else(|| req.extra.get("metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str));
-    let body = MessagesBody {
+    Ok(MessagesBody {
         model,
+        anthropic_version: None,
         max_tokens,
         system,
         messages,
@@ -245,10 +304,7 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
         thinking,
         output_config,
         stream: req.is_stream(),
-    };
-    let body = serde_json::to_vec(&body).map_err(|e| WireError::unsupported(format!("request cannot be encoded: {e}"), None))?;
-    let url = format!("{}/v1/messages", ep.base_url);
-    Ok(with_auth(WireRequest::post_json(url, body), ep))
+    })
 }
 
 fn passthrough<'a>(req: &'a ChatRequest, field: &str) -> Option<&'a Value> {
@@ -1149,6 +1205,53 @@ mod tests {
 
     fn build_ok(v: Value) -> Value {
         build(v).unwrap()
+    }
+
+    fn vertex_ep<'a>(opts: &'a ProviderOptions, auth: crate::spec::Auth<'a>) -> Endpoint<'a> {
+        Endpoint { kind: ProviderKind::Vertex, base_url: "https://us-east5-aiplatform.googleapis.com", auth, options: opts }
+    }
+
+    #[test]
+    fn vertex_puts_the_model_in_the_path_and_the_version_in_the_body() {
+        let opts = ProviderOptions { project: Some("proj-1".into()), region: Some("us-east5".into()), ..ProviderOptions::default() };
+        let req = request(
+            json!({"model": "m", "max_tokens": 50, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}),
+        );
+        let w = build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Bearer("ya29.token")), &req, "claude-3-5-haiku@20241022").unwrap();
+        assert_eq!(
+            w.url,
+            "https://us-east5-aiplatform.googleapis.com/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/claude-3-5-haiku@20241022:rawPredict"
+        );
+        assert!(w.headers.contains(&("authorization".into(), "Bearer ya29.token".into())));
+        assert!(!w.headers.iter().any(|(k, _)| k == "x-api-key" || k == "anthropic-version"), "{:?}", w.headers);
+        let body: Value = serde_json::from_slice(&w.body).unwrap();
+        assert_eq!(body.get("model"), None, "the path names the model: {body}");
+        assert_eq!(body["anthropic_version"], VERTEX_VERSION);
+        assert_eq!(body["system"], "Be brief.");
+        assert_eq!(body["max_tokens"], 50);
+        assert_eq!(body["messages"], json!([{"role": "user", "content": "Hi"}]));
+
+        let stream = request(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}));
+        let w = build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Bearer("t")), &stream, "claude-sonnet-4@20250514").unwrap();
+        assert!(w.url.ends_with("/models/claude-sonnet-4@20250514:streamRawPredict"), "{}", w.url);
+        assert_eq!(serde_json::from_slice::<Value>(&w.body).unwrap()["stream"], true);
+    }
+
+    #[test]
+    fn vertex_claude_needs_a_project_and_a_plain_model_id() {
+        let no_project = ProviderOptions::default();
+        let req = request(json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}));
+        let e = build_vertex_chat(&vertex_ep(&no_project, crate::spec::Auth::Bearer("t")), &req, "claude-sonnet-4").unwrap_err();
+        assert!(e.to_string().contains("project"), "{e}");
+        let opts = ProviderOptions { project: Some("p".into()), ..ProviderOptions::default() };
+        for bad in ["", "claude/../x", "claude?x=1", "claude#f", "claude%2F"] {
+            assert!(build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Bearer("t")), &req, bad).is_err(), "{bad}");
+        }
+        let e = build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Key("AQ.express")), &req, "claude-sonnet-4").unwrap_err();
+        assert!(e.to_string().contains("OAuth"), "{e}");
+        // Without a region Claude's global endpoint is meant.
+        let w = build_vertex_chat(&vertex_ep(&opts, crate::spec::Auth::Bearer("t")), &req, "claude-sonnet-4").unwrap();
+        assert!(w.url.contains("/projects/p/locations/global/publishers/anthropic/"), "{}", w.url);
     }
 
     fn unsupported_param(v: Value) -> String {
