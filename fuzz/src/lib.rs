@@ -7,6 +7,7 @@
 //! that is valid JSON without duplicate keys, every error has a message, and so on. A failed assertion is a
 //! panic, which libFuzzer reports as a crash with the input that caused it.
 
+pub mod eventstream;
 pub mod gen;
 pub mod json;
 pub mod request;

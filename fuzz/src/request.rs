@@ -8,8 +8,9 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard_wire::codec;
+use switchyard_wire::providers::bedrock;
 use switchyard_wire::spec::normalize_base_url;
-use switchyard_wire::types::{ChatRequest, EmbeddingsRequest, Message, Role};
+use switchyard_wire::types::{ChatRequest, Content, EmbeddingsRequest, Message, Role};
 use switchyard_wire::{Auth, Endpoint, Family, Method, ProviderKind, ProviderOptions, WireError, WireRequest};
 
 use crate::json::{assert_clean_json, has_duplicate_keys};
@@ -115,7 +116,13 @@ fn assert_upstream_request(
     }
     let body: serde_json::Value = must(serde_json::from_slice(&w.body), "a clean body parses");
     assert!(body.is_object(), "{what} for {}: the body is not an object", kind.as_str());
-    if model_in_path(kind) {
+    if kind.family() == Family::Bedrock {
+        // Converse and InvokeModel name the model in the path (`/model/{id}/...`, one percent-encoded
+        // segment) and take no `model` field.
+        let segment = format!("/model/{}/", bedrock::model_segment(MODEL));
+        assert!(w.url.contains(&segment), "{what} for {}: the path {} does not name the model", kind.as_str(), w.url);
+        assert!(body.get("model").is_none(), "{what} for {}: Converse takes no model field", kind.as_str());
+    } else if model_in_path(kind) {
         let named = format!("/models/{MODEL}:");
         assert!(w.url.contains(&named), "{what} for {}: the URL {} does not name the model", kind.as_str(), w.url);
     } else {
@@ -159,6 +166,34 @@ fn assert_gemini_contents(kind: ProviderKind, req: &ChatRequest, body: &serde_js
 }
 
 /// `POST /v1/chat/completions`.
+/// Anthropic's and Converse's `messages`: the conversation without its system messages (hoisted), turns of
+/// one role merged, so at most as many turns as such messages, each `user` or `assistant`. Converse's
+/// alternate strictly and its `system` blocks hold every system text.
+fn assert_merged_turns(kind: ProviderKind, req: &ChatRequest, body: &serde_json::Value) {
+    let name = kind.as_str();
+    let turns = body.get("messages").and_then(|m| m.as_array()).map(Vec::as_slice).unwrap_or_default();
+    let system_like = |r: &Role| matches!(r, Role::System | Role::Developer);
+    let conversational = req.messages.iter().filter(|m| !system_like(&m.role)).count();
+    assert!(turns.len() <= conversational, "chat request for {name}: {} turns from {conversational} messages", turns.len());
+    let role = |t: &serde_json::Value| t.get("role").and_then(|r| r.as_str()).map(str::to_string);
+    for t in turns {
+        let r = role(t);
+        assert!(matches!(r.as_deref(), Some("user" | "assistant")), "chat request for {name}: a turn with role {r:?}");
+    }
+    if kind.family() == Family::Bedrock {
+        for pair in turns.windows(2) {
+            assert_ne!(role(&pair[0]), role(&pair[1]), "chat request for {name}: two turns of one role in a row");
+        }
+        let system_text: String =
+            body.get("system").and_then(|s| s.as_array()).into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
+        for m in req.messages.iter().filter(|m| system_like(&m.role)) {
+            if let Some(Content::Text(t)) = &m.content {
+                assert!(system_text.contains(t.as_str()), "chat request for {name}: the system text {t:?} is not in `system`");
+            }
+        }
+    }
+}
+
 pub fn chat(bytes: &[u8]) {
     let Some(req) = decode_both_ways::<ChatRequest>(bytes, "chat request") else { return };
     let mut expected = req.clone();
@@ -176,8 +211,8 @@ pub fn chat(bytes: &[u8]) {
         };
         let sent = body.get("messages").and_then(|m| m.as_array()).map(Vec::len);
         match kind.family() {
-            // Anthropic merges turns and hoists the system prompt.
-            Family::Anthropic => {}
+            // Anthropic and Converse merge turns and hoist the system prompt.
+            Family::Anthropic | Family::Bedrock => assert_merged_turns(kind, &req, &body),
             // Cohere refuses empty turns, so an assistant turn with no text and no tool calls carries nothing
             // and is left out.
             Family::Cohere => {
@@ -188,9 +223,16 @@ pub fn chat(bytes: &[u8]) {
             // Every other codec keeps each message.
             _ => assert_eq!(sent, Some(req.messages.len()), "chat request for {}: messages were lost or added", kind.as_str()),
         }
-        if kind.family() == Family::Ollama || kind.family() == Family::Anthropic {
-            let stream = body.get("stream").and_then(|s| s.as_bool());
-            assert_eq!(stream, Some(req.is_stream()), "chat request for {}: the stream flag changed", kind.as_str());
+        match kind.family() {
+            Family::Ollama | Family::Anthropic => {
+                let stream = body.get("stream").and_then(|s| s.as_bool());
+                assert_eq!(stream, Some(req.is_stream()), "chat request for {}: the stream flag changed", kind.as_str());
+            }
+            Family::Bedrock => {
+                let op = if req.is_stream() { "/converse-stream" } else { "/converse" };
+                assert!(url.ends_with(op), "chat request for {}: a stream flag of {} went to {url}", kind.as_str(), req.is_stream());
+            }
+            _ => {}
         }
     }
 }

@@ -135,6 +135,8 @@ impl FailureClass {
         let msg = err.message.to_ascii_lowercase();
         if code == "context_length_exceeded"
             || msg.contains("prompt is too long")
+            // Bedrock's ValidationException for a prompt over the model's window.
+            || msg.contains("input is too long")
             || msg.contains("context length")
             || msg.contains("maximum context")
         {
@@ -145,8 +147,16 @@ impl FailureClass {
             || err.kind.as_deref() == Some("insufficient_quota")
             || msg.contains("exceeded your current quota")
             || msg.contains("credit balance is too low")
+            || code == "ServiceQuotaExceededException"
         {
             return FailureClass::QuotaExhausted;
+        }
+        match code {
+            // Bedrock: a model still loading is a wait (429 on the wire, retried by AWS's SDKs), and a
+            // model that failed while answering (424) says nothing about the request.
+            "ModelNotReadyException" => return FailureClass::RateLimited,
+            "ModelErrorException" | "ModelStreamErrorException" => return FailureClass::Transient,
+            _ => {}
         }
         match status {
             429 => FailureClass::RateLimited,
@@ -509,6 +519,20 @@ mod tests {
 
     fn upstream(status: u16, message: &str, code: Option<&str>) -> UpstreamError {
         UpstreamError { status, message: message.into(), code: code.map(str::to_string), ..Default::default() }
+    }
+
+    #[test]
+    fn bedrock_error_shapes_classify_by_meaning() {
+        let k = ProviderKind::Bedrock;
+        let c = |status, msg, code| FailureClass::of_response(k, status, &upstream(status, msg, Some(code)));
+        assert_eq!(c(400, "Input is too long for requested model.", "ValidationException"), FailureClass::ContextTooLong);
+        assert_eq!(c(400, "quota exceeded", "ServiceQuotaExceededException"), FailureClass::QuotaExhausted);
+        assert_eq!(c(429, "Model is not ready", "ModelNotReadyException"), FailureClass::RateLimited);
+        assert_eq!(c(424, "model failed", "ModelErrorException"), FailureClass::Transient);
+        assert_eq!(c(429, "Too many requests", "ThrottlingException"), FailureClass::RateLimited);
+        assert_eq!(c(403, "no access", "AccessDeniedException"), FailureClass::KeyInvalid);
+        assert_eq!(c(400, "bad field", "ValidationException"), FailureClass::CallerFault);
+        assert_eq!(c(408, "Model has timed out", "ModelTimeoutException"), FailureClass::Timeout);
     }
 
     #[test]

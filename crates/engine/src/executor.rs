@@ -880,13 +880,21 @@ impl<'a> Run<'a> {
                     replaced = with_params(body, params).map_err(Err)?;
                     body = &replaced;
                 }
-                let mut wire = codec::build_embeddings(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
-                wire.headers.push(("traceparent".into(), self.ctx.upstream_traceparent(span_id)));
-                codec::authorize(&ep, &mut wire, unix_now()).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
-                let timeouts = Timeouts { total: p.cfg.timeouts.total.min(remaining), ..p.cfg.timeouts };
-                let bytes = upstream::send_complete(&p.client, p.cfg.kind, &timeouts, label, wire).await.map_err(Ok)?;
+                // Most providers take one request; Bedrock's Titan models one per text (see the codec).
+                let parts =
+                    codec::build_embeddings_parts(&ep, body, &t.model).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
+                let mut answers = Vec::with_capacity(parts.len());
+                for mut wire in parts {
+                    wire.headers.push(("traceparent".into(), self.ctx.upstream_traceparent(span_id)));
+                    codec::authorize(&ep, &mut wire, unix_now()).map_err(|e| Ok(upstream::wire_failure(label, started, e)))?;
+                    // The parts go one after another, all inside the attempt's one deadline.
+                    let left = remaining.saturating_sub(started.elapsed());
+                    let timeouts = Timeouts { total: p.cfg.timeouts.total.min(left), ..p.cfg.timeouts };
+                    answers.push(upstream::send_complete(&p.client, p.cfg.kind, &timeouts, label, wire).await.map_err(Ok)?);
+                }
                 drop(slot);
-                codec::parse_embeddings(p.cfg.kind, &bytes, rctx, body.encoding_format.as_deref())
+                let bodies: Vec<&[u8]> = answers.iter().map(|b| b.as_ref()).collect();
+                codec::parse_embeddings_parts(p.cfg.kind, &bodies, rctx, body.encoding_format.as_deref())
                     .map(Output::Embeddings)
                     .map_err(|e| Ok(upstream::wire_failure(label, started, e)))
             }

@@ -427,8 +427,13 @@ async fn http_failure(
 ) -> Failure {
     let status = resp.status().as_u16();
     let ra = retry_after(&resp);
+    // AWS names the error's type in a header, not the body.
+    let error_type = switchyard_wire::codec::error_type_header(kind)
+        .and_then(|h| resp.headers().get(h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let (body, _held) = read_error_body(&mut resp, &client.shared.budget, until).await;
-    let err = switchyard_wire::codec::parse_error(kind, status, &body);
+    let err = switchyard_wire::codec::parse_error_typed(kind, status, error_type.as_deref(), &body);
     let class = FailureClass::of_response(kind, status, &err);
     let mut f = label.fail(started, Some(status), class, err.message.clone()).with_upstream(err);
     f.retry_after = ra;

@@ -145,9 +145,14 @@ fn bearer(h: &HeaderMap) -> Option<String> {
 
 /// The key as the real service authenticates it, read only from the headers that service reads
 /// (OpenAI, Ollama and Cohere: Bearer; Azure: `api-key` or Bearer; Anthropic: `x-api-key` or Bearer; Gemini:
-/// `x-goog-api-key` or Bearer).
+/// `x-goog-api-key` or Bearer; Bedrock: a Bedrock API key as Bearer, or the access key id of a SigV4
+/// `Authorization`).
 pub(crate) fn auth_key(flavor: Flavor, h: &HeaderMap) -> Option<String> {
     match flavor {
+        Flavor::Bedrock => bearer(h).or_else(|| {
+            let v = header(h, "authorization")?;
+            switchyard_wire::sigv4::parse_authorization(&v).ok().map(|a| a.access_key_id.to_string())
+        }),
         Flavor::Anthropic => header(h, "x-api-key").or_else(|| bearer(h)),
         Flavor::Azure => header(h, "api-key").or_else(|| bearer(h)),
         Flavor::OpenAi | Flavor::Ollama | Flavor::Cohere => bearer(h),

@@ -11,6 +11,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
+use switchyard_wire::eventstream::Message;
 
 use crate::common::{bytes_response, ApiError, Ctx};
 use crate::knobs::Fault;
@@ -97,6 +98,9 @@ pub(crate) enum Framing {
     SseCrlf,
     /// One JSON object per line.
     Ndjson,
+    /// AWS's binary event-stream messages (Bedrock): `event` is the `:event-type` (or, for an exception
+    /// frame, the `:exception-type`), `data` the JSON payload.
+    EventStream,
 }
 
 /// One stream event as the flavour describes it.
@@ -108,24 +112,31 @@ pub(crate) struct Frame {
     pub content: bool,
     /// Written as it is, without SSE fields (Google writes a mid-stream error as plain JSON lines).
     pub verbatim: bool,
+    /// An event-stream exception (`:message-type: exception`) rather than an event.
+    pub exception: bool,
 }
 
 impl Frame {
     pub fn data(v: &Value) -> Frame {
-        Frame { event: None, data: v.to_string(), content: false, verbatim: false }
+        Frame { event: None, data: v.to_string(), content: false, verbatim: false, exception: false }
     }
 
     pub fn raw(data: &str) -> Frame {
-        Frame { event: None, data: data.to_string(), content: false, verbatim: false }
+        Frame { event: None, data: data.to_string(), content: false, verbatim: false, exception: false }
     }
 
     pub fn named(event: &'static str, v: &Value) -> Frame {
-        Frame { event: Some(event), data: v.to_string(), content: false, verbatim: false }
+        Frame { event: Some(event), data: v.to_string(), content: false, verbatim: false, exception: false }
     }
 
     /// Text sent as it is, outside any SSE field.
     pub fn verbatim(text: String) -> Frame {
-        Frame { event: None, data: text, content: false, verbatim: true }
+        Frame { event: None, data: text, content: false, verbatim: true, exception: false }
+    }
+
+    /// An event-stream exception frame (`throttlingException`, ...).
+    pub fn exception(kind: &'static str, v: &Value) -> Frame {
+        Frame { event: Some(kind), data: v.to_string(), content: false, verbatim: false, exception: true }
     }
 
     pub fn content(mut self) -> Frame {
@@ -152,6 +163,13 @@ impl Frame {
                 Bytes::from(s)
             }
             Framing::Ndjson => Bytes::from(format!("{}\n", self.data)),
+            Framing::EventStream => {
+                let kind = self.event.unwrap_or("");
+                let payload = self.data.clone().into_bytes();
+                let m = if self.exception { Message::exception(kind, payload) } else { Message::event(kind, payload) };
+                // Only a header over 64 KiB cannot be encoded, and the mock's headers are short names.
+                Bytes::from(m.to_bytes().unwrap_or_default())
+            }
         }
     }
 
@@ -161,7 +179,13 @@ impl Frame {
         while cut > 0 && !self.data.is_char_boundary(cut) {
             cut -= 1;
         }
-        Frame { event: self.event, data: self.data[..cut].to_string(), content: self.content, verbatim: self.verbatim }
+        Frame {
+            event: self.event,
+            data: self.data[..cut].to_string(),
+            content: self.content,
+            verbatim: self.verbatim,
+            exception: self.exception,
+        }
     }
 }
 
@@ -206,11 +230,20 @@ fn plan(frames: Vec<Frame>, framing: Framing, error_frame: Frame, kind: Option<F
 fn endless_line(frames: &[Frame], framing: Framing, bytes: u64) -> Vec<Step> {
     let first = frames.iter().position(|f| f.content).unwrap_or(0);
     let mut steps: Vec<Step> = frames.iter().take(first + 1).map(|f| Step::Send(f.encode(framing))).collect();
-    let opening: &'static [u8] = match framing {
-        Framing::Sse | Framing::SseCrlf => b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
-        Framing::Ndjson => b"{\"message\":{\"role\":\"assistant\",\"content\":\"",
+    let opening: Bytes = match framing {
+        Framing::Sse | Framing::SseCrlf => Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\""),
+        Framing::Ndjson => Bytes::from_static(b"{\"message\":{\"role\":\"assistant\",\"content\":\""),
+        // A message whose prelude (its CRC right) announces the whole line, which then never completes.
+        Framing::EventStream => {
+            let total = u32::try_from(bytes.saturating_add(16)).unwrap_or(u32::MAX);
+            let mut p = total.to_be_bytes().to_vec();
+            p.extend_from_slice(&0u32.to_be_bytes());
+            let crc = switchyard_wire::eventstream::crc32(&p);
+            p.extend_from_slice(&crc.to_be_bytes());
+            Bytes::from(p)
+        }
     };
-    steps.push(Step::Send(Bytes::from_static(opening)));
+    steps.push(Step::Send(opening));
     fill(&mut steps, bytes, b'a');
     steps
 }
@@ -354,6 +387,7 @@ pub(crate) fn stream_response(
     let content_type = match framing {
         Framing::Sse | Framing::SseCrlf => "text/event-stream; charset=utf-8",
         Framing::Ndjson => "application/x-ndjson",
+        Framing::EventStream => "application/vnd.amazon.eventstream",
     };
     headers.push(("cache-control", "no-cache".to_string()));
     let steps = match (kind, ctx.knobs.endless_line) {

@@ -1,5 +1,5 @@
-//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic, Ollama (native), Cohere (v2) and Gemini
-//! (Gemini API and Vertex AI) wire formats.
+//! Mock upstream servers for the OpenAI, Azure OpenAI, Anthropic, Ollama (native), Cohere (v2), Gemini
+//! (Gemini API and Vertex AI) and AWS Bedrock wire formats.
 //!
 //! Why this crate exists: Switchyard's conformance suite, its fault-injection tests, `switchyard serve --demo`
 //! and `switchyard mock` all need upstreams that speak each provider's exact wire format (paths, headers,
@@ -125,6 +125,7 @@
 //!   `x-ratelimit-remaining-tokens` (of 100,000 a minute); no limit or reset headers.
 //! - Ollama and Gemini: none (a Gemini 429 names its wait in a `RetryInfo` detail instead).
 //! - Cohere: none (it documents no rate-limit headers); every answer carries an `x-debug-trace-id`.
+//! - Bedrock: none (AWS documents no rate-limit headers for Bedrock Runtime).
 //!
 //! An answer uses one request and its estimated tokens (one per 4 bytes of body, plus `max_tokens` or
 //! `max_completion_tokens`); limits refill continuously, so a reset is `used / limit` of a minute away. A
@@ -151,6 +152,7 @@
 //! - Ollama: Ollama Cloud's plan-usage limit, 429 `{"error":"you (switchyard-mock) have reached your
 //!   weekly usage limit, upgrade for higher limits: https://ollama.com/upgrade"}` (Ollama documents the 429
 //!   and the `error` shape; the wording is the one its cloud API is seen to send).
+//! - Bedrock: 400 `ServiceQuotaExceededException` (the `x-amzn-ErrorType` header, body `{"message":…}`).
 //!
 //! # Cancellation
 //! [`Stats::cancelled`] counts the requests whose answer was not delivered to its end because the client
@@ -172,8 +174,10 @@
 //! 3. `key_status` for the presented key answers before anything else, then `quota_exhausted_keys`.
 //! 4. Unknown route: the flavour's 404 (Azure deployments without `api-version` too); wrong method: 405.
 //! 5. Authentication as the real service reads it (OpenAI, Ollama and Cohere: `Authorization: Bearer`; Azure:
-//!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`).
-//!    A missing key is a 401 (Ollama needs none), and `require_key` turns every other key into a 401.
+//!    `api-key` or Bearer; Anthropic: `x-api-key` or Bearer, plus a required `anthropic-version`;
+//!    Bedrock: a SigV4 signature checked against the test credentials, or a Bedrock API key as Bearer).
+//!    A missing key is a 401 (Ollama needs none; Bedrock answers 403, as AWS does), and `require_key`
+//!    turns every other key into a 401 (Bedrock: 403).
 //!    Gemini answers as Google does: the Gemini API reads `x-goog-api-key` or `?key=` (missing: 403
 //!    `PERMISSION_DENIED`; wrong: 400 `API_KEY_INVALID`), Vertex paths a Bearer token (401 `UNAUTHENTICATED`).
 //!    The Gemini mock's `POST /token` answers a service account's JWT-bearer grant as Google's token
@@ -194,6 +198,7 @@
 
 mod anthropic;
 mod azure;
+mod bedrock;
 mod behaviour;
 mod cohere;
 mod common;
@@ -217,6 +222,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+pub use crate::bedrock::{ACCESS_KEY_ID as BEDROCK_ACCESS_KEY_ID, SECRET_ACCESS_KEY as BEDROCK_SECRET_ACCESS_KEY};
 use crate::common::{ApiError, Ctx};
 use crate::faults::CancelGuard;
 
@@ -241,13 +247,16 @@ pub enum Flavor {
     /// Cohere's v2 API: `/v2/chat`, `/v2/embed` and `/v1/models`.
     Cohere,
     /// Google Gemini: the Gemini API's `/v1beta/models/…` and Vertex AI's
-    /// `/v1/projects/…/publishers/google/models/…` paths.
+    /// `/v1/projects/…/publishers/google/models/…` paths (and Claude's `…/publishers/anthropic/…`).
     Gemini,
+    /// AWS Bedrock Runtime: Converse, ConverseStream (event-stream framing) and InvokeModel for
+    /// embeddings, authenticated by SigV4 (the test credentials in `bedrock`) or a Bedrock API key.
+    Bedrock,
 }
 
 impl Flavor {
-    /// Parses `openai`, `azure`, `anthropic`, `ollama`, `cohere` or `gemini` (ASCII case-insensitive;
-    /// `vertex` is `gemini`, whose mock serves both path styles).
+    /// Parses `openai`, `azure`, `anthropic`, `ollama`, `cohere`, `gemini` or `bedrock` (ASCII
+    /// case-insensitive; `vertex` is `gemini`, whose mock serves both path styles).
     pub fn parse(s: &str) -> Option<Flavor> {
         match s.trim().to_ascii_lowercase().as_str() {
             "openai" => Some(Flavor::OpenAi),
@@ -256,6 +265,7 @@ impl Flavor {
             "ollama" => Some(Flavor::Ollama),
             "cohere" => Some(Flavor::Cohere),
             "gemini" | "vertex" => Some(Flavor::Gemini),
+            "bedrock" => Some(Flavor::Bedrock),
             _ => None,
         }
     }
@@ -269,6 +279,7 @@ impl Flavor {
             Flavor::Ollama => "ollama",
             Flavor::Cohere => "cohere",
             Flavor::Gemini => "gemini",
+            Flavor::Bedrock => "bedrock",
         }
     }
 }
@@ -418,6 +429,7 @@ impl MockConfig {
             Flavor::Ollama => &["llava:latest", "llama3.2:latest", "all-minilm:latest"],
             Flavor::Cohere => &["command-a-03-2025", "command-r-plus-08-2024", "embed-v4.0"],
             Flavor::Gemini => &["gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview", "gemini-embedding-001", "text-embedding-005"],
+            Flavor::Bedrock => &bedrock::DEFAULT_MODELS,
         };
         MockConfig {
             flavor,
@@ -764,6 +776,7 @@ async fn entry(State(handle): State<MockHandle>, req: Request) -> Response {
     let raw_model = match flavor {
         Flavor::Azure => azure::deployment_of(&path).or_else(|| body_model(body_json.as_ref(), "model")),
         Flavor::Gemini => gemini::model_of(&path),
+        Flavor::Bedrock => bedrock::model_of(&path),
         _ => body_model(body_json.as_ref(), "model"),
     };
     let (model, suffix) = match raw_model {
@@ -830,6 +843,7 @@ async fn answer(ctx: Ctx, behavior: &Behavior, too_large: bool) -> Response {
         Flavor::Ollama => ollama::handle(ctx).await,
         Flavor::Cohere => cohere::handle(ctx).await,
         Flavor::Gemini => gemini::handle(ctx).await,
+        Flavor::Bedrock => bedrock::handle(ctx).await,
     }
 }
 
@@ -844,6 +858,7 @@ fn error(ctx: &Ctx, err: ApiError) -> Response {
         Flavor::Ollama => ollama::error(ctx, err),
         Flavor::Cohere => cohere::error(ctx, err),
         Flavor::Gemini => gemini::error(ctx, err),
+        Flavor::Bedrock => bedrock::error(ctx, err),
     }
 }
 

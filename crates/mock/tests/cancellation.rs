@@ -11,7 +11,8 @@ use common::*;
 use serde_json::{json, Value};
 use switchyard_mock::{Behavior, FaultKind, Flavor, MockServer};
 
-const FLAVORS: [Flavor; 6] = [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama, Flavor::Cohere, Flavor::Gemini];
+const FLAVORS: [Flavor; 7] =
+    [Flavor::OpenAi, Flavor::Azure, Flavor::Anthropic, Flavor::Ollama, Flavor::Cohere, Flavor::Gemini, Flavor::Bedrock];
 /// Enough words for a stream of a dozen chunks.
 const LONG: &str = "one two three four five six seven eight nine ten eleven twelve";
 
@@ -48,6 +49,15 @@ fn chat(flavor: Flavor, text: &str, stream: bool) -> (&'static str, Vec<(&'stati
             },
             vec![("x-goog-api-key", "AIza-test-0001")],
             json!({"contents": [{"role": "user", "parts": [{"text": text}]}]}),
+        ),
+        Flavor::Bedrock => (
+            if stream {
+                "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream"
+            } else {
+                "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+            },
+            vec![("authorization", "Bearer ABSKbedrock-api-key-0001")],
+            json!({"messages": [{"role": "user", "content": [{"text": text}]}]}),
         ),
     }
 }

@@ -40,8 +40,8 @@ impl ClientEncoder for GenaiStreamEncoder {
 
     /// Google's SDK hands every line that is not blank to its JSON parser, so an SSE comment would fail
     /// the stream: a blank line keeps it open instead.
-    fn keepalive(&self) -> &'static [u8] {
-        genai::KEEPALIVE
+    fn keepalive(&self) -> Option<&'static [u8]> {
+        Some(genai::KEEPALIVE)
     }
 
     /// No room for a note in Google's stream (see `keepalive`); the `x-switchyard-*` headers name the

@@ -1,6 +1,7 @@
 //! Switchyard's HTTP surface: the OpenAI-compatible routes (also under `/openai`), the Anthropic drop-in
-//! routes under `/anthropic` (`anthropic`), the Google GenAI drop-in routes under `/genai` (`genai`), error
-//! rendering, streaming responses, and the guards every client connection and request passes.
+//! routes under `/anthropic` (`anthropic`), the Google GenAI drop-in routes under `/genai` (`genai`), the
+//! Bedrock Runtime drop-in routes under `/bedrock` (`bedrock`), error rendering, streaming responses, and the
+//! guards every client connection and request passes.
 //!
 //! Handlers stay thin: read the body, decode it (stage 1 of the request path, see `switchyard_engine`),
 //! call the engine, render. Everything about routing, keys and upstreams lives in the engine. What lives
@@ -13,6 +14,7 @@ mod admin_logs;
 mod admin_providers;
 mod admin_usage;
 mod anthropic;
+mod bedrock;
 mod conn;
 mod errors;
 mod genai;
@@ -137,7 +139,9 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route("/anthropic/v1/models", get(anthropic::models))
         .route("/anthropic/v1/models/{*id}", get(anthropic::model))
         .route("/anthropic", any(anthropic::not_found))
-        .route("/anthropic/{*rest}", any(anthropic::not_found));
+        .route("/anthropic/{*rest}", any(anthropic::not_found))
+        .route("/bedrock", any(bedrock::route))
+        .route("/bedrock/{*rest}", any(bedrock::route));
     // The Google GenAI SDK's routes, with `http_options.base_url` = `{gateway}/genai`.
     for version in genai::VERSIONS {
         r = r

@@ -23,6 +23,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use switchyard_engine::{ChatOutcome, ChatStream, GatewayError, StreamItem};
 use switchyard_wire::inbound::anthropic::AnthropicStreamEncoder;
+use switchyard_wire::inbound::bedrock::BedrockStreamEncoder;
 use switchyard_wire::inbound::completions::CompletionStreamEncoder;
 use switchyard_wire::inbound::responses::ResponsesStreamEncoder;
 use switchyard_wire::outbound::{ErrorBody, OpenAiStreamEncoder};
@@ -55,10 +56,16 @@ pub(crate) trait ClientEncoder: Send + 'static {
     fn finish(&mut self, out: &mut Vec<u8>);
     /// The stream failed after its headers went out: the API's in-stream error.
     fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>);
+    /// The response's media type.
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
     /// Bytes that keep an idle stream open without meaning anything to the client: an SSE comment, which
-    /// every SSE reader skips; a route whose SDK parses every line (Google's) says otherwise.
-    fn keepalive(&self) -> &'static [u8] {
-        b": keep-alive\n\n"
+    /// every SSE reader skips. A route whose SDK parses every line (Google's) sends other bytes; a format
+    /// with no room for them (AWS's binary event-stream, whose every frame is a message a client parses)
+    /// `None`, and then nothing goes out until its first event.
+    fn keepalive(&self) -> Option<&'static [u8]> {
+        Some(b": keep-alive\n\n")
     }
     /// Names the chosen target to the client once it is known, as an SSE comment where the API's reader
     /// skips comments; a route whose reader would choke on one writes nothing.
@@ -106,6 +113,30 @@ impl ClientEncoder for AnthropicStreamEncoder {
     }
 }
 
+impl ClientEncoder for BedrockStreamEncoder {
+    fn encode(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+        BedrockStreamEncoder::encode(self, chunk, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        BedrockStreamEncoder::finish(self, out)
+    }
+
+    fn fail(&mut self, e: &GatewayError, out: &mut Vec<u8>) {
+        BedrockStreamEncoder::fail(self, e.status(), &e.to_string(), out);
+    }
+
+    fn content_type(&self) -> &'static str {
+        "application/vnd.amazon.eventstream"
+    }
+
+    fn keepalive(&self) -> Option<&'static [u8]> {
+        None
+    }
+
+    fn served(&self, _served: &str, _out: &mut Vec<u8>) {}
+}
+
 /// Where a streaming response is.
 // One per stream, moved once into the driving task.
 #[allow(clippy::large_enum_variant)]
@@ -124,6 +155,7 @@ pub(crate) fn sse_response<E: ClientEncoder>(phase: Phase, enc: E, keepalive: Du
     let abandoned = Arc::new(AtomicBool::new(false));
     rec.status(200);
     rec.streaming();
+    let content_type = enc.content_type();
     tokio::spawn(drive(phase, enc, keepalive, served, tx, abandoned.clone(), rec));
     let frames = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
         Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(b))),
@@ -137,7 +169,7 @@ pub(crate) fn sse_response<E: ClientEncoder>(phase: Phase, enc: E, keepalive: Du
     });
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
         .body(Body::from_stream(frames))
@@ -244,8 +276,15 @@ async fn drive<E: ClientEncoder>(
                     },
                     _ = tokio::time::sleep(keepalive) => {
                         // A client with keep-alives still unread does not need another.
-                        if let Err(TrySendError::Closed(_)) = tx.try_send(Bytes::from_static(enc.keepalive())) {
-                            return;
+                        match enc.keepalive() {
+                            Some(note) => {
+                                if let Err(TrySendError::Closed(_)) = tx.try_send(Bytes::from_static(note)) {
+                                    return;
+                                }
+                            }
+                            // No keep-alive in this format: only see whether the client is still there.
+                            None if tx.is_closed() => return,
+                            None => {}
                         }
                         false
                     }

@@ -54,7 +54,7 @@ enum Command {
     /// --data-dir or --database-url). No secret is written: virtual keys as the SHA-256 of their value,
     /// provider keys written literally in the file as env.NAME (the names to set are printed).
     Export(ExportArgs),
-    /// Run a mock upstream provider (OpenAI, Azure, Anthropic, Ollama, Cohere or Gemini wire format) for tests and demos.
+    /// Run a mock upstream provider (OpenAI, Azure, Anthropic, Ollama, Cohere, Gemini or Bedrock wire format) for tests and demos.
     Mock(MockArgs),
 }
 
@@ -126,7 +126,7 @@ struct LogArgs {
 
 #[derive(Args)]
 struct MockArgs {
-    /// Wire format: openai, azure, anthropic, ollama, cohere or gemini (Gemini API and Vertex AI paths; `vertex` is the same).
+    /// Wire format: openai, azure, anthropic, ollama, cohere, gemini (Gemini API and Vertex AI paths; `vertex` is the same) or bedrock.
     #[arg(long, default_value = "openai")]
     provider: String,
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -774,8 +774,9 @@ async fn add_demo_providers(cfg: &mut Config, ports: DemoPorts) -> Result<Vec<Mo
 }
 
 async fn mock(args: MockArgs) -> Result<(), String> {
-    let flavor = Flavor::parse(&args.provider)
-        .ok_or_else(|| format!("error: --provider must be openai, azure, anthropic, ollama, cohere or gemini, got {}", args.provider))?;
+    let flavor = Flavor::parse(&args.provider).ok_or_else(|| {
+        format!("error: --provider must be openai, azure, anthropic, ollama, cohere, gemini or bedrock, got {}", args.provider)
+    })?;
     let mut cfg = MockConfig::new(flavor);
     if let Some(m) = args.models {
         cfg.models = m;

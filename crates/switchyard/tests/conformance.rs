@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use switchyard_mock::{Flavor, MockServer, RecordedRequest};
+use switchyard_mock::{Behavior, Flavor, MockServer, RecordedRequest, BEDROCK_ACCESS_KEY_ID, BEDROCK_SECRET_ACCESS_KEY};
 
 #[derive(Clone, Copy)]
 struct Caps {
@@ -32,6 +32,9 @@ struct Caps {
     /// Authenticates with an OAuth token the gateway obtains from the mock's `/token` (Vertex through a
     /// service account), not with a configured key.
     oauth: bool,
+    /// Embeddings come from a model of their own (Bedrock: Titan or Cohere through InvokeModel, never the
+    /// chat model), which the mock then serves too.
+    embeddings_model: Option<&'static str>,
 }
 
 const OPENAI_LIKE: Caps = Caps {
@@ -45,6 +48,18 @@ const OPENAI_LIKE: Caps = Caps {
     lists_models: true,
     forced_tool_choice: true,
     oauth: false,
+    embeddings_model: None,
+};
+
+/// Bedrock through Converse: no `n`, JSON mode emulated with a forced tool, images only as bytes (the
+/// gateway fetches URLs), no model list on the runtime endpoint, embeddings from Titan through InvokeModel.
+const BEDROCK: Caps = Caps {
+    image_urls: false,
+    json_mode: false,
+    n: false,
+    lists_models: false,
+    embeddings_model: Some("amazon.titan-embed-text-v2:0"),
+    ..OPENAI_LIKE
 };
 
 struct Case {
@@ -76,8 +91,17 @@ fn service_account_block(base: &str) -> String {
     )
 }
 
+/// A Bedrock provider that signs with SigV4, the static credentials in its `aws:` section (the mock knows
+/// only its documented test pair, and checks every signature).
+fn bedrock_signed(base: &str, secret: &str) -> String {
+    format!(
+        "    type: bedrock\n    base_url: \"{base}\"\n    region: eu-central-1\n    aws: {{access_key_id: {BEDROCK_ACCESS_KEY_ID}, secret_access_key: \"{secret}\"}}\n"
+    )
+}
+
 async fn run(case: Case) {
-    let mock = mock_serving(case.flavor, &[case.model]).await;
+    let models: Vec<&str> = [case.model].into_iter().chain(case.caps.embeddings_model).collect();
+    let mock = mock_serving(case.flavor, &models).await;
     let image_url = image_server().await;
     // Translation is under test here, not resilience: no same-target retries, so each scenario's error
     // shows the one upstream answer it provoked; health stays at its defaults (a lone provider is never
@@ -213,7 +237,8 @@ impl Suite {
         check!(f, "system", r.body["usage"]["prompt_tokens"] == 3, "system words not counted upstream: {}", r.body["usage"]);
         let b = self.upstream_body();
         let ok = match self.wire() {
-            Flavor::Anthropic => b["system"].to_string().contains("be terse") && b["messages"][0]["role"] == "user",
+            // Anthropic's `system` string or blocks, Bedrock's `system` text blocks.
+            Flavor::Anthropic | Flavor::Bedrock => b["system"].to_string().contains("be terse") && b["messages"][0]["role"] == "user",
             Flavor::Gemini => b["systemInstruction"] == json!({"parts": [{"text": "be terse"}]}) && b["contents"][0]["role"] == "user",
             _ => b["messages"][0]["role"] == "system" && b["messages"][0]["content"] == "be terse",
         };
@@ -267,6 +292,19 @@ impl Suite {
                     && g["stopSequences"] == json!(["zzz"])
                     && g["maxOutputTokens"] == 50
                     && g["topK"] == 3
+                    && b.get("logit_bias").is_none()
+            }
+            Flavor::Bedrock => {
+                // Converse's `inferenceConfig`; what it has no field for goes in
+                // `additionalModelRequestFields` (top_k) or is dropped (seed, logit_bias: Converse refuses
+                // unknown top-level fields).
+                let c = &b["inferenceConfig"];
+                c["temperature"] == 0.5
+                    && c["topP"] == 0.9
+                    && c["stopSequences"] == json!(["zzz"])
+                    && c["maxTokens"] == 50
+                    && b["additionalModelRequestFields"]["top_k"] == 3
+                    && b.get("seed").is_none()
                     && b.get("logit_bias").is_none()
             }
             Flavor::Ollama => {
@@ -467,10 +505,10 @@ impl Suite {
                 sent["response_format"] == schema || sent["format"] == inner || sent["response_format"]["json_schema"] == inner || gemini,
                 "{sent}"
             );
-        } else if self.wire() == Flavor::Anthropic {
-            // Anthropic has no JSON mode: the gateway emulates it with a forced tool whose arguments become the
-            // content, so the answer is a JSON object (the mock's forced call is the smallest value the
-            // schema accepts) and the schema went up as that tool's input_schema.
+        } else if matches!(self.wire(), Flavor::Anthropic | Flavor::Bedrock) {
+            // Anthropic and Converse have no JSON mode: the gateway emulates it with a forced tool whose
+            // arguments become the content, so the answer is a JSON object (the mock's forced call is the
+            // smallest value the schema accepts) and the schema went up as that tool's input schema.
             let parsed: Value = serde_json::from_str(&Self::content(&r)).unwrap_or(Value::Null);
             check!(
                 f,
@@ -487,10 +525,14 @@ impl Suite {
             let parsed: Value = serde_json::from_str(&Self::content(&r)).unwrap_or(Value::Null);
             check!(f, "json schema (emulated)", r.status == 200 && conforms(&parsed, &inner), "{} {}", r.status, r.body);
             let sent = self.upstream_body();
+            let (tools, schema_at) = match self.wire() {
+                Flavor::Bedrock => (&sent["toolConfig"]["tools"], "/toolSpec/inputSchema/json"),
+                _ => (&sent["tools"], "/input_schema"),
+            };
             check!(
                 f,
                 "json schema sent as a tool",
-                sent["tools"].as_array().is_some_and(|t| t.iter().any(|t| t["input_schema"] == inner)),
+                tools.as_array().is_some_and(|t| t.iter().any(|t| t.pointer(schema_at) == Some(&inner))),
                 "{sent}"
             );
         } else {
@@ -566,7 +608,14 @@ impl Suite {
                 r.status,
                 r.body
             );
-            check!(f, "attempt names key, never secret", !r.body.to_string().contains("sk-test"), "{}", r.body);
+            let text = r.body.to_string();
+            check!(
+                f,
+                "attempt names key, never secret",
+                !text.contains("sk-test") && !text.contains(BEDROCK_SECRET_ACCESS_KEY),
+                "{}",
+                r.body
+            );
         }
         // Faults on the wire: an error event inside a 200 stream before any chunk, a reset after the first
         // chunks, a malformed body.
@@ -576,10 +625,14 @@ impl Suite {
         check!(
             f,
             "error event before the first chunk",
-            // Anthropic's in-stream error is `overloaded_error` (a 529): unavailable, not broken.
+            // Anthropic's in-stream error is `overloaded_error` (a 529): unavailable, not broken. Bedrock's
+            // is a `throttlingException`: a rate limit, answered as one.
             r.chunks.is_empty()
-                && first["attempts"][0]["class"] == "transient"
-                && if matches!(first["attempts"][0]["status"].as_u64(), Some(503 | 529)) {
+                && if first["attempts"][0]["class"] == "rate_limited" {
+                    self.case.flavor == Flavor::Bedrock && r.status == 429 && first["code"] == "rate_limit_exceeded"
+                } else if first["attempts"][0]["class"] != "transient" {
+                    false
+                } else if matches!(first["attempts"][0]["status"].as_u64(), Some(503 | 529)) {
                     r.status == 503 && first["code"] == "upstream_unavailable"
                 } else {
                     r.status == 502 && first["code"] == "all_attempts_failed"
@@ -621,7 +674,11 @@ impl Suite {
     }
 
     async fn embeddings(&self, f: &mut Vec<String>) {
-        let r = post(&self.c, &self.gw.url("/v1/embeddings"), &json!({"model": self.model(), "input": ["alpha", "beta"]})).await;
+        let model = match self.case.caps.embeddings_model {
+            Some(m) => format!("{}/{m}", self.case.name),
+            None => self.model(),
+        };
+        let r = post(&self.c, &self.gw.url("/v1/embeddings"), &json!({"model": model, "input": ["alpha", "beta"]})).await;
         if self.case.caps.embeddings {
             let data = r.body["data"].as_array().cloned().unwrap_or_default();
             check!(
@@ -635,12 +692,8 @@ impl Suite {
                 r.status,
                 r.body
             );
-            let r = post(
-                &self.c,
-                &self.gw.url("/v1/embeddings"),
-                &json!({"model": self.model(), "input": "alpha", "encoding_format": "base64"}),
-            )
-            .await;
+            let r = post(&self.c, &self.gw.url("/v1/embeddings"), &json!({"model": model, "input": "alpha", "encoding_format": "base64"}))
+                .await;
             check!(f, "embeddings base64", r.status == 200 && r.body["data"][0]["embedding"].is_string(), "{} {}", r.status, r.body);
         } else {
             check!(f, "embeddings refused", r.status == 400, "{} {}", r.status, r.body);
@@ -770,11 +823,133 @@ conformance! {
         caps: Caps { image_urls: false, lists_models: false, oauth: true, json_mode: false, n: false, embeddings: false, ..OPENAI_LIKE },
         block: service_account_block,
     };
+    bedrock: Case {
+        name: "bedrock", flavor: Flavor::Bedrock, model: "anthropic.claude-3-5-haiku-20241022-v1:0",
+        caps: BEDROCK,
+        block: |b| bedrock_signed(b, BEDROCK_SECRET_ACCESS_KEY),
+    };
+    // A Bedrock API key goes as `Authorization: Bearer`, unsigned.
+    bedrock_api_key: Case {
+        name: "bedrock", flavor: Flavor::Bedrock, model: "anthropic.claude-3-5-haiku-20241022-v1:0",
+        caps: BEDROCK,
+        block: |b| format!("{}    region: eu-central-1\n", keyed("bedrock", b)),
+    };
     perplexity: Case {
         name: "perplexity", flavor: Flavor::OpenAi, model: "sonar",
         caps: Caps { embeddings: false, lists_models: false, ..OPENAI_LIKE },
         block: |b| keyed("perplexity", b),
     };
+}
+
+const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+
+/// What is Bedrock's alone: the model id travels percent-encoded in the signed path (an inference-profile
+/// ARN holds `:` and `/`), Cohere embeddings go as one InvokeModel call, a ValidationException is the
+/// caller's 400 with Bedrock's words, and the in-stream `throttlingException` is a rate limit.
+#[tokio::test]
+async fn bedrock_paths_embeddings_and_error_shapes() {
+    let profile = "arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-3-5-haiku-20241022-v1:0";
+    let up = mock(Flavor::Bedrock).await;
+    let yaml =
+        format!("providers:\n  bedrock:\n{}    retry: {{max_retries: 0}}\n", bedrock_signed(&up.base_url(), BEDROCK_SECRET_ACCESS_KEY));
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+
+    let r = post(&c, &url, &json!({"model": format!("bedrock/{profile}"), "messages": [{"role": "user", "content": "via profile"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["choices"][0]["message"]["content"], "echo: via profile");
+    let path = up.requests().last().map(|q| q.path.clone()).unwrap_or_default();
+    assert_eq!(
+        path,
+        "/model/arn%3Aaws%3Abedrock%3Aeu-central-1%3A123456789012%3Ainference-profile%2Feu.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    );
+
+    let r =
+        post(&c, &gw.url("/v1/embeddings"), &json!({"model": "bedrock/cohere.embed-multilingual-v3", "input": ["alpha", "beta", "gamma"]}))
+            .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"].as_array().map(Vec::len), Some(3), "{}", r.body);
+    let sent = up.requests().last().map(|q| q.body.clone()).unwrap_or(Value::Null);
+    assert_eq!(sent["texts"], json!(["alpha", "beta", "gamma"]), "{sent}");
+    // Titan embeds one text per call: three inputs are three InvokeModel requests, answered as one list.
+    let before = up.requests().len();
+    let r = post(&c, &gw.url("/v1/embeddings"), &json!({"model": "bedrock/amazon.titan-embed-text-v2:0", "input": ["a", "b", "c"]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let idx: Vec<u64> = r.body["data"].as_array().into_iter().flatten().filter_map(|d| d["index"].as_u64()).collect();
+    assert_eq!(idx, [0, 1, 2], "{}", r.body);
+    assert_eq!(up.requests().len() - before, 3);
+
+    let r = post(&c, &url, &json!({"model": format!("bedrock/{HAIKU}"), "messages": [{"role": "user", "content": "[[error:400]]"}]})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["attempts"][0]["class"], "caller_fault", "{}", r.body);
+
+    // A throttlingException inside a 200 stream, before any content: a rate limit, answered as one.
+    let body =
+        json!({"model": format!("bedrock/{HAIKU}+kind=stream_error"), "stream": true, "messages": [{"role": "user", "content": "x y"}]});
+    let s = stream(&c, &url, &body).await;
+    let e = &s.body_json()["error"];
+    assert!(s.chunks.is_empty(), "{:?}", s.raw);
+    assert_eq!(e["attempts"][0]["class"], "rate_limited", "{:?}", s.raw);
+    assert_eq!(s.status, 429, "{:?}", s.raw);
+}
+
+/// A throttled Bedrock provider is retried (rotating to its other key) and then left for the fallback,
+/// as the engine treats every rate limit; streams too, since nothing had reached the client.
+#[tokio::test]
+async fn bedrock_throttling_retries_and_falls_back() {
+    let throttled = mock(Flavor::Bedrock).await;
+    throttled.set_behavior(Behavior { fault_rate: 1.0, fault_codes: vec![429], ..Behavior::default() });
+    let good = mock(Flavor::Bedrock).await;
+    let yaml = format!(
+        "providers:\n  slow:\n{}    keys: [{{name: a, value: ABSK-a}}, {{name: b, value: ABSK-b}}]\n  spare:\n{}routes:\n  - models: [\"slow/{HAIKU}\"]\n    fallbacks: [\"spare/{HAIKU}\"]\n",
+        format_args!("    type: bedrock\n    base_url: \"{}\"\n    region: eu-central-1\n", throttled.base_url()),
+        bedrock_signed(&good.base_url(), BEDROCK_SECRET_ACCESS_KEY),
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let r = post(&c, &url, &json!({"model": format!("slow/{HAIKU}"), "messages": [{"role": "user", "content": "hello"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["choices"][0]["message"]["content"], "echo: hello");
+    assert_eq!(r.header("x-switchyard-provider"), Some("spare"));
+    assert_eq!(r.header("x-switchyard-fallback-index"), Some("1"));
+    let throttled_calls = calls(&throttled);
+    assert!(throttled_calls >= 1, "the throttled provider was never tried");
+    let attempts: u64 = r.header("x-switchyard-attempts").and_then(|a| a.parse().ok()).unwrap_or(0);
+    assert_eq!(attempts, throttled_calls + 1, "every throttled call is an attempt, then the fallback's");
+
+    let s =
+        stream(&c, &url, &json!({"model": format!("slow/{HAIKU}"), "stream": true, "messages": [{"role": "user", "content": "hello"}]}))
+            .await;
+    assert_eq!(s.status, 200, "{:?}", s.raw);
+    assert_eq!(s.text(), "echo: hello");
+    assert!(s.headers.get("x-switchyard-provider").is_some_and(|p| p == "spare"), "{:?}", s.headers);
+}
+
+/// Credentials the service refuses: the mock recomputes the signature with the secret it knows, so a
+/// wrong secret is AWS's 403 InvalidSignatureException, and the gateway reports its own provider
+/// credential as refused (a key failure, not the caller's fault), with no secret in the answer.
+#[tokio::test]
+async fn bedrock_wrong_secret_is_a_key_failure() {
+    let up = mock(Flavor::Bedrock).await;
+    let wrong = "not-the-secret-the-mock-knows";
+    let yaml = format!("providers:\n  bedrock:\n{}", bedrock_signed(&up.base_url(), wrong));
+    let gw = Gateway::start(&yaml);
+    let r = post(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        &json!({"model": format!("bedrock/{HAIKU}"), "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "provider_auth_failed", "{}", r.body);
+    let attempt = &r.body["error"]["attempts"][0];
+    assert_eq!(attempt["class"], "key_invalid", "{}", r.body);
+    assert_eq!(attempt["status"], 403, "{}", r.body);
+    let text = r.body.to_string();
+    assert!(!text.contains(wrong) && !text.contains(BEDROCK_SECRET_ACCESS_KEY), "{text}");
+    assert!(calls(&up) >= 1, "the signed request never reached the mock");
 }
 
 /// Whether `v` satisfies the small JSON-schema subset the suite uses: `type: object` with typed

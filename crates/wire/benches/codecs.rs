@@ -9,6 +9,10 @@
 //! numbers cover the same code paths the engine runs. Each input is translated once before timing and the
 //! result checked, so a benchmark can never quietly measure an error path.
 //!
+//! The `bedrock` group times Bedrock's side: building a Converse request and signing it with SigV4 (each
+//! attempt signs again, over the whole body), decoding a ConverseStream event-stream body, and the
+//! `/bedrock` route's Converse request to the canonical one and canonical chunks to event-stream frames.
+//!
 //! Run with `cargo bench -p switchyard-wire --bench codecs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -497,6 +501,121 @@ fn messages_request_json(image: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap()
 }
 
+/// A ConverseStream body as Bedrock sends it: `messageStart`, one text delta per token, the block's stop,
+/// `messageStop` and `metadata`.
+fn bedrock_stream_body(tokens: &[String]) -> Vec<u8> {
+    use switchyard_wire::eventstream::Message;
+    let mut out = Vec::new();
+    let mut push = |event: &str, v: serde_json::Value| Message::event(event, v.to_string().into_bytes()).encode(&mut out).unwrap();
+    push("messageStart", json!({"role": "assistant"}));
+    for t in tokens {
+        push("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": t}}));
+    }
+    push("contentBlockStop", json!({"contentBlockIndex": 0}));
+    push("messageStop", json!({"stopReason": "end_turn"}));
+    push("metadata", json!({"usage": {"inputTokens": 310, "outputTokens": 200, "totalTokens": 510}, "metrics": {"latencyMs": 2100}}));
+    out
+}
+
+fn bedrock(c: &mut Criterion) {
+    use switchyard_wire::inbound::bedrock as inb;
+    use switchyard_wire::{Auth, AwsCredentials};
+    let image = image_data_url(IMAGE_RAW_BYTES);
+    let creds = AwsCredentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        session_token: Some("IQoJb3JpZ2luX2VjEXAMPLEtoken==".into()),
+    };
+    let options = ProviderOptions { region: Some("eu-central-1".into()), ..ProviderOptions::default() };
+    let base = "https://bedrock-runtime.eu-central-1.amazonaws.com";
+    let ep = Endpoint { kind: ProviderKind::Bedrock, base_url: base, auth: Auth::Aws(&creds), options: &options };
+    let model = "eu.anthropic.claude-3-5-haiku-20241022-v1:0";
+    let mut g = c.benchmark_group("bedrock");
+    for (name, body) in [("build_and_sign_small", chat_request_json(None)), ("build_and_sign_image_200k", chat_request_json(Some(&image)))]
+    {
+        let req: ChatRequest = serde_json::from_slice(&body).unwrap();
+        let build = |req: &ChatRequest| {
+            let mut w = codec::build_chat(&ep, req, model).unwrap();
+            codec::authorize(&ep, &mut w, 1_741_569_952).unwrap();
+            w
+        };
+        let w = build(&req);
+        assert!(w.headers.iter().any(|(n, v)| n == "authorization" && v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")));
+        g.throughput(Throughput::Bytes(w.body.len() as u64));
+        g.bench_function(name, |b| b.iter(|| build(black_box(&req))));
+    }
+
+    // ConverseStream: the event-stream body cut as a socket delivers it, decoded and encoded for an OpenAI client.
+    let upstream = bedrock_stream_body(&stream_tokens(STREAM_CHUNKS));
+    let mut sent = String::new();
+    translate_stream(ProviderKind::Bedrock, &upstream, |b| sent.push_str(std::str::from_utf8(b).unwrap()));
+    let texts = sent.matches("\"content\":\"").count() - sent.matches("\"content\":\"\"").count();
+    assert_eq!(texts, STREAM_CHUNKS, "one content delta per token (the role chunk's empty content aside)");
+    assert!(sent.ends_with("data: [DONE]\n\n"));
+    g.throughput(Throughput::Bytes(upstream.len() as u64));
+    g.bench_function("stream_decode_200", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            translate_stream(ProviderKind::Bedrock, black_box(&upstream), |bytes| n += black_box(bytes).len());
+            n
+        })
+    });
+
+    // The /bedrock route: a Converse request (the same conversation) to the canonical request.
+    let converse = json!({
+        "system": [{"text": SYSTEM_PROMPT}],
+        "messages": [
+            {"role": "user", "content": [{"text": "I'm going from Paris to Lyon for a two-day client visit this week. What should I pack?"}]},
+            {"role": "assistant", "content": [{"text": "For two days in Lyon in spring: a light jacket and comfortable shoes."}]},
+            {"role": "user", "content": [{"text": "Yes, what's the weather in Paris right now?"}]},
+            {"role": "assistant", "content": [{"toolUse": {"toolUseId": "tooluse_Wb2Xk9fQ3mZr7LpT1sYc4N", "name": "get_weather",
+                "input": {"city": "Paris", "unit": "celsius"}}}]},
+            {"role": "user", "content": [
+                {"toolResult": {"toolUseId": "tooluse_Wb2Xk9fQ3mZr7LpT1sYc4N", "content": [{"json": {"city": "Paris", "temperature": 18}}]}},
+                {"text": "Thanks. Given that, should I take the train or fly to Lyon tomorrow morning?"}]}
+        ],
+        "inferenceConfig": {"maxTokens": 512, "temperature": 0.2, "stopSequences": ["\n\nUser:"]},
+        "toolConfig": {"tools": [{"toolSpec": {"name": "get_weather", "description": "Current weather conditions for a city",
+            "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}}],
+            "toolChoice": {"auto": {}}}
+    });
+    let body = serde_json::to_vec(&converse).unwrap();
+    let decode = |b: &[u8]| inb::to_chat("openai/gpt-4o", &serde_json::from_slice(b).unwrap(), false).unwrap();
+    assert_eq!(decode(&body).messages.len(), 7, "system, five turns, and the tool result split from its turn");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("inbound_decode", |b| b.iter(|| decode(black_box(&body))));
+
+    // Canonical chunks (an OpenAI stream's) as ConverseStream frames.
+    let openai = &providers()[0];
+    let mut decoder = StreamDecoder::new(openai.kind, CTX);
+    let mut events = Vec::new();
+    decoder.feed(&openai.stream_body(&stream_tokens(STREAM_CHUNKS)), &mut events).unwrap();
+    decoder.finish(&mut events).unwrap();
+    let chunks: Vec<_> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            StreamEvent::Chunk(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let encode = |chunks: Vec<_>| {
+        let mut enc = inb::BedrockStreamEncoder::new();
+        let mut out = Vec::with_capacity(64 * 1024);
+        for c in chunks {
+            enc.encode(c, &mut out);
+        }
+        enc.finish(&mut out);
+        out
+    };
+    let frames = encode(chunks.clone());
+    let mut msgs = Vec::new();
+    switchyard_wire::eventstream::Decoder::new().feed(&frames, &mut msgs).unwrap();
+    assert_eq!(msgs.iter().filter(|m| m.header_str(":event-type") == Some("contentBlockDelta")).count(), STREAM_CHUNKS);
+    g.throughput(Throughput::Elements(STREAM_CHUNKS as u64));
+    g.bench_function("inbound_stream_encode_200", |b| b.iter_batched(|| chunks.clone(), encode, criterion::BatchSize::SmallInput));
+    g.finish();
+}
+
 fn inbound_anthropic(c: &mut Criterion) {
     let image = image_data_url(IMAGE_RAW_BYTES);
     let mut g = c.benchmark_group("inbound_anthropic");
@@ -552,6 +671,6 @@ fn inbound_anthropic(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = decode_request, build_chat, parse_chat, stream_translate, responses_api, inbound_anthropic
+    targets = decode_request, build_chat, parse_chat, stream_translate, responses_api, inbound_anthropic, bedrock
 }
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 //! provider, and no provider imports it. Every function is pure: the engine does the I/O and hands us bytes.
 
 use crate::error::{UpstreamError, WireError};
-use crate::providers::{anthropic, azure, cohere, gemini, ollama, openai};
+use crate::providers::{anthropic, azure, bedrock, cohere, gemini, ollama, openai};
 use crate::types::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
 // The shared types live in `spec` (so providers need not import this module); re-exported here so the
@@ -16,11 +16,6 @@ pub use crate::spec::{
     normalize_base_url, Auth, AwsCredentials, Endpoint, Family, Method, ProviderKind, ProviderOptions, ResponseCtx, StreamEvent,
     WireRequest,
 };
-
-/// Until a family's codec lands, its requests fail here with a clear 400 instead of reaching the upstream.
-fn not_built(kind: ProviderKind) -> WireError {
-    WireError::unsupported(format!("the {} codec is not yet built", kind.as_str()), Some("model"))
-}
 
 /// Vertex AI serves Anthropic's models (`claude-…@version`) through the Anthropic codec; Google's through
 /// the Gemini one.
@@ -36,18 +31,19 @@ pub enum StreamDecoder {
     Ollama(ollama::StreamDecoder),
     Cohere(cohere::StreamDecoder),
     Gemini(gemini::StreamDecoder),
+    Bedrock(bedrock::StreamDecoder),
 }
 
 impl StreamDecoder {
     pub fn new(kind: ProviderKind, ctx: ResponseCtx<'_>) -> Self {
         match kind.family() {
-            // Bedrock: `build_chat` refuses it until its codec lands, so no stream of its reaches a decoder.
-            Family::OpenAi | Family::Azure | Family::Bedrock => StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx)),
+            Family::OpenAi | Family::Azure => StreamDecoder::OpenAi(openai::StreamDecoder::new(kind, ctx)),
             Family::Cohere => StreamDecoder::Cohere(cohere::StreamDecoder::new(ctx)),
             Family::Vertex if vertex_claude(ctx.model) => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
             Family::Gemini | Family::Vertex => StreamDecoder::Gemini(gemini::StreamDecoder::new(ctx)),
             Family::Anthropic => StreamDecoder::Anthropic(anthropic::StreamDecoder::new(ctx)),
             Family::Ollama => StreamDecoder::Ollama(ollama::StreamDecoder::new(ctx)),
+            Family::Bedrock => StreamDecoder::Bedrock(bedrock::StreamDecoder::new(ctx)),
         }
     }
 
@@ -59,6 +55,7 @@ impl StreamDecoder {
             StreamDecoder::Ollama(d) => d.feed(bytes, out),
             StreamDecoder::Cohere(d) => d.feed(bytes, out),
             StreamDecoder::Gemini(d) => d.feed(bytes, out),
+            StreamDecoder::Bedrock(d) => d.feed(bytes, out),
         }
     }
 
@@ -71,6 +68,7 @@ impl StreamDecoder {
             StreamDecoder::Ollama(d) => d.set_max_event_bytes(max),
             StreamDecoder::Cohere(d) => d.set_max_event_bytes(max),
             StreamDecoder::Gemini(d) => d.set_max_event_bytes(max),
+            StreamDecoder::Bedrock(d) => d.set_max_event_bytes(max),
         }
     }
 
@@ -82,6 +80,7 @@ impl StreamDecoder {
             StreamDecoder::Ollama(d) => d.finish(out),
             StreamDecoder::Cohere(d) => d.finish(out),
             StreamDecoder::Gemini(d) => d.finish(out),
+            StreamDecoder::Bedrock(d) => d.finish(out),
         }
     }
 }
@@ -94,18 +93,25 @@ pub fn build_chat(ep: &Endpoint<'_>, req: &ChatRequest, model: &str) -> Result<W
         Family::Anthropic => anthropic::build_chat(ep, req, model),
         Family::Ollama => ollama::build_chat(ep, req, model),
         Family::Cohere => cohere::build_chat(ep, req, model),
+        Family::Bedrock => bedrock::build_chat(ep, req, model),
         Family::Vertex if vertex_claude(model) => anthropic::build_vertex_chat(ep, req, model),
         Family::Gemini | Family::Vertex => gemini::build_chat(ep, req, model),
-        Family::Bedrock => Err(not_built(ep.kind)),
     }
 }
 
 /// Adds what must be computed over the finished request: an AWS SigV4 signature for [`Auth::Aws`]. A no-op
 /// for every other kind of auth, whose headers the codec already set. `now_unix` is the signing time.
 pub fn authorize(ep: &Endpoint<'_>, req: &mut WireRequest, now_unix: i64) -> Result<(), WireError> {
-    let _ = (req, now_unix);
     match ep.auth {
-        Auth::Aws(_) => Err(WireError::unsupported("AWS request signing is not yet built", None)),
+        Auth::Aws(creds) => {
+            if ep.kind.family() != Family::Bedrock {
+                return Err(WireError::unsupported(format!("AWS credentials cannot sign {} requests", ep.kind.as_str()), None));
+            }
+            let Some(region) = ep.options.region.as_deref() else {
+                return Err(WireError::unsupported("signing a bedrock request needs the provider's region", None));
+            };
+            Ok(crate::sigv4::sign(req, creds, region, bedrock::SERVICE, now_unix)?)
+        }
         Auth::None | Auth::Key(_) | Auth::Bearer(_) => Ok(()),
     }
 }
@@ -117,9 +123,9 @@ pub fn parse_chat(kind: ProviderKind, body: &[u8], ctx: ResponseCtx<'_>) -> Resu
         Family::Anthropic => anthropic::parse_chat(body, ctx),
         Family::Ollama => ollama::parse_chat(body, ctx),
         Family::Cohere => cohere::parse_chat(body, ctx),
+        Family::Bedrock => bedrock::parse_chat(body, ctx),
         Family::Vertex if vertex_claude(ctx.model) => anthropic::parse_chat(body, ctx),
         Family::Gemini | Family::Vertex => gemini::parse_chat(body, ctx),
-        Family::Bedrock => Err(not_built(kind)),
     }
 }
 
@@ -131,7 +137,25 @@ pub fn parse_error(kind: ProviderKind, status: u16, body: &[u8]) -> UpstreamErro
         Family::Gemini => gemini::parse_error(status, body),
         // Google's front end answers quota and auth in its RPC shape; Claude's own errors keep Anthropic's.
         Family::Vertex => gemini::parse_rpc_error(status, body).unwrap_or_else(|| anthropic::parse_error(status, body)),
+        Family::Bedrock => bedrock::parse_error(status, None, body),
         _ => UpstreamError::from_body(status, body),
+    }
+}
+
+/// The response header that names an error's type, for providers that put it there rather than in the
+/// body (AWS: `x-amzn-ErrorType`). The engine passes its value to [`parse_error_typed`].
+pub fn error_type_header(kind: ProviderKind) -> Option<&'static str> {
+    match kind.family() {
+        Family::Bedrock => Some("x-amzn-errortype"),
+        _ => None,
+    }
+}
+
+/// [`parse_error`], given the value of [`error_type_header`] when the response carried it.
+pub fn parse_error_typed(kind: ProviderKind, status: u16, error_type: Option<&str>, body: &[u8]) -> UpstreamError {
+    match kind.family() {
+        Family::Bedrock => bedrock::parse_error(status, error_type, body),
+        _ => parse_error(kind, status, body),
     }
 }
 
@@ -150,7 +174,37 @@ pub fn build_embeddings(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str)
             Some("model"),
         )),
         Family::Gemini | Family::Vertex => gemini::build_embeddings(ep, req, model),
-        Family::Bedrock => Err(not_built(ep.kind)),
+        Family::Bedrock => {
+            let mut parts = bedrock::build_embeddings(ep, req, model)?;
+            match parts.len() {
+                1 => Ok(parts.remove(0)),
+                n => Err(WireError::unsupported(format!("this bedrock embeddings request takes {n} upstream requests"), Some("input"))),
+            }
+        }
+    }
+}
+
+/// The upstream requests an embeddings request takes: one for most providers; Bedrock's Titan models embed
+/// one text per request and Cohere on Bedrock at most 96. Send them all (each through [`authorize`]) and
+/// hand the answers, in order, to [`parse_embeddings_parts`].
+pub fn build_embeddings_parts(ep: &Endpoint<'_>, req: &EmbeddingsRequest, model: &str) -> Result<Vec<WireRequest>, WireError> {
+    match ep.kind.family() {
+        Family::Bedrock if ep.kind.has_embeddings() => bedrock::build_embeddings(ep, req, model),
+        _ => build_embeddings(ep, req, model).map(|w| vec![w]),
+    }
+}
+
+/// Joins the answers to [`build_embeddings_parts`]' requests into one response.
+pub fn parse_embeddings_parts(
+    kind: ProviderKind,
+    bodies: &[&[u8]],
+    ctx: ResponseCtx<'_>,
+    encoding_format: Option<&str>,
+) -> Result<EmbeddingsResponse, WireError> {
+    match (kind.family(), bodies) {
+        (Family::Bedrock, _) => bedrock::parse_embeddings(ctx.model, bodies, ctx, encoding_format),
+        (_, [one]) => parse_embeddings(kind, one, ctx, encoding_format),
+        (_, _) => Err(WireError::malformed("embeddings response", format!("{} answers to one request", bodies.len()))),
     }
 }
 
@@ -167,6 +221,8 @@ pub fn parse_embeddings(
         // The request asked Cohere for the encoding the caller wants.
         Family::Cohere => cohere::parse_embeddings(body, ctx),
         Family::Gemini | Family::Vertex => gemini::parse_embeddings(body, ctx, encoding_format),
+        // `ctx.model` is the upstream model, which says which InvokeModel body it answers.
+        Family::Bedrock => bedrock::parse_embeddings(ctx.model, &[body], ctx, encoding_format),
         _ => openai::parse_embeddings(body),
     }
 }
@@ -246,5 +302,47 @@ mod tests {
         assert_eq!(e.kind.as_deref(), Some("RESOURCE_EXHAUSTED"));
         let e = parse_error(ProviderKind::Vertex, 529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
         assert_eq!(e.kind.as_deref(), Some("overloaded_error"));
+    }
+
+    #[test]
+    fn authorize_signs_bedrock_requests_only() {
+        let creds = AwsCredentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "secret".into(), session_token: None };
+        let opts = ProviderOptions { region: Some("eu-central-1".into()), ..ProviderOptions::default() };
+        let ep = Endpoint { kind: ProviderKind::Bedrock, base_url: "http://127.0.0.1:9", auth: Auth::Aws(&creds), options: &opts };
+        let r: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let mut w = build_chat(&ep, &r, "anthropic.claude-3-5-haiku-20241022-v1:0").unwrap();
+        assert!(!w.headers.iter().any(|(n, _)| n == "authorization"));
+        authorize(&ep, &mut w, 1_735_732_800).unwrap();
+        let auth = w.headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).unwrap();
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/eu-central-1/bedrock/aws4_request, "), "{auth}");
+        let headers: Vec<(String, String)> = w.headers.iter().cloned().chain([("host".to_string(), "127.0.0.1:9".to_string())]).collect();
+        let rcv = crate::sigv4::Received {
+            method: "POST",
+            path: "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
+            query: "",
+            headers: &headers,
+            body: &w.body,
+        };
+        assert!(crate::sigv4::verify(&rcv, "eu-central-1", "bedrock", 1_735_732_800, |_| Some("secret".into())).is_ok());
+        let no_region = ProviderOptions::default();
+        let ep2 = Endpoint { options: &no_region, ..ep };
+        assert!(matches!(authorize(&ep2, &mut w, 0), Err(WireError::Unsupported { .. })));
+        let ep3 = Endpoint { kind: ProviderKind::OpenAi, ..ep };
+        assert!(matches!(authorize(&ep3, &mut w, 0), Err(WireError::Unsupported { .. })));
+        // A Bedrock API key needs no signing.
+        let ep4 = Endpoint { auth: Auth::Key("ABSK"), ..ep };
+        let mut w = build_chat(&ep4, &r, "m").unwrap();
+        authorize(&ep4, &mut w, 0).unwrap();
+        assert!(w.headers.iter().any(|(n, v)| n == "authorization" && v == "Bearer ABSK"));
+    }
+
+    #[test]
+    fn bedrock_errors_read_their_type_header() {
+        assert_eq!(error_type_header(ProviderKind::Bedrock), Some("x-amzn-errortype"));
+        assert_eq!(error_type_header(ProviderKind::OpenAi), None);
+        let e = parse_error_typed(ProviderKind::Bedrock, 400, Some("ServiceQuotaExceededException:http://x/"), br#"{"message":"q"}"#);
+        assert_eq!(e.code.as_deref(), Some("ServiceQuotaExceededException"));
+        let e = parse_error_typed(ProviderKind::OpenAi, 400, Some("ignored"), br#"{"error":{"message":"m","code":"c"}}"#);
+        assert_eq!(e.code.as_deref(), Some("c"));
     }
 }

@@ -7,12 +7,14 @@
 
 pub mod codec;
 pub mod error;
+pub mod eventstream;
 pub mod google_auth;
 pub mod image;
 pub mod inbound;
 pub mod kind;
 pub mod outbound;
 pub mod providers;
+pub mod sigv4;
 pub mod spec;
 pub mod sse;
 pub mod types;

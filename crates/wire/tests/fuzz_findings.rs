@@ -63,3 +63,20 @@ fn a_mistral_body_never_carries_random_seed_twice() {
     let seed_only = body_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":42}"#);
     assert!(seed_only.contains("\"random_seed\":42") && !seed_only.contains("\"seed\""), "{seed_only}");
 }
+
+/// stream_bedrock: fed in one piece, events decoded ahead of a frame with a bad CRC were dropped with the
+/// error, while fed in smaller pieces they went out first; now they go out first either way.
+#[test]
+fn bedrock_events_before_a_broken_frame_are_not_lost() {
+    use switchyard_wire::eventstream::Message;
+    let mut bytes = Message::event("messageStart", br#"{"role":"assistant"}"#.to_vec()).to_bytes().unwrap();
+    let mut broken = Message::event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#.to_vec()).to_bytes().unwrap();
+    let last = broken.len() - 1;
+    broken[last] ^= 0xff;
+    bytes.extend_from_slice(&broken);
+    let whole = decode(ProviderKind::Bedrock, &[&bytes]);
+    let split = decode(ProviderKind::Bedrock, &bytes.chunks(7).collect::<Vec<_>>());
+    assert_eq!(whole, split);
+    assert!(matches!(whole.0.as_slice(), [StreamEvent::Chunk(_)]), "{:?}", whole.0);
+    assert!(whole.1.is_err());
+}

@@ -5,6 +5,7 @@
 //! the canonical request to the engine, and render the answer, stream and errors with the encoders here.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod completions;
 pub mod genai;
 pub mod responses;
