@@ -28,6 +28,14 @@ impl WireError {
         WireError::Unsupported { message: message.into(), param: param.map(str::to_string) }
     }
 
+    /// OpenAI's deprecated `function` role at `messages[i]`, which only OpenAI-shaped providers still take.
+    pub fn function_role(provider: &str, i: usize) -> Self {
+        WireError::unsupported(
+            format!("the deprecated \"function\" role cannot be sent to {provider}; use \"tool\" messages with a tool_call_id"),
+            Some(&format!("messages[{i}].role")),
+        )
+    }
+
     pub fn malformed(what: &'static str, detail: impl std::fmt::Display) -> Self {
         WireError::Malformed { what, detail: detail.to_string() }
     }

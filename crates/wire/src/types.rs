@@ -745,6 +745,40 @@ pub struct EmbeddingsResponse {
     pub extra: Extra,
 }
 
+impl EmbeddingsResponse {
+    /// The OpenAI-shaped answer for vectors a provider returned as floats: in order, each as a float array,
+    /// or as base64 little-endian `f32`s when the caller asked for `encoding_format: base64` (what OpenAI
+    /// sends then, and what its SDKs decode).
+    pub fn from_vectors(vectors: Vec<Vec<f64>>, model: &str, prompt_tokens: u64, base64: bool) -> Self {
+        let data = vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Embedding {
+                object: "embedding".to_string(),
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                embedding: if base64 { Value::String(floats_to_base64(&v)) } else { Value::from(v) },
+            })
+            .collect();
+        EmbeddingsResponse {
+            object: "list".to_string(),
+            data,
+            model: model.to_string(),
+            usage: EmbeddingsUsage { prompt_tokens, total_tokens: prompt_tokens },
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// Floats as OpenAI's base64 embedding: little-endian `f32`s.
+pub fn floats_to_base64(v: &[f64]) -> String {
+    use base64::Engine as _;
+    let mut bytes = Vec::with_capacity(v.len() * 4);
+    for &x in v {
+        bytes.extend_from_slice(&(x as f32).to_le_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 fn list_object() -> String {
     "list".to_string()
 }

@@ -424,12 +424,7 @@ fn convert_messages(messages: &[Message]) -> Result<(Blocks<'_>, Vec<Turn<'_>>),
                 blocks.push(tool_result(m, i)?);
                 "user"
             }
-            Role::Function => {
-                return Err(WireError::unsupported(
-                    "the deprecated \"function\" role cannot be sent to anthropic; use \"tool\" messages with a tool_call_id",
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
+            Role::Function => return Err(WireError::function_role("anthropic", i)),
         };
         if blocks.is_empty() {
             continue;

@@ -52,7 +52,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -63,9 +62,8 @@ use crate::image::{is_http_url, parse_data_url};
 use crate::sigv4::uri_encode;
 use crate::spec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::types::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Embedding, EmbeddingsRequest,
-    EmbeddingsResponse, EmbeddingsUsage, Extra, FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, ToolCall,
-    ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, EmbeddingsRequest, EmbeddingsResponse, Extra,
+    FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// SigV4 signing name of Bedrock Runtime (its endpoint prefix is `bedrock-runtime`).
@@ -348,12 +346,7 @@ fn convert_messages(messages: &[Message]) -> Result<Converted<'_>, WireError> {
                 blocks.push(Block::ToolResult(ToolResultBlock { tool_use_id: tool_id(id), content }));
                 "user"
             }
-            Role::Function => {
-                return Err(WireError::unsupported(
-                    "the deprecated \"function\" role cannot be sent to bedrock; use \"tool\" messages with a tool_call_id",
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
+            Role::Function => return Err(WireError::function_role("bedrock", i)),
         };
         if blocks.is_empty() {
             continue;
@@ -1330,37 +1323,14 @@ pub fn parse_embeddings(
             }
         }
     }
-    let base64 = encoding_format == Some("base64");
-    let data = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| Embedding {
-            object: "embedding".into(),
-            index: u32::try_from(i).unwrap_or(u32::MAX),
-            embedding: if base64 { Value::String(floats_to_base64(&v)) } else { Value::from(v) },
-        })
-        .collect();
-    Ok(EmbeddingsResponse {
-        object: "list".into(),
-        data,
-        model: ctx.model.to_string(),
-        usage: EmbeddingsUsage { prompt_tokens: tokens, total_tokens: tokens },
-        extra: Extra::new(),
-    })
-}
-
-fn floats_to_base64(v: &[f64]) -> String {
-    let mut bytes = Vec::with_capacity(v.len() * 4);
-    for &x in v {
-        bytes.extend_from_slice(&(x as f32).to_le_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    Ok(EmbeddingsResponse::from_vectors(vectors, ctx.model, tokens, encoding_format == Some("base64")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::{Auth, ProviderKind, ProviderOptions};
+    use base64::Engine as _;
     use serde_json::json;
 
     const STREAM_TEXT: &[u8] = include_bytes!("../../tests/fixtures/bedrock/stream_text.bin");

@@ -344,12 +344,7 @@ fn convert_messages<'a>(messages: &'a [Message], documents: &mut Vec<Document>) 
                 }
                 Turn::Tool { tool_call_id: id, content }
             }
-            Role::Function => {
-                return Err(WireError::unsupported(
-                    "the deprecated \"function\" role cannot be sent to cohere; use \"tool\" messages with a tool_call_id",
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
+            Role::Function => return Err(WireError::function_role("cohere", i)),
         };
         turns.push(turn);
     }

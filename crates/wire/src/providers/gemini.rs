@@ -37,7 +37,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -46,9 +45,8 @@ use crate::error::{UpstreamError, WireError};
 use crate::image::{is_http_url, parse_data_url};
 use crate::spec::{Auth, Endpoint, ProviderKind, ResponseCtx, StreamEvent, WireRequest};
 use crate::types::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Embedding, EmbeddingsRequest,
-    EmbeddingsResponse, EmbeddingsUsage, Extra, FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, Stop,
-    ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, EmbeddingsRequest, EmbeddingsResponse, Extra,
+    FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The API version the Gemini API paths use (the one Google's SDKs use; `v1` lacks newer fields).
@@ -390,12 +388,7 @@ fn convert_messages(messages: &[Message], sign_calls: bool) -> Result<(Vec<Part<
                 parts.push(tool_result(m, i, &call_names)?);
                 "user"
             }
-            Role::Function => {
-                return Err(WireError::unsupported(
-                    "the deprecated \"function\" role cannot be sent to gemini; use \"tool\" messages with a tool_call_id",
-                    Some(&format!("messages[{i}].role")),
-                ))
-            }
+            Role::Function => return Err(WireError::function_role("gemini", i)),
         };
         if parts.is_empty() {
             continue;
@@ -1410,31 +1403,7 @@ pub fn parse_embeddings(body: &[u8], ctx: ResponseCtx<'_>, encoding_format: Opti
             .collect(),
         (None, None, None) => return Err(WireError::malformed("embeddings response", "no embeddings in the answer")),
     };
-    let base64 = encoding_format == Some("base64");
-    let data = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| Embedding {
-            object: "embedding".to_string(),
-            index: u32::try_from(i).unwrap_or(u32::MAX),
-            embedding: if base64 { Value::String(floats_to_base64(&v)) } else { Value::from(v) },
-        })
-        .collect();
-    Ok(EmbeddingsResponse {
-        object: "list".to_string(),
-        data,
-        model: ctx.model.to_string(),
-        usage: EmbeddingsUsage { prompt_tokens: tokens, total_tokens: tokens },
-        extra: Extra::new(),
-    })
-}
-
-fn floats_to_base64(v: &[f64]) -> String {
-    let mut bytes = Vec::with_capacity(v.len() * 4);
-    for &x in v {
-        bytes.extend_from_slice(&(x as f32).to_le_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    Ok(EmbeddingsResponse::from_vectors(vectors, ctx.model, tokens, encoding_format == Some("base64")))
 }
 
 /// `GET /v1beta/models` with Google's largest page (1000), which covers the catalogue in one request. Vertex
@@ -1464,6 +1433,7 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<String>, WireError> {
 mod tests {
     use super::*;
     use crate::spec::{Method, ProviderKind, ProviderOptions};
+    use base64::Engine as _;
     use serde_json::json;
 
     const RESPONSE_TEXT: &str = include_str!("../../tests/fixtures/gemini/response_text.json");

@@ -26,7 +26,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -36,9 +35,9 @@ use crate::image::{is_http_url, parse_data_url};
 use crate::spec::{Endpoint, ResponseCtx, StreamEvent, WireRequest};
 use crate::sse::NdjsonParser;
 use crate::types::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Embedding, EmbeddingInput, EmbeddingsRequest,
-    EmbeddingsResponse, EmbeddingsUsage, Extra, FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, Tool,
-    ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, EmbeddingInput, EmbeddingsRequest,
+    EmbeddingsResponse, Extra, FinishReason, FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, Tool, ToolCall,
+    ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The key reasoning text travels under on the OpenAI side.
@@ -767,33 +766,9 @@ pub fn parse_embeddings_as(body: &[u8], ctx: ResponseCtx<'_>, encoding_format: O
         return Err(e);
     }
     let r: EmbedResponse = serde_json::from_slice(body).map_err(|e| WireError::malformed("embeddings response", e))?;
-    let base64 = encoding_format == Some("base64");
-    let data = r
-        .embeddings
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| Embedding {
-            object: "embedding".to_string(),
-            index: i as u32,
-            embedding: if base64 { Value::String(floats_to_base64(&v)) } else { Value::from(v) },
-        })
-        .collect();
     let tokens = r.prompt_eval_count.unwrap_or(0);
-    Ok(EmbeddingsResponse {
-        object: "list".to_string(),
-        data,
-        model: non_empty_or(r.model.as_deref(), ctx.model).to_string(),
-        usage: EmbeddingsUsage { prompt_tokens: tokens, total_tokens: tokens },
-        extra: Extra::new(),
-    })
-}
-
-fn floats_to_base64(v: &[f64]) -> String {
-    let mut bytes = Vec::with_capacity(v.len() * 4);
-    for &x in v {
-        bytes.extend_from_slice(&(x as f32).to_le_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    let model = non_empty_or(r.model.as_deref(), ctx.model).to_string();
+    Ok(EmbeddingsResponse::from_vectors(r.embeddings, &model, tokens, encoding_format == Some("base64")))
 }
 
 /// A 2xx body that is `{"error":…}` is the upstream refusing, not a malformed answer.
@@ -839,6 +814,7 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<String>, WireError> {
 mod tests {
     use super::*;
     use crate::spec::{Method, ProviderKind, ProviderOptions};
+    use base64::Engine as _;
 
     const CHAT_TEXT: &str = include_str!("../../tests/fixtures/ollama/chat_text.json");
     const CHAT_TOOLS: &str = include_str!("../../tests/fixtures/ollama/chat_tool_calls.json");
@@ -1311,7 +1287,7 @@ mod tests {
         let bytes = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
         let floats: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         assert_eq!(floats, vec![-0.009876_f32, 0.5, -1.25]);
-        assert_eq!(floats_to_base64(&[1.0]), "AACAPw==");
+        assert_eq!(crate::types::floats_to_base64(&[1.0]), "AACAPw==");
 
         let e = parse_embeddings(br#"{"error":"this model does not support embeddings"}"#, ctx()).unwrap_err();
         assert!(matches!(e, WireError::Upstream(ref u) if u.message.contains("does not support")));
