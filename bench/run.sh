@@ -5,6 +5,7 @@
 #   DURATION=20 CONC=100 bash bench/run.sh
 #   WORKERS=1 bash bench/run.sh             # the gateway with one worker thread (default: one per core)
 #   STORE=1 bash bench/run.sh               # the gateway with --data-dir: the request log written to SQLite
+#   BEDROCK=1 bash bench/run.sh             # also rows through a Bedrock mock, every request SigV4-signed
 #
 # Reports, per scenario and target: requests/s, p50/p90/p99 latency, errors, CPU time per request of the
 # measured process (the gateway, or the mock for "direct") and its RSS (current and peak). Needs wrk
@@ -40,6 +41,18 @@ providers:
     base_url: "http://127.0.0.1:$MOCK_PORT"
     keys: [{name: bench, value: sk-bench}]
 YAML
+BEDROCK_PORT="${BEDROCK_PORT:-18183}"
+if [ -n "${BEDROCK:-}" ]; then
+  # The mock checks every signature against its documented test credentials (crates/mock/src/bedrock.rs).
+  "$BIN" mock --provider bedrock --listen "127.0.0.1:$BEDROCK_PORT" >"$OUT/mock-bedrock.log" 2>&1 &
+  PIDS+=("$!")
+  cat >>"$OUT/switchyard.yaml" <<YAML
+  bedrock:
+    base_url: "http://127.0.0.1:$BEDROCK_PORT"
+    region: eu-central-1
+    aws: {access_key_id: AKIASWITCHYARDMOCK01, secret_access_key: "switchyard/mock/SECRET+do-not-use-anywhere"}
+YAML
+fi
 WORKER_ARGS=()
 [ -n "${WORKERS:-}" ] && WORKER_ARGS=(--workers "$WORKERS")
 # Without a store the request log is the in-memory ring; with one, every request is also written to SQLite.
@@ -94,6 +107,14 @@ run "chat c=$CONC" direct "$DIRECT" "$(chat_body gpt-4o-mini)" "$CONC" "$THREADS
 run "chat c=$CONC" switchyard "$GATEWAY" "$(chat_body openai/gpt-4o-mini)" "$CONC" "$THREADS" "$GW_PID"
 run "stream c=$CONC" direct "$DIRECT" "$(stream_body gpt-4o-mini)" "$CONC" "$THREADS" "$MOCK_PID"
 run "stream c=$CONC" switchyard "$GATEWAY" "$(stream_body openai/gpt-4o-mini)" "$CONC" "$THREADS" "$GW_PID"
+if [ -n "${BEDROCK:-}" ]; then
+  # No direct row: a request to Bedrock must be signed, which wrk cannot do. Against the OpenAI rows above,
+  # the difference in the gateway's CPU is the Converse translation plus the signature.
+  BEDROCK_MODEL="bedrock/anthropic.claude-3-5-haiku-20241022-v1:0"
+  run "chat c=1" "switchyard→bedrock" "$GATEWAY" "$(chat_body "$BEDROCK_MODEL")" 1 1 "$GW_PID"
+  run "chat c=$CONC" "switchyard→bedrock" "$GATEWAY" "$(chat_body "$BEDROCK_MODEL")" "$CONC" "$THREADS" "$GW_PID"
+  run "stream c=$CONC" "switchyard→bedrock" "$GATEWAY" "$(stream_body "$BEDROCK_MODEL")" "$CONC" "$THREADS" "$GW_PID"
+fi
 
 # Time to first token and to the end: sequential streaming requests on one keep-alive connection, the mock
 # spacing its chunks 5 ms apart. A gateway that buffers would show it here.
