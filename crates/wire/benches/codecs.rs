@@ -120,7 +120,7 @@ struct Provider {
     model: &'static str,
 }
 
-fn providers() -> [Provider; 4] {
+fn providers() -> [Provider; 5] {
     let base = |kind: ProviderKind| normalize_base_url(kind, kind.default_base_url().unwrap());
     [
         Provider {
@@ -151,6 +151,13 @@ fn providers() -> [Provider; 4] {
             auth: switchyard_wire::Auth::Key("AIza-bench-0000000000000000"),
             model: "gemini-2.5-flash",
         },
+        Provider {
+            name: "cohere",
+            kind: ProviderKind::Cohere,
+            base_url: base(ProviderKind::Cohere),
+            auth: switchyard_wire::Auth::Key("co-bench-0000000000000000"),
+            model: "command-a-03-2025",
+        },
     ]
 }
 
@@ -174,6 +181,9 @@ impl Provider {
             ),
             ProviderKind::Gemini => format!(
                 r#"{{"candidates":[{{"content":{{"parts":[{{"text":{answer}}}],"role":"model"}},"finishReason":"STOP","index":0}}],"usageMetadata":{{"promptTokenCount":412,"candidatesTokenCount":168,"totalTokenCount":580,"promptTokensDetails":[{{"modality":"TEXT","tokenCount":412}}]}},"modelVersion":"gemini-2.5-flash","responseId":"R5sqaJaWK9uJ1dkP7Ki-mAE"}}"#
+            ),
+            ProviderKind::Cohere => format!(
+                r#"{{"id":"c14c80c3-18eb-4519-9460-6c92edd8cfb4","message":{{"role":"assistant","content":[{{"type":"text","text":{answer}}}]}},"finish_reason":"COMPLETE","usage":{{"billed_units":{{"input_tokens":412,"output_tokens":168}},"tokens":{{"input_tokens":578,"output_tokens":168}}}}}}"#
             ),
             other => unreachable!("no response shape for {other:?}"),
         };
@@ -260,6 +270,32 @@ impl Provider {
                     tokens.len(),
                     412 + tokens.len()
                 ));
+            }
+            ProviderKind::Cohere => {
+                // Cohere's v2 named events: message-start, content-start, a content-delta per token,
+                // content-end, message-end with the finish and usage.
+                let mut event = |name: &str, data: &str| s.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+                event(
+                    "message-start",
+                    r#"{"id":"a8fc192e-4bb8-4e15-ae1f-a174e8b02ae8","type":"message-start","delta":{"message":{"role":"assistant","content":[],"tool_plan":"","tool_calls":[],"citations":[]}}}"#,
+                );
+                event("content-start", r#"{"type":"content-start","index":0,"delta":{"message":{"content":{"type":"text","text":""}}}}"#);
+                for t in tokens {
+                    let t = serde_json::to_string(t).unwrap();
+                    event(
+                        "content-delta",
+                        &format!(r#"{{"type":"content-delta","index":0,"delta":{{"message":{{"content":{{"text":{t}}}}}}}}}"#),
+                    );
+                }
+                event("content-end", r#"{"type":"content-end","index":0}"#);
+                event(
+                    "message-end",
+                    &format!(
+                        r#"{{"type":"message-end","delta":{{"finish_reason":"COMPLETE","usage":{{"billed_units":{{"input_tokens":412,"output_tokens":{}}},"tokens":{{"input_tokens":578,"output_tokens":{}}}}}}}}}"#,
+                        tokens.len(),
+                        tokens.len()
+                    ),
+                );
             }
             other => unreachable!("no stream shape for {other:?}"),
         }
@@ -377,6 +413,7 @@ fn stream_translate(c: &mut Criterion) {
             ProviderKind::OpenAi => "openai_sse",
             ProviderKind::Anthropic => "anthropic_sse",
             ProviderKind::Gemini => "gemini_sse",
+            ProviderKind::Cohere => "cohere_sse",
             _ => "ollama_ndjson",
         };
         g.throughput(Throughput::Bytes(upstream.len() as u64));
