@@ -1482,6 +1482,13 @@ fn provider(name: &str, raw: RawProvider, env: &dyn Env, issues: &mut Issues, be
         Credential::KeyOrGoogle if keys.is_empty() && issues.len() == before => {
             credentials::google(&path, raw.credentials_file, env, issues)
         }
+        Credential::KeyOrGoogle if raw.credentials_file.is_some() && !keys.is_empty() => {
+            issues.push(
+                format!("{path}.credentials_file"),
+                "write either keys (Vertex express-mode API keys) or credentials_file (OAuth for the project's paths), not both",
+            );
+            None
+        }
         _ => None,
     };
     let mut timeouts = Timeouts::default();
@@ -1956,6 +1963,13 @@ providers:
         let e = parse_str("providers:\n  v:\n    type: vertex\n", &env()).unwrap_err().to_string();
         assert!(e.contains("providers.v.region: required for type vertex; e.g. region: europe-west4 (or global)"), "{e}");
         assert!(e.contains("providers.v.project: required for type vertex; the Google Cloud project id"), "{e}");
+        let e = parse_str(
+            "providers:\n  v:\n    type: vertex\n    region: global\n    project: p\n    keys: [{value: AQ.k}]\n    credentials_file: /x.json\n",
+            &env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("providers.v.credentials_file: write either keys"), "{e}");
     }
 
     #[test]
