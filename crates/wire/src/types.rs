@@ -587,7 +587,24 @@ impl Usage {
     pub fn cached_tokens(&self) -> Option<u64> {
         self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens)
     }
+
+    /// Prompt tokens written to the provider's prompt cache (Anthropic's `cache_creation_input_tokens`,
+    /// Bedrock's `cacheWriteInputTokens`), as `prompt_tokens_details.cache_write_tokens`, the name newer
+    /// OpenAI SDKs use. Nothing is added for zero.
+    pub fn with_cache_writes(mut self, written: u64) -> Self {
+        if written > 0 {
+            self.prompt_tokens_details.get_or_insert_with(Default::default).extra.insert(CACHE_WRITE_FIELD.into(), written.into());
+        }
+        self
+    }
+
+    /// What [`Usage::with_cache_writes`] recorded; 0 when nothing was written.
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details.as_ref().and_then(|d| d.extra.get(CACHE_WRITE_FIELD)).and_then(Value::as_u64).unwrap_or(0)
+    }
 }
+
+const CACHE_WRITE_FIELD: &str = "cache_write_tokens";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct PromptTokensDetails {

@@ -666,7 +666,7 @@ struct OutUsage {
 /// writes are taken back out (the Anthropic codec added them in).
 fn usage_of(u: &Usage) -> OutUsage {
     let read = u.cached_tokens().unwrap_or(0);
-    let write = u.prompt_tokens_details.as_ref().and_then(|d| d.extra.get("cache_write_tokens")).and_then(Value::as_u64).unwrap_or(0);
+    let write = u.cache_write_tokens();
     OutUsage {
         input_tokens: u.prompt_tokens.saturating_sub(read).saturating_sub(write),
         output_tokens: u.completion_tokens,

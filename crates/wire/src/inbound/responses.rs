@@ -716,8 +716,7 @@ struct OutputDetails {
 
 impl From<&Usage> for ResponseUsage {
     fn from(u: &Usage) -> Self {
-        let cache_write =
-            u.prompt_tokens_details.as_ref().and_then(|d| d.extra.get("cache_write_tokens")).and_then(Value::as_u64).unwrap_or(0);
+        let cache_write = u.cache_write_tokens();
         let reasoning = u.completion_tokens_details.as_ref().and_then(|d| d.get("reasoning_tokens")).and_then(Value::as_u64).unwrap_or(0);
         ResponseUsage {
             input_tokens: u.prompt_tokens,

@@ -742,10 +742,7 @@ impl ApiUsage {
         if let Some(read) = read {
             usage = usage.with_cached(read);
         }
-        if write > 0 {
-            usage.prompt_tokens_details.get_or_insert_with(Default::default).extra.insert("cache_write_tokens".into(), write.into());
-        }
-        usage
+        usage.with_cache_writes(write)
     }
 }
 
